@@ -1,0 +1,71 @@
+"""/v1/services/<env>/<service>/credentials: mint, refresh, revoke service JWTs."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from .. import names
+from ..clock import rfc3339
+from ..credentials.tokens import MintedToken
+from ..errors import AccessDenied, InvalidInput, Unauthenticated
+from .context import caller, services
+
+bp = Blueprint("credentials", __name__, url_prefix="/v1/services")
+
+
+def _target(env: str, service: str) -> tuple[str, str]:
+    env = names.component("environment", env)
+    service = names.component("service", service)
+    if env not in services().settings.environments:
+        raise InvalidInput("environment", "is not an environment of this deployment")
+    return env, service
+
+
+def _authorize(env: str, service: str) -> None:
+    """The operator must hold update on specs/<env>/<service>/_credentials: Vault's
+    policies decide, through the caller's own token."""
+    grant = services().store.paths.credential_grant(env, service)
+    caps = caller().store.capabilities(grant)
+    if not caps & {"update", "create", "root"}:
+        raise AccessDenied(f"your Vault token may not manage credentials of {env}/{service}"
+                           f" (needs update on {grant})")
+
+
+def _render(minted: MintedToken, env: str) -> Response:
+    s = services().settings
+    resp = jsonify({
+        "token": minted.token,
+        "expires_at": rfc3339(minted.expires_at),
+        "kid": minted.kid,
+        "jti": minted.jti,
+        "vault": {"auth_path": s.paths.auth_mount(env), "role": s.jwt_role},
+    })
+    resp.status_code = 201
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/<env>/<service>/credentials")
+def mint(env: str, service: str) -> Response:
+    env, service = _target(env, service)
+    _authorize(env, service)
+    return _render(services().credentials.mint(env, service), env)
+
+
+@bp.post("/<env>/<service>/credentials/refresh")
+def refresh(env: str, service: str) -> Response:
+    """The service presents its current, valid credential as a Bearer token."""
+    env, service = _target(env, service)
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() != "bearer " or not auth[7:].strip():
+        raise Unauthenticated("present the current credential as 'Authorization: Bearer'")
+    return _render(services().credentials.refresh(auth[7:].strip(), env, service), env)
+
+
+@bp.delete("/<env>/<service>/credentials")
+def revoke(env: str, service: str) -> Response:
+    env, service = _target(env, service)
+    _authorize(env, service)
+    generation = services().credentials.revoke(env, service)
+    return jsonify({"environment": env, "service": service, "generation": generation,
+                    "revoked_at": rfc3339(services().credentials.minter._clock.now())})

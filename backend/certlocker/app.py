@@ -1,0 +1,91 @@
+"""The Flask application factory and the wiring of every service.
+
+``create_app(settings)`` builds everything once per process; gunicorn calls
+``create_app()`` (settings from the file named by ``CERTLOCKER_CONFIG`` and the
+environment). Nothing below the API reads Flask globals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from flask import Flask
+
+from . import logs
+from . import settings as settings_mod
+from .clock import SystemClock
+from .credentials.keys import KeyRing
+from .credentials.service import CredentialService
+from .credentials.tokens import TokenMinter
+from .issuance.acme_issuer import AcmeIssuer
+from .issuance.base import Issuer
+from .lifecycle.service import CertificateService
+from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from .settings import Settings
+from .vault.identity import ServiceIdentities
+from .vault.store import VaultStore
+
+
+class _SigningKeyStore:
+    """KeyRing's persistence on the certlocker KV mount."""
+
+    def __init__(self, store: VaultStore) -> None:
+        self._store = store
+
+    def load(self) -> tuple[dict[str, Any] | None, int]:
+        return self._store.read_json(self._store.paths.signing_keys())
+
+    def save(self, document: dict[str, Any], cas: int) -> int:
+        return self._store.write_json(self._store.paths.signing_keys(), document, cas=cas)
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    store: VaultStore
+    challenges: StoreChallenges
+    certificates: CertificateService
+    keyring: KeyRing
+    credentials: CredentialService
+
+
+def build_services(settings: Settings) -> Services:
+    clock = SystemClock()
+    store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
+                               settings.vault_ca_cert)
+    challenges = StoreChallenges(store)
+    issuers: dict[str, Issuer] = {}
+    for name, conf in settings.issuers.items():
+        if conf.type == "acme":
+            issuers[name] = AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or ""),
+                                       challenges, timeout=settings.issuance_timeout_seconds)
+    certificates = CertificateService(store, issuers, clock=clock,
+                                      workers=settings.issuance_workers,
+                                      issuance_timeout=settings.issuance_timeout_seconds)
+    keyring = KeyRing.load_or_create(_SigningKeyStore(store), clock)
+    credentials = CredentialService(
+        store, settings.paths.service_generation,
+        ServiceIdentities(store.hvac, settings.paths),
+        lambda generation: TokenMinter(keyring, clock, issuer=settings.jwt_issuer,
+                                       current_generation=generation,
+                                       audience=settings.jwt_audience,
+                                       default_ttl=settings.jwt_ttl_seconds))
+    return Services(settings, store, challenges, certificates, keyring, credentials)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    settings = settings or settings_mod.load()
+    logs.configure(settings.log_format, settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["certlocker"] = services or build_services(settings)
+
+    from .api import certificates, credentials, problems, wellknown
+
+    problems.init_app(app)
+    app.register_blueprint(wellknown.bp)
+    app.register_blueprint(certificates.bp)
+    app.register_blueprint(credentials.bp)
+    return app

@@ -1,0 +1,348 @@
+"""Hash-chained audit events: who or what did which action to which subject.
+
+Every event carries the SHA-256 of its predecessor (``prev_hash``) and its own hash over a
+canonical JSON of all its other fields, so editing, deleting or reordering stored events
+breaks the chain and ``verify`` names the first bad sequence number. Dropping the newest
+events (truncating the tail) leaves a valid shorter chain; it is only detectable against
+an anchor (a ``(seq, hash)`` pair the auditor kept elsewhere), which ``verify`` accepts.
+
+Events hold public facts only. Anything that looks like key material or a credential is
+refused with ``ValueError`` before it is hashed or stored.
+
+Storage is behind ``AuditStore``: the Vault store implements it with KV v2 check-and-set,
+``audit.memory.MemoryAuditStore`` in memory for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from ..clock import Clock, parse_rfc3339, rfc3339
+from ..errors import Conflict
+
+GENESIS_HASH = "0" * 64
+OUTCOMES = frozenset({"success", "failure", "denied"})
+MAX_DETAILS_BYTES = 8192
+MAX_FIELD_CHARS = 1024
+
+# Key names whose value is a secret by definition. Compared after lower-casing and
+# turning '-' into '_'; a name ending in "_<one of these>" (client_secret) counts too.
+_SECRET_KEY_NAMES = frozenset({
+    "private_key", "privatekey", "key_pem", "token", "password", "passphrase", "secret",
+    "jwt", "client_token", "secret_id", "hmac_key",
+})
+_PEM_PRIVATE_MARKER = "PRIVATE KEY-----"
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditEvent:
+    """One link of the chain. Build new events with :meth:`create`, which hashes them."""
+
+    seq: int
+    time: str
+    actor: str
+    action: str
+    subject: str
+    outcome: str
+    reason: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def create(cls, *, seq: int, time: str, actor: str, action: str, subject: str,
+               outcome: str, reason: str | None, details: Mapping[str, Any] | None,
+               prev_hash: str) -> "AuditEvent":
+        """Validate the fields and compute the hash.
+
+        :raises ValueError: a field is malformed, too large, or holds key material or a
+            credential (nothing of it is stored or echoed in the message).
+        """
+        if seq < 1:
+            raise ValueError("seq starts at 1")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
+        for name, value in (("actor", actor), ("action", action), ("subject", subject)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError("reason must be a string or None")
+        clean = _copy_details(details or {})
+        for name, value in (("actor", actor), ("action", action), ("subject", subject),
+                            ("reason", reason)):
+            if value is not None:
+                if len(value) > MAX_FIELD_CHARS:
+                    raise ValueError(f"{name} is longer than {MAX_FIELD_CHARS} characters")
+                _refuse_key_material(name, value)
+        _refuse_key_material("details", clean)
+        if len(_canonical(clean)) > MAX_DETAILS_BYTES:
+            raise ValueError(f"details are larger than {MAX_DETAILS_BYTES} bytes")
+        body = {"seq": seq, "time": time, "actor": actor, "action": action,
+                "subject": subject, "outcome": outcome, "reason": reason,
+                "details": clean, "prev_hash": prev_hash}
+        return cls(**body, hash=_digest(body))
+
+    def body(self) -> dict[str, Any]:
+        """Every field except ``hash``: what the hash covers."""
+        data = dataclasses.asdict(self)
+        del data["hash"]
+        return data
+
+    def computed_hash(self) -> str:
+        return _digest(self.body())
+
+    @property
+    def at(self) -> dt.datetime:
+        return parse_rfc3339(self.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AuditEvent":
+        """Load a stored event as is (no re-hashing: ``verify`` judges it).
+
+        :raises KeyError: a field is missing.
+        """
+        return cls(
+            seq=int(data["seq"]), time=data["time"], actor=data["actor"],
+            action=data["action"], subject=data["subject"], outcome=data["outcome"],
+            reason=data.get("reason"), details=dict(data.get("details") or {}),
+            prev_hash=data["prev_hash"], hash=data["hash"],
+        )
+
+
+class AuditStore(Protocol):
+    """Persistence of the chain. Events are keyed by ``seq``; appends are check-and-set.
+
+    ``head`` must reflect every successful append: a store that keeps a separate head
+    pointer must roll it forward over events that exist beyond it (a writer may crash
+    between writing an event and moving the pointer).
+    """
+
+    def head(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the newest event, or None for an empty chain."""
+        ...
+
+    def append(self, event: AuditEvent, expected_seq: int) -> None:
+        """Store ``event`` (whose seq is ``expected_seq + 1``) if the head is still at
+        ``expected_seq`` (0 for an empty chain).
+
+        :raises Conflict: another writer appended first; nothing was stored.
+        """
+        ...
+
+    def read(self, seq: int) -> AuditEvent | None: ...
+
+    def range(self, start_seq: int, end_seq: int) -> Iterator[AuditEvent]:
+        """Stored events with ``start_seq <= seq <= end_seq``, in storage-key order.
+        Missing keys are skipped, so a deleted event shows up as a gap."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+class AuditLog:
+    """Records events through an ``AuditStore``; safe with several writers at once."""
+
+    def __init__(self, store: AuditStore, clock: Clock, *, max_attempts: int = 32,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+
+    def record(self, actor: str, action: str, subject: str, outcome: str,
+               reason: str | None = None,
+               details: Mapping[str, Any] | None = None) -> AuditEvent:
+        """Append one event to the chain and return it.
+
+        Reads the head, links the new event to it and appends with check-and-set; when
+        another writer (another API replica, the reconciler) got there first it re-reads
+        and retries, with jittered backoff, up to ``max_attempts`` times.
+
+        :raises ValueError: the fields are malformed or hold key material.
+        :raises Conflict: every attempt lost the race.
+        """
+        for attempt in range(self._max_attempts):
+            head = self._store.head()
+            seq, prev = (head[0], head[1]) if head else (0, GENESIS_HASH)
+            event = AuditEvent.create(
+                seq=seq + 1, time=rfc3339(self._clock.now()), actor=actor, action=action,
+                subject=subject, outcome=outcome, reason=reason, details=details,
+                prev_hash=prev)
+            try:
+                self._store.append(event, expected_seq=seq)
+                return event
+            except Conflict:
+                self._sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
+        raise Conflict(f"audit append lost the race {self._max_attempts} times")
+
+    def head(self) -> tuple[int, str] | None:
+        """The current ``(seq, hash)``: keep it outside Vault as an anchor for ``verify``."""
+        return self._store.head()
+
+    def verify(self, store: AuditStore | None = None, *,
+               anchor: tuple[int, str] | None = None) -> VerifyResult:
+        return verify(store if store is not None else self._store, anchor=anchor)
+
+    def query(self, store: AuditStore | None = None, **filters: Any) -> list[AuditEvent]:
+        return query(store if store is not None else self._store, **filters)
+
+
+def verify(store: AuditStore, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Walk the whole chain from seq 1 to the head and report the first broken link.
+
+    Detects an edited event (its hash no longer matches its fields), a deleted or
+    inserted event (a gap in seq, or a ``prev_hash`` that does not match the event
+    before), reordered events (a seq out of place), and a head pointer that disagrees
+    with the last event. With ``anchor=(seq, hash)`` it also checks that the event at
+    that seq still exists with that hash, which is how a truncated tail is caught.
+    Streams the events: memory does not grow with the chain.
+    """
+    head = store.head()
+    end = head[0] if head else 0
+    if anchor is not None and anchor[0] > end:
+        return VerifyResult(False, 0, end + 1,
+                            f"chain ends at seq {end} but the anchor is at seq {anchor[0]}"
+                            " (tail truncated)")
+    prev_hash = GENESIS_HASH
+    expected = 1
+    checked = 0
+    for event in store.range(1, end):
+        if event.seq != expected:
+            kind = ("deleted or reordered" if event.seq > expected
+                    else "reordered or duplicated")
+            return VerifyResult(False, checked, expected,
+                                f"expected seq {expected}, found seq {event.seq} "
+                                f"({kind})")
+        if event.computed_hash() != event.hash:
+            return VerifyResult(False, checked, event.seq,
+                                "hash does not match the event's fields (edited)")
+        if event.prev_hash != prev_hash:
+            return VerifyResult(False, checked, event.seq,
+                                "prev_hash does not match the previous event's hash")
+        if anchor is not None and event.seq == anchor[0] and event.hash != anchor[1]:
+            return VerifyResult(False, checked, event.seq,
+                                "event differs from the anchor's hash")
+        prev_hash = event.hash
+        checked += 1
+        expected += 1
+    if expected != end + 1:
+        return VerifyResult(False, checked, expected,
+                            f"expected seq {expected}, the chain ends before the head "
+                            f"(seq {end}): events missing")
+    if head is not None and head[1] != prev_hash:
+        return VerifyResult(False, checked, end, "head hash does not match the last event")
+    return VerifyResult(True, checked)
+
+
+def query(store: AuditStore, *, certificate: str | None = None, actor: str | None = None,
+          action: str | None = None, since: dt.datetime | None = None,
+          until: dt.datetime | None = None, limit: int = 100,
+          page: int = 500) -> list[AuditEvent]:
+    """Events matching every given filter, newest first, at most ``limit``.
+
+    ``certificate`` matches the event's subject (a certificate id such as
+    ``prod.api.www``); ``since``/``until`` bound the event time (inclusive).
+    This is a linear scan backwards from the head in windows of ``page`` events: fine for
+    an auditor's occasional question, not for a hot path. It stops once ``limit`` events
+    match; with selective filters on a long chain it may read the whole chain.
+    """
+    if limit < 1:
+        return []
+    head = store.head()
+    results: list[AuditEvent] = []
+    end = head[0] if head else 0
+    while end >= 1 and len(results) < limit:
+        start = max(1, end - page + 1)
+        for event in reversed(list(store.range(start, end))):
+            if _matches(event, certificate, actor, action, since, until):
+                results.append(event)
+                if len(results) >= limit:
+                    break
+        end = start - 1
+    return results
+
+
+def _matches(event: AuditEvent, certificate: str | None, actor: str | None,
+             action: str | None, since: dt.datetime | None,
+             until: dt.datetime | None) -> bool:
+    if certificate is not None and event.subject != certificate:
+        return False
+    if actor is not None and event.actor != actor:
+        return False
+    if action is not None and event.action != action:
+        return False
+    if since is not None or until is not None:
+        at = event.at
+        if since is not None and at < since:
+            return False
+        if until is not None and at > until:
+            return False
+    return True
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _digest(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _copy_details(value: Any, depth: int = 0) -> Any:
+    """A deep copy of JSON-able data (so a frozen event cannot change under its hash).
+
+    :raises ValueError: a value is not JSON data, or nests too deep.
+    """
+    if depth > 8:
+        raise ValueError("details nest too deep")
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError("details keys must be strings")
+            out[key] = _copy_details(item, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_copy_details(item, depth + 1) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValueError(f"details values must be JSON data, not {type(value).__name__}")
+
+
+def _is_secret_key_name(name: str) -> bool:
+    norm = name.strip().lower().replace("-", "_")
+    return norm in _SECRET_KEY_NAMES or any(norm.endswith("_" + s)
+                                            for s in _SECRET_KEY_NAMES)
+
+
+def _refuse_key_material(where: str, value: Any) -> None:
+    """:raises ValueError: naming where, never echoing the value."""
+    if isinstance(value, str):
+        if _PEM_PRIVATE_MARKER in value:
+            raise ValueError(f"{where} looks like a PEM private key; refused")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_key_material(f"{where} key", key)
+            if _is_secret_key_name(key):
+                raise ValueError(f"{where}.{key[:64]} names a secret; refused")
+            _refuse_key_material(f"{where}.{key[:64]}", item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_key_material(f"{where}[{index}]", item)

@@ -1,0 +1,85 @@
+"""Service credentials end to end: generations, Vault identities, tokens.
+
+A service's credentials belong to a *generation* (``system/credentials/<env>/<service>``).
+Minting makes sure the generation's Vault identity exists, then signs a JWT for it.
+Revoking moves the service to the next generation and disables the old generation's
+identity, so every credential of the old one fails at Vault login at once, and Vault
+tokens already obtained with them stop working.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ..errors import Conflict, Unauthenticated
+from ..names import component
+from .tokens import Claims, MintedToken, TokenMinter
+
+log = logging.getLogger(__name__)
+
+
+class Identities(Protocol):
+    def ensure(self, environment: str, service: str, generation: int) -> None: ...
+
+    def disable(self, environment: str, service: str, generation: int) -> bool: ...
+
+
+class GenerationStore(Protocol):
+    def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]: ...
+
+    def write_json(self, logical: str, document: dict[str, Any], cas: int | None) -> int: ...
+
+
+class CredentialService:
+    def __init__(self, store: GenerationStore, generation_path: Any, identities: Identities,
+                 minter_factory: Any) -> None:
+        self._store = store
+        self._path = generation_path  # (env, service) -> logical path
+        self._identities = identities
+        self.minter: TokenMinter = minter_factory(self.generation)
+
+    def generation(self, environment: str, service: str) -> int:
+        doc, _ = self._store.read_json(self._path(environment, service))
+        return int(doc["generation"]) if doc else 1
+
+    def mint(self, environment: str, service: str, ttl: int | None = None) -> MintedToken:
+        environment = component("environment", environment)
+        service = component("service", service)
+        generation = self.generation(environment, service)
+        self._identities.ensure(environment, service, generation)
+        minted = self.minter.mint(environment, service, generation, ttl)
+        log.info("credential.minted", extra={"environment": environment, "service": service,
+                                             "generation": generation, "jti": minted.jti})
+        return minted
+
+    def refresh(self, token: str, environment: str, service: str) -> MintedToken:
+        """A service trades its current valid credential for a fresh one.
+
+        :raises Unauthenticated: for an invalid, expired or revoked credential, or one of
+            another service.
+        """
+        claims: Claims = self.minter.verify(token, expected_environment=environment)
+        if claims.service != service:
+            raise Unauthenticated("the credential belongs to another service")
+        return self.mint(environment, service)
+
+    def revoke(self, environment: str, service: str) -> int:
+        """Revoke every credential of the service; returns the new generation."""
+        environment = component("environment", environment)
+        service = component("service", service)
+        path = self._path(environment, service)
+        for _ in range(5):
+            doc, version = self._store.read_json(path)
+            old = int(doc["generation"]) if doc else 1
+            try:
+                self._store.write_json(path, {"generation": old + 1}, cas=version)
+                break
+            except Conflict:
+                continue
+        else:
+            raise Conflict(f"credentials of {environment}/{service} keep changing")
+        self._identities.disable(environment, service, old)
+        log.info("credential.revoked", extra={"environment": environment,
+                                              "service": service, "generation": old})
+        return old + 1

@@ -1,0 +1,142 @@
+"""The one error tree.
+
+Every error the domain raises is a ``CertlockerError``. Each leaf knows its HTTP status
+and RFC 9457 problem ``type``; the API maps them in one place (``api.problems``). Leaves
+carry data, not prose: the message is built from the fields, and no field ever holds key
+material or a token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_BASE = "https://certlocker.dev/problems/"
+
+
+class CertlockerError(Exception):
+    """Base of every domain error."""
+
+    status: int = 500
+    slug: str = "internal"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+# --- 4xx: the caller's input or rights ------------------------------------------------
+
+
+class InvalidInput(CertlockerError):
+    """A request field is malformed; ``field`` names it (JSON pointer style)."""
+
+    status = 400
+    slug = "invalid-input"
+    title = "Invalid input"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}", field=field, reason=reason)
+
+
+class MalformedRequest(CertlockerError):
+    status = 400
+    slug = "malformed-request"
+    title = "Malformed request"
+
+
+class UnsupportedMediaType(CertlockerError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class PayloadTooLarge(CertlockerError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class Unauthenticated(CertlockerError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class AccessDenied(CertlockerError):
+    status = 403
+    slug = "access-denied"
+    title = "Access denied"
+
+
+class NotFound(CertlockerError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class AlreadyExists(CertlockerError):
+    status = 409
+    slug = "already-exists"
+    title = "Already exists"
+
+
+class Conflict(CertlockerError):
+    """A concurrent writer won a check-and-set race, or the state forbids the action."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+# --- issuance -------------------------------------------------------------------------
+
+
+class IssuanceFailed(CertlockerError):
+    """The CA refused or the challenge failed; ``acme_code`` is the RFC 8555 error type."""
+
+    status = 502
+    slug = "issuance-failed"
+    title = "Certificate issuance failed"
+
+    def __init__(self, detail: str, acme_code: str | None = None,
+                 retryable: bool = True) -> None:
+        self.acme_code = acme_code
+        self.retryable = retryable
+        super().__init__(detail, acme_code=acme_code)
+
+
+class RateLimited(IssuanceFailed):
+    status = 429
+    slug = "rate-limited"
+    title = "Rate limited by the CA"
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail, acme_code="rateLimited")
+
+
+# --- dependencies ---------------------------------------------------------------------
+
+
+class VaultUnavailable(CertlockerError):
+    """Vault is unreachable, sealed, or on standby without a leader."""
+
+    status = 503
+    slug = "vault-unavailable"
+    title = "Vault is unavailable"
+
+
+class ConfigurationError(CertlockerError):
+    """Settings are invalid; raised at start, never per request."""
+
+    status = 500
+    slug = "configuration"
+    title = "Invalid configuration"

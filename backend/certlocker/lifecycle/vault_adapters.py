@@ -1,0 +1,91 @@
+"""Adapters from the issuance boundary (Journal, ChallengeStore, AccountStore) onto any
+``Store``: small, so any replica resumes an order or answers a challenge from Vault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import Conflict
+from ..models import CertificateRef
+from .ports import Store
+
+
+class StoreJournal:
+    """In-flight issuance state at ``system/inflight/<env>/<service>/<name>``."""
+
+    def __init__(self, store: Store, ref: CertificateRef) -> None:
+        self._store = store
+        self._path = store.paths.inflight(ref)
+
+    def load(self) -> dict[str, Any] | None:
+        return self._store.read_json(self._path)[0]
+
+    def save(self, state: dict[str, Any]) -> None:
+        self._store.write_json(self._path, state, cas=None)
+
+    def clear(self) -> None:
+        self._store.destroy(self._path)
+
+
+class StoreChallenges:
+    """http-01 key authorizations at ``system/challenges/http-01/<token>``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def put(self, token: str, key_authorization: str) -> None:
+        self._store.write(self._store.paths.http01(token),
+                          {"key_authorization": key_authorization}, cas=None)
+
+    def get(self, token: str) -> str | None:
+        doc, _ = self._store.read_json(self._store.paths.http01(token))
+        return None if doc is None else doc.get("key_authorization")
+
+    def delete(self, token: str) -> None:
+        self._store.destroy(self._store.paths.http01(token))
+
+
+class StoreAccounts:
+    """The ACME account of one directory at ``system/acme/accounts/<hash>``."""
+
+    def __init__(self, store: Store, directory_url: str) -> None:
+        self._store = store
+        self._path = store.paths.acme_account(directory_url)
+
+    def load(self) -> tuple[dict[str, Any] | None, int]:
+        return self._store.read_json(self._path)
+
+    def save(self, document: dict[str, Any], cas: int) -> int:
+        return self._store.write_json(self._path, document, cas=cas)
+
+
+class StoreLease:
+    """A lease on one certificate so only one replica works on it at a time.
+
+    Taken with check-and-set; a crashed holder's lease expires after ``ttl`` and any
+    replica may take it over.
+    """
+
+    def __init__(self, store: Store, ref: CertificateRef, holder: str) -> None:
+        self._store = store
+        self._path = store.paths.lease(ref)
+        self._holder = holder
+        self._version = 0
+
+    def acquire(self, now: float, ttl: float) -> bool:
+        doc, version = self._store.read_json(self._path)
+        if doc and doc.get("holder") not in (None, self._holder) and doc["expires"] > now:
+            return False
+        try:
+            self._version = self._store.write_json(
+                self._path, {"holder": self._holder, "expires": now + ttl}, cas=version)
+        except Conflict:
+            return False
+        return True
+
+    def release(self) -> None:
+        try:
+            self._store.write_json(self._path, {"holder": None, "expires": 0},
+                                   cas=self._version)
+        except Conflict:
+            pass  # it expired and another replica holds it now

@@ -1,0 +1,245 @@
+"""Frozen domain records. Pure data: no I/O, no Flask, no hvac.
+
+A certificate is declared by a ``CertificateSpec`` (desired state, written by operators)
+and observed through a ``CertificateStatus`` (written by certlocker), like a Kubernetes
+resource. ``IssuedCertificate`` is the bundle stored at the service's Vault path; it is
+the only record that carries a private key, and it never goes to disk, logs, status or
+audit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import Any
+
+from .clock import parse_rfc3339, rfc3339
+
+
+class KeyType(str, enum.Enum):
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+
+class State(str, enum.Enum):
+    PENDING = "pending"  # declared, not yet issued
+    ISSUING = "issuing"  # an issuance is in flight
+    VALID = "valid"  # a current certificate is stored
+    FAILED = "failed"  # the last attempt failed; see last_error / next_attempt_at
+    REVOKED = "revoked"
+    RETIRED = "retired"
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateRef:
+    """Names one certificate: ``<environment>/<service>/<name>``; id joins them with dots."""
+
+    environment: str
+    service: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.environment}.{self.service}.{self.name}"
+
+    @classmethod
+    def parse_id(cls, cert_id: str) -> "CertificateRef":
+        from .errors import NotFound
+        from .names import component
+
+        parts = cert_id.split(".")
+        if len(parts) != 3:
+            raise NotFound(f"no certificate with id {cert_id[:200]!r}")
+        env, service, name = parts
+        return cls(component("environment", env), component("service", service),
+                   component("name", name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a certificate is served: ``address`` is host:port; ``ips`` pins pool nodes."""
+
+    address: str
+    sni: str | None = None
+    ips: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "sni": self.sni, "ips": list(self.ips)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Target":
+        return cls(data["address"], data.get("sni"), tuple(data.get("ips") or ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSpec:
+    ref: CertificateRef
+    dns_names: tuple[str, ...]
+    issuer: str
+    key_type: KeyType = KeyType.EC_P256
+    renew_before: str | None = None  # a duration ("720h", "30d") or a fraction ("0.33")
+    targets: tuple[Target, ...] = ()
+    owner: str | None = None
+    contact: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.ref.environment,
+            "service": self.ref.service,
+            "name": self.ref.name,
+            "dns_names": list(self.dns_names),
+            "issuer": self.issuer,
+            "key_type": self.key_type.value,
+            "renew_before": self.renew_before,
+            "targets": [t.to_json() for t in self.targets],
+            "owner": self.owner,
+            "contact": self.contact,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CertificateSpec":
+        return cls(
+            ref=CertificateRef(data["environment"], data["service"], data["name"]),
+            dns_names=tuple(data["dns_names"]),
+            issuer=data["issuer"],
+            key_type=KeyType(data.get("key_type") or KeyType.EC_P256.value),
+            renew_before=data.get("renew_before"),
+            targets=tuple(Target.from_json(t) for t in data.get("targets") or ()),
+            owner=data.get("owner"),
+            contact=data.get("contact"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateInfo:
+    """Public facts about one issued certificate: safe for status, logs and audit."""
+
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    sha256_fingerprint: str
+    issuer: str
+    dns_names: tuple[str, ...] = ()
+    vault_version: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "not_before": rfc3339(self.not_before),
+            "not_after": rfc3339(self.not_after),
+            "sha256_fingerprint": self.sha256_fingerprint,
+            "issuer": self.issuer,
+            "dns_names": list(self.dns_names),
+            "vault_version": self.vault_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CertificateInfo":
+        return cls(
+            serial=data["serial"],
+            not_before=parse_rfc3339(data["not_before"]),
+            not_after=parse_rfc3339(data["not_after"]),
+            sha256_fingerprint=data["sha256_fingerprint"],
+            issuer=data["issuer"],
+            dns_names=tuple(data.get("dns_names") or ()),
+            vault_version=data.get("vault_version"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedCertificate:
+    """A certificate with its key, as written to ``certs/<env>/<service>/<name>``."""
+
+    info: CertificateInfo
+    certificate: str  # leaf PEM
+    chain: str  # intermediates PEM
+    private_key: str = dataclasses.field(repr=False)  # PKCS#8 PEM; never logged
+
+    @property
+    def fullchain(self) -> str:
+        return self.certificate + self.chain
+
+    def to_vault(self) -> dict[str, str]:
+        """The secret layout DESIGN.md promises to consumers."""
+        info = self.info.to_json()
+        return {
+            "certificate": self.certificate,
+            "chain": self.chain,
+            "fullchain": self.fullchain,
+            "private_key": self.private_key,
+            "serial": info["serial"],
+            "not_before": info["not_before"],
+            "not_after": info["not_after"],
+            "sha256_fingerprint": info["sha256_fingerprint"],
+            "issuer": info["issuer"],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetStatus:
+    address: str
+    status: str  # ok | stale | mismatch | expired | unreachable | chain-incomplete | unknown
+    served_sha256: str | None = None
+    checked_at: dt.datetime | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "status": self.status,
+            "served_sha256": self.served_sha256,
+            "checked_at": rfc3339(self.checked_at) if self.checked_at else None,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TargetStatus":
+        checked = data.get("checked_at")
+        return cls(data["address"], data["status"], data.get("served_sha256"),
+                   parse_rfc3339(checked) if checked else None, data.get("detail"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateStatus:
+    state: State
+    current: CertificateInfo | None = None
+    last_error: str | None = None
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    targets: tuple[TargetStatus, ...] = ()
+    history: tuple[str, ...] = ()  # SHA-256 fingerprints of earlier certificates, newest first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "current": self.current.to_json() if self.current else None,
+            "last_error": self.last_error,
+            "attempts": self.attempts,
+            "next_attempt_at": rfc3339(self.next_attempt_at) if self.next_attempt_at else None,
+            "updated_at": rfc3339(self.updated_at) if self.updated_at else None,
+            "targets": [t.to_json() for t in self.targets],
+            "history": list(self.history),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CertificateStatus":
+        nxt = data.get("next_attempt_at")
+        upd = data.get("updated_at")
+        return cls(
+            state=State(data["state"]),
+            current=CertificateInfo.from_json(data["current"]) if data.get("current") else None,
+            last_error=data.get("last_error"),
+            attempts=int(data.get("attempts") or 0),
+            next_attempt_at=parse_rfc3339(nxt) if nxt else None,
+            updated_at=parse_rfc3339(upd) if upd else None,
+            targets=tuple(TargetStatus.from_json(t) for t in data.get("targets") or ()),
+            history=tuple(data.get("history") or ()),
+        )
+
+    def replace(self, **changes: Any) -> "CertificateStatus":
+        return dataclasses.replace(self, **changes)

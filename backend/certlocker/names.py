@@ -1,0 +1,126 @@
+"""Validation of every name that reaches a Vault path or a certificate.
+
+certlocker validates names itself rather than relying on Vault: OpenBao 2.6+ refuses
+rendered template names containing ``/``, ``+`` or ``*`` but older servers and Vault may
+not, and a name becomes part of a path, an identity alias and a JWT ``sub``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import idna
+
+from .errors import InvalidInput
+
+# Environment, service and certificate names: one DNS-label-like token. No dots (the
+# certificate id joins the three with dots), no slashes, no uppercase, no leading '_'.
+_COMPONENT = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+MAX_DNS_NAME = 253
+MAX_DNS_NAMES = 100
+
+
+def component(field: str, value: object) -> str:
+    """Return ``value`` if it is a valid environment/service/name component.
+
+    :raises InvalidInput: naming ``field`` and why.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    if not value:
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > 63:
+        raise InvalidInput(field, "must be at most 63 characters")
+    if not _COMPONENT.match(value):
+        raise InvalidInput(
+            field,
+            "must be lowercase letters, digits and '-', starting and ending with a "
+            "letter or digit (no '/', '.', '..', '%', spaces or control characters)",
+        )
+    return value
+
+
+def dns_name(field: str, value: object, *, allow_wildcard: bool = True) -> str:
+    """Normalise and validate one DNS name (RFC 1035 / RFC 5890 A-labels).
+
+    Unicode (IDN) names are converted to A-labels with IDNA 2008 (UTS #46). A wildcard
+    is allowed only as the whole leftmost label, and not on a single-label base.
+
+    :raises InvalidInput: naming ``field`` and why.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    name = value.strip()
+    if name != value or not name:
+        raise InvalidInput(field, "must be a non-empty name without surrounding spaces")
+    if name.endswith("."):
+        name = name[:-1]
+    if any(ch.isspace() for ch in name) or "\x00" in name:
+        raise InvalidInput(field, "must not contain spaces or control characters")
+    if _is_ip(name):
+        raise InvalidInput(field, "is an IP address; put it in ip_addresses")
+    wildcard = name.startswith("*.")
+    if "*" in (name[2:] if wildcard else name):
+        raise InvalidInput(field, "a wildcard is allowed only as the whole leftmost label")
+    if wildcard and not allow_wildcard:
+        raise InvalidInput(field, "wildcards need a dns-01 capable issuer")
+    base = name[2:] if wildcard else name
+    if not base.isascii():
+        base = _to_alabels(field, base)
+    base = base.lower()
+    labels = base.split(".")
+    if len(labels) < 2 and wildcard:
+        raise InvalidInput(field, "a wildcard needs at least two labels under it")
+    for label in labels:
+        if not label:
+            raise InvalidInput(field, "has an empty label")
+        if len(label) > 63:
+            raise InvalidInput(field, f"label '{label[:20]}…' is longer than 63 octets")
+        if not _LABEL.match(label):
+            raise InvalidInput(
+                field,
+                f"label '{label}' may hold only letters, digits and inner hyphens "
+                "(no underscores)",
+            )
+    full = ("*." if wildcard else "") + base
+    if len(full) > MAX_DNS_NAME:
+        raise InvalidInput(field, f"is longer than {MAX_DNS_NAME} octets")
+    return full
+
+
+def dns_names(field: str, value: object, *, allow_wildcard: bool = True) -> tuple[str, ...]:
+    """Validate a non-empty list of DNS names; duplicates after normalisation are dropped."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput(field, "must be a non-empty list of DNS names")
+    if len(value) > MAX_DNS_NAMES:
+        raise InvalidInput(field, f"at most {MAX_DNS_NAMES} names")
+    seen: dict[str, None] = {}
+    for i, item in enumerate(value):
+        seen[dns_name(f"{field}/{i}", item, allow_wildcard=allow_wildcard)] = None
+    return tuple(seen)
+
+
+def ip_address(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidInput(field, "is not an IPv4 or IPv6 address") from None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_alabels(field: str, name: str) -> str:
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        raise InvalidInput(field, "is not a valid internationalised domain name") from None

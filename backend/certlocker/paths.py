@@ -1,0 +1,104 @@
+"""The only code that builds a Vault path.
+
+Every component is validated (``names.component``) before it becomes part of a path, so
+no caller input can climb out of its subtree. KV v2 paths here are *logical* (relative to
+the mount, as hvac's kv.v2 API takes them); ``api_path`` gives the full HTTP API path a
+consumer uses (``<mount>/data/<logical>``), which is what policies name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from .models import CertificateRef
+from .names import component
+
+
+@dataclasses.dataclass(frozen=True)
+class VaultPaths:
+    mount: str = "certlocker"
+    auth_prefix: str = "certlocker-"  # one JWT auth mount per environment: <prefix><env>
+
+    # -- per certificate ----------------------------------------------------------------
+    def spec(self, ref: CertificateRef) -> str:
+        return "specs/" + self._ref(ref)
+
+    def status(self, ref: CertificateRef) -> str:
+        return "status/" + self._ref(ref)
+
+    def cert(self, ref: CertificateRef) -> str:
+        return "certs/" + self._ref(ref)
+
+    def inflight(self, ref: CertificateRef) -> str:
+        """Key and order of an issuance in flight: certlocker may read these, and deletes
+        them when the certificate is stored."""
+        return "system/inflight/" + self._ref(ref)
+
+    def lease(self, ref: CertificateRef) -> str:
+        return "system/leases/" + self._ref(ref)
+
+    # -- listings -------------------------------------------------------------------------
+    def specs_dir(self, environment: str | None = None, service: str | None = None) -> str:
+        return self._dir("specs", environment, service)
+
+    def status_dir(self, environment: str | None = None, service: str | None = None) -> str:
+        return self._dir("status", environment, service)
+
+    # -- system -------------------------------------------------------------------------
+    def acme_account(self, directory_url: str) -> str:
+        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:24]
+        return f"system/acme/accounts/{digest}"
+
+    def acme_eab(self, issuer: str) -> str:
+        return f"system/acme/eab/{component('issuer', issuer)}"
+
+    def http01(self, token: str) -> str:
+        # ACME tokens are base64url (RFC 8555 section 8.3): check before using as a path.
+        if not token or len(token) > 256 or not all(c.isalnum() or c in "-_" for c in token):
+            from .errors import NotFound
+
+            raise NotFound("no such challenge")
+        return f"system/challenges/http-01/{token}"
+
+    def signing_keys(self) -> str:
+        return "system/jwt/signing-keys"
+
+    def service_generation(self, environment: str, service: str) -> str:
+        return (f"system/credentials/{component('environment', environment)}/"
+                f"{component('service', service)}")
+
+    def credential_grant(self, environment: str, service: str) -> str:
+        """The path whose ``update`` capability lets an operator mint or revoke a
+        service's credentials (checked with the operator's own token). Certificate names
+        cannot start with '_', so it never collides with a certificate."""
+        return self.api_path(
+            f"specs/{component('environment', environment)}/"
+            f"{component('service', service)}/_credentials")
+
+    # -- auth -----------------------------------------------------------------------------
+    def auth_mount(self, environment: str) -> str:
+        return self.auth_prefix + component("environment", environment)
+
+    # -- rendering ------------------------------------------------------------------------
+    def api_path(self, logical: str) -> str:
+        """``certs/prod/api/www`` -> ``certlocker/data/certs/prod/api/www``."""
+        return f"{self.mount}/data/{logical}"
+
+    def metadata_path(self, logical: str) -> str:
+        return f"{self.mount}/metadata/{logical}"
+
+    @staticmethod
+    def _ref(ref: CertificateRef) -> str:
+        return "/".join((component("environment", ref.environment),
+                         component("service", ref.service),
+                         component("name", ref.name)))
+
+    @staticmethod
+    def _dir(root: str, environment: str | None, service: str | None) -> str:
+        parts = [root]
+        if environment is not None:
+            parts.append(component("environment", environment))
+            if service is not None:
+                parts.append(component("service", service))
+        return "/".join(parts) + "/"

@@ -1,0 +1,223 @@
+"""One frozen settings object, read once from a TOML file and the environment.
+
+Precedence: environment over file over defaults. Environment names are ``CERTLOCKER_``
+plus the upper-cased key; issuers nest with ``__``, e.g.
+``CERTLOCKER_ISSUERS__PEBBLE__DIRECTORY_URL``. ``load`` validates everything and raises
+``ConfigurationError`` naming the bad key, so a bad deployment fails at start, not on
+the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+from .errors import ConfigurationError
+from .models import KeyType
+from .names import component
+from .paths import VaultPaths
+
+ISSUER_TYPES = ("acme", "vault-pki")
+CHALLENGES = ("http-01", "dns-01")
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuerSettings:
+    name: str
+    type: str = "acme"
+    directory_url: str | None = None
+    contact: str | None = None
+    ca_bundle: str | None = None  # PEM file trusted for the directory's TLS
+    profile: str | None = None
+    preferred_chain: str | None = None
+    eab: bool = False  # kid + HMAC key are read from Vault (system/acme/eab/<name>)
+    challenge: str = "http-01"
+    ip_addresses: bool = False  # may this CA issue for IP identifiers?
+    pki_mount: str | None = None  # vault-pki only
+    pki_role: str | None = None
+    caa_identities: tuple[str, ...] = ()  # issuer domain names this CA accepts in CAA
+
+    def validate(self) -> None:
+        where = f"issuers.{self.name}"
+        if self.type not in ISSUER_TYPES:
+            raise ConfigurationError(f"{where}.type must be one of {ISSUER_TYPES}")
+        if self.type == "acme":
+            _require_url(f"{where}.directory_url", self.directory_url)
+        if self.type == "vault-pki" and not (self.pki_mount and self.pki_role):
+            raise ConfigurationError(f"{where}: vault-pki needs pki_mount and pki_role")
+        if self.challenge not in CHALLENGES:
+            raise ConfigurationError(f"{where}.challenge must be one of {CHALLENGES}")
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise ConfigurationError(f"{where}.ca_bundle: no file at {self.ca_bundle}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    vault_addr: str
+    vault_token: str = dataclasses.field(repr=False)
+    public_url: str = "http://127.0.0.1:8080"
+    vault_ca_cert: str | None = None
+    kv_mount: str = "certlocker"
+    auth_prefix: str = "certlocker-"
+    environments: tuple[str, ...] = ("dev",)
+    jwt_audience: str = "certlocker"
+    jwt_role: str = "service"
+    jwt_ttl_seconds: int = 3600
+    issuers: Mapping[str, IssuerSettings] = dataclasses.field(default_factory=dict)
+    default_issuer: str | None = None
+    default_key_type: KeyType = KeyType.EC_P256
+    issuance_workers: int = 8
+    issuance_timeout_seconds: int = 300
+    max_request_bytes: int = 64 * 1024
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    @property
+    def paths(self) -> VaultPaths:
+        return VaultPaths(self.kv_mount, self.auth_prefix)
+
+    @property
+    def jwt_issuer(self) -> str:
+        return self.public_url.rstrip("/")
+
+    @property
+    def jwks_url(self) -> str:
+        return self.jwt_issuer + "/.well-known/jwks.json"
+
+    def issuer(self, name: str) -> IssuerSettings:
+        return self.issuers[name]
+
+    def validate(self) -> "Settings":
+        _require_url("vault_addr", self.vault_addr)
+        _require_url("public_url", self.public_url)
+        if not self.vault_token:
+            raise ConfigurationError(
+                "vault_token is empty: set CERTLOCKER_VAULT_TOKEN or vault_token_file")
+        for env in self.environments:
+            try:
+                component("environments", env)
+            except Exception as exc:
+                raise ConfigurationError(f"environments: {env!r} is not a valid name") from exc
+        if not self.environments:
+            raise ConfigurationError("environments must name at least one environment")
+        # Vault accepts JWTs with no or decade-long exp: the limit must be ours.
+        if not 60 <= self.jwt_ttl_seconds <= 86400:
+            raise ConfigurationError("jwt_ttl_seconds must be between 60 and 86400")
+        if not 1 <= self.issuance_workers <= 256:
+            raise ConfigurationError("issuance_workers must be between 1 and 256")
+        for issuer in self.issuers.values():
+            issuer.validate()
+        if self.default_issuer and self.default_issuer not in self.issuers:
+            raise ConfigurationError(f"default_issuer {self.default_issuer!r} is not configured")
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError("log_format must be json or text")
+        return self
+
+
+def load(path: str | os.PathLike[str] | None = None,
+         environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (or ``$CERTLOCKER_CONFIG``) and the environment.
+
+    :raises ConfigurationError: if any value is missing or invalid.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("CERTLOCKER_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read settings file {path}: {exc}") from exc
+    _overlay_environment(raw, environ)
+    return from_mapping(raw)
+
+
+def from_mapping(raw: Mapping[str, Any]) -> Settings:
+    raw = dict(raw)
+    token_file = raw.pop("vault_token_file", None)
+    if token_file and not raw.get("vault_token"):
+        try:
+            raw["vault_token"] = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"vault_token_file: {exc.strerror}") from exc
+    issuers_raw = raw.pop("issuers", {}) or {}
+    issuers = {}
+    for name, conf in issuers_raw.items():
+        conf = dict(conf)
+        if "caa_identities" in conf:
+            conf["caa_identities"] = tuple(_as_list(conf["caa_identities"]))
+        for flag in ("eab", "ip_addresses"):
+            if flag in conf:
+                conf[flag] = _as_bool(f"issuers.{name}.{flag}", conf[flag])
+        try:
+            issuers[name] = IssuerSettings(name=name, **conf)
+        except TypeError as exc:
+            raise ConfigurationError(f"issuers.{name}: {exc}") from exc
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    unknown = set(raw) - fields
+    if unknown:
+        raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
+    if "environments" in raw:
+        raw["environments"] = tuple(_as_list(raw["environments"]))
+    for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds",
+                "max_request_bytes"):
+        if key in raw:
+            try:
+                raw[key] = int(raw[key])
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"{key} must be an integer") from None
+    if "default_key_type" in raw:
+        try:
+            raw["default_key_type"] = KeyType(raw["default_key_type"])
+        except ValueError:
+            raise ConfigurationError("default_key_type is not a known key type") from None
+    if "vault_addr" not in raw:
+        raise ConfigurationError("vault_addr is required (CERTLOCKER_VAULT_ADDR)")
+    raw.setdefault("vault_token", "")
+    if not raw.get("default_issuer") and len(issuers) == 1:
+        raw["default_issuer"] = next(iter(issuers))
+    return Settings(issuers=issuers, **raw).validate()
+
+
+def _overlay_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, value in environ.items():
+        if not key.startswith("CERTLOCKER_") or key == "CERTLOCKER_CONFIG":
+            continue
+        parts = key[len("CERTLOCKER_"):].lower().split("__")
+        if parts[0] in ("url",):  # CLI-side variables, not service settings
+            continue
+        target = raw
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    # The standard Vault variables work as well as ours.
+    if "vault_addr" not in raw and environ.get("VAULT_ADDR"):
+        raw["vault_addr"] = environ["VAULT_ADDR"]
+    if "vault_ca_cert" not in raw and environ.get("VAULT_CACERT"):
+        raw["vault_ca_cert"] = environ["VAULT_CACERT"]
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{key} must be true or false")
+
+
+def _require_url(key: str, value: str | None) -> None:
+    parsed = urlparse(value or "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigurationError(f"{key} must be an http(s) URL, got {value!r}")

@@ -1,0 +1,195 @@
+"""Apply certlocker's Vault configuration idempotently, from the files in policies/.
+
+Everything here can be done by hand with the stock CLI; README "Vault by hand" shows
+the same steps. Each step reads first and writes only what differs, so running it twice
+changes nothing.
+
+Run with an administrator's token (root in the dev stack). Two phases: ``vault`` (KV
+mount, auth mounts, policies, tokens) can run before the API exists; ``auth`` configures
+JWT trust in certlocker's JWKS, which Vault fetches at config time, so the API must be up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import hvac
+import hvac.exceptions as hx
+
+from ..settings import Settings
+from .client import translated
+
+log = logging.getLogger(__name__)
+
+SERVICE_POLICY_FILE = "service.hcl"
+OWN_POLICY = "certlocker"
+SERVICE_ROLE_TOKEN_TTL = 3600
+
+
+def policy_name(stem: str, environment: str | None = None) -> str:
+    if stem == "certlocker":
+        return OWN_POLICY
+    if stem == "service":
+        assert environment is not None
+        return f"certlocker-service-{environment}"
+    return f"certlocker-{stem}"
+
+
+def render_policy(text: str, mount: str, environment: str | None = None) -> str:
+    text = text.replace("@MOUNT@", mount)
+    if environment is not None:
+        text = text.replace("@ENVIRONMENT@", environment)
+    if "@MOUNT@" in text or "@ENVIRONMENT@" in text:
+        raise ValueError("a policy placeholder was left unrendered")
+    return text
+
+
+def rendered_policies(policies_dir: Path, settings: Settings) -> dict[str, str]:
+    """Policy name -> HCL, rendered for this deployment."""
+    out: dict[str, str] = {}
+    for file in sorted(policies_dir.glob("*.hcl")):
+        text = file.read_text()
+        if file.name == SERVICE_POLICY_FILE:
+            for env in settings.environments:
+                out[policy_name("service", env)] = render_policy(text, settings.kv_mount, env)
+        else:
+            out[policy_name(file.stem)] = render_policy(text, settings.kv_mount)
+    return out
+
+
+@dataclasses.dataclass
+class BootstrapReport:
+    changed: list[str] = dataclasses.field(default_factory=list)
+    unchanged: list[str] = dataclasses.field(default_factory=list)
+
+    def note(self, what: str, changed: bool) -> None:
+        (self.changed if changed else self.unchanged).append(what)
+
+
+class Bootstrapper:
+    def __init__(self, client: hvac.Client, settings: Settings, policies_dir: Path) -> None:
+        self.client = client
+        self.settings = settings
+        self.policies_dir = policies_dir
+        self.report = BootstrapReport()
+
+    # -- phase "vault" ---------------------------------------------------------------
+    def kv_mount(self) -> None:
+        mount = self.settings.kv_mount
+        with translated("sys/mounts"):
+            mounts = self.client.sys.list_mounted_secrets_engines()["data"]
+            existing = mounts.get(mount + "/")
+            if existing is None:
+                self.client.sys.enable_secrets_engine(
+                    "kv", path=mount, options={"version": "2"},
+                    description="certlocker: specs, status, certificates, audit")
+                self.report.note(f"kv-v2 mount {mount}/", True)
+                return
+        if existing["type"] != "kv" or (existing.get("options") or {}).get("version") != "2":
+            raise RuntimeError(f"{mount}/ exists but is not a KV v2 mount")
+        self.report.note(f"kv-v2 mount {mount}/", False)
+
+    def auth_mounts(self) -> dict[str, str]:
+        """Enable one JWT auth mount per environment; return env -> accessor."""
+        accessors = {}
+        with translated("sys/auth"):
+            existing = self.client.sys.list_auth_methods()["data"]
+            for env in self.settings.environments:
+                path = self.settings.paths.auth_mount(env)
+                if path + "/" not in existing:
+                    self.client.sys.enable_auth_method(
+                        "jwt", path=path,
+                        description=f"certlocker service credentials, environment {env}")
+                    self.report.note(f"auth mount {path}/", True)
+                    existing = self.client.sys.list_auth_methods()["data"]
+                else:
+                    self.report.note(f"auth mount {path}/", False)
+                accessors[env] = existing[path + "/"]["accessor"]
+        return accessors
+
+    def policies(self) -> None:
+        for name, hcl in rendered_policies(self.policies_dir, self.settings).items():
+            with translated(f"sys/policy/{name}"):
+                try:
+                    current = self.client.sys.read_policy(name)["data"]["rules"]
+                except hx.InvalidPath:
+                    current = None
+                if current == hcl:
+                    self.report.note(f"policy {name}", False)
+                    continue
+                self.client.sys.create_or_update_policy(name, hcl)
+            self.report.note(f"policy {name}", True)
+
+    def token(self, file: Path, policy: str, display: str) -> None:
+        """Keep a valid periodic token with ``policy`` in ``file`` (0600)."""
+        if file.exists():
+            probe = hvac.Client(url=self.client.adapter.base_uri, token=file.read_text().strip(),
+                                verify=self.client.adapter._kwargs.get("verify", True))
+            try:
+                data = probe.auth.token.lookup_self()["data"]
+                if policy in (data.get("policies") or []):
+                    self.report.note(f"token {display}", False)
+                    return
+            except (hx.Forbidden, hx.Unauthorized):
+                pass
+        with translated("auth/token/create-orphan"):
+            resp = self.client.auth.token.create_orphan(
+                policies=[policy], period="24h", display_name=display, renewable=True)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.touch(mode=0o600)
+        file.chmod(0o600)
+        file.write_text(resp["auth"]["client_token"] + "\n")
+        self.report.note(f"token {display}", True)
+
+    # -- phase "auth" ----------------------------------------------------------------
+    def jwt_trust(self) -> None:
+        s = self.settings
+        for env in s.environments:
+            mount = s.paths.auth_mount(env)
+            wanted_config = {
+                "jwks_url": s.jwks_url,
+                "bound_issuer": s.jwt_issuer,
+                "jwt_supported_algs": ["ES256", "ES384"],
+            }
+            with translated(f"auth/{mount}/config"):
+                try:
+                    current = self.client.read(f"auth/{mount}/config")
+                    current = (current or {}).get("data") or {}
+                except hx.InvalidPath:
+                    current = {}
+                if any(current.get(k) != v for k, v in wanted_config.items()):
+                    self.client.write_data(f"auth/{mount}/config", data=wanted_config)
+                    self.report.note(f"auth/{mount}/config", True)
+                else:
+                    self.report.note(f"auth/{mount}/config", False)
+                wanted_role = service_role(s, env)
+                try:
+                    role = (self.client.read(f"auth/{mount}/role/{s.jwt_role}") or {}).get("data")
+                except hx.InvalidPath:
+                    role = None
+                if role is None or any(role.get(k) != v for k, v in wanted_role.items()):
+                    self.client.write_data(f"auth/{mount}/role/{s.jwt_role}", data=wanted_role)
+                    self.report.note(f"auth/{mount}/role/{s.jwt_role}", True)
+                else:
+                    self.report.note(f"auth/{mount}/role/{s.jwt_role}", False)
+
+
+def service_role(settings: Settings, environment: str) -> dict[str, object]:
+    """The one role per environment mount. ``user_claim`` is the per-generation
+    credential alias (``<service>.<generation>``), so revoking a generation can disable
+    exactly the identity entity its tokens map to; ``env`` must match the mount."""
+    return {
+        "role_type": "jwt",
+        "user_claim": "credential",
+        "bound_audiences": [settings.jwt_audience],
+        "bound_claims": {"env": environment},
+        "token_policies": [policy_name("service", environment)],
+        "token_ttl": SERVICE_ROLE_TOKEN_TTL,
+        "token_max_ttl": 4 * SERVICE_ROLE_TOKEN_TTL,
+        # Vault's default leeways are minutes; ours are seconds (NTP-synced hosts).
+        "clock_skew_leeway": 30,
+        "expiration_leeway": 30,
+        "not_before_leeway": 30,
+    }

@@ -1,0 +1,174 @@
+"""KV v2 access for certlocker: the only place certificates, specs and state meet Vault.
+
+Every state change is a check-and-set write (``cas``) so two replicas never both win.
+Docstrings name the logical path (under the KV mount) and the capability needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import hvac
+import hvac.exceptions as hx
+
+from ..errors import AlreadyExists, Conflict, NotFound, Unauthenticated
+from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
+from ..paths import VaultPaths
+from .client import make_client, translated
+
+
+@dataclasses.dataclass(frozen=True)
+class Versioned:
+    data: dict[str, Any]
+    version: int
+
+
+class VaultStore:
+    """One Vault identity (a token) and the KV mount, with domain-level methods.
+
+    ``VaultStore`` for certlocker's own token and ``for_token`` for an operator's token
+    share this class: which of them may do what is decided by Vault's policies.
+    """
+
+    def __init__(self, client: hvac.Client, paths: VaultPaths) -> None:
+        self._client = client
+        self.paths = paths
+
+    @classmethod
+    def connect(cls, addr: str, token: str | None, paths: VaultPaths,
+                ca_cert: str | None = None) -> "VaultStore":
+        return cls(make_client(addr, token, ca_cert), paths)
+
+    def for_token(self, token: str) -> "VaultStore":
+        """A store acting with another caller's token (same server and mount)."""
+        adapter = self._client.adapter
+        client = hvac.Client(url=adapter.base_uri, token=token, verify=adapter._kwargs.get(
+            "verify", True), timeout=adapter._kwargs.get("timeout", 10), session=adapter.session)
+        return VaultStore(client, self.paths)
+
+    # -- generic KV v2 -------------------------------------------------------------------
+    def read(self, logical: str) -> Versioned | None:
+        """Read the latest version at ``<mount>/data/<logical>`` (capability: read)."""
+        with translated(self.paths.api_path(logical)):
+            try:
+                resp = self._client.secrets.kv.v2.read_secret_version(
+                    path=logical, mount_point=self.paths.mount, raise_on_deleted_version=True)
+            except hx.InvalidPath:
+                return None
+        return Versioned(resp["data"]["data"] or {}, int(resp["data"]["metadata"]["version"]))
+
+    def write(self, logical: str, data: dict[str, Any], cas: int | None) -> int:
+        """Write a new version (capability: create/update). ``cas=0`` creates only if
+        absent; ``cas=n`` succeeds only if the current version is ``n``.
+
+        :raises Conflict: when the check-and-set does not match.
+        """
+        with translated(self.paths.api_path(logical)):
+            resp = self._client.secrets.kv.v2.create_or_update_secret(
+                path=logical, secret=data, cas=cas, mount_point=self.paths.mount)
+        return int(resp["data"]["version"])
+
+    def current_version(self, logical: str) -> int:
+        """Current version from ``<mount>/metadata/<logical>`` (capability: read on
+        metadata, which does not expose secret data); 0 when absent."""
+        with translated(self.paths.metadata_path(logical)):
+            try:
+                resp = self._client.secrets.kv.v2.read_secret_metadata(
+                    path=logical, mount_point=self.paths.mount)
+            except hx.InvalidPath:
+                return 0
+        return int(resp["data"]["current_version"])
+
+    def destroy(self, logical: str) -> None:
+        """Delete every version and the metadata (capability: delete on metadata)."""
+        with translated(self.paths.metadata_path(logical)):
+            self._client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=logical, mount_point=self.paths.mount)
+
+    def list(self, logical_dir: str) -> list[str]:
+        """List keys under ``<mount>/metadata/<dir>`` (capability: list); [] if none."""
+        with translated(self.paths.metadata_path(logical_dir)):
+            try:
+                resp = self._client.secrets.kv.v2.list_secrets(
+                    path=logical_dir, mount_point=self.paths.mount)
+            except hx.InvalidPath:
+                return []
+        return list(resp["data"]["keys"])
+
+    # -- certificates ----------------------------------------------------------------------
+    def read_spec(self, ref: CertificateRef) -> tuple[CertificateSpec, int] | None:
+        got = self.read(self.paths.spec(ref))
+        if got is None or not got.data:
+            return None
+        return CertificateSpec.from_json(got.data), got.version
+
+    def create_spec(self, spec: CertificateSpec) -> int:
+        """Create ``specs/<env>/<service>/<name>`` if absent.
+
+        :raises AlreadyExists: when a spec is already declared there.
+        """
+        try:
+            return self.write(self.paths.spec(spec.ref), spec.to_json(), cas=0)
+        except Conflict:
+            raise AlreadyExists(f"certificate {spec.ref.id} is already declared") from None
+
+    def read_status(self, ref: CertificateRef) -> tuple[CertificateStatus, int] | None:
+        got = self.read(self.paths.status(ref))
+        if got is None or not got.data:
+            return None
+        return CertificateStatus.from_json(got.data), got.version
+
+    def write_status(self, ref: CertificateRef, status: CertificateStatus, cas: int) -> int:
+        return self.write(self.paths.status(ref), status.to_json(), cas=cas)
+
+    def store_certificate(self, ref: CertificateRef, issued: IssuedCertificate) -> int:
+        """Write the bundle to ``certs/<env>/<service>/<name>`` as ONE new KV version,
+        so a consumer never sees a key from one issuance with a leaf from another.
+        Needs create/update on data and read on metadata (never read on data)."""
+        path = self.paths.cert(ref)
+        return self.write(path, issued.to_vault(), cas=self.current_version(path))
+
+    # -- raw JSON documents under system/ --------------------------------------------------
+    def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]:
+        got = self.read(logical)
+        if got is None:
+            return None, 0
+        return json.loads(got.data["json"]) if "json" in got.data else got.data, got.version
+
+    def write_json(self, logical: str, document: dict[str, Any], cas: int | None) -> int:
+        return self.write(logical, {"json": json.dumps(document, sort_keys=True)}, cas=cas)
+
+    # -- the caller ------------------------------------------------------------------------
+    def lookup_self(self) -> dict[str, Any]:
+        """``auth/token/lookup-self``: who is this token? (every token may.)
+
+        :raises Unauthenticated: when the token is invalid.
+        """
+        with translated("auth/token/lookup-self"):
+            try:
+                return dict(self._client.auth.token.lookup_self()["data"])
+            except hx.Forbidden as exc:  # Vault answers 403 for an unknown token
+                raise Unauthenticated("the Vault token is invalid or expired") from exc
+
+    def capabilities(self, api_path: str) -> set[str]:
+        """``sys/capabilities-self`` for one API path."""
+        with translated("sys/capabilities-self"):
+            resp = self._client.adapter.post("/v1/sys/capabilities-self",
+                                             json={"paths": [api_path]})
+        data = resp.get("data", resp) if isinstance(resp, dict) else resp.json()
+        caps = data.get(api_path) or data.get("capabilities") or []
+        return set(caps)
+
+    def health(self) -> bool:
+        with translated("sys/health"):
+            status = self._client.sys.read_health_status(method="GET")
+        if isinstance(status, dict):
+            return not status.get("sealed", True)
+        return getattr(status, "status_code", 500) == 200
+
+    @property
+    def hvac(self) -> hvac.Client:
+        """The raw client, for the other modules of this package only."""
+        return self._client

@@ -1,0 +1,73 @@
+# certlocker's own token: least privilege.
+# Rendered by `certlocker bootstrap` (@MOUNT@ = the KV v2 mount, default "certlocker").
+#
+# It may WRITE certificates into every service's path but never READ them back: no
+# single system holds every private key. Only the keys of issuances in flight
+# (system/inflight/...) are readable, and they are deleted once stored.
+
+# Specs are desired state written by operators; certlocker reads them.
+path "@MOUNT@/data/specs/*" {
+  capabilities = ["read"]
+}
+path "@MOUNT@/metadata/specs/*" {
+  capabilities = ["read", "list"]
+}
+
+# Status is what certlocker observed.
+path "@MOUNT@/data/status/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "@MOUNT@/metadata/status/*" {
+  capabilities = ["read", "list", "delete"]
+}
+
+# Certificates: write-only. Metadata (versions, no data) is readable for check-and-set.
+path "@MOUNT@/data/certs/*" {
+  capabilities = ["create", "update"]
+}
+path "@MOUNT@/metadata/certs/*" {
+  capabilities = ["read", "list", "delete"]
+}
+path "@MOUNT@/destroy/certs/*" {
+  capabilities = ["update"]
+}
+
+# certlocker's own state: ACME accounts, signing keys, leases, in-flight issuances,
+# http-01 answers, credential generations.
+path "@MOUNT@/data/system/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "@MOUNT@/metadata/system/*" {
+  capabilities = ["read", "list", "delete"]
+}
+
+# Audit events are append-only: create, never update or delete.
+path "@MOUNT@/data/audit/*" {
+  capabilities = ["create", "read"]
+}
+path "@MOUNT@/metadata/audit/*" {
+  capabilities = ["read", "list"]
+}
+
+# Service identities: one entity per service credential generation, so revoking a
+# generation disables exactly its entity (see docs/decisions/0001-service-identity.md).
+path "identity/entity" {
+  capabilities = ["create", "update"]
+}
+path "identity/entity/id/*" {
+  capabilities = ["read", "update"]
+}
+path "identity/entity/name/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "identity/entity-alias" {
+  capabilities = ["create", "update"]
+}
+path "identity/entity-alias/id/*" {
+  capabilities = ["read", "update"]
+}
+
+# To find the JWT auth mounts' accessors.
+path "sys/auth" {
+  capabilities = ["read"]
+}

@@ -1,0 +1,66 @@
+#!/bin/sh
+# certlocker delivery hook, run by OpenBao/Vault Agent `exec` after a template changed.
+#
+#   certlocker-deploy.sh --check 'CMD' --reload 'CMD' STAGED LIVE
+#
+# STAGED is the file the agent rendered: leaf, chain and key in one file. The hook
+# refuses a key that does not match the leaf, installs STAGED over LIVE with an atomic rename, runs the server's config check, then its
+# reload. If the check or the reload fails, the previous LIVE file is put back, so the
+# file on disk is always what the server runs, and the hook exits non-zero.
+# If LIVE already equals STAGED there is nothing to do (an agent restart re-renders).
+# Output never contains key material.
+set -eu
+umask 077
+
+check="" reload=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --check) check="$2"; shift 2 ;;
+        --reload) reload="$2"; shift 2 ;;
+        --) shift; break ;;
+        -*) echo "certlocker-deploy: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+[ $# -eq 2 ] || { echo "usage: $0 --check CMD --reload CMD STAGED LIVE" >&2; exit 2; }
+staged="$1" live="$2"
+[ -n "$reload" ] || { echo "certlocker-deploy: --reload is required" >&2; exit 2; }
+[ -s "$staged" ] || { echo "certlocker-deploy: $staged is missing or empty" >&2; exit 1; }
+
+cert_pub=$(openssl x509 -in "$staged" -noout -pubkey 2>/dev/null) || {
+    echo "certlocker-deploy: no certificate in $staged" >&2; exit 1; }
+key_pub=$(openssl pkey -in "$staged" -pubout 2>/dev/null) || {
+    echo "certlocker-deploy: no private key in $staged" >&2; exit 1; }
+if [ "$cert_pub" != "$key_pub" ]; then
+    echo "certlocker-deploy: REFUSED: private key does not match the certificate in $staged" >&2
+    exit 1
+fi
+
+if [ -f "$live" ] && cmp -s "$staged" "$live"; then
+    echo "certlocker-deploy: $live is already current"
+    exit 0
+fi
+
+dir=$(dirname "$live")
+tmp="$dir/.$(basename "$live").certlocker.$$"
+prev="$dir/.$(basename "$live").certlocker-prev"
+rm -f "$prev"
+trap 'rm -f "$tmp"' EXIT
+cp "$staged" "$tmp"
+chmod 600 "$tmp"
+[ -f "$live" ] && cp -p "$live" "$prev"
+
+rollback() {
+    if [ -f "$prev" ]; then mv -f "$prev" "$live"; else rm -f "$live"; fi
+    echo "certlocker-deploy: $1 failed; restored the previous $live" >&2
+    exit 1
+}
+
+mv -f "$tmp" "$live"
+if [ -n "$check" ]; then
+    sh -c "$check" >&2 || rollback "check ($check)"
+fi
+sh -c "$reload" >&2 || rollback "reload ($reload)"
+rm -f "$prev"
+fp=$(openssl x509 -in "$live" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g' | tr 'A-F' 'a-f')
+echo "certlocker-deploy: installed $live (sha256 $fp) and reloaded"

@@ -1,0 +1,277 @@
+"""Test helpers: a throwaway CA, and real nginx / HAProxy on loopback.
+
+Servers run in the foreground as children of the test (``daemon off`` / ``-db``), each
+with its own config, pid file and log in a tmp dir, and are stopped by their own PID in
+teardown — never by name, since other tests run the same binaries on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+# --- certificates ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedChain:
+    """PEM strings for a leaf issued by an intermediate under a root."""
+
+    root: str
+    chain: str  # the intermediate
+    certificate: str
+    private_key: str = dataclasses.field(repr=False)
+
+    @property
+    def fullchain(self) -> str:
+        return self.certificate + self.chain
+
+    @property
+    def sha256_fingerprint(self) -> str:
+        leaf = x509.load_pem_x509_certificate(self.certificate.encode())
+        return leaf.fingerprint(hashes.SHA256()).hex()
+
+    def vault_secret(self) -> dict[str, str]:
+        leaf = x509.load_pem_x509_certificate(self.certificate.encode())
+        return {
+            "certificate": self.certificate,
+            "chain": self.chain,
+            "fullchain": self.fullchain,
+            "private_key": self.private_key,
+            "serial": format(leaf.serial_number, "x"),
+            "not_before": leaf.not_valid_before_utc.isoformat().replace("+00:00", "Z"),
+            "not_after": leaf.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+            "sha256_fingerprint": self.sha256_fingerprint,
+            "issuer": "test-ca",
+        }
+
+
+def new_key(kind: str = "ec") -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(kind)
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool,
+          names: tuple[str, ...] = ()) -> x509.Certificate:
+    now = dt.datetime.now(dt.timezone.utc)
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+         .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+         .public_key(key.public_key())
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(now - dt.timedelta(minutes=5))
+         .not_valid_after(now + dt.timedelta(days=30))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                            critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def issue_test_chain(kind: str = "ec", names: tuple[str, ...] = ("localhost",)) -> IssuedChain:
+    """A fresh root, intermediate and leaf; the leaf key is ``kind`` ("ec" or "rsa")."""
+    root_key, int_key, leaf_key = new_key("ec"), new_key("ec"), new_key(kind)
+    root = _cert("certlocker test root", root_key, "certlocker test root", root_key, ca=True)
+    inter = _cert("certlocker test intermediate", int_key, "certlocker test root",
+                  root_key, ca=True)
+    leaf = _cert(names[0], leaf_key, "certlocker test intermediate", int_key, ca=False,
+                 names=names)
+    return IssuedChain(_pem(root), _pem(inter), _pem(leaf), _key_pem(leaf_key))
+
+
+# --- ports, handshakes, waiting -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def served_sha256(port: int, host: str = "127.0.0.1", sni: str = "localhost",
+                  timeout: float = 3.0) -> str:
+    """Handshake with ``host:port`` and return the hex SHA-256 of the served leaf's DER.
+
+    No verification: the point is to see which certificate is served, valid or not.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def try_served_sha256(port: int) -> str | None:
+    try:
+        return served_sha256(port)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.2) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15) -> None:
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_until(up, timeout, f"port {port}")
+
+
+# --- servers --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TlsServer:
+    """A foreground server process we started; ``reload_command`` is what a hook runs."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen
+    config: Path
+    cert_path: Path
+    log: Path
+    check_command: list[str]
+    reload_command: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def served_sha256(self) -> str | None:
+        return try_served_sha256(self.port)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def start_nginx(workdir: Path, cert_path: Path, port: int | None = None) -> TlsServer:
+    """Real nginx serving ``cert_path`` (leaf, chain and key in one file) on loopback.
+
+    The master runs in the foreground (``daemon off``), so its PID is our child's PID;
+    ``reload_command`` is ``nginx -s reload`` against this instance's pid file.
+    """
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf, log = workdir / "nginx.conf", workdir / "error.log"
+    conf.write_text(f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {log} info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate     {cert_path};
+        ssl_certificate_key {cert_path};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    base = ["nginx", "-p", str(workdir), "-e", str(log), "-c", str(conf)]
+    proc = subprocess.Popen(base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    server = TlsServer("nginx", port, proc, conf, cert_path, log,
+                       check_command=base + ["-t", "-q"],
+                       reload_command=base + ["-s", "reload"])
+    try:
+        wait_for_port(port, proc, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_haproxy(workdir: Path, cert_path: Path, port: int | None = None) -> TlsServer:
+    """Real HAProxy in master-worker mode (``-W -db``) serving ``cert_path``.
+
+    Reload is ``SIGUSR2`` to the master (our child): the master re-reads the config and
+    the certificate files and starts a new worker; the old one finishes its connections.
+    """
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg, log = workdir / "haproxy.cfg", workdir / "haproxy.log"
+    cfg.write_text(f"""
+global
+    log stderr format raw local0 info
+    pidfile {workdir}/haproxy.pid
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+
+frontend tls
+    bind 127.0.0.1:{port} ssl crt {cert_path}
+    http-request return status 200 content-type text/plain string ok
+""")
+    logf = open(log, "ab")
+    try:
+        proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(cfg)],
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+    finally:
+        logf.close()
+    server = TlsServer("haproxy", port, proc, cfg, cert_path, log,
+                       check_command=["haproxy", "-c", "-q", "-f", str(cfg)],
+                       reload_command=["kill", "-USR2", str(proc.pid)])
+    try:
+        wait_for_port(port, proc, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
