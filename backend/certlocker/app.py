@@ -15,6 +15,7 @@ from flask import Flask
 from . import logs
 from . import settings as settings_mod
 from .clock import SystemClock
+from .audit.chain import AuditLog
 from .credentials.keys import KeyRing
 from .credentials.service import CredentialService
 from .credentials.tokens import TokenMinter
@@ -23,6 +24,7 @@ from .issuance.base import Issuer
 from .lifecycle.service import CertificateService
 from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .settings import Settings
+from .vault.audit_store import VaultAuditStore
 from .vault.identity import ServiceIdentities
 from .vault.store import VaultStore
 
@@ -48,12 +50,14 @@ class Services:
     certificates: CertificateService
     keyring: KeyRing
     credentials: CredentialService
+    audit: AuditLog
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     clock = SystemClock()
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
                                settings.vault_ca_cert)
+    audit = AuditLog(VaultAuditStore(store), clock)
     challenges = StoreChallenges(store)
     issuers: dict[str, Issuer] = {}
     for name, conf in settings.issuers.items():
@@ -62,7 +66,8 @@ def build_services(settings: Settings) -> Services:
                                        challenges, timeout=settings.issuance_timeout_seconds)
     certificates = CertificateService(store, issuers, clock=clock,
                                       workers=settings.issuance_workers,
-                                      issuance_timeout=settings.issuance_timeout_seconds)
+                                      issuance_timeout=settings.issuance_timeout_seconds,
+                                      audit=audit, actor=actor)
     keyring = KeyRing.load_or_create(_SigningKeyStore(store), clock)
     credentials = CredentialService(
         store, settings.paths.service_generation,
@@ -70,8 +75,9 @@ def build_services(settings: Settings) -> Services:
         lambda generation: TokenMinter(keyring, clock, issuer=settings.jwt_issuer,
                                        current_generation=generation,
                                        audience=settings.jwt_audience,
-                                       default_ttl=settings.jwt_ttl_seconds))
-    return Services(settings, store, challenges, certificates, keyring, credentials)
+                                       default_ttl=settings.jwt_ttl_seconds),
+        audit=audit)
+    return Services(settings, store, challenges, certificates, keyring, credentials, audit)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:

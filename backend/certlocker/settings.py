@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,6 +50,13 @@ class IssuerSettings:
             _require_url(f"{where}.directory_url", self.directory_url)
         if self.type == "vault-pki" and not (self.pki_mount and self.pki_role):
             raise ConfigurationError(f"{where}: vault-pki needs pki_mount and pki_role")
+        # Both become a Vault path and are rendered into certlocker's policy (HCL).
+        if self.type == "vault-pki" and not (
+                re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", self.pki_mount or "")
+                and re.fullmatch(r"[A-Za-z0-9_.-]+", self.pki_role or "")
+                and ".." not in f"{self.pki_mount}/{self.pki_role}"):
+            raise ConfigurationError(f"{where}: pki_mount/pki_role must be plain Vault path "
+                                     "segments (letters, digits, '_', '.', '-')")
         if self.challenge not in CHALLENGES:
             raise ConfigurationError(f"{where}.challenge must be one of {CHALLENGES}")
         if self.ca_bundle and not Path(self.ca_bundle).is_file():

@@ -91,7 +91,7 @@ def declare() -> Response:
     wait = _wait_param()
     spec = certificate_spec(json_body(s.settings.max_request_bytes), s.settings)
     who = caller()
-    future = s.certificates.declare(who.store, spec)
+    future = s.certificates.declare(who.store, spec, actor=who.display_name)
     return _answer(future, spec.ref, wait, created=True)
 
 
@@ -131,7 +131,8 @@ def renew(cert_id: str) -> Response:
     s = services()
     wait = _wait_param()
     ref = CertificateRef.parse_id(cert_id)
-    future = s.certificates.renew(caller().store, ref)
+    who = caller()
+    future = s.certificates.renew(who.store, ref, actor=who.display_name)
     return _answer(future, ref, wait, created=False)
 
 

@@ -8,6 +8,7 @@ from .. import names
 from ..clock import rfc3339
 from ..credentials.tokens import MintedToken
 from ..errors import AccessDenied, InvalidInput, Unauthenticated
+from ..audit.recorder import audited
 from .context import caller, services
 
 bp = Blueprint("credentials", __name__, url_prefix="/v1/services")
@@ -21,14 +22,17 @@ def _target(env: str, service: str) -> tuple[str, str]:
     return env, service
 
 
-def _authorize(env: str, service: str) -> None:
+def _authorize(env: str, service: str, action: str) -> str:
     """The operator must hold update on specs/<env>/<service>/_credentials: Vault's
-    policies decide, through the caller's own token."""
+    policies decide, through the caller's own token. Returns the caller's name."""
     grant = services().store.paths.credential_grant(env, service)
-    caps = caller().store.capabilities(grant)
-    if not caps & {"update", "create", "root"}:
+    who = caller()
+    if not who.store.capabilities(grant) & {"update", "create", "root"}:
+        audited(services().audit, who.display_name, action, f"service:{env}/{service}",
+                "denied", reason=f"no update on {grant}")
         raise AccessDenied(f"your Vault token may not manage credentials of {env}/{service}"
                            f" (needs update on {grant})")
+    return who.display_name
 
 
 def _render(minted: MintedToken, env: str) -> Response:
@@ -48,8 +52,8 @@ def _render(minted: MintedToken, env: str) -> Response:
 @bp.post("/<env>/<service>/credentials")
 def mint(env: str, service: str) -> Response:
     env, service = _target(env, service)
-    _authorize(env, service)
-    return _render(services().credentials.mint(env, service), env)
+    actor = _authorize(env, service, "credential.mint")
+    return _render(services().credentials.mint(env, service, actor=actor), env)
 
 
 @bp.post("/<env>/<service>/credentials/refresh")
@@ -65,7 +69,7 @@ def refresh(env: str, service: str) -> Response:
 @bp.delete("/<env>/<service>/credentials")
 def revoke(env: str, service: str) -> Response:
     env, service = _target(env, service)
-    _authorize(env, service)
-    generation = services().credentials.revoke(env, service)
+    actor = _authorize(env, service, "credential.revoke")
+    generation = services().credentials.revoke(env, service, actor=actor)
     return jsonify({"environment": env, "service": service, "generation": generation,
                     "revoked_at": rfc3339(services().credentials.minter._clock.now())})

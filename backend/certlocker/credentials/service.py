@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from ..errors import Conflict, Unauthenticated
+from ..errors import CertlockerError, Conflict, Unauthenticated
+from ..audit.recorder import Auditor, NoAudit, audited
 from ..names import component
 from .tokens import Claims, MintedToken, TokenMinter
 
@@ -33,8 +34,9 @@ class GenerationStore(Protocol):
 
 class CredentialService:
     def __init__(self, store: GenerationStore, generation_path: Any, identities: Identities,
-                 minter_factory: Any) -> None:
+                 minter_factory: Any, audit: Auditor | None = None) -> None:
         self._store = store
+        self._audit = audit or NoAudit()
         self._path = generation_path  # (env, service) -> logical path
         self._identities = identities
         self.minter: TokenMinter = minter_factory(self.generation)
@@ -43,7 +45,8 @@ class CredentialService:
         doc, _ = self._store.read_json(self._path(environment, service))
         return int(doc["generation"]) if doc else 1
 
-    def mint(self, environment: str, service: str, ttl: int | None = None) -> MintedToken:
+    def mint(self, environment: str, service: str, ttl: int | None = None,
+             actor: str = "operator", action: str = "credential.mint") -> MintedToken:
         environment = component("environment", environment)
         service = component("service", service)
         generation = self.generation(environment, service)
@@ -51,6 +54,9 @@ class CredentialService:
         minted = self.minter.mint(environment, service, generation, ttl)
         log.info("credential.minted", extra={"environment": environment, "service": service,
                                              "generation": generation, "jti": minted.jti})
+        audited(self._audit, actor, action, f"service:{environment}/{service}", "success",
+                details={"generation": generation, "jti": minted.jti, "kid": minted.kid,
+                         "expires_at": minted.expires_at.isoformat()})
         return minted
 
     def refresh(self, token: str, environment: str, service: str) -> MintedToken:
@@ -59,12 +65,18 @@ class CredentialService:
         :raises Unauthenticated: for an invalid, expired or revoked credential, or one of
             another service.
         """
-        claims: Claims = self.minter.verify(token, expected_environment=environment)
-        if claims.service != service:
-            raise Unauthenticated("the credential belongs to another service")
-        return self.mint(environment, service)
+        subject = f"service:{environment}/{service}"
+        try:
+            claims: Claims = self.minter.verify(token, expected_environment=environment)
+            if claims.service != service:
+                raise Unauthenticated("the credential belongs to another service")
+        except CertlockerError as exc:
+            audited(self._audit, subject, "credential.refresh", subject, "denied",
+                    reason=exc.detail)
+            raise
+        return self.mint(environment, service, actor=subject, action="credential.refresh")
 
-    def revoke(self, environment: str, service: str) -> int:
+    def revoke(self, environment: str, service: str, actor: str = "operator") -> int:
         """Revoke every credential of the service; returns the new generation."""
         environment = component("environment", environment)
         service = component("service", service)
@@ -82,4 +94,6 @@ class CredentialService:
         self._identities.disable(environment, service, old)
         log.info("credential.revoked", extra={"environment": environment,
                                               "service": service, "generation": old})
+        audited(self._audit, actor, "credential.revoke", f"service:{environment}/{service}",
+                "success", details={"revoked_generation": old, "generation": old + 1})
         return old + 1

@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Iterable, Mapping
 
+from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
 from ..errors import CertlockerError, Conflict, IssuanceFailed, NotFound, RateLimited
 from ..issuance.base import IssueRequest, Issuer
@@ -40,8 +41,11 @@ class CertificateView:
 class CertificateService:
     def __init__(self, store: Store, issuers: Mapping[str, Issuer], *,
                  clock: Clock | None = None, workers: int = 8,
-                 issuance_timeout: float = 300) -> None:
+                 issuance_timeout: float = 300, audit: Auditor | None = None,
+                 actor: str = "certlocker") -> None:
         self._store = store
+        self._audit = audit or NoAudit()
+        self._actor = actor
         self._issuers = issuers
         self._clock = clock or SystemClock()
         self._lease_ttl = issuance_timeout + 60
@@ -49,13 +53,22 @@ class CertificateService:
                                            thread_name_prefix="issuance")
 
     # -- operator actions (caller's token) ---------------------------------------------
-    def declare(self, caller: Store, spec: CertificateSpec) -> cf.Future[CertificateStatus]:
+    def declare(self, caller: Store, spec: CertificateSpec,
+                actor: str = "operator") -> cf.Future[CertificateStatus]:
         """Record the spec with the caller's token, mark it pending, start issuance.
 
         :raises AccessDenied: when Vault denies the caller this environment/service.
         :raises AlreadyExists: when the certificate is already declared.
         """
-        caller.create_spec(spec)
+        try:
+            caller.create_spec(spec)
+        except CertlockerError as exc:
+            audited(self._audit, actor, "spec.create", spec.ref.id, "denied"
+                    if exc.status in (401, 403) else "failure", reason=exc.detail)
+            raise
+        audited(self._audit, actor, "spec.create", spec.ref.id, "success",
+                details={"dns_names": list(spec.dns_names), "issuer": spec.issuer,
+                         "key_type": spec.key_type.value})
         self._set_status(spec.ref, lambda old: CertificateStatus(
             state=State.PENDING, updated_at=self._clock.now(),
             history=old.history if old else ()))
@@ -84,9 +97,11 @@ class CertificateService:
                     if not name.endswith("/") and not name.startswith("_"):
                         yield CertificateRef(env, svc, name)
 
-    def renew(self, caller: Store, ref: CertificateRef) -> cf.Future[CertificateStatus]:
+    def renew(self, caller: Store, ref: CertificateRef,
+              actor: str = "operator") -> cf.Future[CertificateStatus]:
         """Force a new issuance now (the caller must be allowed to read the spec)."""
         self.view(caller, ref)
+        audited(self._audit, actor, "certificate.renew.requested", ref.id, "success")
         return self.schedule(ref)
 
     # -- the work (certlocker's own token) ---------------------------------------------
@@ -132,6 +147,10 @@ class CertificateService:
             targets=old.targets if old else (),
             history=_history(old)))
         journal.clear()  # the in-flight key is in the service's path now
+        audited(self._audit, self._actor, "certificate.issue", ref.id, "success",
+                details={"serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
+                         "not_after": str(info.not_after), "vault_version": version,
+                         "issuer": spec.issuer})
         log.info("certificate.issued", extra={
             "certificate": ref.id, "serial": info.serial, "not_after": str(info.not_after),
             "sha256_fingerprint": info.sha256_fingerprint, "vault_version": version})
@@ -150,6 +169,8 @@ class CertificateService:
                                 next_attempt_at=now + dt.timedelta(seconds=delay))
 
         log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail})
+        audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
+                reason=exc.detail[:500])
         return self._set_status(ref, update)
 
     def _set_status(self, ref: CertificateRef, change) -> CertificateStatus:  # type: ignore[no-untyped-def]

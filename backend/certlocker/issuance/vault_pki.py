@@ -1,0 +1,70 @@
+"""Issuance from an internal CA: a Vault/OpenBao PKI secrets engine mount and role.
+
+certlocker generates the key in-process and sends only a CSR to ``<mount>/sign/<role>``;
+the key leaves certlocker only into the service's KV path. The signing call goes through
+a ``Signer`` (``certlocker.vault.pki.PkiSigner`` in production), so this module imports
+no hvac.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, Sequence
+
+from ..errors import IssuanceFailed
+from ..models import IssuedCertificate
+from ..settings import IssuerSettings
+from ..x509info import info_from_pem
+from . import keys
+from .base import IssueRequest, Journal
+
+log = logging.getLogger(__name__)
+
+
+class Signed(Protocol):
+    certificate: str
+    ca_chain: Sequence[str]
+
+
+class Signer(Protocol):
+    def sign(self, csr_pem: str, ttl: str | None = None) -> Signed: ...
+
+
+class VaultPkiIssuer:
+    def __init__(self, settings: IssuerSettings, signer: Signer) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self._signer = signer
+
+    def issue(self, request: IssueRequest, journal: Journal) -> IssuedCertificate:
+        """Sign a fresh key's CSR. The key is journaled before Vault sees the CSR, so a
+        retry after a crash reuses it rather than minting a second key for one spec.
+
+        :raises IssuanceFailed: when the role refuses the names or returns a certificate
+            that does not match the key.
+        """
+        state = journal.load() or {}
+        if (state.get("private_key") and state.get("issuer") == self.name
+                and sorted(state.get("dns_names") or []) == sorted(request.dns_names)):
+            key = keys.from_pem(state["private_key"])
+        else:
+            key = keys.generate(request.key_type)
+            journal.save({"private_key": keys.to_pem(key), "dns_names": list(request.dns_names),
+                          "issuer": self.name})
+        signed = self._signer.sign(keys.csr_pem(key, request.dns_names).decode())
+        leaf = signed.certificate
+        if not keys.public_key_matches(key, leaf):
+            raise IssuanceFailed("the PKI engine returned a certificate for another key",
+                                 retryable=False)
+        log.info("vault_pki.signed", extra={"certificate": request.ref.id, "issuer": self.name})
+        return IssuedCertificate(info=info_from_pem(leaf), certificate=leaf,
+                                 chain=chain_without_root(signed.ca_chain),
+                                 private_key=keys.to_pem(key))
+
+
+def chain_without_root(ca_chain: Sequence[str]) -> str:
+    """The intermediates a server sends: Vault's ``ca_chain`` minus any self-signed root
+    (clients hold the root; sending it only costs bytes)."""
+    from ..x509info import is_self_signed
+
+    return "".join(pem for pem in ca_chain if not is_self_signed(pem))

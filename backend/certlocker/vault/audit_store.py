@@ -1,0 +1,60 @@
+"""The audit chain in Vault: ``audit/events/<seq>``, each created once (check-and-set 0).
+
+certlocker's policy grants only ``create`` and ``read`` on ``audit/``, so an event can
+never be rewritten by certlocker itself; an edit or delete by anyone with more rights
+is caught by ``certlocker audit verify`` (the hash chain). A head *hint* at
+``system/audit-head`` saves scanning; ``head`` rolls forward past it, because a writer
+may crash between creating an event and moving the hint.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..audit.chain import AuditEvent
+from ..errors import Conflict
+from .store import VaultStore
+
+HEAD_HINT = "system/audit-head"
+
+
+def _key(seq: int) -> str:
+    return f"audit/events/{seq:012d}"
+
+
+class VaultAuditStore:
+    def __init__(self, store: VaultStore) -> None:
+        self._store = store
+
+    def head(self) -> tuple[int, str] | None:
+        hint, _ = self._store.read_json(HEAD_HINT)
+        seq = int(hint["seq"]) if hint else 0
+        last = self.read(seq) if seq else None
+        while True:
+            nxt = self.read(seq + 1)
+            if nxt is None:
+                break
+            seq, last = seq + 1, nxt
+        if last is None:
+            return None
+        return last.seq, last.hash
+
+    def append(self, event: AuditEvent, expected_seq: int) -> None:
+        if event.seq != expected_seq + 1:
+            raise Conflict("audit event out of sequence")
+        self._store.write_json(_key(event.seq), event.to_json(), cas=0)
+        _, version = self._store.read_json(HEAD_HINT)
+        try:
+            self._store.write_json(HEAD_HINT, {"seq": event.seq}, cas=version)
+        except Conflict:
+            pass  # another writer moved the hint; head() rolls forward anyway
+
+    def read(self, seq: int) -> AuditEvent | None:
+        doc, _ = self._store.read_json(_key(seq))
+        return AuditEvent.from_json(doc) if doc else None
+
+    def range(self, start_seq: int, end_seq: int) -> Iterator[AuditEvent]:
+        for seq in range(max(1, start_seq), end_seq + 1):
+            event = self.read(seq)
+            if event is not None:
+                yield event
