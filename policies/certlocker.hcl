@@ -71,3 +71,8 @@ path "identity/entity-alias/id/*" {
 path "sys/auth" {
   capabilities = ["read"]
 }
+
+# Internal CAs: for every `vault-pki` issuer in the settings, bootstrap renders
+#   path "<pki_mount>/sign/<pki_role>" { capabilities = ["update"] }
+# here (nothing when there is none). certlocker sends only a CSR; the key stays with it.
+@PKI_SIGN@

@@ -1,6 +1,7 @@
 # An administrator of certlocker: declares and changes any certificate, mints and
 # revokes any service's credentials (the specs/<env>/<service>/_credentials grant),
-# reads status and audit. Reads no private key: bundles go only to the service itself.
+# rotates the JWT signing key (the specs/_system/signing-keys grant), reads status and
+# audit. Reads no private key: bundles go only to the service itself.
 
 path "@MOUNT@/data/specs/*" {
   capabilities = ["create", "read", "update", "delete"]
@@ -22,4 +23,12 @@ path "@MOUNT@/data/audit/*" {
 }
 path "@MOUNT@/metadata/audit/*" {
   capabilities = ["read", "list"]
+}
+
+# Issuer secrets (dns-01 provider credentials, ACME EAB): set or replace, never read back.
+path "@MOUNT@/data/system/dns/*" {
+  capabilities = ["create", "update"]
+}
+path "@MOUNT@/data/system/acme/eab/*" {
+  capabilities = ["create", "update"]
 }

@@ -15,8 +15,10 @@ the context managers in ``tests/support/stack.py``.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Iterator
 
 import pytest
@@ -34,6 +36,17 @@ from tests.support.stack import (  # noqa: E402
     running_openbao,
     running_pebble,
 )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (e.g. from `timeout`) would end pytest without fixture teardown and leave
+    # the servers running; as a KeyboardInterrupt, pytest still stops them by PID.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

@@ -748,10 +748,14 @@ class Stack:
 
     def __init__(self, state_dir: Path | str = DEFAULT_STATE_DIR,
                  ports: Mapping[str, int] | None = None, *,
-                 pebble_env: Mapping[str, str] | None = None) -> None:
+                 pebble_env: Mapping[str, str] | None = None,
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.ports = {**default_ports(), **(ports or {})}
         self.pebble_env = dict(pebble_env or {})
+        #: added to the environment of bootstrap, gunicorn and the reconciler (e.g. more
+        #: ``CERTLOCKER_ISSUERS__*``); later keys win over the stack's own
+        self.extra_env = dict(extra_env or {})
         self.procs: list[Proc] = []
         self.root_token: str | None = None
         self.operator_token: str | None = None
@@ -795,6 +799,7 @@ class Stack:
         return _certlocker_env({
             "VAULT_ADDR": self.vault_addr, "VAULT_TOKEN": self.root_token,
             "CERTLOCKER_ENVIRONMENTS": ENVIRONMENTS, "CERTLOCKER_PUBLIC_URL": self.api_url,
+            **self.extra_env,
         })
 
     def service_env(self) -> dict[str, str]:
@@ -811,6 +816,7 @@ class Stack:
             "CERTLOCKER_ISSUERS__PEBBLE__CONTACT": PEBBLE_CONTACT,
             "CERTLOCKER_DEFAULT_ISSUER": "pebble",
             "CERTLOCKER_LOG_FORMAT": "json",
+            **self.extra_env,
         })
         for var in ("VAULT_TOKEN", "BAO_TOKEN", "VAULT_ADDR", "BAO_ADDR"):
             env.pop(var, None)  # certlocker runs with its own token, never root

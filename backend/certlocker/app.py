@@ -21,11 +21,18 @@ from .credentials.service import CredentialService
 from .credentials.tokens import TokenMinter
 from .issuance.acme_issuer import AcmeIssuer
 from .issuance.base import Issuer
+from .issuance.vault_pki import VaultPkiIssuer
+from .lifecycle.alerts import policy_from_settings as alert_policy
+from .lifecycle.due_index import DueIndex
 from .lifecycle.service import CertificateService
+from .lifecycle.verification import Verifier, verifier_for
+from .metrics.collector import IssuanceMetrics
+from .lifecycle.issuer_secrets import StoreIssuerSecrets
 from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .settings import Settings
 from .vault.audit_store import VaultAuditStore
 from .vault.identity import ServiceIdentities
+from .vault.pki import PkiSigner
 from .vault.store import VaultStore
 
 
@@ -41,6 +48,9 @@ class _SigningKeyStore:
     def save(self, document: dict[str, Any], cas: int) -> int:
         return self._store.write_json(self._store.paths.signing_keys(), document, cas=cas)
 
+    def version(self) -> int:
+        return self._store.current_version(self._store.paths.signing_keys())
+
 
 @dataclasses.dataclass
 class Services:
@@ -51,24 +61,31 @@ class Services:
     keyring: KeyRing
     credentials: CredentialService
     audit: AuditLog
+    verifier: Verifier | None = None
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     clock = SystemClock()
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
-                               settings.vault_ca_cert)
+                               settings.vault_ca_cert, keep_versions=settings.keep_versions)
     audit = AuditLog(VaultAuditStore(store), clock)
     challenges = StoreChallenges(store)
     issuers: dict[str, Issuer] = {}
     for name, conf in settings.issuers.items():
         if conf.type == "acme":
             issuers[name] = AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or ""),
-                                       challenges, timeout=settings.issuance_timeout_seconds)
+                                       challenges, timeout=settings.issuance_timeout_seconds,
+                                       secrets=StoreIssuerSecrets(store, name))
+        elif conf.type == "vault-pki":
+            issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
+                                                           conf.pki_role or ""))
     certificates = CertificateService(store, issuers, clock=clock,
                                       workers=settings.issuance_workers,
                                       issuance_timeout=settings.issuance_timeout_seconds,
-                                      audit=audit, actor=actor)
-    keyring = KeyRing.load_or_create(_SigningKeyStore(store), clock)
+                                      audit=audit, actor=actor, observer=IssuanceMetrics(),
+                                      due_index=DueIndex(store, alert_policy(settings)))
+    # track_version: a rotation by any gunicorn worker or replica is used by all at once.
+    keyring = KeyRing.load_or_create(_SigningKeyStore(store), clock, track_version=True)
     credentials = CredentialService(
         store, settings.paths.service_generation,
         ServiceIdentities(store.hvac, settings.paths),
@@ -77,7 +94,9 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                        audience=settings.jwt_audience,
                                        default_ttl=settings.jwt_ttl_seconds),
         audit=audit)
-    return Services(settings, store, challenges, certificates, keyring, credentials, audit)
+    return Services(settings, store, challenges, certificates, keyring, credentials, audit,
+                    verifier=verifier_for(settings, store, certificates.update_status, audit,
+                                          clock=clock))
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -94,4 +113,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(certificates.bp)
     app.register_blueprint(credentials.bp)
+    from .api import openapi as openapi_api
+    app.register_blueprint(openapi_api.bp)
+    from .api import lifecycle_actions
+    app.register_blueprint(lifecycle_actions.bp)
+    from .api import bundles as bundles_api
+    app.register_blueprint(bundles_api.bp)
+    from .api import system as system_api
+    app.register_blueprint(system_api.bp)
+    from .api import audit as audit_api, metrics as metrics_api, verification as verify_api
+    app.register_blueprint(verify_api.bp)
+    app.register_blueprint(metrics_api.bp)
+    app.register_blueprint(audit_api.bp)
     return app

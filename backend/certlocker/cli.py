@@ -138,6 +138,145 @@ def renew(ctx: click.Context, cert_id: str, wait: float) -> None:
     _out(ctx, cert, _describe(cert))
 
 
+@main.command()
+@click.argument("cert_id")
+@click.option("--reason", required=True,
+              help="RFC 5280 reason: unspecified, keyCompromise, cACompromise, "
+                   "affiliationChanged, superseded, cessationOfOperation, "
+                   "privilegeWithdrawn, aACompromise")
+@click.option("--replace/--no-replace", default=None,
+              help="issue a replacement (default: yes for keyCompromise) or remove the "
+                   "material from the service's path")
+@click.option("--wait", default=60.0, show_default=True,
+              help="seconds to wait for replacement and target checks")
+@click.pass_context
+def revoke(ctx: click.Context, cert_id: str, reason: str, replace: bool | None,
+           wait: float) -> None:
+    """Revoke the current certificate at the CA, then replace or remove it."""
+    body: dict[str, Any] = {"reason": reason}
+    if replace is not None:
+        body["replace"] = replace
+    cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/revoke?wait={wait:g}",
+                               json=body)
+    rev = cert.get("revocation") or {}
+    _out(ctx, cert, f"revoked:     {rev.get('serial')} ({rev.get('reason')})\n"
+                    f"follow-up:   {rev.get('phase')}\nstatus:      {cert.get('status')}")
+
+
+@main.command()
+@click.argument("cert_id")
+@click.pass_context
+def retire(ctx: click.Context, cert_id: str) -> None:
+    """Stop managing a certificate and destroy its key material in Vault."""
+    body = ctx.obj["api"].call("DELETE", f"/v1/certificates/{cert_id}")
+    last = body.get("last") or {}
+    _out(ctx, body, f"retired:     {body['id']} at {body.get('retired_at')}\n"
+                    f"last serial: {last.get('serial')}")
+
+
+@main.command()
+@click.pass_context
+def cleanup(ctx: click.Context) -> None:
+    """List leftovers: expired material still stored, status without a spec."""
+    body = ctx.obj["api"].call("GET", "/v1/certificates/cleanup")
+    lines = [f"{i['id']:40} {i['kind']:22} {i['state']:9} {i.get('not_after') or ''}"
+             for i in body["items"]]
+    _out(ctx, body, "\n".join(lines) or "nothing to clean up")
+
+
+@main.command()
+@click.argument("cert_id")
+@click.pass_context
+def verify(ctx: click.Context, cert_id: str) -> None:
+    """Check now that every target node serves the current certificate.
+
+    Exits 0 when every node is ok, 1 when any is not (or on an API error)."""
+    cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/verify")
+    rows = [f"{'TARGET':32} {'NODE':24} {'STATUS':17} SERVED SHA-256"]
+    for target in cert["targets"]:
+        for node in target.get("nodes") or [target]:
+            rows.append(f"{target['address']:32} {node['address']:24} {node['status']:17} "
+                        f"{(node.get('served_sha256') or '-')[:16]}")
+    _out(ctx, cert, _describe(cert) + "\n\n" + "\n".join(rows))
+    if any(t["status"] != "ok" for t in cert["targets"]):
+        sys.exit(EXIT_API_ERROR)
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit trail."""
+
+
+@audit.command("list")
+@click.option("--certificate", default=None, help="a certificate id (the event subject)")
+@click.option("--actor", default=None)
+@click.option("--action", default=None)
+@click.option("--since", default=None, help="RFC 3339 time")
+@click.option("--until", default=None, help="RFC 3339 time")
+@click.option("--limit", default=100, show_default=True)
+@click.pass_context
+def audit_list(ctx: click.Context, certificate: str | None, actor: str | None,
+               action: str | None, since: str | None, until: str | None, limit: int) -> None:
+    """List audit events, newest first (needs a token that may read audit/)."""
+    params = {k: v for k, v in {"certificate": certificate, "actor": actor, "action": action,
+                                "since": since, "until": until}.items() if v}
+    body = ctx.obj["api"].call("GET", "/v1/audit", params={**params, "limit": limit})
+    rows = [f"{'SEQ':>6} {'TIME':27} {'ACTOR':28} {'ACTION':30} {'OUTCOME':8} SUBJECT"]
+    for e in body["items"]:
+        rows.append(f"{e['seq']:>6} {e['time']:27} {e['actor'][:28]:28} "
+                    f"{e['action'][:30]:30} {e['outcome']:8} {e['subject']}")
+    _out(ctx, body, "\n".join(rows))
+
+
+@audit.command("verify")
+@click.option("--mount", envvar="CERTLOCKER_KV_MOUNT", default="certlocker",
+              show_default=True, help="the KV v2 mount ($CERTLOCKER_KV_MOUNT)")
+@click.option("--anchor", default=None, metavar="SEQ:HASH",
+              help="a (seq, hash) kept outside Vault: also catches a truncated tail")
+@click.pass_context
+def audit_verify(ctx: click.Context, mount: str, anchor: str | None) -> None:
+    """Walk the chain in Vault and report the first broken link.
+
+    Reads Vault directly (VAULT_ADDR, VAULT_TOKEN of a token that may read audit/, such
+    as an auditor's). Exits 0 when intact, 1 when broken or denied, 3 when Vault is
+    unreachable."""
+    from .audit.chain import verify as verify_chain
+    from .errors import CertlockerError
+    from .paths import VaultPaths
+    from .vault.audit_store import VaultAuditStore
+    from .vault.store import VaultStore
+
+    addr, token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
+    if not addr or not token:
+        raise click.UsageError("set VAULT_ADDR and VAULT_TOKEN")
+    pinned = None
+    if anchor:
+        seq, _, digest = anchor.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise click.UsageError("--anchor must be SEQ:HASH (64 hex digits)")
+        pinned = (int(seq), digest.lower())
+    try:
+        store = VaultStore.connect(addr, token, VaultPaths(mount),
+                                   os.environ.get("VAULT_CACERT"))
+        audit_store = VaultAuditStore(store)
+        result = verify_chain(audit_store, anchor=pinned)
+        head = audit_store.head()
+    except CertlockerError as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(EXIT_UNREACHABLE if exc.status == 503 else EXIT_API_ERROR)
+    body = {"ok": result.ok, "checked": result.checked,
+            "first_bad_seq": result.first_bad_seq, "problem": result.problem,
+            "head": {"seq": head[0], "hash": head[1]} if head else None}
+    if result.ok:
+        human = (f"ok: {result.checked} events verified"
+                 + (f", head seq {head[0]} hash {head[1]}" if head else ""))
+    else:
+        human = f"BROKEN at seq {result.first_bad_seq}: {result.problem}"
+    _out(ctx, body, human)
+    if not result.ok:
+        sys.exit(EXIT_API_ERROR)
+
+
 @main.group()
 def credentials() -> None:
     """Service credentials (JWTs for Vault's JWT auth)."""
@@ -174,12 +313,140 @@ def credentials_revoke(ctx: click.Context, environment: str, service: str) -> No
                     f"{body['generation']}")
 
 
+@credentials.command("refresh")
+@click.argument("environment")
+@click.argument("service")
+@click.option("--credential-file", type=click.Path(dir_okay=False), required=True,
+              help="the current credential; replaced atomically by the fresh one (0600)")
+@click.pass_context
+def credentials_refresh(ctx: click.Context, environment: str, service: str,
+                        credential_file: str) -> None:
+    """Trade the credential in --credential-file for a fresh one (run by the service's
+    host, e.g. from a systemd timer; needs no Vault token). The file is left untouched
+    if the API refuses (expired, revoked or foreign credential: exit 1)."""
+    path = Path(credential_file)
+    try:
+        current = path.read_text().strip()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if not current:
+        raise click.UsageError(f"{path} is empty")
+    api = Api(ctx.obj["api"].url, None)  # the service's own credential, no Vault token
+    body = api.call("POST", f"/v1/services/{environment}/{service}/credentials/refresh",
+                    headers={"Authorization": f"Bearer {current}"})
+    _write_secret_file(path, body["token"])
+    _out(ctx, dict(body, token=f"(written to {path})"),
+         f"credential refreshed in {path}, expires {body['expires_at']}")
+
+
+@credentials.command("rotate-signing-key")
+@click.pass_context
+def credentials_rotate_signing_key(ctx: click.Context) -> None:
+    """Make a new JWT signing key (needs update on the specs/_system/signing-keys grant).
+    Credentials signed by the previous key keep working until they expire."""
+    body = ctx.obj["api"].call("POST", "/v1/system/signing-keys/rotate")
+    _out(ctx, body, f"signing key rotated: {body['previous_kid']} -> {body['kid']}\n"
+                    f"published: {', '.join(body['published'])}")
+
+
 def _write_secret_file(path: Path, content: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    """Write ``content`` to ``path`` atomically with mode 0600: a reader sees the old or
+    the new file, never a partial one."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- on a service's host ----------------------------------------------------------------
+
+@main.command()
+@click.argument("cert_id")
+@click.option("--format", "fmt", required=True,
+              help="haproxy, nginx, pem, kubernetes, der, pkcs12, pkcs12-legacy, java")
+@click.option("--credential-file", type=click.Path(dir_okay=False, exists=True),
+              required=True, help="the service's certlocker credential (JWT)")
+@click.option("--out", type=click.Path(), required=True,
+              help="file to write (0600, atomic); a directory for nginx and pem")
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="PKCS#12 password (pkcs12, pkcs12-legacy, java), first line")
+@click.option("--alias", default=None, help="java: keystore alias (default: the name)")
+@click.option("--k8s-name", default=None, help="kubernetes: Secret name")
+@click.option("--k8s-namespace", default=None, help="kubernetes: namespace")
+@click.pass_context
+def fetch(ctx: click.Context, cert_id: str, fmt: str, credential_file: str, out: str,
+          password_file: str | None, alias: str | None, k8s_name: str | None,
+          k8s_namespace: str | None) -> None:
+    """Fetch CERT_ID rendered as --format, with the service's own credential (for hosts
+    without an agent). Operators' Vault tokens cannot fetch keys."""
+    from .delivery.fetch import FetchFailed, fetch_bundle, install
+    from .errors import CertlockerError
+
+    credential = Path(credential_file).read_text().strip()
+    password = None
+    if password_file:
+        lines = Path(password_file).read_text().splitlines()
+        password = lines[0] if lines else ""
+    try:
+        fetched = fetch_bundle(ctx.obj["api"].url, cert_id, fmt, credential,
+                               password=password, alias=alias, k8s_name=k8s_name,
+                               k8s_namespace=k8s_namespace)
+        written = install(fetched, Path(out))
+    except FetchFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_API_ERROR)
+    except requests.RequestException as exc:
+        click.echo(f"error: cannot reach certlocker at {ctx.obj['api'].url}: "
+                   f"{type(exc).__name__}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    except CertlockerError as exc:
+        raise click.UsageError(exc.detail) from None
+    _out(ctx, {"written": [str(p) for p in written], "sha256": fetched.sha256,
+               "serial": fetched.serial},
+         f"wrote {', '.join(map(str, written))} (serial {fetched.serial}, "
+         f"sha256 {fetched.sha256})")
+
+
+@main.group()
+def deliver() -> None:
+    """Install a rendered certificate into a server (for an agent's exec command)."""
+
+
+@deliver.command("haproxy-runtime")
+@click.option("--socket", "socket_address", required=True,
+              help="HAProxy stats socket (level admin): a path, or host:port")
+@click.option("--timeout", default=10.0, show_default=True)
+@click.argument("staged", type=click.Path(dir_okay=False, exists=True))
+@click.argument("crt_path", type=click.Path(dir_okay=False))
+@click.pass_context
+def deliver_haproxy_runtime(ctx: click.Context, socket_address: str, timeout: float,
+                            staged: str, crt_path: str) -> None:
+    """Write STAGED over CRT_PATH (atomically, 0600) and swap it into the running HAProxy
+    with `set ssl cert` + `commit ssl cert`: no reload. CRT_PATH must be the file a
+    `crt` line names. On refusal the previous file is put back and the exit code is 1."""
+    from .delivery.haproxy_runtime import deliver as hot_deliver
+    from .errors import CertlockerError
+
+    try:
+        update = hot_deliver(socket_address, Path(staged), Path(crt_path), timeout)
+    except CertlockerError as exc:
+        click.echo(f"certlocker deliver: {exc.detail}", err=True)
+        sys.exit(EXIT_UNREACHABLE if exc.status == 503 else EXIT_API_ERROR)
+    except OSError as exc:
+        click.echo(f"certlocker deliver: {staged}: {exc.strerror}", err=True)
+        sys.exit(EXIT_API_ERROR)
+    verb = "updated in memory" if update.changed else "already current in"
+    _out(ctx, {"crt_path": str(update.crt_path), "sha256": update.sha256,
+               "changed": update.changed},
+         f"certlocker deliver: {update.crt_path} {verb} HAProxy (sha256 {update.sha256})")
 
 
 # -- next to Vault ---------------------------------------------------------------------
@@ -231,3 +498,24 @@ def bootstrap(phase: str, policies_dir: str, token_file: str | None,
         click.echo(f"changed    {item}")
     for item in boot.report.unchanged:
         click.echo(f"unchanged  {item}")
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="one full sweep and one tick, then exit")
+@click.option("--interval", default=60.0, show_default=True, help="seconds between ticks")
+@click.option("--jitter", default=0.1, show_default=True,
+              help="+/- this fraction of the interval")
+@click.option("--sweep-interval", type=float, default=None,
+              help="seconds between full sweeps [default: reconcile_sweep_seconds]")
+@click.option("--duration", type=float, default=None,
+              help="stop after this many seconds (default: run until SIGTERM)")
+def reconcile(once: bool, interval: float, jitter: float, sweep_interval: float | None,
+              duration: float | None) -> None:
+    """Run the reconciler: issue, reissue and renew every certificate toward its spec
+    (certlocker's settings and Vault token, as the API)."""
+    from .reconcile_cmd import main as run
+
+    if interval <= 0 or not 0 <= jitter < 1:
+        raise click.UsageError("--interval must be > 0 and --jitter in [0, 1)")
+    sys.exit(run(once=once, interval=interval, jitter=jitter, sweep_interval=sweep_interval,
+                 duration=duration))

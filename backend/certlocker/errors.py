@@ -140,3 +140,40 @@ class ConfigurationError(CertlockerError):
     status = 500
     slug = "configuration"
     title = "Invalid configuration"
+
+
+class RevocationFailed(CertlockerError):
+    """The CA refused to revoke; ``acme_code`` is the RFC 8555 error type."""
+
+    status = 502
+    slug = "revocation-failed"
+    title = "Certificate revocation failed"
+
+    def __init__(self, detail: str, acme_code: str | None = None) -> None:
+        self.acme_code = acme_code
+        super().__init__(detail, acme_code=acme_code)
+
+
+class DeliveryFailed(CertlockerError):
+    """A server refused a certificate (HAProxy's Runtime API, a reload); ``target``
+    names the server or socket. The certificate in Vault is fine; delivery is not."""
+
+    status = 502
+    slug = "delivery-failed"
+    title = "Certificate delivery failed"
+
+    def __init__(self, detail: str, target: str | None = None) -> None:
+        self.target = target
+        super().__init__(detail, target=target)
+
+
+class AlertDeliveryFailed(CertlockerError):
+    """No alert channel (webhook, SMTP) accepted an alert; ``channels`` names them."""
+
+    status = 502
+    slug = "alert-delivery-failed"
+    title = "Alert delivery failed"
+
+    def __init__(self, detail: str, channels: tuple[str, ...] = ()) -> None:
+        self.channels = channels
+        super().__init__(detail, channels=list(channels))

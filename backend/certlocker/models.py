@@ -48,15 +48,18 @@ class CertificateRef:
 
     @classmethod
     def parse_id(cls, cert_id: str) -> "CertificateRef":
-        from .errors import NotFound
+        from .errors import InvalidInput, NotFound
         from .names import component
 
         parts = cert_id.split(".")
         if len(parts) != 3:
             raise NotFound(f"no certificate with id {cert_id[:200]!r}")
         env, service, name = parts
-        return cls(component("environment", env), component("service", service),
-                   component("name", name))
+        try:
+            return cls(component("environment", env), component("service", service),
+                       component("name", name))
+        except InvalidInput:  # no certificate can have this id
+            raise NotFound(f"no certificate with id {cert_id[:200]!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,8 @@ class CertificateInfo:
     issuer: str
     dns_names: tuple[str, ...] = ()
     vault_version: int | None = None
+    key_type: str | None = None  # what was requested at issuance (None in older records)
+    issuer_name: str | None = None  # the configured issuer that issued it (ditto)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +140,8 @@ class CertificateInfo:
             "issuer": self.issuer,
             "dns_names": list(self.dns_names),
             "vault_version": self.vault_version,
+            "key_type": self.key_type,
+            "issuer_name": self.issuer_name,
         }
 
     @classmethod
@@ -147,6 +154,8 @@ class CertificateInfo:
             issuer=data["issuer"],
             dns_names=tuple(data.get("dns_names") or ()),
             vault_version=data.get("vault_version"),
+            key_type=data.get("key_type"),
+            issuer_name=data.get("issuer_name"),
         )
 
 
@@ -204,6 +213,37 @@ class TargetStatus:
 
 
 @dataclasses.dataclass(frozen=True)
+class Revocation:
+    """The last revocation of a certificate and how far its follow-up got.
+
+    ``phase``: replacing | removing | destroying | verifying | done | verify-timeout.
+    ``targets`` maps each target address to serving-revoked | clear | unreachable.
+    """
+
+    serial: str
+    sha256_fingerprint: str
+    reason: str
+    revoked_at: dt.datetime
+    replace: bool
+    vault_version: int | None = None
+    phase: str = "done"
+    targets: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"serial": self.serial, "sha256_fingerprint": self.sha256_fingerprint,
+                "reason": self.reason, "revoked_at": rfc3339(self.revoked_at),
+                "replace": self.replace, "vault_version": self.vault_version,
+                "phase": self.phase, "targets": dict(self.targets)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Revocation":
+        return cls(data["serial"], data["sha256_fingerprint"], data["reason"],
+                   parse_rfc3339(data["revoked_at"]), bool(data.get("replace")),
+                   data.get("vault_version"), data.get("phase") or "done",
+                   tuple((data.get("targets") or {}).items()))
+
+
+@dataclasses.dataclass(frozen=True)
 class CertificateStatus:
     state: State
     current: CertificateInfo | None = None
@@ -213,9 +253,14 @@ class CertificateStatus:
     updated_at: dt.datetime | None = None
     targets: tuple[TargetStatus, ...] = ()
     history: tuple[str, ...] = ()  # SHA-256 fingerprints of earlier certificates, newest first
+    alerted: str | None = None  # the alert last sent for this certificate (lifecycle.alerts)
+    revocation: Revocation | None = None  # the last revocation (lifecycle.revocation)
+    retired_at: dt.datetime | None = None  # set with state retired (a tombstone)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "revocation": self.revocation.to_json() if self.revocation else None,
+            "retired_at": rfc3339(self.retired_at) if self.retired_at else None,
             "state": self.state.value,
             "current": self.current.to_json() if self.current else None,
             "last_error": self.last_error,
@@ -224,6 +269,7 @@ class CertificateStatus:
             "updated_at": rfc3339(self.updated_at) if self.updated_at else None,
             "targets": [t.to_json() for t in self.targets],
             "history": list(self.history),
+            "alerted": self.alerted,
         }
 
     @classmethod
@@ -239,6 +285,10 @@ class CertificateStatus:
             updated_at=parse_rfc3339(upd) if upd else None,
             targets=tuple(TargetStatus.from_json(t) for t in data.get("targets") or ()),
             history=tuple(data.get("history") or ()),
+            alerted=data.get("alerted"),
+            revocation=(Revocation.from_json(data["revocation"])
+                        if data.get("revocation") else None),
+            retired_at=parse_rfc3339(data["retired_at"]) if data.get("retired_at") else None,
         )
 
     def replace(self, **changes: Any) -> "CertificateStatus":

@@ -38,6 +38,11 @@ class VaultPaths:
     def lease(self, ref: CertificateRef) -> str:
         return "system/leases/" + self._ref(ref)
 
+    def leaf(self, ref: CertificateRef) -> str:
+        """The current leaf PEM (public, no key): certlocker cannot read certs/ back,
+        and revoking at the CA needs the certificate."""
+        return "system/leaves/" + self._ref(ref)
+
     # -- listings -------------------------------------------------------------------------
     def specs_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("specs", environment, service)
@@ -53,6 +58,10 @@ class VaultPaths:
     def acme_eab(self, issuer: str) -> str:
         return f"system/acme/eab/{component('issuer', issuer)}"
 
+    def dns_credentials(self, issuer: str) -> str:
+        """Secrets of an issuer's dns-01 provider (e.g. the RFC 2136 TSIG key)."""
+        return f"system/dns/{component('issuer', issuer)}"
+
     def http01(self, token: str) -> str:
         # ACME tokens are base64url (RFC 8555 section 8.3): check before using as a path.
         if not token or len(token) > 256 or not all(c.isalnum() or c in "-_" for c in token):
@@ -63,6 +72,33 @@ class VaultPaths:
 
     def signing_keys(self) -> str:
         return "system/jwt/signing-keys"
+
+    def audit_event(self, seq: int) -> str:
+        """One event of the audit chain (zero-padded so listings sort by seq)."""
+        if not isinstance(seq, int) or seq < 1:
+            raise ValueError("audit seq starts at 1")
+        return f"audit/events/{seq:012d}"
+
+    def audit_events_dir(self) -> str:
+        return "audit/events/"
+
+    # -- due index (docs/decisions/0002-due-index.md) ----------------------------------
+    def schedule_dir(self, day: str | None = None, minute: str | None = None) -> str:
+        """``system/schedule/[<YYYYMMDD>/[<HHMM>/]]``: days, then minutes, then ids."""
+        parts = ["system/schedule"]
+        if day is not None:
+            parts.append(_digits("day", day, 8))
+            if minute is not None:
+                parts.append(_digits("minute", minute, 4))
+        return "/".join(parts) + "/"
+
+    def schedule_entry(self, day: str, minute: str, ref: CertificateRef) -> str:
+        self._ref(ref)  # validates every component; the id then joins them with dots
+        return self.schedule_dir(day, minute) + ref.id
+
+    def alerting_secrets(self) -> str:
+        """SMTP password and webhook token for alert delivery (certlocker reads them)."""
+        return "system/alerting"
 
     def service_generation(self, environment: str, service: str) -> str:
         return (f"system/credentials/{component('environment', environment)}/"
@@ -75,6 +111,11 @@ class VaultPaths:
         return self.api_path(
             f"specs/{component('environment', environment)}/"
             f"{component('service', service)}/_credentials")
+
+    def signing_key_grant(self) -> str:
+        """The path whose ``update`` capability lets an operator rotate the JWT signing
+        key. Nothing is stored there; no environment can be named '_system'."""
+        return self.api_path("specs/_system/signing-keys")
 
     # -- auth -----------------------------------------------------------------------------
     def auth_mount(self, environment: str) -> str:
@@ -102,3 +143,9 @@ class VaultPaths:
             if service is not None:
                 parts.append(component("service", service))
         return "/".join(parts) + "/"
+
+
+def _digits(field: str, value: str, length: int) -> str:
+    if len(value) != length or not value.isascii() or not value.isdigit():
+        raise ValueError(f"{field} must be {length} digits, got {value[:20]!r}")
+    return value

@@ -23,6 +23,7 @@ from .names import component
 from .paths import VaultPaths
 
 ISSUER_TYPES = ("acme", "vault-pki")
+CLIENT_VARIABLES = ("url",)  # CERTLOCKER_URL: where the CLI finds the API
 CHALLENGES = ("http-01", "dns-01")
 
 
@@ -41,6 +42,11 @@ class IssuerSettings:
     pki_mount: str | None = None  # vault-pki only
     pki_role: str | None = None
     caa_identities: tuple[str, ...] = ()  # issuer domain names this CA accepts in CAA
+    trust_roots: str | None = None  # PEM file: roots of a private CA, for served-cert checks
+    caa_resolver: str | None = None  # "host[:port]" asked for CAA; None: system resolver
+    # dns-01 provider options ({"provider": "rfc2136", "server": ..., "zone": ...}); its
+    # secrets (TSIG key, API tokens) are read from Vault at system/dns/<name>, never here.
+    dns: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         where = f"issuers.{self.name}"
@@ -59,8 +65,17 @@ class IssuerSettings:
                                      "segments (letters, digits, '_', '.', '-')")
         if self.challenge not in CHALLENGES:
             raise ConfigurationError(f"{where}.challenge must be one of {CHALLENGES}")
+        if not isinstance(self.dns, Mapping):
+            raise ConfigurationError(f"{where}.dns must be a table of provider options")
+        if self.challenge == "dns-01" and self.type == "acme" and not self.dns.get("provider"):
+            raise ConfigurationError(f"{where}.dns.provider is required for dns-01")
+        if {"secret", "tsig_secret", "token", "password"} & set(self.dns):
+            raise ConfigurationError(f"{where}.dns: secrets belong in Vault "
+                                     f"(system/dns/{self.name}), not in settings")
         if self.ca_bundle and not Path(self.ca_bundle).is_file():
             raise ConfigurationError(f"{where}.ca_bundle: no file at {self.ca_bundle}")
+        if self.trust_roots and not Path(self.trust_roots).is_file():
+            raise ConfigurationError(f"{where}.trust_roots: no file at {self.trust_roots}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +95,28 @@ class Settings:
     default_key_type: KeyType = KeyType.EC_P256
     issuance_workers: int = 8
     issuance_timeout_seconds: int = 300
+    keep_versions: int = 3  # KV versions of certs/... kept; older ones are destroyed
     max_request_bytes: int = 64 * 1024
     log_format: str = "json"
     log_level: str = "INFO"
+    verify_timeout_seconds: int = 5  # connect + handshake, per node
+    verify_parallelism: int = 32
+    verify_grace_seconds: int = 3600  # divergence after delivery tolerated this long
+    metrics_refresh_seconds: int = 60  # the /metrics inventory summary is at most this old
+    # reconciler and alerts (lifecycle/reconciler.py, lifecycle/alerts.py, notify.py)
+    reconcile_sweep_seconds: int = 3600  # full inventory sweep that repairs due-index hints
+    alert_max_attempts: int = 5  # consecutive failures before a human is told
+    alert_expiry_floor_seconds: int = 7 * 86400  # alert when expiry is closer than this
+    alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)
+    alert_webhook_slack: bool = False  # send {"text": ...} (Slack-compatible) instead
+    alert_webhook_token: str | None = dataclasses.field(default=None, repr=False)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str | None = None
+    smtp_to: tuple[str, ...] = ()
+    smtp_username: str | None = None
+    smtp_password: str | None = dataclasses.field(default=None, repr=False)
+    smtp_starttls: bool = False
 
     @property
     def paths(self) -> VaultPaths:
@@ -115,8 +149,16 @@ class Settings:
         # Vault accepts JWTs with no or decade-long exp: the limit must be ours.
         if not 60 <= self.jwt_ttl_seconds <= 86400:
             raise ConfigurationError("jwt_ttl_seconds must be between 60 and 86400")
+        if not 1 <= self.keep_versions <= 100:
+            raise ConfigurationError("keep_versions must be between 1 and 100")
         if not 1 <= self.issuance_workers <= 256:
             raise ConfigurationError("issuance_workers must be between 1 and 256")
+        if not 1 <= self.verify_parallelism <= 256 or not 1 <= self.verify_timeout_seconds <= 60:
+            raise ConfigurationError("verify_parallelism must be 1..256 and "
+                                     "verify_timeout_seconds 1..60")
+        if self.metrics_refresh_seconds < 0 or self.verify_grace_seconds < 0:
+            raise ConfigurationError("metrics_refresh_seconds and verify_grace_seconds "
+                                     "must not be negative")
         for issuer in self.issuers.values():
             issuer.validate()
         if self.default_issuer and self.default_issuer not in self.issuers:
@@ -171,13 +213,15 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
         raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
     if "environments" in raw:
         raw["environments"] = tuple(_as_list(raw["environments"]))
-    for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds",
-                "max_request_bytes"):
+    for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds", "keep_versions",
+                "max_request_bytes", "verify_timeout_seconds", "verify_parallelism",
+                "verify_grace_seconds", "metrics_refresh_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])
             except (TypeError, ValueError):
                 raise ConfigurationError(f"{key} must be an integer") from None
+    _alert_settings(raw)
     if "default_key_type" in raw:
         try:
             raw["default_key_type"] = KeyType(raw["default_key_type"])
@@ -191,13 +235,37 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     return Settings(issuers=issuers, **raw).validate()
 
 
+def _alert_settings(raw: dict[str, Any]) -> None:
+    for key in ("reconcile_sweep_seconds", "alert_max_attempts", "alert_expiry_floor_seconds",
+                "smtp_port"):
+        if key in raw:
+            try:
+                raw[key] = int(raw[key])
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"{key} must be an integer") from None
+            if raw[key] < (0 if key == "alert_expiry_floor_seconds" else 1):
+                raise ConfigurationError(f"{key} is out of range")
+    for key in ("alert_webhook_slack", "smtp_starttls"):
+        if key in raw:
+            raw[key] = _as_bool(key, raw[key])
+    if "smtp_to" in raw:
+        raw["smtp_to"] = tuple(_as_list(raw["smtp_to"]))
+    if raw.get("alert_webhook_url"):
+        parsed = urlparse(str(raw["alert_webhook_url"]))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            # The URL itself may carry a token (Slack's do): never echo it.
+            raise ConfigurationError("alert_webhook_url must be an http(s) URL")
+    if raw.get("smtp_host") and not (raw.get("smtp_from") and raw.get("smtp_to")):
+        raise ConfigurationError("smtp_host needs smtp_from and smtp_to")
+
+
 def _overlay_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key, value in environ.items():
         if not key.startswith("CERTLOCKER_") or key == "CERTLOCKER_CONFIG":
             continue
         parts = key[len("CERTLOCKER_"):].lower().split("__")
-        if parts[0] in ("url",):  # CLI-side variables, not service settings
-            continue
+        if parts[0] in CLIENT_VARIABLES or parts[0].startswith("dev_"):
+            continue  # the CLI's and the dev stack's variables, not service settings
         target = raw
         for part in parts[:-1]:
             target = target.setdefault(part, {})

@@ -147,6 +147,20 @@ class NginxPool:
         self.sites.append(site)
         return site
 
+    def replace(self, site: Site, cert_pem: bytes, key_pem: bytes) -> Site:
+        """Deploy another certificate to ``site`` (takes effect at ``reload``)."""
+        new = Site(site.ip, site.port, cert_pem, key_pem)
+        self.sites[self.sites.index(site)] = new
+        return new
+
+    def reload(self) -> None:
+        """Rewrite the config and files and SIGHUP the master, as an operator's reload.
+        New connections see the new certificates once the new workers run: poll."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("nginx is not running")
+        (self.workdir / "nginx.conf").write_text(self._config())
+        self.process.send_signal(signal.SIGHUP)
+
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "nginx.conf"

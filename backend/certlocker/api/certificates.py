@@ -8,7 +8,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from ..errors import InvalidInput
+from ..lifecycle.revocation import authorize
+from ..clock import SystemClock
+from ..lifecycle import inventory
 from ..lifecycle.service import CertificateView
+from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
 from .context import caller, services
 from .json_input import certificate_spec, json_body
@@ -26,14 +30,8 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
         current = {k: c[k] for k in ("serial", "not_before", "not_after",
                                      "sha256_fingerprint", "issuer")}
         current["vault_version"] = c["vault_version"]
-    observed = {t.address: t for t in status.targets}
-    targets = []
-    for target in spec.targets:
-        seen = observed.get(target.address)
-        targets.append({"address": target.address, "sni": target.sni, "ips": list(target.ips),
-                        "status": seen.status if seen else "unknown",
-                        "served_sha256": seen.served_sha256 if seen else None,
-                        "checked_at": seen.to_json()["checked_at"] if seen else None})
+    # A pool target's status is its worst node's; "nodes" has each node's own result.
+    targets = [v.to_json() for v in target_views(spec.targets, status.targets)]
     return {
         "id": spec.ref.id,
         "environment": spec.ref.environment,
@@ -53,6 +51,7 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
         "updated_at": status.to_json()["updated_at"],
         "vault": {"path": paths.api_path(paths.cert(spec.ref))},
         "targets": targets,
+        "revocation": status.revocation.to_json() if status.revocation else None,
     }
 
 
@@ -97,26 +96,16 @@ def declare() -> Response:
 
 @bp.get("")
 def index() -> Response:
+    """Filters and paging: ``lifecycle.inventory.parse_query``."""
     s = services()
     who = caller()
-    env = request.args.get("environment")
-    service = request.args.get("service")
-    state = request.args.get("status")
-    limit = _int_arg("limit", 100, 1, 1000)
-    offset = _int_arg("offset", 0, 0, 10**9)
-    items = []
-    skipped = 0
-    for ref in s.certificates.refs(who.store, env, service):
-        view = s.certificates.view(who.store, ref)
-        if state and view.status.state.value != state:
-            continue
-        if skipped < offset:
-            skipped += 1
-            continue
-        items.append(render(view, s.store.paths))
-        if len(items) >= limit:
-            break
-    return jsonify({"items": items, "offset": offset, "limit": limit})
+    query = inventory.parse_query(request.args.to_dict())
+    found = inventory.page(s.certificates.refs(who.store, query.environment, query.service),
+                           lambda ref: s.certificates.view(who.store, ref), query,
+                           SystemClock().now())
+    return jsonify({"items": [render(v, s.store.paths) for v in found.items],
+                    "next_cursor": found.next_cursor, "offset": query.offset,
+                    "limit": query.limit})
 
 
 @bp.get("/<cert_id>")
@@ -132,14 +121,9 @@ def renew(cert_id: str) -> Response:
     wait = _wait_param()
     ref = CertificateRef.parse_id(cert_id)
     who = caller()
+    # Renewing issues (and spends CA rate limits): reading the spec is not enough, or an
+    # auditor could force issuances. Vault decides, on the caller's token.
+    authorize(who.store, s.store, ref, s.audit, who.display_name, "certificate.renew",
+              ("update",))
     future = s.certificates.renew(who.store, ref, actor=who.display_name)
     return _answer(future, ref, wait, created=False)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise InvalidInput(name, f"must be an integer from {low} to {high}")
-    return int(raw)

@@ -23,7 +23,9 @@ def json_body(max_bytes: int) -> dict[str, Any]:
     if (request.content_length or 0) > max_bytes:
         raise PayloadTooLarge(f"the body must be at most {max_bytes} bytes")
     raw = request.get_data(cache=False)
-    if len(raw) > max_bytes:
+    # A body without Content-Length (chunked) is cut at MAX_CONTENT_LENGTH by werkzeug
+    # without an error: reaching the limit means there was more.
+    if len(raw) > max_bytes or (request.content_length is None and len(raw) >= max_bytes):
         raise PayloadTooLarge(f"the body must be at most {max_bytes} bytes")
     try:
         body = json.loads(raw)

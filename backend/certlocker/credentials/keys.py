@@ -6,6 +6,12 @@ Persistence is behind ``SigningKeyStore``; the ``KeyRing`` keeps a copy in memor
 re-reads it every ``refresh_seconds`` or when asked for a ``kid`` it does not know, so
 gunicorn workers and replicas converge after a rotation without coordination.
 
+With ``track_version=True`` (what the API uses) the ring instead asks the store for the
+document's version before every use (one small metadata read in Vault) and re-reads the
+document only when that version changed: a rotation made by any worker or replica is then
+used by all of them at once, for signing and in the published JWKS, instead of within
+``refresh_seconds``.
+
 Document format (``format`` 1)::
 
     {"format": 1,
@@ -61,6 +67,11 @@ class SigningKeyStore(Protocol):
 
     def save(self, document: dict[str, Any], cas: int) -> int:
         """:raises certlocker.errors.Conflict: if the stored version is not ``cas``."""
+        ...
+
+    def version(self) -> int:
+        """The stored version (0 if none), without reading the keys. Used only by a
+        ``KeyRing`` built with ``track_version=True``."""
         ...
 
 
@@ -143,7 +154,7 @@ class KeyRing:
     def __init__(self, store: SigningKeyStore, clock: Clock, *, alg: str = "ES256",
                  max_token_ttl: int = MAX_TOKEN_TTL_SECONDS,
                  grace: int = DEFAULT_GRACE_SECONDS, refresh_seconds: int = 30,
-                 unknown_kid_refresh_seconds: int = 5) -> None:
+                 unknown_kid_refresh_seconds: int = 5, track_version: bool = False) -> None:
         if alg not in _CURVES:
             raise ConfigurationError(f"JWT signing algorithm must be one of {ALGORITHMS}")
         if not 0 < max_token_ttl <= MAX_TOKEN_TTL_SECONDS:
@@ -156,6 +167,7 @@ class KeyRing:
         self._refresh = dt.timedelta(seconds=refresh_seconds)
         # An unknown kid costs a Vault read; bound how often a caller can force one.
         self._unknown_kid_refresh = dt.timedelta(seconds=unknown_kid_refresh_seconds)
+        self._track_version = track_version
         self._lock = threading.RLock()
         self._keys: tuple[SigningKey, ...] = ()
         self._version = 0
@@ -203,7 +215,8 @@ class KeyRing:
         with self._lock:
             self._refresh_if_stale()
             found = self._published_by_kid().get(kid)
-            if found is None and self._may_refresh_for_unknown_kid():
+            if (found is None and not self._track_version
+                    and self._may_refresh_for_unknown_kid()):
                 self._reload()
                 found = self._published_by_kid().get(kid)
             return found
@@ -292,6 +305,10 @@ class KeyRing:
         self._loaded_at = self._clock.now()
 
     def _refresh_if_stale(self) -> None:
+        if self._track_version:
+            if self._loaded_at is None or self._store.version() != self._version:
+                self._reload()
+            return
         if self._loaded_at is None or self._clock.now() - self._loaded_at >= self._refresh:
             self._reload()
 

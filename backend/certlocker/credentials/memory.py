@@ -18,13 +18,19 @@ class MemorySigningKeyStore:
         self._version = 0
         self.saves = 0
         self.conflicts = 0
+        self.loads = 0
 
     def __repr__(self) -> str:
         return f"MemorySigningKeyStore(version={self._version})"
 
     def load(self) -> tuple[dict[str, Any] | None, int]:
         with self._lock:
+            self.loads += 1
             return copy.deepcopy(self._document), self._version
+
+    def version(self) -> int:
+        with self._lock:
+            return self._version
 
     def save(self, document: dict[str, Any], cas: int) -> int:
         """:raises Conflict: if the stored version is not ``cas``."""

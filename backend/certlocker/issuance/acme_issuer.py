@@ -10,19 +10,22 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import josepy as jose
 import requests
-from acme import challenges, client, errors as acme_errors, messages
+from acme import client, errors as acme_errors, messages
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import Conflict, IssuanceFailed, RateLimited
+from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
 from ..x509info import info_from_pem, split_pem_chain
-from . import keys
-from .base import ChallengeStore, IssueRequest, Journal
+from . import caa, keys
+from .base import ChallengeStore, IssuerSecrets, IssueRequest, Journal
+from .dns import DnsProvider, build_provider
+from .solvers import Dns01Solver, Http01Solver, Presented, Solver
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +64,28 @@ class AcmeIssuer:
 
     def __init__(self, settings: IssuerSettings, accounts: AccountStore,
                  challenge_store: ChallengeStore, *, timeout: float = 300,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 secrets: IssuerSecrets | None = None,
+                 dns_provider: DnsProvider | None = None,
+                 caa_lookup: caa.Lookup | None = None,
+                 transport: requests.adapters.BaseAdapter | None = None) -> None:
+        """``secrets`` gives EAB and dns-01 credentials from Vault; ``dns_provider``
+        defaults to the one ``settings.dns`` names; ``caa_lookup`` to a resolver at
+        ``settings.caa_resolver``; ``transport``, when given, carries every HTTP request.
+
+        :raises ConfigurationError: when dns-01 is chosen and no provider can be built.
+        """
         self.name = settings.name
         self.settings = settings
         self._accounts = accounts
         self._challenges = challenge_store
+        self._secrets = secrets
+        self._transport = transport
+        self._caa_lookup = caa_lookup or caa.DnsCaaLookup(settings.caa_resolver)
+        self._solver: Solver = Http01Solver(challenge_store)
+        if settings.challenge == "dns-01":
+            self._solver = Dns01Solver(dns_provider or build_provider(
+                settings.name, settings.dns, self._dns_credentials))
         self._timeout = timeout
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -93,6 +113,9 @@ class AcmeIssuer:
         key = jose.JWK.from_json(doc["key"])
         net = _Network(key=key, alg=jose.ES256, user_agent=USER_AGENT,
                        verify_ssl=self.settings.ca_bundle or True, timeout=30)
+        if self._transport is not None:
+            net.session.mount("https://", self._transport)
+            net.session.mount("http://", self._transport)
         try:
             directory = client.ClientV2.get_directory(self.settings.directory_url, net)
             acme = client.ClientV2(directory, net)
@@ -101,8 +124,9 @@ class AcmeIssuer:
                     uri=doc["uri"], body=messages.Registration())
                 return acme
             contact = (f"mailto:{self.settings.contact}",) if self.settings.contact else ()
-            registration = messages.NewRegistration(contact=contact,
-                                                    terms_of_service_agreed=True)
+            registration = messages.NewRegistration(
+                contact=contact, terms_of_service_agreed=True,
+                external_account_binding=self._eab(key, directory))
             try:
                 regr = acme.new_account(registration)
             except acme_errors.ConflictError as exc:  # key already registered
@@ -126,9 +150,11 @@ class AcmeIssuer:
         try:
             orderr = self._resume(acme, request, state, journal)
             if orderr is None:
-                key = keys.generate(request.key_type)
+                self._check_caa(acme, request)
+                key = self._journaled_key(request, state) or keys.generate(request.key_type)
                 state = {"private_key": keys.to_pem(key), "order_url": None,
-                         "dns_names": list(request.dns_names), "issuer": self.name}
+                         "dns_names": list(request.dns_names), "issuer": self.name,
+                         "key_type": request.key_type.value}
                 journal.save(state)  # the key is durable before the CA hears of it
                 orderr = acme.new_order(keys.csr_pem(key, request.dns_names),
                                         profile=self.settings.profile)
@@ -140,6 +166,40 @@ class AcmeIssuer:
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise _translate(exc, "ACME issuance failed") from exc
         return _bundle(key, fullchain)
+
+    def _journaled_key(self, request: IssueRequest,
+                       state: dict[str, Any]) -> keys.PrivateKey | None:
+        """The key saved before a crash that came before any order was recorded (or whose
+        order is gone): reused when it still fits the request, so one issuance has one key.
+        The journal is cleared once a certificate is stored, so a key in use never comes
+        back here."""
+        if (state.get("private_key") and state.get("issuer") == self.name
+                and state.get("key_type") == request.key_type.value
+                and sorted(state.get("dns_names") or []) == sorted(request.dns_names)):
+            return keys.from_pem(state["private_key"])
+        return None
+
+    # -- revocation --------------------------------------------------------------------
+    def revoke(self, certificate_pem: str, reason: int) -> None:
+        """Revoke a certificate this account ordered (RFC 8555 section 7.6), signed with
+        the account key: certlocker never holds the certificate's key. ``reason`` is an
+        RFC 5280 CRLReason code. An already revoked certificate counts as revoked.
+
+        :raises RevocationFailed: when the CA refuses or cannot be reached.
+        """
+        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+        try:
+            self.client().revoke(cert, reason)
+        except messages.Error as exc:
+            if exc.code == "alreadyRevoked":
+                return
+            raise RevocationFailed(f"the CA refused to revoke: {exc.code}: {exc.detail or ''}"
+                                   .strip(), acme_code=exc.code) from exc
+        except IssuanceFailed as exc:
+            raise RevocationFailed(exc.detail, acme_code=exc.acme_code) from exc
+        except (acme_errors.Error, requests.RequestException) as exc:
+            raise RevocationFailed(f"revocation failed: {type(exc).__name__}",
+                                   acme_code="connection") from exc
 
     def _resume(self, acme: client.ClientV2, request: IssueRequest, state: dict[str, Any],
                 journal: Journal) -> messages.OrderResource | None:
@@ -166,11 +226,17 @@ class AcmeIssuer:
     def _drive(self, acme: client.ClientV2, orderr: messages.OrderResource,
                deadline: float) -> messages.Order:
         """Answer challenges, finalize, and poll until the order is valid."""
-        tokens = []
+        presented: list[Presented] = []
         try:
             for authzr in orderr.authorizations:
                 if authzr.body.status == messages.STATUS_PENDING:
-                    tokens.append(self._answer_http01(acme, authzr))
+                    presented.append(self._present(acme, authzr))
+            for done in presented:
+                done.settle(deadline)
+            for done in presented:
+                # Answered only once every record is in place: the CA may validate at once.
+                if done.challb.status == messages.STATUS_PENDING:
+                    acme.answer_challenge(done.challb, done.challb.response(acme.net.key))
             for authzr in orderr.authorizations:
                 self._await_authorization(acme, authzr, deadline)
             body = self._poll_order(acme, orderr.uri, deadline, until=("ready", "valid"))
@@ -183,26 +249,60 @@ class AcmeIssuer:
                 body = self._poll_order(acme, orderr.uri, deadline, until=("valid",))
             return body
         finally:
-            for token in tokens:
+            for done in presented:
                 try:
-                    self._challenges.delete(token)
+                    done.cleanup()
                 except Exception:  # a leftover answer is harmless and expires with the order
-                    log.warning("acme.challenge.cleanup_failed")
+                    log.warning("acme.challenge.cleanup_failed",
+                                extra={"challenge": self._solver.name})
 
-    def _answer_http01(self, acme: client.ClientV2,
-                       authzr: messages.AuthorizationResource) -> str:
+    def _present(self, acme: client.ClientV2,
+                 authzr: messages.AuthorizationResource) -> Presented:
+        """Publish this issuer's kind of challenge for one authorization (stored before
+        answering: the CA may validate immediately, from any replica's view)."""
         for challb in authzr.body.challenges:
-            if isinstance(challb.chall, challenges.HTTP01):
-                response, validation = challb.response_and_validation(acme.net.key)
-                token = challb.chall.encode("token")
-                # Stored before answering: the CA may validate immediately, on any replica.
-                self._challenges.put(token, validation)
-                if challb.status == messages.STATUS_PENDING:
-                    acme.answer_challenge(challb, response)
-                return token
+            if isinstance(challb.chall, self._solver.challenge_type):
+                return self._solver.present(challb, authzr.body.identifier.value,
+                                            acme.net.key)
         raise IssuanceFailed(
-            f"the CA offered no http-01 challenge for {authzr.body.identifier.value}",
+            f"the CA offered no {self._solver.name} challenge for "
+            f"{authzr.body.identifier.value}",
             acme_code="unsupportedChallenge", retryable=False)
+
+    def _check_caa(self, acme: client.ClientV2, request: IssueRequest) -> None:
+        """RFC 8659 before ordering, so a refusal is fast and names the record."""
+        account = acme.net.account
+        caa.check(request.dns_names, self.settings.caa_identities, self._caa_lookup,
+                  account_uri=account.uri if account is not None else None,
+                  method=self._solver.name)
+
+    def _eab(self, key: jose.JWK, directory: messages.Directory) -> dict[str, Any] | None:
+        """External account binding (RFC 8555 section 7.3.4) from Vault.
+
+        :raises IssuanceFailed: when the issuer requires EAB and Vault holds none.
+        """
+        if not self.settings.eab:
+            return None
+        found = self._secrets.eab() if self._secrets is not None else None
+        if not found or not found.get("kid") or not found.get("hmac_key"):
+            raise IssuanceFailed(f"issuer {self.name} needs external account binding but "
+                                 "Vault holds no kid and hmac_key for it",
+                                 acme_code="externalAccountRequired", retryable=False)
+        try:
+            return messages.ExternalAccountBinding.from_data(
+                account_public_key=key.public_key(), kid=str(found["kid"]),
+                hmac_key=str(found["hmac_key"]), directory=directory,
+                hmac_alg=str(found.get("alg") or "HS256"))
+        except (ValueError, TypeError) as exc:  # never echo the key itself
+            raise IssuanceFailed(f"the EAB secret of issuer {self.name} in Vault is "
+                                 "malformed", acme_code="externalAccountRequired",
+                                 retryable=False) from exc
+
+    def _dns_credentials(self) -> Mapping[str, Any]:
+        if self._secrets is None:
+            raise IssuanceFailed(f"issuer {self.name} has no secret store for dns-01",
+                                 acme_code="dns", retryable=False)
+        return self._secrets.dns()
 
     def _await_authorization(self, acme: client.ClientV2,
                              authzr: messages.AuthorizationResource, deadline: float) -> None:

@@ -8,7 +8,7 @@ http-01 answers, both backed by Vault so any replica can resume or answer.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from ..models import CertificateRef, IssuedCertificate, KeyType
 
@@ -37,6 +37,19 @@ class ChallengeStore(Protocol):
     def put(self, token: str, key_authorization: str) -> None: ...
 
     def delete(self, token: str) -> None: ...
+
+
+class IssuerSecrets(Protocol):
+    """An issuer's secrets, read from Vault when needed (never from settings)."""
+
+    def eab(self) -> Mapping[str, Any] | None:
+        """External account binding: ``kid``, ``hmac_key`` (base64url), optional
+        ``alg`` (HS256/HS384/HS512); None when none is stored."""
+        ...
+
+    def dns(self) -> Mapping[str, Any]:
+        """The dns-01 provider's secrets. :raises IssuanceFailed: when none are stored."""
+        ...
 
 
 class Issuer(Protocol):

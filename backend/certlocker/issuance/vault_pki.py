@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol, Sequence
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from ..errors import IssuanceFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
@@ -65,6 +68,15 @@ class VaultPkiIssuer:
 def chain_without_root(ca_chain: Sequence[str]) -> str:
     """The intermediates a server sends: Vault's ``ca_chain`` minus any self-signed root
     (clients hold the root; sending it only costs bytes)."""
-    from ..x509info import is_self_signed
+    return "".join(pem for pem in ca_chain if not _self_signed(pem))
 
-    return "".join(pem for pem in ca_chain if not is_self_signed(pem))
+
+def _self_signed(pem: str) -> bool:
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

@@ -12,21 +12,26 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import random
 import socket
 import time
 import uuid
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
 from ..errors import CertlockerError, Conflict, IssuanceFailed, NotFound, RateLimited
 from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
+from . import backoff
+from .due_index import DueIndex
+from .observe import IssuanceObserver, NoObserver
 from .ports import Store
 from .vault_adapters import StoreJournal, StoreLease
 
 log = logging.getLogger(__name__)
 
+DEFAULT_LIFETIME = dt.timedelta(days=90)  # backoff scale before a first certificate
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -42,8 +47,12 @@ class CertificateService:
     def __init__(self, store: Store, issuers: Mapping[str, Issuer], *,
                  clock: Clock | None = None, workers: int = 8,
                  issuance_timeout: float = 300, audit: Auditor | None = None,
-                 actor: str = "certlocker") -> None:
+                 actor: str = "certlocker", observer: IssuanceObserver | None = None,
+                 due_index: DueIndex | None = None) -> None:
         self._store = store
+        self._due = due_index
+        self._rng = random.Random()
+        self._observer = observer or NoObserver()
         self._audit = audit or NoAudit()
         self._actor = actor
         self._issuers = issuers
@@ -69,9 +78,11 @@ class CertificateService:
         audited(self._audit, actor, "spec.create", spec.ref.id, "success",
                 details={"dns_names": list(spec.dns_names), "issuer": spec.issuer,
                          "key_type": spec.key_type.value})
-        self._set_status(spec.ref, lambda old: CertificateStatus(
+        pending = self._set_status(spec.ref, lambda old: CertificateStatus(
             state=State.PENDING, updated_at=self._clock.now(),
             history=old.history if old else ()))
+        if self._due is not None:  # the reconciler takes over if this process dies
+            self._due.schedule_quietly(spec, pending, self._clock.now())
         return self.schedule(spec.ref)
 
     def view(self, caller: Store, ref: CertificateRef) -> CertificateView:
@@ -108,21 +119,51 @@ class CertificateService:
     def schedule(self, ref: CertificateRef) -> cf.Future[CertificateStatus]:
         return self._pool.submit(self.issue, ref)
 
-    def issue(self, ref: CertificateRef) -> CertificateStatus:
+    def issue(self, ref: CertificateRef, decide: Callable[
+            [CertificateSpec, CertificateStatus | None], bool] | None = None,
+              ) -> CertificateStatus:
         """Issue (or resume issuing) one certificate under a lease. Safe to call from
         several replicas at once: only the lease holder works, the others return the
-        current status."""
+        current status. ``decide`` (the reconciler's) is asked again under the lease with
+        fresh spec and status, so work another replica just finished is not repeated.
+
+        :raises NotFound: when the spec is gone."""
         lease = StoreLease(self._store, ref, HOLDER)
         if not lease.acquire(time.time(), self._lease_ttl):
             current = self._store.read_status(ref)
             return current[0] if current else CertificateStatus(state=State.ISSUING)
+        if decide is not None:
+            try:
+                skip = self._still_needed(ref, decide)
+            except BaseException:
+                lease.release()
+                raise
+            if skip is not None:
+                lease.release()
+                return skip
         started = time.monotonic()
+        ok = False
         try:
-            return self._issue_locked(ref)
+            result = self._issue_locked(ref)
+            ok = result.last_error is None
+            return result
         finally:
             lease.release()
             log.info("issuance.finished", extra={
                 "certificate": ref.id, "seconds": round(time.monotonic() - started, 3)})
+            self._observer.issuance_finished(ref, time.monotonic() - started, ok)
+
+    def _still_needed(self, ref: CertificateRef, decide: Callable[
+            [CertificateSpec, CertificateStatus | None], bool]) -> CertificateStatus | None:
+        """None when ``decide`` still wants an issuance, else the status to return."""
+        found = self._store.read_spec(ref)
+        if found is None:
+            raise NotFound(f"no certificate {ref.id}")
+        current = self._store.read_status(ref)
+        status = current[0] if current else None
+        if decide(found[0], status):
+            return None
+        return status or CertificateStatus(state=State.PENDING)
 
     def _issue_locked(self, ref: CertificateRef) -> CertificateStatus:
         found = self._store.read_spec(ref)
@@ -131,22 +172,27 @@ class CertificateService:
         spec = found[0]
         issuer = self._issuers.get(spec.issuer)
         if issuer is None:
-            return self._fail(ref, IssuanceFailed(f"issuer {spec.issuer!r} is not configured",
-                                                  retryable=False))
+            return self._hint(spec, self._fail(ref, IssuanceFailed(
+                f"issuer {spec.issuer!r} is not configured", retryable=False)))
         self._set_status(ref, lambda old: (old or CertificateStatus(State.PENDING)).replace(
             state=State.ISSUING, updated_at=self._clock.now()))
         journal = StoreJournal(self._store, ref)
         try:
             issued = issuer.issue(IssueRequest(ref, spec.dns_names, spec.key_type), journal)
         except IssuanceFailed as exc:
-            return self._fail(ref, exc)
+            return self._hint(spec, self._fail(ref, exc))
         version = self._store.store_certificate(ref, issued)
-        info = dataclasses.replace(issued.info, vault_version=version)
+        info = dataclasses.replace(issued.info, vault_version=version,
+                                   key_type=spec.key_type.value, issuer_name=spec.issuer)
+        # The public leaf, so certlocker (which cannot read certs/ back) can revoke it.
+        self._store.write_json(self._store.paths.leaf(ref), {
+            "serial": info.serial, "certificate": issued.certificate}, cas=None)
         status = self._set_status(ref, lambda old: CertificateStatus(
             state=State.VALID, current=info, updated_at=self._clock.now(),
             targets=old.targets if old else (),
-            history=_history(old)))
+            history=_history(old), revocation=old.revocation if old else None))
         journal.clear()  # the in-flight key is in the service's path now
+        self._hint(spec, status)
         audited(self._audit, self._actor, "certificate.issue", ref.id, "success",
                 details={"serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
                          "not_after": str(info.not_after), "vault_version": version,
@@ -161,17 +207,37 @@ class CertificateService:
 
         def update(old: CertificateStatus | None) -> CertificateStatus:
             attempts = (old.attempts if old else 0) + 1
-            delay = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else (
-                min(60 * 2 ** (attempts - 1), 6 * 3600))
             base = old or CertificateStatus(State.PENDING)
-            return base.replace(state=State.FAILED if base.current is None else base.state,
+            lifetime = (base.current.not_after - base.current.not_before if base.current
+                        else DEFAULT_LIFETIME)
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            # The current certificate (if any) is still the one served: VALID, not ISSUING.
+            return base.replace(state=State.FAILED if base.current is None else State.VALID,
                                 last_error=exc.detail, attempts=attempts, updated_at=now,
-                                next_attempt_at=now + dt.timedelta(seconds=delay))
+                                next_attempt_at=backoff.next_attempt(
+                                    attempts, now, lifetime, self._rng,
+                                    retry_after=retry_after))
 
         log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
                 reason=exc.detail[:500])
         return self._set_status(ref, update)
+
+    def _hint(self, spec: CertificateSpec, status: CertificateStatus) -> CertificateStatus:
+        """File the due-index hint for the certificate's next action (retry or renewal)."""
+        if self._due is not None:
+            self._due.schedule_quietly(spec, status, self._clock.now())
+        return status
+
+    def update_status(self, ref: CertificateRef,
+                      change: Callable[[CertificateStatus | None], CertificateStatus],
+                      ) -> CertificateStatus:
+        """Check-and-set read-modify-write of the status for other lifecycle steps
+        (verification): ``change`` gets the stored status (or None) and may raise to abort.
+
+        :raises Conflict: the status kept changing under us.
+        """
+        return self._set_status(ref, change)
 
     def _set_status(self, ref: CertificateRef, change) -> CertificateStatus:  # type: ignore[no-untyped-def]
         """Read-modify-write of the status with check-and-set, retried on a race."""
@@ -185,6 +251,10 @@ class CertificateService:
             except Conflict:
                 continue
         raise Conflict(f"status of {ref.id} keeps changing under us")
+
+    @property
+    def issuers(self) -> Mapping[str, Issuer]:
+        return self._issuers
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..audit.chain import AuditEvent
-from ..errors import Conflict
+from ..errors import AccessDenied, Conflict
 from .store import VaultStore
 
 HEAD_HINT = "system/audit-head"
@@ -27,9 +27,18 @@ class VaultAuditStore:
         self._store = store
 
     def head(self) -> tuple[int, str] | None:
-        hint, _ = self._store.read_json(HEAD_HINT)
-        seq = int(hint["seq"]) if hint else 0
+        """The newest event, rolling forward from the hint. A token that may read the
+        events but not certlocker's ``system/`` (an auditor's) lists ``audit/events/``
+        instead; so does a hint whose event is gone (needs list on its metadata)."""
+        try:
+            hint, _ = self._store.read_json(HEAD_HINT)
+            seq = int(hint["seq"]) if hint else 0
+        except AccessDenied:
+            seq = self._listed_max()
         last = self.read(seq) if seq else None
+        if seq and last is None:
+            seq = self._listed_max()
+            last = self.read(seq) if seq else None
         while True:
             nxt = self.read(seq + 1)
             if nxt is None:
@@ -48,6 +57,10 @@ class VaultAuditStore:
             self._store.write_json(HEAD_HINT, {"seq": event.seq}, cas=version)
         except Conflict:
             pass  # another writer moved the hint; head() rolls forward anyway
+
+    def _listed_max(self) -> int:
+        keys = self._store.list(self._store.paths.audit_events_dir())
+        return max((int(k) for k in keys if k.isdigit()), default=0)
 
     def read(self, seq: int) -> AuditEvent | None:
         doc, _ = self._store.read_json(_key(seq))

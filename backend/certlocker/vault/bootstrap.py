@@ -20,6 +20,7 @@ import hvac.exceptions as hx
 
 from ..settings import Settings
 from .client import translated
+from .pki import sign_policy
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ def policy_name(stem: str, environment: str | None = None) -> str:
     return f"certlocker-{stem}"
 
 
-def render_policy(text: str, mount: str, environment: str | None = None) -> str:
-    text = text.replace("@MOUNT@", mount)
+def render_policy(text: str, mount: str, environment: str | None = None,
+                  pki_sign: str = "") -> str:
+    """``pki_sign``: the stanzas for ``@PKI_SIGN@`` (``vault.pki.sign_policy``)."""
+    text = text.replace("@MOUNT@", mount).replace("@PKI_SIGN@", pki_sign)
     if environment is not None:
         text = text.replace("@ENVIRONMENT@", environment)
     if "@MOUNT@" in text or "@ENVIRONMENT@" in text:
@@ -55,7 +58,8 @@ def rendered_policies(policies_dir: Path, settings: Settings) -> dict[str, str]:
             for env in settings.environments:
                 out[policy_name("service", env)] = render_policy(text, settings.kv_mount, env)
         else:
-            out[policy_name(file.stem)] = render_policy(text, settings.kv_mount)
+            out[policy_name(file.stem)] = render_policy(
+                text, settings.kv_mount, pki_sign=sign_policy(settings.issuers.values()))
     return out
 
 

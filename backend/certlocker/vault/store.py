@@ -32,21 +32,22 @@ class VaultStore:
     share this class: which of them may do what is decided by Vault's policies.
     """
 
-    def __init__(self, client: hvac.Client, paths: VaultPaths) -> None:
+    def __init__(self, client: hvac.Client, paths: VaultPaths, keep_versions: int = 3) -> None:
         self._client = client
         self.paths = paths
+        self.keep_versions = keep_versions  # of certs/...: older versions are destroyed
 
     @classmethod
     def connect(cls, addr: str, token: str | None, paths: VaultPaths,
-                ca_cert: str | None = None) -> "VaultStore":
-        return cls(make_client(addr, token, ca_cert), paths)
+                ca_cert: str | None = None, keep_versions: int = 3) -> "VaultStore":
+        return cls(make_client(addr, token, ca_cert), paths, keep_versions)
 
     def for_token(self, token: str) -> "VaultStore":
         """A store acting with another caller's token (same server and mount)."""
         adapter = self._client.adapter
         client = hvac.Client(url=adapter.base_uri, token=token, verify=adapter._kwargs.get(
             "verify", True), timeout=adapter._kwargs.get("timeout", 10), session=adapter.session)
-        return VaultStore(client, self.paths)
+        return VaultStore(client, self.paths, self.keep_versions)
 
     # -- generic KV v2 -------------------------------------------------------------------
     def read(self, logical: str) -> Versioned | None:
@@ -86,6 +87,27 @@ class VaultStore:
         with translated(self.paths.metadata_path(logical)):
             self._client.secrets.kv.v2.delete_metadata_and_all_versions(
                 path=logical, mount_point=self.paths.mount)
+
+    def live_versions(self, logical: str) -> list[int]:
+        """Versions at ``<mount>/metadata/<logical>`` whose data is not destroyed
+        (capability: read on metadata); [] when absent."""
+        with translated(self.paths.metadata_path(logical)):
+            try:
+                resp = self._client.secrets.kv.v2.read_secret_metadata(
+                    path=logical, mount_point=self.paths.mount)
+            except hx.InvalidPath:
+                return []
+        return sorted(int(v) for v, meta in (resp["data"].get("versions") or {}).items()
+                      if not meta.get("destroyed"))
+
+    def destroy_versions(self, logical: str, versions: list[int]) -> None:
+        """Permanently remove the data of ``versions`` (``<mount>/destroy/<logical>``,
+        capability: update). The metadata keeps them, marked destroyed."""
+        if not versions:
+            return
+        with translated(f"{self.paths.mount}/destroy/{logical}"):
+            self._client.secrets.kv.v2.destroy_secret_versions(
+                path=logical, versions=sorted(versions), mount_point=self.paths.mount)
 
     def list(self, logical_dir: str) -> list[str]:
         """List keys under ``<mount>/metadata/<dir>`` (capability: list); [] if none."""
@@ -128,7 +150,11 @@ class VaultStore:
         so a consumer never sees a key from one issuance with a leaf from another.
         Needs create/update on data and read on metadata (never read on data)."""
         path = self.paths.cert(ref)
-        return self.write(path, issued.to_vault(), cas=self.current_version(path))
+        version = self.write(path, issued.to_vault(), cas=self.current_version(path))
+        # A consumer can read every live version of its path: keep only the newest few.
+        self.destroy_versions(path, [v for v in self.live_versions(path)
+                                     if v <= version - self.keep_versions])
+        return version
 
     # -- raw JSON documents under system/ --------------------------------------------------
     def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]:

@@ -1,0 +1,123 @@
+"""/v1/certificates: revoke (POST .../<id>/revoke), retire (DELETE .../<id>), and the
+cleanup report (GET .../cleanup). Vault decides who may, through the caller's token."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from ..clock import rfc3339
+from ..delivery.verify import verify_targets
+from ..errors import InvalidInput, NotFound
+from ..lifecycle.retirement import RetirementService
+from ..lifecycle.revocation import RevocationService
+from ..lifecycle.service import HOLDER
+from ..models import CertificateRef, CertificateStatus
+from .certificates import MAX_WAIT, render
+from .context import caller, services
+from .json_input import json_body
+
+bp = Blueprint("lifecycle_actions", __name__, url_prefix="/v1/certificates")
+EXTENSION = "certlocker.lifecycle_actions"
+REVOKE_FIELDS = {"reason", "replace"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Actions:
+    revocation: RevocationService
+    retirement: RetirementService
+
+
+@bp.record_once
+def _wire(state: BlueprintSetupState) -> None:
+    s = state.app.extensions["certlocker"]
+    timeout = s.settings.issuance_timeout_seconds
+    state.app.extensions[EXTENSION] = Actions(
+        RevocationService(s.store, s.certificates, verify_targets, audit=s.audit,
+                          replace_timeout=timeout + 60),
+        RetirementService(s.store, holder=HOLDER, lease_ttl=timeout + 60, audit=s.audit))
+
+
+def actions() -> Actions:
+    return current_app.extensions[EXTENSION]
+
+
+@bp.post("/<cert_id>/revoke")
+def revoke(cert_id: str) -> Response:
+    s = services()
+    ref = CertificateRef.parse_id(cert_id)
+    wait = _wait()
+    body = json_body(s.settings.max_request_bytes)
+    unknown = set(body) - REVOKE_FIELDS
+    if unknown:
+        raise InvalidInput(sorted(unknown)[0], "is not a field of a revocation request")
+    if "reason" not in body:
+        raise InvalidInput("reason", "is required (an RFC 5280 reason name)")
+    replace = body.get("replace")
+    if replace is not None and not isinstance(replace, bool):
+        raise InvalidInput("replace", "must be true or false")
+    who = caller()
+    future = actions().revocation.revoke(who.store, ref, body["reason"], replace,
+                                         actor=who.display_name)
+    done = False
+    if wait:
+        try:
+            future.result(timeout=wait)
+            done = True
+        except cf.TimeoutError:
+            pass
+    found = s.store.read_status(ref)
+    resp = jsonify(_describe(ref, found[0] if found else None))
+    resp.status_code = 200 if done else 202
+    return resp
+
+
+@bp.delete("/<cert_id>")
+def retire(cert_id: str) -> Response:
+    ref = CertificateRef.parse_id(cert_id)
+    who = caller()
+    tombstone = actions().retirement.retire(who.store, ref, actor=who.display_name)
+    return jsonify(_tombstone(ref, tombstone))
+
+
+@bp.get("/cleanup")
+def cleanup() -> Response:
+    who = caller()
+    items = [item.to_json() for item in actions().retirement.leftovers(who.store)]
+    return jsonify({"items": items})
+
+
+def _describe(ref: CertificateRef, status: CertificateStatus | None) -> dict[str, Any]:
+    s = services()
+    try:
+        body = render(s.certificates.view(s.store, ref), s.store.paths)
+    except NotFound:
+        body = {"id": ref.id, "status": status.state.value if status else None}
+    body["revocation"] = status.revocation.to_json() if status and status.revocation else None
+    return body
+
+
+def _tombstone(ref: CertificateRef, status: CertificateStatus) -> dict[str, Any]:
+    current = status.current
+    return {"id": ref.id, "status": status.state.value,
+            "retired_at": rfc3339(status.retired_at) if status.retired_at else None,
+            "last": None if current is None else {
+                "serial": current.serial, "sha256_fingerprint": current.sha256_fingerprint,
+                "not_after": rfc3339(current.not_after)}}
+
+
+def _wait() -> float:
+    raw = request.args.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise InvalidInput("wait", "must be a number of seconds") from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise InvalidInput("wait", f"must be between 0 and {MAX_WAIT:g} seconds")
+    return wait

@@ -1,0 +1,430 @@
+"""GET /openapi.json: the OpenAPI 3.1 description of the HTTP API.
+
+Built from Python dicts here, next to the code it describes; ``tests/unit/test_openapi``
+checks that every Flask rule under /v1 is in it and that it is valid OpenAPI 3.1. The
+certificate schema is the contract of DESIGN.md ("Contracts that tools outside the code
+rely on"); every error is an RFC 9457 problem document.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from .. import __version__
+from ..delivery.formats import FORMATS
+from ..lifecycle.inventory import DEFAULT_LIMIT, MAX_LIMIT
+from ..models import KeyType, State
+
+bp = Blueprint("openapi", __name__)
+
+PROBLEM = "application/problem+json"
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    """Error responses, each an RFC 9457 problem document."""
+    return {str(s): {"$ref": f"#/components/responses/Problem{s}"} for s in statuses}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+CERT_ID = {"name": "cert_id", "in": "path", "required": True,
+           "description": "`<environment>.<service>.<name>`",
+           "schema": {"type": "string", "pattern": r"^[a-z0-9-]+\.[a-z0-9-]+\.[a-z0-9-]+$"}}
+WAIT = {"name": "wait", "in": "query", "required": False,
+        "description": "Seconds to wait for the issuance to finish (0 to 120); without "
+                       "it the answer is 202 while issuance runs",
+        "schema": {"type": "number", "minimum": 0, "maximum": 120}}
+ENV = {"name": "env", "in": "path", "required": True, "schema": _ref("Name")}
+SERVICE = {"name": "service", "in": "path", "required": True, "schema": _ref("Name")}
+OPERATOR = [{"vaultToken": []}, {"bearerVaultToken": []}]
+SERVICE_CREDENTIAL = [{"serviceCredential": []}]
+
+
+def _schemas() -> dict[str, Any]:
+    time = {"type": "string", "format": "date-time"}
+    return {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string", "format": "uri"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "field": {"type": "string", "description": "the bad field (JSON pointer "
+                                                           "style) or query parameter"},
+                "reason": {"type": "string"},
+                "acme_code": _nullable({"type": "string"}),
+            },
+        },
+        "Name": {"type": "string", "pattern": r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+                 "description": "environment, service or certificate name"},
+        "DnsName": {"type": "string", "maxLength": 253,
+                    "description": "a DNS name; IDNs are stored as A-labels; a wildcard "
+                                   "only as the whole leftmost label"},
+        "TargetInput": {
+            "oneOf": [
+                {"type": "string", "description": "host:port"},
+                {"type": "object", "required": ["address"], "additionalProperties": False,
+                 "properties": {"address": {"type": "string"},
+                                "sni": {"type": "string"},
+                                "ips": {"type": "array", "items": {"type": "string"},
+                                        "maxItems": 256}}},
+            ],
+        },
+        "CertificateDeclaration": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["environment", "service", "name", "dns_names"],
+            "properties": {
+                "environment": _ref("Name"),
+                "service": _ref("Name"),
+                "name": _ref("Name"),
+                "dns_names": {"type": "array", "items": _ref("DnsName"), "minItems": 1,
+                              "maxItems": 100},
+                "issuer": {"type": "string", "description": "default: the deployment's"},
+                "key_type": {"type": "string", "enum": [k.value for k in KeyType]},
+                "renew_before": {"type": "string", "maxLength": 32,
+                                 "description": "a duration (720h, 30d) or a fraction of "
+                                                "the lifetime (0.33)"},
+                "targets": {"type": "array", "items": _ref("TargetInput"), "maxItems": 1000},
+                "owner": {"type": "string", "maxLength": 200},
+                "contact": {"type": "string", "maxLength": 200},
+            },
+        },
+        "Current": {
+            "type": "object",
+            "required": ["serial", "not_before", "not_after", "sha256_fingerprint", "issuer"],
+            "properties": {
+                "serial": {"type": "string", "description": "hex"},
+                "not_before": time,
+                "not_after": time,
+                "sha256_fingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "issuer": {"type": "string", "description": "issuer DN (RFC 4514)"},
+                "vault_version": _nullable({"type": "integer"}),
+            },
+        },
+        "TargetStatus": {
+            "type": "object",
+            "required": ["address", "status", "served_sha256", "checked_at"],
+            "properties": {
+                "address": {"type": "string"},
+                "sni": _nullable({"type": "string"}),
+                "ips": {"type": "array", "items": {"type": "string"}},
+                "status": {"type": "string", "description": "ok | stale | mismatch | "
+                           "expired | unreachable | chain-incomplete | unknown"},
+                "served_sha256": _nullable({"type": "string"}),
+                "checked_at": _nullable(time),
+            },
+        },
+        "Certificate": {
+            "type": "object",
+            "description": "The contract of DESIGN.md: other tools rely on these names.",
+            "required": ["id", "environment", "service", "name", "dns_names", "status",
+                         "current", "vault", "targets"],
+            "properties": {
+                "id": {"type": "string"},
+                "environment": _ref("Name"),
+                "service": _ref("Name"),
+                "name": _ref("Name"),
+                "dns_names": {"type": "array", "items": {"type": "string"}},
+                "issuer": {"type": "string"},
+                "key_type": {"type": "string", "enum": [k.value for k in KeyType]},
+                "renew_before": _nullable({"type": "string"}),
+                "owner": _nullable({"type": "string"}),
+                "contact": _nullable({"type": "string"}),
+                "status": {"type": "string", "enum": [s.value for s in State]},
+                "current": _nullable(_ref("Current")),
+                "last_error": _nullable({"type": "string"}),
+                "attempts": {"type": "integer"},
+                "next_attempt_at": _nullable(time),
+                "updated_at": _nullable(time),
+                "vault": {"type": "object", "required": ["path"], "properties": {
+                    "path": {"type": "string", "description":
+                             "KV v2 API path a consumer reads, e.g. "
+                             "certlocker/data/certs/prod/api/api"}}},
+                "targets": {"type": "array", "items": _ref("TargetStatus")},
+            },
+        },
+        "CertificateList": {
+            "type": "object",
+            "required": ["items", "next_cursor", "limit"],
+            "properties": {
+                "items": {"type": "array", "items": _ref("Certificate")},
+                "next_cursor": _nullable({"type": "string", "description":
+                                          "pass as `cursor` for the next page; null on "
+                                          "the last"}),
+                "offset": {"type": "integer"},
+                "limit": {"type": "integer"},
+            },
+        },
+        "Credential": {
+            "type": "object",
+            "required": ["token", "expires_at", "vault"],
+            "properties": {
+                "token": {"type": "string", "description": "an ES256 JWT; `vault write "
+                          "auth/<auth_path>/login role=<role> jwt=<token>`"},
+                "expires_at": time,
+                "kid": {"type": "string"},
+                "jti": {"type": "string"},
+                "vault": {"type": "object", "required": ["auth_path", "role"], "properties": {
+                    "auth_path": {"type": "string"}, "role": {"type": "string"}}},
+            },
+        },
+        "CredentialRevocation": {
+            "type": "object",
+            "properties": {"environment": {"type": "string"}, "service": {"type": "string"},
+                           "generation": {"type": "integer"}, "revoked_at": time},
+        },
+        "BundleRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["format"],
+            "properties": {
+                "format": {"type": "string", "enum": sorted(FORMATS)},
+                "password": {"type": "string", "description": "PKCS#12 formats only"},
+                "alias": {"type": "string", "description": "java only"},
+                "k8s_name": {"type": "string"},
+                "k8s_namespace": {"type": "string"},
+            },
+        },
+        "SigningKeyRotation": {
+            "type": "object",
+            "properties": {"kid": {"type": "string"}, "alg": {"type": "string"},
+                           "created_at": time, "previous_kid": {"type": "string"},
+                           "published": {"type": "array", "items": {"type": "string"}}},
+        },
+        "Jwks": {"type": "object", "required": ["keys"],
+                 "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
+        "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    cert_answer = {
+        "200": _json(_ref("Certificate"), "Done (valid or failed) for an existing "
+                                          "certificate"),
+        "201": _json(_ref("Certificate"), "Declared and issued (or failed) within `wait`"),
+        "202": _json(_ref("Certificate"), "Accepted; issuance is running (see Location)"),
+    }
+    return {
+        "/v1/certificates": {
+            "get": {
+                "operationId": "listCertificates", "tags": ["certificates"],
+                "summary": "The inventory, filtered and paged in (environment, service, "
+                           "name) order",
+                "security": OPERATOR,
+                "parameters": [
+                    {"name": "environment", "in": "query", "schema": _ref("Name")},
+                    {"name": "service", "in": "query", "schema": _ref("Name")},
+                    {"name": "status", "in": "query",
+                     "schema": {"type": "string", "enum": [s.value for s in State]}},
+                    {"name": "issuer", "in": "query", "schema": {"type": "string"}},
+                    {"name": "expiring_within", "in": "query",
+                     "description": "only certificates whose current not_after is within "
+                                    "this duration (720h, 30d, 1d12h; units s m h d w)",
+                     "schema": {"type": "string", "pattern": r"^(\d+[smhdw])+$"}},
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT}},
+                    {"name": "cursor", "in": "query", "description": "next_cursor of the "
+                     "previous page", "schema": {"type": "string"}},
+                    {"name": "offset", "in": "query", "description": "instead of cursor",
+                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                ],
+                "responses": {"200": _json(_ref("CertificateList"), "One page"),
+                              **_problems(400, 401, 403, 503)},
+            },
+            "post": {
+                "operationId": "declareCertificate", "tags": ["certificates"],
+                "summary": "Declare a certificate (the spec is written with the caller's "
+                           "token) and start issuing it",
+                "security": OPERATOR,
+                "parameters": [WAIT],
+                "requestBody": {"required": True, "content": {
+                    JSON: {"schema": _ref("CertificateDeclaration")}}},
+                "responses": {**cert_answer,
+                              **_problems(400, 401, 403, 409, 413, 415, 503)},
+            },
+        },
+        "/v1/certificates/{cert_id}": {
+            "get": {
+                "operationId": "getCertificate", "tags": ["certificates"],
+                "security": OPERATOR, "parameters": [CERT_ID],
+                "responses": {"200": _json(_ref("Certificate"), "The certificate"),
+                              **_problems(401, 403, 404, 503)},
+            },
+        },
+        "/v1/certificates/{cert_id}/renew": {
+            "post": {
+                "operationId": "renewCertificate", "tags": ["certificates"],
+                "summary": "Issue a new certificate now", "security": OPERATOR,
+                "parameters": [CERT_ID, WAIT],
+                "responses": {**cert_answer, **_problems(400, 401, 403, 404, 503)},
+            },
+        },
+        "/v1/certificates/{cert_id}/verify": {
+            "post": {
+                "operationId": "verifyCertificate", "tags": ["certificates"],
+                "summary": "Handshake with every target now and record what each serves",
+                "security": OPERATOR, "parameters": [CERT_ID],
+                "responses": {"200": _json(_ref("Certificate"), "With fresh target results"),
+                              **_problems(401, 403, 404, 503)},
+            },
+        },
+        "/v1/certificates/{cert_id}/bundle": {
+            "get": {
+                "operationId": "getBundle", "tags": ["delivery"],
+                "summary": "The certificate rendered for its own service (formats without "
+                           "a password; PKCS#12 password in X-Certlocker-Password)",
+                "security": SERVICE_CREDENTIAL,
+                "parameters": [CERT_ID,
+                               {"name": "format", "in": "query", "required": True,
+                                "schema": {"type": "string", "enum": sorted(FORMATS)}},
+                               {"name": "X-Certlocker-Password", "in": "header",
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The rendered bundle (media type by "
+                                                     "format)"},
+                              **_problems(400, 401, 403, 404, 503)},
+            },
+            "post": {
+                "operationId": "postBundle", "tags": ["delivery"],
+                "summary": "The certificate rendered for its own service",
+                "security": SERVICE_CREDENTIAL, "parameters": [CERT_ID],
+                "requestBody": {"required": True, "content": {
+                    JSON: {"schema": _ref("BundleRequest")}}},
+                "responses": {"200": {"description": "The rendered bundle (media type by "
+                                                     "format)"},
+                              **_problems(400, 401, 403, 404, 413, 415, 503)},
+            },
+        },
+        "/v1/services/{env}/{service}/credentials": {
+            "post": {
+                "operationId": "mintCredential", "tags": ["credentials"],
+                "summary": "Mint a service credential (needs update on "
+                           "specs/<env>/<service>/_credentials)",
+                "security": OPERATOR, "parameters": [ENV, SERVICE],
+                "responses": {"201": _json(_ref("Credential"), "A new credential"),
+                              **_problems(400, 401, 403, 503)},
+            },
+            "delete": {
+                "operationId": "revokeCredentials", "tags": ["credentials"],
+                "summary": "Revoke every credential of the service (new generation)",
+                "security": OPERATOR, "parameters": [ENV, SERVICE],
+                "responses": {"200": _json(_ref("CredentialRevocation"), "Revoked"),
+                              **_problems(400, 401, 403, 503)},
+            },
+        },
+        "/v1/services/{env}/{service}/credentials/refresh": {
+            "post": {
+                "operationId": "refreshCredential", "tags": ["credentials"],
+                "summary": "Exchange a valid credential for a fresh one",
+                "security": SERVICE_CREDENTIAL, "parameters": [ENV, SERVICE],
+                "responses": {"201": _json(_ref("Credential"), "A new credential"),
+                              **_problems(400, 401, 403, 503)},
+            },
+        },
+        "/v1/system/signing-keys/rotate": {
+            "post": {
+                "operationId": "rotateSigningKey", "tags": ["system"],
+                "security": OPERATOR,
+                "responses": {"201": _json(_ref("SigningKeyRotation"), "Rotated"),
+                              **_problems(401, 403, 503)},
+            },
+        },
+        "/.well-known/acme-challenge/{token}": {
+            "get": {
+                "operationId": "acmeHttp01", "tags": ["unauthenticated"],
+                "summary": "RFC 8555 section 8.3 key authorization", "security": [],
+                "parameters": [{"name": "token", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "key authorization", "content": {
+                    "text/plain": {"schema": {"type": "string"}}}}, **_problems(404)},
+            },
+        },
+        "/.well-known/jwks.json": {
+            "get": {"operationId": "jwks", "tags": ["unauthenticated"], "security": [],
+                    "responses": {"200": _json(_ref("Jwks"), "Published signing keys")}},
+        },
+        "/healthz": {"get": {"operationId": "healthz", "tags": ["unauthenticated"],
+                             "security": [],
+                             "responses": {"200": _json(_ref("Health"), "Alive")}}},
+        "/readyz": {"get": {"operationId": "readyz", "tags": ["unauthenticated"],
+                            "security": [],
+                            "responses": {"200": _json(_ref("Health"), "Vault reachable"),
+                                          "503": _json(_ref("Health"), "Vault unavailable")}}},
+        "/metrics": {"get": {"operationId": "metrics", "tags": ["unauthenticated"],
+                             "security": [],
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {"schema": {
+                                                       "type": "string"}}}}}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "tags": ["unauthenticated"],
+                                  "security": [],
+                                  "responses": {"200": _json({"type": "object"},
+                                                             "This document")}}},
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    statuses = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "certlocker", "version": __version__,
+                 "description": "TLS certificate lifecycle beside HashiCorp Vault / "
+                                "OpenBao. Every error is an RFC 9457 problem document."},
+        "servers": [{"url": "/"}],
+        "security": OPERATOR,
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {f"Problem{s}": {"description": _PROBLEM_TEXT[s], "content": {
+                PROBLEM: {"schema": _ref("Problem")}}} for s in statuses},
+            "securitySchemes": {
+                "vaultToken": {"type": "apiKey", "in": "header", "name": "X-Vault-Token",
+                               "description": "the operator's own Vault token; Vault's "
+                                              "policies decide"},
+                "bearerVaultToken": {"type": "http", "scheme": "bearer",
+                                     "description": "the operator's Vault token as Bearer"},
+                "serviceCredential": {"type": "http", "scheme": "bearer",
+                                      "bearerFormat": "JWT",
+                                      "description": "a service credential minted by "
+                                                     "certlocker"},
+            },
+        },
+    }
+
+
+_PROBLEM_TEXT = {400: "Invalid input: `detail` and `field` name the bad field or parameter",
+                 401: "No Vault token or credential, or an invalid one",
+                 403: "Vault's policies deny this caller",
+                 404: "No such certificate or route",
+                 409: "Already declared, or a concurrent change won",
+                 413: "The body is larger than max_request_bytes",
+                 415: "The body is not application/json",
+                 429: "The CA rate-limited certlocker (see Retry-After)",
+                 502: "The CA refused or the challenge failed",
+                 503: "Vault is unavailable"}
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    resp = jsonify(document())
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp

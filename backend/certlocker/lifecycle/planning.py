@@ -1,0 +1,86 @@
+"""Pure decisions of the reconciler: does a certificate need work now, and when does it
+next need the reconciler's attention (the time its due-index hint is filed under).
+
+No I/O: callers pass the spec, the status and ``now``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from ..errors import InvalidInput
+from ..models import CertificateSpec, CertificateStatus, KeyType, State
+from . import alerts, reissue
+from .renewal import renewal_time
+
+log = logging.getLogger(__name__)
+
+INACTIVE = (State.REVOKED, State.RETIRED)
+
+
+def decide(spec: CertificateSpec, status: CertificateStatus | None,
+           now: dt.datetime) -> reissue.Decision:
+    """``reissue.needs_reissue`` with the facts a status record holds.
+
+    A certificate with no status yet (its spec was written straight into Vault) is
+    ``missing``. Revoked and retired certificates are never reissued. A ``renew_before``
+    that does not parse (possible in a spec written straight into Vault) falls back to
+    the default renewal time rather than stopping the certificate's renewal.
+    """
+    if status is not None and status.state in INACTIVE:
+        return reissue.Decision(False, status.state.value)
+    current = status.current if status else None
+    issued_key_type = None
+    issued_by = spec.issuer  # unknown in records older than issuer_name: skip the check
+    if current is not None:
+        if current.key_type:
+            try:
+                issued_key_type = KeyType(current.key_type)
+            except ValueError:
+                issued_key_type = None
+        if current.issuer_name:
+            issued_by = current.issuer_name
+    try:
+        return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
+                                     issued_by=issued_by, status=status)
+    except InvalidInput:
+        log.warning("spec.renew_before_invalid", extra={"certificate": spec.ref.id})
+        renewal_at = (renewal_time(current.not_before, current.not_after)
+                      if current is not None else None)
+        return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
+                                     issued_by=issued_by, status=status, renewal_at=renewal_at)
+
+
+def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
+                   now: dt.datetime,
+                   policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY) -> dt.datetime | None:
+    """When the reconciler should next look at this certificate; None for never.
+
+    Work needed now -> ``now``; in backoff -> ``next_attempt_at``; otherwise the renewal
+    time. The moment the expiry floor is crossed (an alert) is also a candidate, unless
+    that alert was already sent. Never earlier than ``now``.
+    """
+    decision = decide(spec, status, now)
+    if decision.needed:
+        return now
+    if status is None or decision.reason in (State.REVOKED.value, State.RETIRED.value):
+        return None
+    candidates: list[dt.datetime] = []
+    if decision.reason == reissue.IN_BACKOFF and status.next_attempt_at is not None:
+        candidates.append(status.next_attempt_at)
+    current = status.current
+    if current is not None:
+        if decision.reason == reissue.UP_TO_DATE:
+            try:
+                candidates.append(renewal_time(current.not_before, current.not_after,
+                                               renew_before=spec.renew_before))
+            except InvalidInput:
+                candidates.append(renewal_time(current.not_before, current.not_after))
+        if status.alerted != alerts.EXPIRY_NEAR:
+            floor_at = current.not_after - alerts.effective_floor(current, policy)
+            if floor_at > now:
+                candidates.append(floor_at)
+    if not candidates:
+        return None
+    return max(now, min(candidates))

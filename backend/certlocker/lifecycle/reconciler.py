@@ -1,0 +1,335 @@
+"""The reconciler: moves every certificate toward its spec, in its own process.
+
+Each tick takes the due-index hints filed up to now (``due_index.DueIndex.due``), and for
+each certificate re-reads spec and status, decides (``planning.decide``), issues under
+the certificate's lease when needed (``CertificateService.issue`` asks the decision
+again under the lease, so replicas never issue twice), alerts a human when retries are
+exhausted or expiry is near (``alerts``), files the next hint and deletes the handled
+one. A full sweep over the inventory runs at start-up and every ``sweep_interval``, a
+batch per tick: it finds specs written straight into Vault and repairs lost hints.
+
+One failing certificate never stops the loop; Vault unreachable or sealed makes the
+loop back off and retry, and nothing is written meanwhile.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from typing import Callable, Iterable, Iterator, Protocol
+
+from ..clock import Clock, SystemClock
+from ..errors import AlertDeliveryFailed, CertlockerError, NotFound, VaultUnavailable
+from ..models import CertificateRef, CertificateSpec, CertificateStatus
+from . import alerts, planning
+from .due_index import DueIndex, Hint
+from .ports import Store
+
+log = logging.getLogger(__name__)
+
+ISSUED, FAILED, BUSY, GONE, UP_TO_DATE, ERROR, STOPPED = (
+    "issued", "failed", "busy", "gone", "up-to-date", "error", "stopped")
+ERROR_RETRY = dt.timedelta(minutes=10)  # a certificate whose handling broke, not Vault
+
+
+class Issuing(Protocol):
+    """What the reconciler needs of ``CertificateService``."""
+
+    def issue(self, ref: CertificateRef, decide: Callable[
+            [CertificateSpec, CertificateStatus | None], bool] | None = None,
+              ) -> CertificateStatus: ...
+
+    def update_status(self, ref: CertificateRef, change: Callable[
+            [CertificateStatus | None], CertificateStatus]) -> CertificateStatus: ...
+
+    def refs(self, caller: Store, environment: str | None = None,
+             service: str | None = None) -> Iterable[CertificateRef]: ...
+
+
+class AlertSink(Protocol):
+    def send(self, alert: alerts.Alert) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    interval: float = 60.0  # seconds between ticks
+    jitter: float = 0.1  # +/- this fraction of the interval
+    sweep_interval: float = 3600.0
+    sweep_batch: int = 1000  # certificates swept per tick while a sweep runs
+    max_due: int = 1000  # hints handled per tick; the rest wait for the next tick
+    workers: int = 8
+    vault_backoff_max: float = 300.0
+
+
+@dataclasses.dataclass
+class Report:
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    alerts: int = 0
+
+    def add(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    @property
+    def handled(self) -> int:
+        return sum(self.outcomes.values())
+
+
+class _AlreadyClaimed(Exception):
+    pass
+
+
+class Reconciler:
+    def __init__(self, store: Store, certificates: Issuing, due: DueIndex, *,
+                 notifier: AlertSink | None = None, clock: Clock | None = None,
+                 options: Options = Options(),
+                 policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
+                 rng: random.Random | None = None) -> None:
+        self._store = store
+        self._certificates = certificates
+        self._due = due
+        self._notifier = notifier
+        self._clock = clock or SystemClock()
+        self.options = options
+        self._policy = policy
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._sweep: Iterator[CertificateRef] | None = None
+        self._sweep_started = 0.0
+        self._pool = cf.ThreadPoolExecutor(max_workers=options.workers,
+                                           thread_name_prefix="reconcile")
+
+    # -- one certificate ---------------------------------------------------------------
+    def handle(self, ref: CertificateRef, hint: Hint | None = None, *,
+               sweeping: bool = False, report: Report | None = None) -> str:
+        """Move one certificate toward its spec; returns the outcome.
+
+        :raises VaultUnavailable: Vault is down; nothing was changed by this call.
+        """
+        if self._stop.is_set():
+            return STOPPED
+        now = self._clock.now()
+        found = self._store.read_spec(ref)
+        if found is None:
+            if hint is not None:
+                self._due.remove(hint)
+            return GONE
+        spec = found[0]
+        got = self._store.read_status(ref)
+        status = got[0] if got else None
+        decision = planning.decide(spec, status, now)
+        outcome = decision.reason
+        if decision.needed:
+            asked: list[bool] = []
+
+            def still_needed(s: CertificateSpec, st: CertificateStatus | None) -> bool:
+                asked.append(planning.decide(s, st, self._clock.now()).needed)
+                return asked[-1]
+
+            log.info("reconcile.issuing", extra={"certificate": ref.id,
+                                                 "reason": decision.reason})
+            try:
+                status = self._certificates.issue(ref, decide=still_needed)
+            except NotFound:  # the spec was deleted meanwhile
+                if hint is not None:
+                    self._due.remove(hint)
+                return GONE
+            if not asked:
+                return BUSY  # another replica holds the lease; the hint stays for later
+            if asked[-1]:
+                outcome = ISSUED if status.last_error is None else FAILED
+            else:
+                outcome = UP_TO_DATE
+        if self._alert(ref, status, report):
+            got = self._store.read_status(ref)
+            status = got[0] if got else status
+        new = self._due.schedule(spec, status, self._clock.now(), handled=hint,
+                                 only_if_missing=sweeping)
+        if hint is not None and new != hint:
+            self._due.remove(hint)
+        return outcome
+
+    def _alert(self, ref: CertificateRef, status: CertificateStatus | None,
+               report: Report | None) -> bool:
+        """Send the alert the status calls for, once: the kind is claimed in the status
+        with check-and-set first, so of two replicas only one sends; a delivery that no
+        channel accepted releases the claim, to be retried on the next pass."""
+        now = self._clock.now()
+        kind = alerts.should_send(status, now, self._policy)
+        if kind is None:
+            return False
+        previous = status.alerted if status else None
+
+        def claim(old: CertificateStatus | None) -> CertificateStatus:
+            if old is None or alerts.should_send(old, now, self._policy) != kind:
+                raise _AlreadyClaimed()
+            return old.replace(alerted=kind)
+
+        try:
+            claimed = self._certificates.update_status(ref, claim)
+        except _AlreadyClaimed:
+            return False
+        alert = alerts.build(ref, claimed, kind, now)
+        log.warning("alert", extra={"certificate": ref.id, "kind": kind,
+                                    "attempts": claimed.attempts})
+        if self._notifier is not None:
+            try:
+                self._notifier.send(alert)
+            except AlertDeliveryFailed:
+                def release(old: CertificateStatus | None) -> CertificateStatus:
+                    if old is None or old.alerted != kind:
+                        raise _AlreadyClaimed()
+                    return old.replace(alerted=previous)
+                try:
+                    self._certificates.update_status(ref, release)
+                except _AlreadyClaimed:
+                    pass
+                return True
+        if report is not None:
+            report.alerts += 1
+        return True
+
+    def _safe_handle(self, ref: CertificateRef, hint: Hint | None, sweeping: bool,
+                     report: Report) -> str:
+        try:
+            outcome = self.handle(ref, hint, sweeping=sweeping, report=report)
+        except VaultUnavailable:
+            raise
+        except Exception as exc:  # one broken certificate never stops the loop
+            outcome = ERROR
+            log.error("reconcile.certificate_error", extra={
+                "certificate": ref.id, "error": type(exc).__name__,
+                "detail": exc.detail if isinstance(exc, CertlockerError) else None})
+            if hint is not None:
+                self._postpone(hint)
+        else:
+            if outcome not in (UP_TO_DATE, STOPPED, planning.reissue.IN_BACKOFF):
+                log.info("reconcile.certificate", extra={"certificate": ref.id,
+                                                         "outcome": outcome})
+        return outcome
+
+    def _postpone(self, hint: Hint) -> None:
+        try:
+            later = self._due.put(hint.ref, self._clock.now() + ERROR_RETRY)
+            if later != hint:
+                self._due.remove(hint)
+        except CertlockerError:
+            pass  # the hint stays where it was: tried again next tick
+
+    # -- many --------------------------------------------------------------------------
+    def _handle_all(self, work: list[tuple[CertificateRef, Hint | None, list[Hint]]],
+                    sweeping: bool, report: Report) -> None:
+        self._rng.shuffle(work)  # replicas spread over the work instead of queueing
+        futures = {self._pool.submit(self._safe_handle, ref, hint, sweeping, report):
+                   extra for ref, hint, extra in work}
+        unavailable: VaultUnavailable | None = None
+        for future in cf.as_completed(futures):
+            try:
+                outcome = future.result()
+            except VaultUnavailable as exc:
+                unavailable = exc
+                continue
+            report.add(outcome)
+            if outcome not in (BUSY, ERROR, STOPPED):
+                for stale in futures[future]:  # older duplicates of the handled hint
+                    self._due.remove(stale)
+        if unavailable is not None:
+            raise unavailable
+
+    def tick(self) -> Report:
+        """Handle every hint due now (at most ``max_due``).
+
+        :raises VaultUnavailable: when Vault cannot be read; the next tick retries.
+        """
+        report = Report()
+        by_ref: dict[CertificateRef, list[Hint]] = {}
+        for hint in self._due.due(self._clock.now(), self.options.max_due):
+            by_ref.setdefault(hint.ref, []).append(hint)
+        work = [(ref, hints[-1], hints[:-1]) for ref, hints in by_ref.items()]
+        self._handle_all(work, sweeping=False, report=report)
+        return report
+
+    def start_sweep(self) -> None:
+        self._sweep = iter(self._certificates.refs(self._store))
+        self._sweep_started = time.monotonic()
+        log.info("reconcile.sweep_started")
+
+    def sweep_step(self, limit: int | None = None) -> Report:
+        """Handle the next ``limit`` certificates of the running sweep (all if None)."""
+        report = Report()
+        if self._sweep is None:
+            return report
+        batch: list[tuple[CertificateRef, Hint | None, list[Hint]]] = []
+        for ref in self._sweep:
+            batch.append((ref, None, []))
+            if limit is not None and len(batch) >= limit:
+                break
+        else:
+            self._sweep = None
+            log.info("reconcile.sweep_finished", extra={
+                "seconds": round(time.monotonic() - self._sweep_started, 3)})
+        self._handle_all(batch, sweeping=True, report=report)
+        return report
+
+    # -- the loop ----------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run_once(self) -> Report:
+        """A full sweep, then one tick: for tests and cron.
+
+        :raises VaultUnavailable: when Vault cannot be reached.
+        """
+        self.start_sweep()
+        report = self.sweep_step(None)
+        tick = self.tick()
+        for outcome, count in tick.outcomes.items():
+            report.outcomes[outcome] = report.outcomes.get(outcome, 0) + count
+        report.alerts += tick.alerts
+        return report
+
+    def run(self, deadline: float | None = None) -> None:
+        """Tick every ``interval`` (jittered) until ``stop()`` or the monotonic
+        ``deadline``; sweep at start and every ``sweep_interval``."""
+        failures = 0
+        next_sweep = time.monotonic()
+        while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            started = time.monotonic()
+            try:
+                if self._sweep is None and started >= next_sweep:
+                    self.start_sweep()
+                    next_sweep = started + self.options.sweep_interval
+                swept = self.sweep_step(self.options.sweep_batch)
+                report = self.tick()
+                failures = 0
+                if report.handled or swept.handled:
+                    log.info("reconcile.tick", extra={
+                        "due": report.outcomes, "swept": swept.outcomes,
+                        "alerts": report.alerts + swept.alerts,
+                        "seconds": round(time.monotonic() - started, 3)})
+                wait = self.options.interval
+            except VaultUnavailable as exc:
+                failures += 1
+                wait = min(self.options.interval * 2 ** min(failures, 16),
+                           self.options.vault_backoff_max)
+                log.warning("reconcile.vault_unavailable", extra={
+                    "error": exc.detail, "retry_in": round(wait, 1)})
+            except Exception as exc:
+                wait = self.options.interval
+                log.error("reconcile.tick_failed", extra={"error": type(exc).__name__})
+            wait *= 1 + self._rng.uniform(-self.options.jitter, self.options.jitter)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            self._stop.wait(max(0.0, wait))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)

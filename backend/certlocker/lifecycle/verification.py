@@ -1,0 +1,332 @@
+"""Served-certificate verification of one certificate, wired end to end.
+
+``Verifier.verify_certificate(ref)`` probes every target of the certificate's spec
+(every node of a pool separately, ``delivery.verify.verify_targets``), compares what each
+node serves with the current certificate and its history, writes the per-node results
+into ``status.targets`` (check-and-set), records one ``delivery.verify`` audit event and
+reports divergence that has outlasted the grace period after delivery. The API calls it
+on request; the reconciler calls it on a schedule.
+
+The decisions are pure functions (``target_views``, ``worst``, ``divergent``,
+``audit_details``); the orchestrator gets its ports (store, status writer, probe, trust
+anchors, auditor, clock, divergence hook) in its constructor. No Flask, no hvac.
+
+Delivery time is the current certificate's ``not_before``: for ACME CAs that is the
+moment of issuance (Let's Encrypt backdates it by an hour, which only shortens the grace).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Mapping, Protocol, Sequence
+
+from ..audit.recorder import Auditor, NoAudit, audited
+from ..clock import Clock, SystemClock, rfc3339
+from ..delivery import verify as probes
+from ..errors import Conflict, NotFound
+from ..models import CertificateInfo, CertificateRef, CertificateStatus, Target, TargetStatus
+from .ports import Store
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+#: worst first: the status a pool shows is the worst status of its nodes
+SEVERITY = (probes.EXPIRED, probes.MISMATCH, probes.STALE, probes.UNREACHABLE,
+            probes.CHAIN_INCOMPLETE, UNKNOWN, probes.OK)
+DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN}
+#: per-node entries kept in one audit event (details are capped at 8 KiB)
+MAX_AUDITED_NODES = 40
+
+StatusChange = Callable[[CertificateStatus | None], CertificateStatus]
+
+
+class Probe(Protocol):
+    def __call__(self, expected: CertificateInfo, history: Collection[str],
+                 targets: Sequence[Target], *, now: dt.datetime, timeout: float,
+                 parallelism: int,
+                 anchors: probes.TrustAnchors | None) -> list[TargetStatus]: ...
+
+
+class DivergenceHook(Protocol):
+    """Called with the nodes that still serve the wrong certificate after the grace
+    period; ``lifecycle.alerts`` (or anything else) turns it into an alert."""
+
+    def __call__(self, ref: CertificateRef, divergent: Sequence[TargetStatus],
+                 delivered_at: dt.datetime) -> None: ...
+
+
+# -- pure decisions -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TargetView:
+    """One spec target with what was observed: a pool's status is its worst node's."""
+
+    target: Target
+    status: str
+    served_sha256: str | None
+    checked_at: dt.datetime | None
+    nodes: tuple[TargetStatus, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.target.address,
+            "sni": self.target.sni,
+            "ips": list(self.target.ips),
+            "status": self.status,
+            "served_sha256": self.served_sha256,
+            "checked_at": rfc3339(self.checked_at) if self.checked_at else None,
+            "nodes": [n.to_json() for n in self.nodes] if self.target.ips else [],
+        }
+
+
+def node_addresses(target: Target) -> list[str]:
+    """The addresses ``verify_targets`` reports for ``target``: ``ip:port`` per pool node,
+    else the target's own address."""
+    if not target.ips:
+        return [target.address]
+    try:
+        _, port = probes.split_address(target.address)
+    except ValueError:
+        return [target.address]
+    return [probes.join_address(ip, port) for ip in target.ips]
+
+
+def worst(statuses: Iterable[str]) -> str:
+    """The most severe status (``SEVERITY``); ``unknown`` for none."""
+    rank = {s: i for i, s in enumerate(SEVERITY)}
+    found = list(statuses)
+    if not found:
+        return UNKNOWN
+    return min(found, key=lambda s: rank.get(s, rank[UNKNOWN]))
+
+
+def target_views(targets: Sequence[Target],
+                 observed: Sequence[TargetStatus]) -> list[TargetView]:
+    """Group observed node results under the spec targets they belong to; a node never
+    observed counts as ``unknown``."""
+    by_address = {t.address: t for t in observed}
+    views = []
+    for target in targets:
+        nodes = tuple(by_address.get(a) or TargetStatus(a, UNKNOWN)
+                      for a in node_addresses(target))
+        served = {n.served_sha256 for n in nodes}
+        checked = [n.checked_at for n in nodes if n.checked_at is not None]
+        views.append(TargetView(
+            target, worst(n.status for n in nodes),
+            next(iter(served)) if len(served) == 1 else None,
+            max(checked) if checked else None, nodes))
+    return views
+
+
+def divergent(status: CertificateStatus, now: dt.datetime,
+              grace: dt.timedelta) -> list[TargetStatus]:
+    """Nodes still not serving the current certificate (properly) ``grace`` after it was
+    delivered; empty while within the grace period or when nothing is issued."""
+    if status.current is None or now - status.current.not_before < grace:
+        return []
+    return [t for t in status.targets if t.status in DIVERGENT]
+
+
+def audit_details(current: CertificateInfo, results: Sequence[TargetStatus]) -> dict[str, Any]:
+    """Per-node outcome for the audit event: addresses, statuses and fingerprints only,
+    divergent nodes first, at most ``MAX_AUDITED_NODES`` of them."""
+    ordered = sorted(results, key=lambda r: r.status == probes.OK)
+    return {
+        "sha256_fingerprint": current.sha256_fingerprint,
+        "counts": dict(sorted(Counter(r.status for r in results).items())),
+        "targets": [{"address": r.address, "status": r.status,
+                     "served_sha256": r.served_sha256}
+                    for r in ordered[:MAX_AUDITED_NODES]],
+        "truncated": max(0, len(results) - MAX_AUDITED_NODES),
+    }
+
+
+def summary(results: Sequence[TargetStatus]) -> str | None:
+    """``"2 stale, 1 mismatch"`` for the divergent nodes, None when all are ok."""
+    counts = Counter(r.status for r in results if r.status != probes.OK)
+    if not counts:
+        return None
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def verification_due(spec_targets: Sequence[Target], status: CertificateStatus | None,
+                     now: dt.datetime, interval: dt.timedelta) -> bool:
+    """Should a scheduled pass verify this certificate now? When it has targets and a
+    current certificate, and some node was never checked or not within ``interval``."""
+    if not spec_targets or status is None or status.current is None:
+        return False
+    checked = {t.address: t.checked_at for t in status.targets}
+    for target in spec_targets:
+        for address in node_addresses(target):
+            at = checked.get(address)
+            if at is None or now - at >= interval:
+                return True
+    return False
+
+
+DELIVERY_DIVERGED = "delivery-diverged"
+
+
+def divergence_alert(ref: CertificateRef, bad: Sequence[TargetStatus],
+                     delivered_at: dt.datetime, now: dt.datetime,
+                     current: CertificateInfo | None = None) -> Any:
+    """An ``alerts.Alert`` (kind ``delivery-diverged``) naming the divergent nodes."""
+    from .alerts import Alert
+
+    counts = summary(bad) or "divergent"
+    nodes = ", ".join(f"{t.address} {t.status}" for t in list(bad)[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    return Alert(certificate=ref.id, kind=DELIVERY_DIVERGED,
+                 summary=(f"certlocker: {ref.id} is not served everywhere "
+                          f"since delivery at {rfc3339(delivered_at)} ({counts}): {nodes}{more}"),
+                 attempts=0, last_error=None,
+                 not_after=current.not_after if current else None,
+                 next_attempt_at=None, at=now)
+
+
+class AlertOnDivergence:
+    """A ``DivergenceHook`` that sends a ``delivery-diverged`` alert through a notifier
+    (``notify.Notifier`` or any ``send(alert)``), once per verification pass."""
+
+    def __init__(self, sink: Any, clock: Clock | None = None) -> None:
+        self._sink = sink
+        self._clock = clock or SystemClock()
+
+    def __call__(self, ref: CertificateRef, divergent: Sequence[TargetStatus],
+                 delivered_at: dt.datetime) -> None:
+        self._sink.send(divergence_alert(ref, divergent, delivered_at, self._clock.now()))
+
+
+def load_anchors(pem_paths: Mapping[str, str | None]) -> Callable[[str], probes.TrustAnchors]:
+    """Trust anchors per issuer name: the system bundle plus the issuer's ``trust_roots``
+    PEM file, re-read when the file changes (a private CA's root may be rotated).
+
+    :raises ValueError: (at verification time) if a configured file holds no certificate.
+    """
+    cache: dict[str, tuple[float, probes.TrustAnchors]] = {}
+
+    def anchors(issuer: str) -> probes.TrustAnchors:
+        path = pem_paths.get(issuer)
+        if not path:
+            return probes.TrustAnchors.system()
+        mtime = Path(path).stat().st_mtime
+        hit = cache.get(issuer)
+        if hit is None or hit[0] != mtime:
+            hit = (mtime, probes.TrustAnchors.from_pem(Path(path).read_bytes()))
+            cache[issuer] = hit
+        return hit[1]
+
+    return anchors
+
+
+# -- orchestration ------------------------------------------------------------------------
+
+class _CurrentChanged(Exception):
+    pass
+
+
+class Verifier:
+    """Verify one certificate's targets and record the outcome (certlocker's own token).
+
+    ``update_status(ref, change)`` is the check-and-set read-modify-write of the status
+    (``CertificateService.update_status``).
+    """
+
+    def __init__(self, store: Store, update_status: Callable[[CertificateRef, StatusChange],
+                                                              CertificateStatus], *,
+                 probe: Probe = probes.verify_targets,
+                 anchors: Callable[[str], probes.TrustAnchors | None] = lambda _: None,
+                 audit: Auditor | None = None, clock: Clock | None = None,
+                 timeout: float = 5.0, parallelism: int = 32,
+                 grace: dt.timedelta = dt.timedelta(hours=1),
+                 on_divergence: DivergenceHook | None = None,
+                 actor: str = "certlocker") -> None:
+        self._store = store
+        self._update_status = update_status
+        self._probe = probe
+        self._anchors = anchors
+        self._audit = audit or NoAudit()
+        self._clock = clock or SystemClock()
+        self._timeout = timeout
+        self._parallelism = parallelism
+        self._grace = grace
+        self._on_divergence = on_divergence
+        self._actor = actor
+
+    def verify_certificate(self, ref: CertificateRef,
+                           actor: str | None = None) -> CertificateStatus:
+        """Probe the targets of ``ref`` and store the results in its status.
+
+        If a new certificate is stored while the probes run, they are repeated once
+        against it (results judged against a replaced certificate would be wrong).
+
+        :raises NotFound: no spec for ``ref``.
+        :raises Conflict: nothing issued yet, or the certificate keeps changing.
+        """
+        for _ in range(2):
+            found = self._store.read_spec(ref)
+            if found is None:
+                raise NotFound(f"no certificate {ref.id}")
+            spec = found[0]
+            current_status = self._store.read_status(ref)
+            status = current_status[0] if current_status else None
+            if status is None or status.current is None:
+                raise Conflict(f"{ref.id} has no issued certificate to verify yet")
+            expected = status.current
+            now = self._clock.now()
+            results = self._probe(expected, status.history, spec.targets, now=now,
+                                  timeout=self._timeout, parallelism=self._parallelism,
+                                  anchors=self._anchors(spec.issuer)) if spec.targets else []
+
+            def change(old: CertificateStatus | None) -> CertificateStatus:
+                if old is None or old.current is None or (
+                        old.current.sha256_fingerprint != expected.sha256_fingerprint):
+                    raise _CurrentChanged()
+                return old.replace(targets=tuple(results))
+
+            try:
+                new = self._update_status(ref, change)
+            except _CurrentChanged:
+                continue
+            self._record(ref, actor or self._actor, expected, results)
+            self._alert(ref, new, now)
+            return new
+        raise Conflict(f"the certificate of {ref.id} changed twice during verification")
+
+    def _record(self, ref: CertificateRef, actor: str, expected: CertificateInfo,
+                results: Sequence[TargetStatus]) -> None:
+        reason = summary(results)
+        audited(self._audit, actor, "delivery.verify", ref.id,
+                "failure" if reason else "success", reason=reason,
+                details=audit_details(expected, results))
+        log.info("delivery.verified", extra={
+            "certificate": ref.id, "nodes": len(results), "divergent": reason or "none"})
+
+    def _alert(self, ref: CertificateRef, status: CertificateStatus, now: dt.datetime) -> None:
+        bad = divergent(status, now, self._grace)
+        if not bad or self._on_divergence is None or status.current is None:
+            return
+        try:
+            self._on_divergence(ref, bad, status.current.not_before)
+        except Exception as exc:  # noqa: BLE001 - an alert sink never breaks verification
+            log.error("delivery.alert_failed", extra={"certificate": ref.id,
+                                                       "error": type(exc).__name__})
+
+
+def verifier_for(settings: Any, store: Store,
+                 update_status: Callable[[CertificateRef, StatusChange], CertificateStatus],
+                 audit: Auditor | None = None, *, clock: Clock | None = None,
+                 on_divergence: DivergenceHook | None = None) -> Verifier:
+    """A ``Verifier`` configured from ``Settings`` (timeouts, parallelism, grace, each
+    issuer's ``trust_roots``)."""
+    return Verifier(
+        store, update_status,
+        anchors=load_anchors({n: i.trust_roots for n, i in settings.issuers.items()}),
+        audit=audit, clock=clock, timeout=float(settings.verify_timeout_seconds),
+        parallelism=settings.verify_parallelism,
+        grace=dt.timedelta(seconds=settings.verify_grace_seconds),
+        on_divergence=on_divergence)

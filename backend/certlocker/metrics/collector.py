@@ -1,0 +1,141 @@
+"""Prometheus metrics: the only importer of ``prometheus_client``.
+
+Two kinds, kept apart on purpose:
+
+- **State gauges** (expiry, renewal time, readiness, served-cert verification) come from
+  Vault through ``SummaryCache``: a custom collector turns the cached summary into
+  metric families at scrape time. Every process computes them from the same records, so
+  it does not matter which gunicorn worker answers, and no scrape walks the inventory.
+- **Event counters** (renewal failures, issuance duration) are counted in the process
+  where the issuance ran. With several gunicorn workers (and a reconciler) they are
+  shared through prometheus_client's multiprocess mode: set ``PROMETHEUS_MULTIPROC_DIR``
+  to an empty directory for every certlocker process on the host before they start, and
+  ``/metrics`` sums the files of all of them. Without it (one process) they live in
+  memory.
+
+Names follow cert-manager's where one exists (``certmanager_certificate_*`` ->
+``certlocker_certificate_*``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..lifecycle.verification import SEVERITY
+from ..models import CertificateRef
+from .summary import CertificateRow, SummaryCache
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+CERT_LABELS = ["id", "environment", "service", "name", "issuer"]
+READY_CONDITIONS = ("True", "False", "Unknown")
+
+RENEWAL_FAILURES = Counter(
+    "certlocker_renewal_failures_total",
+    "Issuance attempts (first issuance or renewal) that failed.",
+    ["id", "environment", "service", "name"], registry=None)
+ISSUANCE_DURATION = Histogram(
+    "certlocker_issuance_duration_seconds",
+    "Wall time of one issuance attempt under its lease, from order to stored bundle.",
+    ["outcome"], registry=None,
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600))
+
+
+class IssuanceMetrics:
+    """``lifecycle.observe.IssuanceObserver`` that counts into the metrics above."""
+
+    def issuance_finished(self, ref: CertificateRef, seconds: float, ok: bool) -> None:
+        ISSUANCE_DURATION.labels("success" if ok else "failure").observe(seconds)
+        if not ok:
+            RENEWAL_FAILURES.labels(ref.id, ref.environment, ref.service, ref.name).inc()
+
+
+def _families() -> dict[str, GaugeMetricFamily]:
+    return {
+        "expiration": GaugeMetricFamily(
+            "certlocker_certificate_expiration_timestamp_seconds",
+            "The date after which the current certificate expires (Unix seconds).",
+            labels=CERT_LABELS),
+        "renewal": GaugeMetricFamily(
+            "certlocker_certificate_renewal_timestamp_seconds",
+            "The time the current certificate becomes due for renewal (Unix seconds).",
+            labels=CERT_LABELS),
+        "ready": GaugeMetricFamily(
+            "certlocker_certificate_ready_status",
+            "1 for the certificate's current Ready condition (True, False, Unknown).",
+            labels=CERT_LABELS + ["condition"]),
+        "targets": GaugeMetricFamily(
+            "certlocker_target_verification_state",
+            "1 for the state in which each target node was last found serving the "
+            "certificate (only the current state is exported, to bound series).",
+            labels=["id", "address", "state"]),
+        "certificates": GaugeMetricFamily(
+            "certlocker_certificates", "Managed certificates by lifecycle state.",
+            labels=["state"]),
+        "age": GaugeMetricFamily(
+            "certlocker_inventory_summary_age_seconds",
+            "Age of the inventory summary the gauges above were computed from."),
+    }
+
+
+class InventoryCollector(Collector):
+    """Certificate state gauges from the cached summary."""
+
+    def __init__(self, cache: SummaryCache) -> None:
+        self._cache = cache
+
+    def describe(self) -> Iterable[Metric]:
+        return list(_families().values())  # without samples: registering reads no Vault
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self._cache.rows()
+        families = _families()
+        states: dict[str, int] = {}
+        for r in rows or ():
+            _add(families, r)
+            states[r.state] = states.get(r.state, 0) + 1
+        for state, count in sorted(states.items()):
+            families["certificates"].add_metric([state], count)
+        age = self._cache.age()
+        if age is not None:
+            families["age"].add_metric([], age)
+        yield from families.values()
+
+
+def _add(families: dict[str, GaugeMetricFamily], r: CertificateRow) -> None:
+    labels = [r.ref.id, r.ref.environment, r.ref.service, r.ref.name, r.issuer]
+    if r.not_after is not None:
+        families["expiration"].add_metric(labels, r.not_after.timestamp())
+    if r.renewal_at is not None:
+        families["renewal"].add_metric(labels, r.renewal_at.timestamp())
+    for condition in READY_CONDITIONS:
+        families["ready"].add_metric(labels + [condition],
+                                     1.0 if condition == r.ready else 0.0)
+    for address, state in r.targets:
+        families["targets"].add_metric([r.ref.id, address, state if state in SEVERITY
+                                        else "unknown"], 1.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition(inventory: InventoryCollector) -> bytes:
+    """The text exposition of every certlocker metric, for one scrape.
+
+    A fresh registry per scrape is prometheus_client's multiprocess recipe: it reads
+    every process's files at collection time.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_dir():
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(RENEWAL_FAILURES)
+        registry.register(ISSUANCE_DURATION)
+    registry.register(inventory)
+    return generate_latest(registry)

@@ -1,0 +1,78 @@
+"""``certlocker reconcile``: the reconciler process, wired from settings.
+
+Runs beside (never inside) the gunicorn workers, with certlocker's own Vault token.
+SIGTERM and SIGINT stop it cleanly: no new certificate is started, the ones in flight
+finish (their ACME orders are journalled in Vault, so a hard kill only delays them).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+from . import logs, notify
+from . import settings as settings_mod
+from .errors import CertlockerError, VaultUnavailable
+from .lifecycle.alerts import policy_from_settings
+from .lifecycle.due_index import DueIndex
+from .lifecycle.reconciler import Options, Reconciler
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 2, 3
+
+
+def build(settings: settings_mod.Settings, options: Options, **overrides: Any) -> Reconciler:
+    """A reconciler over ``app.build_services(settings, actor="reconciler")``."""
+    from .app import build_services
+
+    services = build_services(settings, actor="reconciler")
+    store = services.store
+    secrets = notify.load_secrets(store.read_json, store.paths.alerting_secrets())
+    policy = policy_from_settings(settings)
+    kwargs: dict[str, Any] = {"notifier": notify.from_settings(settings, secrets),
+                              "options": options, "policy": policy}
+    kwargs.update(overrides)
+    return Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs)
+
+
+def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | None,
+         duration: float | None) -> int:
+    try:
+        settings = settings_mod.load()
+    except CertlockerError as exc:
+        print(f"error: {exc.detail}")
+        return EXIT_CONFIG
+    logs.configure(settings.log_format, settings.log_level)
+    options = Options(interval=interval, jitter=jitter,
+                      sweep_interval=sweep_interval or settings.reconcile_sweep_seconds,
+                      workers=settings.issuance_workers)
+    try:
+        reconciler = build(settings, options)
+    except VaultUnavailable as exc:
+        log.error("reconcile.vault_unavailable", extra={"error": exc.detail})
+        return EXIT_UNAVAILABLE
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("reconcile.stopping", extra={"signal": signal.Signals(signum).name})
+        reconciler.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("reconcile.started", extra={"once": once, "interval": interval})
+    try:
+        if once:
+            report = reconciler.run_once()
+            log.info("reconcile.once", extra={"outcomes": report.outcomes,
+                                              "alerts": report.alerts})
+        else:
+            reconciler.run(None if duration is None else time.monotonic() + duration)
+    except VaultUnavailable as exc:
+        log.error("reconcile.vault_unavailable", extra={"error": exc.detail})
+        return EXIT_UNAVAILABLE
+    finally:
+        reconciler.close()
+    log.info("reconcile.stopped")
+    return EXIT_OK

@@ -1,0 +1,150 @@
+"""What AcmeIssuer sends to the CA, checked against an in-memory ACME CA at the transport:
+profiles in newOrder (also on renewal), EAB in newAccount, dns-01 through a provider,
+CAA refusing before any order."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pytest
+
+from certlocker.errors import IssuanceFailed
+from certlocker.issuance import keys
+from certlocker.issuance.acme_issuer import AcmeIssuer
+from certlocker.issuance.base import IssueRequest
+from certlocker.issuance.caa import CaaRecord
+from certlocker.issuance.dns.memory import MemoryDnsProvider
+from certlocker.models import CertificateRef, KeyType
+from certlocker.settings import IssuerSettings
+from tests.support.fake_acme import FakeAcme
+
+REF = CertificateRef("dev", "web", "www")
+
+
+class Accounts:
+    def __init__(self) -> None:
+        self.doc: dict[str, Any] | None = None
+        self.version = 0
+
+    def load(self) -> tuple[dict[str, Any] | None, int]:
+        return self.doc, self.version
+
+    def save(self, document: dict[str, Any], cas: int) -> int:
+        assert cas == self.version
+        self.doc, self.version = document, self.version + 1
+        return self.version
+
+
+class Journal:
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.state = state
+
+    def load(self) -> dict[str, Any] | None:
+        return self.state
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.state = dict(state)
+
+
+class Challenges(dict):  # type: ignore[type-arg]
+    def put(self, token: str, key_authorization: str) -> None:
+        self[token] = key_authorization
+
+    def delete(self, token: str) -> None:
+        self.pop(token, None)
+
+
+class Secrets:
+    def __init__(self, eab: Mapping[str, Any] | None = None,
+                 dns: Mapping[str, Any] | None = None) -> None:
+        self._eab, self._dns = eab, dns
+
+    def eab(self) -> Mapping[str, Any] | None:
+        return self._eab
+
+    def dns(self) -> Mapping[str, Any]:
+        if self._dns is None:
+            raise IssuanceFailed("no dns credentials", acme_code="dns")
+        return self._dns
+
+
+def issuer(ca: FakeAcme, store: Challenges | None = None, **settings: Any) -> AcmeIssuer:
+    extra = {k: settings.pop(k) for k in ("secrets", "dns_provider", "caa_lookup")
+             if k in settings}
+    conf = IssuerSettings(name="fake", directory_url=ca.directory_url, **settings)
+    return AcmeIssuer(conf, Accounts(), store if store is not None else Challenges(),
+                      transport=ca, sleep=lambda s: None,
+                      caa_lookup=extra.pop("caa_lookup", lambda name: []), **extra)
+
+
+def request(*names: str) -> IssueRequest:
+    return IssueRequest(REF, names, KeyType.EC_P256)
+
+
+def test_the_issuers_profile_is_sent_in_new_order_and_again_on_renewal() -> None:
+    store = Challenges()
+    ca = FakeAcme(http01=store)
+    acme = issuer(ca, store, profile="shortlived")
+    first = acme.issue(request("www.example.test"), Journal())
+    renewed = acme.issue(IssueRequest(REF, ("www.example.test",), KeyType.EC_P256,
+                                      replaces="abc.def"), Journal())
+    assert [p["profile"] for p in ca.payloads("new-order")] == ["shortlived", "shortlived"]
+    assert first.info.serial != renewed.info.serial
+
+
+def test_no_profile_field_when_the_issuer_names_none() -> None:
+    store = Challenges()
+    ca = FakeAcme(http01=store)
+    issuer(ca, store).issue(request("www.example.test"), Journal())
+    (payload,) = ca.payloads("new-order")
+    assert "profile" not in payload
+
+
+def test_eab_is_sent_with_new_account_when_required() -> None:
+    ca = FakeAcme(eab_required=True)
+    secrets = Secrets(eab={"kid": "kid-1", "hmac_key": "c2VjcmV0LWhtYWMta2V5LWZvci10ZXN0cw"})
+    issuer(ca, eab=True, secrets=secrets).client()
+    (payload,) = ca.payloads("new-acct")
+    binding = payload["externalAccountBinding"]
+    assert set(binding) == {"protected", "payload", "signature"}
+    assert b'"kid": "kid-1"' in _b64d(binding["protected"]).replace(b'":"', b'": "')
+
+
+def test_eab_required_but_missing_from_vault_fails_without_asking_the_ca() -> None:
+    ca = FakeAcme(eab_required=True)
+    with pytest.raises(IssuanceFailed) as caught:
+        issuer(ca, eab=True, secrets=Secrets()).client()
+    assert caught.value.acme_code == "externalAccountRequired"
+    assert not caught.value.retryable
+    assert ca.payloads("new-acct") == []
+
+
+def test_dns01_publishes_one_txt_per_authorization_and_cleans_up() -> None:
+    dns = MemoryDnsProvider()
+    ca = FakeAcme(dns=dns)
+    acme = issuer(ca, challenge="dns-01", dns={"provider": "memory"}, dns_provider=dns)
+    issued = acme.issue(request("example.test", "*.example.test"), Journal())
+    presented = [entry for entry in dns.log if entry[0] == "present"]
+    # the wildcard and its base name share one TXT name with two values (RFC 8555 8.4)
+    assert {fqdn for _, fqdn, _ in presented} == {"_acme-challenge.example.test"}
+    assert len({value for _, _, value in presented}) == 2
+    assert dns.records == {"_acme-challenge.example.test": []}
+    assert keys.public_key_matches(keys.from_pem(issued.private_key), issued.certificate)
+
+
+def test_caa_refusal_stops_before_any_order() -> None:
+    ca = FakeAcme()
+    records = {"example.test": [CaaRecord(0, "issue", "other-ca.test")]}
+    acme = issuer(ca, caa_identities=("fake-ca.test",),
+                  caa_lookup=lambda name: records.get(name, []))
+    with pytest.raises(IssuanceFailed) as caught:
+        acme.issue(request("www.example.test"), Journal())
+    assert caught.value.acme_code == "caa" and not caught.value.retryable
+    assert "other-ca.test" in caught.value.detail and "example.test" in caught.value.detail
+    assert ca.payloads("new-order") == []
+
+
+def _b64d(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -1,0 +1,132 @@
+"""A process that dies in the middle of an issuance loses nothing: the next process (a
+new CertificateService and AcmeIssuer over the same storage) resumes with the key that
+was journaled, and with the same ACME order once one was recorded.
+
+Real CertificateService and AcmeIssuer; honest in-memory fakes for Vault (MemoryStore)
+and the CA (FakeAcme, at the HTTP transport). The "crash" is an exception nothing
+catches, raised right after a chosen write to the in-flight journal reached storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from certlocker.issuance import keys
+from certlocker.issuance.acme_issuer import AcmeIssuer
+from certlocker.lifecycle.service import CertificateService
+from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.models import CertificateRef, CertificateSpec, State
+from certlocker.settings import IssuerSettings
+from tests.support.fake_acme import FakeAcme
+from tests.support.memory_store import MemoryStore
+
+REF = CertificateRef("dev", "web", "www")
+
+
+class ProcessDied(BaseException):
+    """Stands for SIGKILL: no ``except Exception`` in the code under test stops it."""
+
+
+class CrashingStore(MemoryStore):
+    """MemoryStore that dies right after its ``crash_after``-th write to the in-flight
+    journal is stored (0: never)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crash_after = 0
+        self.journal_writes = 0
+
+    def write(self, logical: str, data: dict[str, Any], cas: int | None) -> int:
+        version = super().write(logical, data, cas)
+        if logical == self.paths.inflight(REF):
+            self.journal_writes += 1
+            if self.journal_writes == self.crash_after:
+                raise ProcessDied(logical)
+        return version
+
+
+class ChallengeView(dict):  # type: ignore[type-arg]
+    """What the fake CA reads for http-01: the answers stored in the MemoryStore."""
+
+    def __init__(self, challenges: StoreChallenges) -> None:
+        super().__init__()
+        self._challenges = challenges
+
+    def get(self, token: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self._challenges.get(token) or default
+
+
+def process(store: MemoryStore, ca: FakeAcme) -> CertificateService:
+    """What one certlocker process builds: its own issuer and service over shared storage."""
+    challenges = StoreChallenges(store)
+    ca.http01 = ChallengeView(challenges)
+    conf = IssuerSettings(name="fake", directory_url=ca.directory_url)
+    issuer = AcmeIssuer(conf, StoreAccounts(store, ca.directory_url), challenges,
+                        transport=ca, sleep=lambda s: None, caa_lookup=lambda name: [])
+    return CertificateService(store, {"fake": issuer}, workers=1)
+
+
+@pytest.fixture
+def world() -> tuple[CrashingStore, FakeAcme]:
+    store = CrashingStore()
+    store.create_spec(CertificateSpec(REF, ("www.example.test",), "fake"))
+    return store, FakeAcme()
+
+
+def journal(store: MemoryStore) -> dict[str, Any] | None:
+    return store.read_json(store.paths.inflight(REF))[0]
+
+
+def stored_key_pem(store: MemoryStore) -> str:
+    return store.require(store.paths.cert(REF))["private_key"]
+
+
+def same_key(a: str, b: str) -> bool:
+    return keys.to_pem(keys.from_pem(a)) == keys.to_pem(keys.from_pem(b))
+
+
+def test_a_crash_after_the_key_is_journaled_resumes_with_that_key(world) -> None:
+    store, ca = world
+    store.crash_after = 1  # the key is saved; the CA has heard nothing yet
+    with pytest.raises(ProcessDied):
+        process(store, ca).issue(REF)
+    crashed = journal(store)
+    assert crashed is not None and crashed["order_url"] is None
+    assert ca.orders == {}
+
+    store.crash_after = 0
+    status = process(store, ca).issue(REF)
+
+    assert status.state is State.VALID
+    assert same_key(stored_key_pem(store), crashed["private_key"])
+    assert len(ca.orders) == 1
+    assert journal(store) is None  # nothing in flight is left behind
+
+
+def test_a_crash_before_finalize_resumes_the_same_order_with_the_same_key(world) -> None:
+    store, ca = world
+    store.crash_after = 2  # the order URL is journaled; nothing finalized
+    with pytest.raises(ProcessDied):
+        process(store, ca).issue(REF)
+    crashed = journal(store)
+    assert crashed is not None and crashed["order_url"]
+    assert ca.payloads(f"finalize/{crashed['order_url'].rsplit('/', 1)[1]}") == []
+
+    store.crash_after = 0
+    status = process(store, ca).issue(REF)
+
+    assert status.state is State.VALID
+    assert same_key(stored_key_pem(store), crashed["private_key"])
+    assert len(ca.orders) == 1  # the recorded order was finished, no orphan
+    assert ca.orders[crashed["order_url"].rsplit("/", 1)[1]]["status"] == "valid"
+    assert journal(store) is None
+
+
+def test_a_finished_issuance_never_reuses_its_key(world) -> None:
+    store, ca = world
+    process(store, ca).issue(REF)
+    first = stored_key_pem(store)
+    process(store, ca).issue(REF)
+    assert not same_key(stored_key_pem(store), first)

@@ -1,0 +1,96 @@
+"""metrics.summary and metrics.collector without a server: rows from records, the cache's
+refresh rule, and the exposition parsed back by prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from certlocker.metrics.collector import InventoryCollector, IssuanceMetrics, exposition
+from certlocker.metrics.summary import SummaryCache, ready_condition, row
+from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
+                               CertificateStatus, State, TargetStatus)
+
+NOW = dt.datetime(2030, 1, 10, tzinfo=dt.timezone.utc)
+REF = CertificateRef("prod", "web", "www")
+SPEC = CertificateSpec(REF, ("www.example",), "pebble")
+INFO = CertificateInfo("1a", NOW - dt.timedelta(days=30), NOW + dt.timedelta(days=60),
+                       "aa" * 32, "CN=ca")
+
+
+def samples(text: str, name: str) -> list:
+    return [s for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == name]
+
+
+def test_ready_follows_the_stored_certificate():
+    assert ready_condition(CertificateStatus(State.VALID, current=INFO), NOW) == "True"
+    assert ready_condition(CertificateStatus(State.PENDING), NOW) == "Unknown"
+    assert ready_condition(CertificateStatus(State.FAILED), NOW) == "False"
+    expired = dict(not_after=NOW - dt.timedelta(seconds=1))
+    assert ready_condition(CertificateStatus(State.VALID, current=dataclasses.replace(
+        INFO, **expired)), NOW) == "False"
+
+
+def test_the_exposition_carries_expiry_renewal_ready_and_target_states():
+    status = CertificateStatus(State.VALID, current=INFO, targets=(
+        TargetStatus("10.0.0.1:443", "ok"), TargetStatus("10.0.0.2:443", "stale")))
+    cache = SummaryCache(lambda: [row(SPEC, status, NOW)], max_age=60)
+    text = exposition(InventoryCollector(cache)).decode()
+    [expiry] = samples(text, "certlocker_certificate_expiration_timestamp_seconds")
+    assert expiry.value == INFO.not_after.timestamp()
+    assert expiry.labels == {"id": "prod.web.www", "environment": "prod", "service": "web",
+                             "name": "www", "issuer": "pebble"}
+    [renewal] = samples(text, "certlocker_certificate_renewal_timestamp_seconds")
+    assert renewal.value == (INFO.not_after - dt.timedelta(days=30)).timestamp()
+    ready = {s.labels["condition"]: s.value
+             for s in samples(text, "certlocker_certificate_ready_status")}
+    assert ready == {"True": 1.0, "False": 0.0, "Unknown": 0.0}
+    states = {s.labels["address"]: s.labels["state"]
+              for s in samples(text, "certlocker_target_verification_state")}
+    assert states == {"10.0.0.1:443": "ok", "10.0.0.2:443": "stale"}
+
+
+def test_issuance_outcomes_are_counted():
+    cache = SummaryCache(lambda: [], max_age=60)
+    before = exposition(InventoryCollector(cache)).decode()
+
+    def count(text: str, outcome: str) -> float:
+        return sum(s.value for s in samples(text, "certlocker_issuance_duration_seconds_count")
+                   if s.labels["outcome"] == outcome)
+
+    def failures(text: str) -> float:
+        return sum(s.value for s in samples(text, "certlocker_renewal_failures_total")
+                   if s.labels.get("id") == "prod.web.www")
+
+    IssuanceMetrics().issuance_finished(REF, 1.5, ok=True)
+    IssuanceMetrics().issuance_finished(REF, 0.5, ok=False)
+    after = exposition(InventoryCollector(cache)).decode()
+    assert count(after, "success") == count(before, "success") + 1
+    assert count(after, "failure") == count(before, "failure") + 1
+    assert failures(after) == failures(before) + 1
+
+
+def test_the_summary_is_rebuilt_only_when_older_than_max_age():
+    clock = [0.0]
+    loads: list[int] = []
+    done = threading.Event()
+
+    def loader():
+        loads.append(1)
+        done.set()
+        return []
+
+    cache = SummaryCache(loader, max_age=60, monotonic=lambda: clock[0])
+    assert cache.rows() == []  # the first scrape waits for the first build
+    for _ in range(5):
+        cache.rows()
+    assert len(loads) == 1
+    clock[0] = 61.0
+    done.clear()
+    cache.rows()  # serves the old summary, rebuilds in the background
+    assert done.wait(5)
+    assert len(loads) == 2

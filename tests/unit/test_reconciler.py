@@ -1,0 +1,373 @@
+"""The reconciler, its due index and its alerts, over an honest in-memory store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from certlocker.clock import FixedClock
+from certlocker.errors import AlertDeliveryFailed, IssuanceFailed, VaultUnavailable
+from certlocker.lifecycle import alerts, planning, reissue
+from certlocker.lifecycle.due_index import DueIndex, Hint, slot_of
+from certlocker.lifecycle.reconciler import Options, Reconciler
+from certlocker.lifecycle.service import CertificateService
+from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
+                               CertificateStatus, KeyType, State)
+from tests.support.memory_issuer import MemoryIssuer
+from tests.support.memory_store import MemoryStore
+
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def ref(i: int | str) -> CertificateRef:
+    return CertificateRef("dev", "svc", f"c{i}")
+
+
+def spec(i: int | str, **kw: object) -> CertificateSpec:
+    return CertificateSpec(ref(i), kw.pop("dns_names", (f"c{i}.test",)),  # type: ignore[arg-type]
+                           kw.pop("issuer", "test"), **kw)  # type: ignore[arg-type]
+
+
+def info(not_before: dt.datetime, days: int = 90, **kw: object) -> CertificateInfo:
+    kw.setdefault("dns_names", ("c1.test",))
+    return CertificateInfo(serial="1", not_before=not_before,
+                           not_after=not_before + dt.timedelta(days=days),
+                           sha256_fingerprint="ab", issuer="CN=x", **kw)  # type: ignore[arg-type]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[alerts.Alert] = []
+        self.fail = False
+
+    def send(self, alert: alerts.Alert) -> None:
+        if self.fail:
+            raise AlertDeliveryFailed("down", ("test",))
+        self.sent.append(alert)
+
+
+class World:
+    def __init__(self, *, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
+                 store: MemoryStore | None = None, issuer: MemoryIssuer | None = None,
+                 clock: FixedClock | None = None) -> None:
+        self.clock = clock or FixedClock(T0)
+        self.store = store or MemoryStore()
+        self.issuer = issuer or MemoryIssuer(not_before=T0)
+        self.due = DueIndex(self.store, policy)
+        self.service = CertificateService(self.store, {"test": self.issuer}, clock=self.clock,
+                                          workers=2, due_index=self.due)
+        self.alerts = Recorder()
+        self.reconciler = Reconciler(self.store, self.service, self.due, notifier=self.alerts,
+                                     clock=self.clock, options=Options(workers=4),
+                                     policy=policy)
+
+    def declare_in_vault(self, s: CertificateSpec) -> None:
+        """As an operator writing the spec straight into Vault: no status, no hint."""
+        self.store.create_spec(s)
+
+    def status(self, i: int | str) -> CertificateStatus:
+        found = self.store.read_status(ref(i))
+        assert found is not None
+        return found[0]
+
+    def hints(self) -> list[str]:
+        return sorted(p for p in self.store._data if p.startswith("system/schedule/"))
+
+    def close(self) -> None:
+        self.reconciler.close()
+        self.service.shutdown()
+
+
+@pytest.fixture
+def world():
+    w = World()
+    yield w
+    w.close()
+
+
+# -- pure parts -------------------------------------------------------------------------
+
+def test_slot_is_the_utc_day_and_minute():
+    at = dt.datetime(2030, 1, 2, 3, 4, 59, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert slot_of(at) == ("20300102", "0104")
+
+
+def test_schedule_paths_are_validated():
+    paths = MemoryStore().paths
+    assert paths.schedule_entry("20300102", "0104", ref(1)) == \
+        "system/schedule/20300102/0104/dev.svc.c1"
+    with pytest.raises(ValueError):
+        paths.schedule_dir("2030/../x")
+    with pytest.raises(ValueError):
+        paths.schedule_dir("20300102", "1")
+
+
+@pytest.mark.parametrize("status, expected", [
+    pytest.param(None, T0, id="a spec with no status is due now"),
+    pytest.param(CertificateStatus(State.PENDING), T0, id="a pending certificate is due now"),
+    pytest.param(CertificateStatus(State.VALID, current=info(T0)),
+                 T0 + dt.timedelta(days=60), id="a fresh certificate is next looked at "
+                                                "when one third of its lifetime is left"),
+    pytest.param(CertificateStatus(State.FAILED, attempts=1,
+                                   next_attempt_at=T0 + dt.timedelta(minutes=7)),
+                 T0 + dt.timedelta(minutes=7), id="a failing one when its backoff ends"),
+    pytest.param(CertificateStatus(State.REVOKED), None, id="a revoked one never"),
+])
+def test_next_action_at(status, expected):
+    assert planning.next_action_at(spec(1), status, T0) == expected
+
+
+def test_expiry_floor_is_a_candidate_until_alerted():
+    renew_late = spec(1, renew_before="1d")
+    status = CertificateStatus(State.VALID, current=info(T0))
+    floor_at = T0 + dt.timedelta(days=83)  # 7 days before not_after
+    assert planning.next_action_at(renew_late, status, T0) == floor_at
+    alerted = status.replace(alerted=alerts.EXPIRY_NEAR)
+    assert planning.next_action_at(renew_late, alerted, T0) == T0 + dt.timedelta(days=89)
+
+
+def test_decide_uses_recorded_key_type_and_issuer_name():
+    s = spec(1, key_type=KeyType.EC_P384)
+    old = CertificateStatus(State.VALID, current=info(T0))  # a record from before the fields
+    assert planning.decide(s, old, T0).reason == reissue.UP_TO_DATE
+    rec = CertificateStatus(State.VALID, current=info(T0, key_type="ec-p256",
+                                                      issuer_name="test"))
+    assert planning.decide(s, rec, T0).reason == reissue.KEY_TYPE_CHANGED
+    moved = CertificateStatus(State.VALID, current=info(T0, key_type="ec-p384",
+                                                        issuer_name="other"))
+    assert planning.decide(s, moved, T0).reason == reissue.ISSUER_CHANGED
+
+
+def test_certificate_info_reads_records_without_the_new_fields():
+    data = info(T0).to_json()
+    del data["key_type"], data["issuer_name"]
+    assert CertificateInfo.from_json(data).key_type is None
+
+
+def test_alert_evaluation():
+    failing = CertificateStatus(State.FAILED, attempts=5, last_error="boom")
+    assert alerts.should_send(failing, T0) == alerts.RETRIES_EXHAUSTED
+    assert alerts.should_send(failing.replace(alerted=alerts.RETRIES_EXHAUSTED), T0) is None
+    near = CertificateStatus(State.VALID, current=info(T0 - dt.timedelta(days=85)))
+    assert alerts.should_send(near, T0) == alerts.EXPIRY_NEAR
+    assert alerts.should_send(CertificateStatus(State.VALID, current=info(T0)), T0) is None
+
+
+# -- the reconciler ---------------------------------------------------------------------
+
+def test_a_spec_written_straight_into_vault_is_issued_by_the_start_up_sweep(world):
+    world.declare_in_vault(spec(1))
+    report = world.reconciler.run_once()
+    assert world.issuer.issued == ["dev.svc.c1"]
+    st = world.status(1)
+    assert st.state == State.VALID
+    assert (st.current.key_type, st.current.issuer_name) == ("ec-p256", "test")
+    day, minute = slot_of(T0 + dt.timedelta(days=60))
+    assert world.hints() == [f"system/schedule/{day}/{minute}/dev.svc.c1"]
+    assert report.outcomes.get("issued") == 1
+    world.reconciler.run_once()
+    assert world.issuer.issued == ["dev.svc.c1"]
+
+
+def test_renews_what_is_due_and_leaves_the_rest(world):
+    world.declare_in_vault(spec(1))
+    world.declare_in_vault(spec(2, renew_before="10d"))
+    world.reconciler.run_once()
+    world.clock.advance(dt.timedelta(days=61))
+    report = world.reconciler.tick()
+    assert sorted(world.issuer.issued) == ["dev.svc.c1", "dev.svc.c1", "dev.svc.c2"]
+    assert report.outcomes == {"issued": 1}
+    assert world.store.versions(world.store.paths.cert(ref(1))) == 2
+    assert world.store.versions(world.store.paths.cert(ref(2))) == 1
+
+
+def test_a_changed_spec_is_reissued(world):
+    world.declare_in_vault(spec(1))
+    world.reconciler.run_once()
+    path = world.store.paths.spec(ref(1))
+    world.store.write(path, spec(1, key_type=KeyType.EC_P384).to_json(), cas=1)
+    world.reconciler.run_once()  # the sweep sees it: spec edits file no hint
+    assert world.issuer.issued == ["dev.svc.c1"] * 2
+    assert world.status(1).current.key_type == "ec-p384"
+
+
+def _inventory(size: int, due_every: int) -> tuple[World, list[str]]:
+    """``size`` valid certificates with their hints; every ``due_every``-th is due."""
+    import json
+
+    store = MemoryStore()
+    w = World(store=store)
+    fresh = CertificateStatus(State.VALID, current=info(
+        T0 - dt.timedelta(days=10), issuer_name="test", key_type="ec-p256",
+        dns_names=("NAME",)))
+    old = fresh.replace(current=info(T0 - dt.timedelta(days=70), issuer_name="test",
+                                     key_type="ec-p256", dns_names=("NAME",)))
+    spec_t, fresh_t, old_t = (json.dumps(d) for d in (spec("X", dns_names=("NAME",)).to_json(),
+                                                       fresh.to_json(), old.to_json()))
+    future = "system/schedule/{}/{}/".format(*slot_of(T0 + dt.timedelta(days=30)))
+    past = "system/schedule/{}/{}/".format(*slot_of(T0 - dt.timedelta(days=10)))
+    hint = json.dumps({"at": "2030-01-01T00:00:00Z"})
+    due = []
+    for i in range(size):
+        r, name = ref(i), f"c{i}.test"
+        is_due = i % due_every == 0
+        store.seed(store.paths.spec(r), spec_t.replace('"cX"', f'"c{i}"').replace("NAME", name))
+        store.seed(store.paths.status(r), (old_t if is_due else fresh_t).replace("NAME", name))
+        store.seed((past if is_due else future) + r.id, hint)
+        if is_due:
+            due.append(r.id)
+    return w, due
+
+
+@pytest.mark.parametrize("size", [1_000, 100_000])
+def test_a_tick_touches_only_what_is_due(size):
+    w, due = _inventory(size, size // 10)
+    try:
+        w.store.calls.clear()
+        report = w.reconciler.tick()
+        assert report.outcomes == {"issued": 10}
+        assert sorted(w.issuer.issued) == sorted(due)
+        # the same for 1,000 and 100,000: per due certificate, the decision, the decision
+        # again under the lease, and the issuance read the spec; five listings in all
+        assert w.store.calls["read_spec"] == 3 * 10
+        assert w.store.calls["read_status"] <= 10 * 6
+        assert w.store.calls["list"] == 4
+    finally:
+        w.close()
+
+
+def test_a_lost_hint_is_refiled_by_the_sweep_and_stale_hints_are_dropped(world):
+    world.declare_in_vault(spec(1))
+    world.reconciler.run_once()
+    (good,) = world.hints()
+    world.store.destroy(good)  # a crash between issuing and filing the hint
+    world.due.put(ref(1), T0)  # and a stale hint left over from earlier
+    world.reconciler.tick()
+    assert world.hints() == []  # handled: up to date, the stale hint removed
+    world.reconciler.start_sweep()
+    world.reconciler.sweep_step()
+    assert world.hints() == [good]
+    assert world.issuer.issued == ["dev.svc.c1"]
+
+
+def test_a_failing_certificate_backs_off_alerts_once_and_does_not_stop_others():
+    policy = alerts.AlertPolicy(max_attempts=2)
+    w = World(policy=policy)
+    try:
+        w.declare_in_vault(spec("bad", issuer="missing"))  # no such issuer: always fails
+        w.declare_in_vault(spec(1))
+        w.reconciler.run_once()
+        assert w.issuer.issued == ["dev.svc.c1"]
+        bad = w.status("bad")
+        assert bad.state == State.FAILED and bad.attempts == 1
+        assert bad.next_attempt_at is not None and bad.next_attempt_at > T0
+        w.reconciler.tick()
+        assert w.status("bad").attempts == 1  # in backoff: not retried
+        for _ in range(4):
+            w.clock.advance(dt.timedelta(days=1))
+            w.reconciler.tick()
+        assert w.status("bad").attempts == 5
+        assert [(a.certificate, a.kind) for a in w.alerts.sent] == [
+            ("dev.svc.cbad", alerts.RETRIES_EXHAUSTED)]
+        assert w.status("bad").alerted == alerts.RETRIES_EXHAUSTED
+    finally:
+        w.close()
+
+
+def test_an_undelivered_alert_is_retried_on_the_next_pass():
+    w = World(policy=alerts.AlertPolicy(max_attempts=1))
+    try:
+        w.declare_in_vault(spec("bad", issuer="missing"))
+        w.alerts.fail = True
+        w.reconciler.run_once()
+        assert w.status("bad").alerted is None
+        w.alerts.fail = False
+        w.reconciler.run_once()
+        w.reconciler.run_once()
+        assert len(w.alerts.sent) == 1
+    finally:
+        w.close()
+
+
+def test_two_replicas_issue_each_certificate_once():
+    store, issuer, clock = MemoryStore(), MemoryIssuer(not_before=T0), FixedClock(T0)
+    a = World(store=store, issuer=issuer, clock=clock)
+    b = World(store=store, issuer=issuer, clock=clock)
+    try:
+        for i in range(60):
+            a.declare_in_vault(spec(i))
+        threads = [threading.Thread(target=w.reconciler.run_once) for w in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for w in (a, b):  # what a lost lease race left over, the next pass finishes
+            w.reconciler.run_once()
+        assert sorted(issuer.issued) == sorted(f"dev.svc.c{i}" for i in range(60))
+    finally:
+        a.close()
+        b.close()
+
+
+class DownStore(MemoryStore):
+    down = False
+
+    def list(self, logical_dir: str) -> list[str]:
+        if self.down:
+            raise VaultUnavailable("sealed")
+        return super().list(logical_dir)
+
+
+def test_vault_unavailable_aborts_the_tick_without_writing():
+    store = DownStore()
+    w = World(store=store)
+    try:
+        w.declare_in_vault(spec(1))
+        store.down = True
+        store.calls.clear()
+        with pytest.raises(VaultUnavailable):
+            w.reconciler.tick()
+        assert store.calls["write"] == 0 and w.issuer.issued == []
+    finally:
+        w.close()
+
+
+def test_the_loop_survives_vault_outages_and_stops_on_request():
+    store = DownStore()
+    w = World(store=store)
+    w.reconciler.options = Options(interval=0.01, jitter=0.0, vault_backoff_max=0.02)
+    try:
+        w.declare_in_vault(spec(1))
+        store.down = True
+        runner = threading.Thread(target=w.reconciler.run)
+        runner.start()
+        store.down = False
+        import time
+        deadline = time.monotonic() + 30
+        while not w.issuer.issued and time.monotonic() < deadline:
+            time.sleep(0.01)
+        w.reconciler.stop()
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+        assert w.issuer.issued == ["dev.svc.c1"]
+    finally:
+        w.close()
+
+
+def test_hint_records_are_hints_only(world):
+    """A hint for a certificate whose spec is gone is dropped."""
+    world.due.put(ref("gone"), T0)
+    world.reconciler.tick()
+    assert world.hints() == []
+
+
+def test_due_lists_old_days_first_and_skips_the_future():
+    store = MemoryStore()
+    due = DueIndex(store)
+    due.put(ref(1), T0 - dt.timedelta(days=3))
+    due.put(ref(2), T0)
+    due.put(ref(3), T0 + dt.timedelta(minutes=1))
+    assert [h.ref for h in due.due(T0, 10)] == [ref(1), ref(2)]
+    assert due.due(T0, 1) == [Hint(ref(1), *slot_of(T0 - dt.timedelta(days=3)))]
