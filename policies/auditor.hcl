@@ -13,6 +13,12 @@ path "@MOUNT@/data/specs/*" {
 path "@MOUNT@/metadata/specs/*" {
   capabilities = ["read", "list"]
 }
+path "@MOUNT@/data/discovered/*" {
+  capabilities = ["read"]
+}
+path "@MOUNT@/metadata/discovered/*" {
+  capabilities = ["read", "list"]
+}
 path "@MOUNT@/data/audit/*" {
   capabilities = ["read"]
 }

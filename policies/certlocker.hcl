@@ -41,6 +41,14 @@ path "@MOUNT@/metadata/system/*" {
   capabilities = ["read", "list", "delete"]
 }
 
+# Unmanaged certificates found by discovery scans (public facts only).
+path "@MOUNT@/data/discovered/*" {
+  capabilities = ["create", "read", "update"]
+}
+path "@MOUNT@/metadata/discovered/*" {
+  capabilities = ["read", "list", "delete"]
+}
+
 # Audit events are append-only: create, never update or delete.
 path "@MOUNT@/data/audit/*" {
   capabilities = ["create", "read"]

@@ -24,6 +24,14 @@ path "@MOUNT@/data/audit/*" {
 path "@MOUNT@/metadata/audit/*" {
   capabilities = ["read", "list"]
 }
+# Unmanaged certificates found by discovery (scans and adoption go through the API and
+# need update on specs/_system/discovery, which specs/* above grants).
+path "@MOUNT@/data/discovered/*" {
+  capabilities = ["read"]
+}
+path "@MOUNT@/metadata/discovered/*" {
+  capabilities = ["read", "list"]
+}
 
 # Issuer secrets (dns-01 provider credentials, ACME EAB): set or replace, never read back.
 path "@MOUNT@/data/system/dns/*" {

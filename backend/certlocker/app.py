@@ -125,4 +125,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(verify_api.bp)
     app.register_blueprint(metrics_api.bp)
     app.register_blueprint(audit_api.bp)
+    from .api import dashboard, discovery as discovery_api
+    app.register_blueprint(discovery_api.bp)
+    app.register_blueprint(dashboard.bp)
     return app

@@ -366,6 +366,196 @@ def _write_secret_file(path: Path, content: str) -> None:
         raise
 
 
+# -- discovery: endpoint and directory scans, unmanaged certificates ------------------
+
+@main.group()
+def scan() -> None:
+    """Find certificates certlocker does not manage (shadow certificates)."""
+
+
+@scan.command("endpoints")
+@click.argument("specs", nargs=-1, required=True, metavar="HOST:PORTS...")
+@click.option("--sni", default=None, help="server name sent to every endpoint")
+@click.option("--timeout", type=float, default=None, help="seconds per handshake")
+@click.option("--parallelism", type=int, default=None, help="handshakes at once")
+@click.option("--poll", type=float, default=1.0, show_default=True,
+              help="seconds between progress checks")
+@click.pass_context
+def scan_endpoints_cmd(ctx: click.Context, specs: tuple[str, ...], sni: str | None,
+                       timeout: float | None, parallelism: int | None, poll: float) -> None:
+    """Scan endpoints through the API, e.g. 127.0.0.1:8000-8010 10.0.0.0/30:443.
+
+    Unmanaged certificates found are recorded (see `certlocker discovery list`).
+    Exits 1 if the scan failed."""
+    import time
+
+    body: dict[str, Any] = {"endpoints": list(specs)}
+    for key, value in (("sni", sni), ("timeout", timeout), ("parallelism", parallelism)):
+        if value is not None:
+            body[key] = value
+    api = ctx.obj["api"]
+    doc = api.call("POST", "/v1/discovery/scans", json=body)
+    show_progress = not ctx.obj["json"] and sys.stderr.isatty()
+    while doc["state"] in ("queued", "running"):
+        if show_progress:
+            click.echo(f"\rscanning {doc['done']}/{doc['total']} endpoints", nl=False,
+                       err=True)
+        time.sleep(max(0.1, poll))
+        doc = api.call("GET", f"/v1/discovery/scans/{doc['id']}")
+    if show_progress:
+        click.echo(f"\rscanned {doc['done']}/{doc['total']} endpoints", err=True)
+    result = doc.get("result") or {}
+    _out(ctx, doc, _scan_table(result) if doc["state"] == "done"
+         else f"scan {doc['state']}: {doc.get('error') or ''}")
+    if doc["state"] != "done":
+        sys.exit(EXIT_API_ERROR)
+
+
+@scan.command("dir")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--password", "passwords", multiple=True,
+              help="a PKCS#12 password to try (repeat; prefer --password-file)")
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="PKCS#12 passwords to try, one per line")
+@click.option("--report", is_flag=True,
+              help="send the findings (public facts only, never keys) to certlocker")
+@click.option("--host", default=None, help="host name findings are reported under "
+                                           "[default: this host's name]")
+@click.pass_context
+def scan_dir(ctx: click.Context, path: str, passwords: tuple[str, ...],
+             password_file: str | None, report: bool, host: str | None) -> None:
+    """Scan PATH on this host for PEM, DER and PKCS#12 certificates."""
+    import socket
+
+    from .discovery.files import scan_files
+
+    tried = list(passwords)
+    if password_file:
+        tried += [line for line in Path(password_file).read_text().splitlines() if line]
+    found = scan_files(path, passwords=tried)
+    local = {"files_scanned": found.files_scanned, "truncated": found.truncated,
+             "found": [f.to_json() for f in found.found],
+             "skipped": [{"path": s.path, "reason": s.reason} for s in found.skipped],
+             "key_files": list(found.key_files)}
+    rows = [f"{'SHA-256':16} {'EXPIRES':20} {'CA':3} {'SOURCE':40} SUBJECT"]
+    for f in found.found:
+        rows.append(f"{f.sha256_fingerprint[:16]} {f.not_after:%Y-%m-%d %H:%M:%S} "
+                    f"{'yes' if f.is_ca else 'no':3} {f.source[5:]:40} {f.subject}")
+    rows += [f"skipped {s.path}: {s.reason}" for s in found.skipped]
+    rows.append(f"{found.files_scanned} files scanned, {len(found.found)} certificates, "
+                f"{len(found.key_files)} files with private keys (not read out)"
+                + (", TRUNCATED" if found.truncated else ""))
+    if not report:
+        _out(ctx, local, "\n".join(rows))
+        return
+    who = host or socket.gethostname().split(".")[0] or "localhost"
+    totals: dict[str, Any] = {"managed": [], "unmanaged": [], "counts": {}}
+    for batch in _batches([f.to_json() for f in found.found], 32 * 1024):
+        answer = ctx.obj["api"].call("POST", "/v1/discovery/findings",
+                                     json={"host": who, "findings": batch})
+        totals["managed"] += answer["managed"]
+        totals["unmanaged"] += answer["unmanaged"]
+        for key, value in answer["counts"].items():
+            totals["counts"][key] = totals["counts"].get(key, 0) + value
+    _out(ctx, {**local, "report": totals},
+         "\n".join(rows) + f"\nreported as host {who}:\n" + _scan_table(totals))
+
+
+def _batches(items: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """Split findings so each request body stays under the API's size limit."""
+    out: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for item in items:
+        length = len(json.dumps(item)) + 2
+        if out[-1] and size + length > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += length
+    return out
+
+
+def _scan_table(result: dict[str, Any]) -> str:
+    rows = [f"{'':9} {'SHA-256':16} {'EXPIRES':22} {'SOURCE':32} WHAT"]
+    for u in result.get("unmanaged") or []:
+        flag = "EXPIRED" if u.get("expired") else ("EXPIRING" if u.get("expiring_soon")
+                                                   else "")
+        rows.append(f"{'unmanaged':9} {u['sha256_fingerprint'][:16]} {u['not_after']:22} "
+                    f"{u['source']:32} {u['subject']} {flag}".rstrip())
+    for m in result.get("managed") or []:
+        rows.append(f"{'managed':9} {m['sha256_fingerprint'][:16]} {'':22} "
+                    f"{m['source']:32} {m['certificate_id']}")
+    counts = result.get("counts") or {}
+    rows.append(f"{counts.get('unmanaged', 0)} unmanaged, {counts.get('managed', 0)} managed, "
+                f"{counts.get('ca_certificates', 0)} CA certificates, "
+                f"{counts.get('errors', 0)} endpoints without a certificate")
+    return "\n".join(rows)
+
+
+@main.group()
+def discovery() -> None:
+    """Unmanaged certificates found by scans: list, show, adopt."""
+
+
+@discovery.command("list")
+@click.option("--expiring-within", default=None, help="e.g. 30d, 720h")
+@click.option("--state", type=click.Choice(["unmanaged", "adopted", "all"]),
+              default="unmanaged", show_default=True)
+@click.pass_context
+def discovery_list(ctx: click.Context, expiring_within: str | None, state: str) -> None:
+    """List discovered certificates, soonest expiry first."""
+    params = {"state": state}
+    if expiring_within:
+        params["expiring_within"] = expiring_within
+    body = ctx.obj["api"].call("GET", "/v1/discovery", params=params)
+    rows = [f"{'SHA-256':16} {'STATE':9} {'EXPIRES':22} {'':8} {'SUBJECT':32} SOURCES"]
+    for d in body["items"]:
+        flag = "EXPIRED" if d["expired"] else ("EXPIRING" if d["expiring_soon"] else "")
+        rows.append(f"{d['sha256_fingerprint'][:16]} {d['state']:9} {d['not_after']:22} "
+                    f"{flag:8} {d['subject'][:32]:32} "
+                    f"{', '.join(s['source'] for s in d['sources'])}")
+    _out(ctx, body, "\n".join(rows))
+
+
+@discovery.command("show")
+@click.argument("sha256")
+@click.pass_context
+def discovery_show(ctx: click.Context, sha256: str) -> None:
+    """Show one discovered certificate with every place it was found."""
+    d = ctx.obj["api"].call("GET", f"/v1/discovery/{sha256}")
+    lines = [f"sha256:      {d['sha256_fingerprint']}", f"state:       {d['state']}",
+             f"subject:     {d['subject']}", f"names:       {', '.join(d['dns_names'])}",
+             f"issuer:      {d['issuer']}", f"serial:      {d['serial']}",
+             f"expires:     {d['not_after']}"
+             + (" (EXPIRING)" if d["expiring_soon"] else ""),
+             f"owner:       {d['owner'] or 'unknown'}"]
+    lines += [f"found at:    {s['source']} (last {s['last_seen']})" for s in d["sources"]]
+    if d.get("adoption"):
+        lines.append(f"adopted as:  {d['adoption']['certificate_id']}")
+    _out(ctx, d, "\n".join(lines))
+
+
+@discovery.command("adopt")
+@click.argument("sha256")
+@click.argument("environment")
+@click.argument("service")
+@click.argument("name")
+@click.option("--issuer", default=None)
+@click.option("--wait", default=60.0, show_default=True, help="seconds to wait for issuance")
+@click.pass_context
+def discovery_adopt(ctx: click.Context, sha256: str, environment: str, service: str,
+                    name: str, issuer: str | None, wait: float) -> None:
+    """Manage a discovered certificate's DNS names as ENVIRONMENT/SERVICE/NAME."""
+    body: dict[str, Any] = {"environment": environment, "service": service, "name": name}
+    if issuer:
+        body["issuer"] = issuer
+    answer = ctx.obj["api"].call("POST", f"/v1/discovery/{sha256}/adopt?wait={wait:g}",
+                                 json=body)
+    _out(ctx, answer, _describe(answer["certificate"]))
+    if answer["certificate"]["status"] == "failed":
+        sys.exit(EXIT_API_ERROR)
+
+
 # -- on a service's host ----------------------------------------------------------------
 
 @main.command()

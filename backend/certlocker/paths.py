@@ -117,6 +117,28 @@ class VaultPaths:
         key. Nothing is stored there; no environment can be named '_system'."""
         return self.api_path("specs/_system/signing-keys")
 
+    # -- discovery (docs/discovery.md) ----------------------------------------------------
+    def discovered(self, sha256: str) -> str:
+        """An unmanaged (shadow) certificate found by a scan, keyed by its fingerprint."""
+        return "discovered/" + _hex("sha256", sha256.lower(), 64)
+
+    def discovered_dir(self) -> str:
+        return "discovered/"
+
+    def discovery_scan(self, scan_id: str) -> str:
+        """Progress and result of one endpoint scan (any worker or replica answers)."""
+        return "system/discovery/scans/" + _hex("scan id", scan_id, 32)
+
+    def discovery_grant(self) -> str:
+        """The path whose ``update`` capability lets an operator run scans, report file
+        findings and adopt discoveries. Nothing is stored there; no environment can be
+        named '_system'."""
+        return self.api_path("specs/_system/discovery")
+
+    def dashboard_secret(self) -> str:
+        """The key that signs dashboard session cookies, shared by every worker."""
+        return "system/dashboard/session-secret"
+
     # -- auth -----------------------------------------------------------------------------
     def auth_mount(self, environment: str) -> str:
         return self.auth_prefix + component("environment", environment)
@@ -148,4 +170,12 @@ class VaultPaths:
 def _digits(field: str, value: str, length: int) -> str:
     if len(value) != length or not value.isascii() or not value.isdigit():
         raise ValueError(f"{field} must be {length} digits, got {value[:20]!r}")
+    return value
+
+
+def _hex(field: str, value: str, length: int) -> str:
+    if len(value) != length or not all(c in "0123456789abcdef" for c in value):
+        from .errors import NotFound
+
+        raise NotFound(f"no such {field}")
     return value

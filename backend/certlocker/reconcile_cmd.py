@@ -7,8 +7,10 @@ finish (their ACME orders are journalled in Vault, so a hard kill only delays th
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
+import threading
 import time
 from typing import Any
 
@@ -18,6 +20,7 @@ from .errors import CertlockerError, VaultUnavailable
 from .lifecycle.alerts import policy_from_settings
 from .lifecycle.due_index import DueIndex
 from .lifecycle.reconciler import Options, Reconciler
+from .lifecycle.verification import AlertOnDivergence, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,13 @@ def build(settings: settings_mod.Settings, options: Options, **overrides: Any) -
     store = services.store
     secrets = notify.load_secrets(store.read_json, store.paths.alerting_secrets())
     policy = policy_from_settings(settings)
-    kwargs: dict[str, Any] = {"notifier": notify.from_settings(settings, secrets),
-                              "options": options, "policy": policy}
+    notifier = notify.from_settings(settings, secrets)
+    verifier = verifier_for(settings, store, services.certificates.update_status,
+                            services.audit, on_divergence=AlertOnDivergence(notifier)
+                            if notifier is not None else None)
+    kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
+                              "verifier": verifier, "verify_interval": dt.timedelta(
+                                  seconds=settings.verify_interval_seconds)}
     kwargs.update(overrides)
     return Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs)
 
@@ -49,18 +57,30 @@ def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | 
     options = Options(interval=interval, jitter=jitter,
                       sweep_interval=sweep_interval or settings.reconcile_sweep_seconds,
                       workers=settings.issuance_workers)
-    try:
-        reconciler = build(settings, options)
-    except VaultUnavailable as exc:
-        log.error("reconcile.vault_unavailable", extra={"error": exc.detail})
-        return EXIT_UNAVAILABLE
+    stopping = threading.Event()
+    current: list[Reconciler] = []
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("reconcile.stopping", extra={"signal": signal.Signals(signum).name})
-        reconciler.stop()
+        stopping.set()
+        for r in current:
+            r.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    delay = 1.0
+    while not current:
+        try:
+            current.append(build(settings, options))
+        except VaultUnavailable as exc:
+            log.error("reconcile.vault_unavailable", extra={"error": exc.detail,
+                                                             "retry_in": delay})
+            if once or stopping.wait(delay):
+                return EXIT_UNAVAILABLE if once else EXIT_OK
+            delay = min(delay * 2, 60.0)
+    reconciler = current[0]
+    if stopping.is_set():
+        reconciler.stop()
     log.info("reconcile.started", extra={"once": once, "interval": interval})
     try:
         if once:

@@ -102,6 +102,7 @@ class Settings:
     verify_timeout_seconds: int = 5  # connect + handshake, per node
     verify_parallelism: int = 32
     verify_grace_seconds: int = 3600  # divergence after delivery tolerated this long
+    verify_interval_seconds: int = 900  # the reconciler re-checks every target this often
     metrics_refresh_seconds: int = 60  # the /metrics inventory summary is at most this old
     # reconciler and alerts (lifecycle/reconciler.py, lifecycle/alerts.py, notify.py)
     reconcile_sweep_seconds: int = 3600  # full inventory sweep that repairs due-index hints
@@ -117,6 +118,9 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = dataclasses.field(default=None, repr=False)
     smtp_starttls: bool = False
+    # Signs dashboard session cookies; None: generated once and kept in Vault
+    # (system/dashboard/session-secret) so every worker and replica agrees.
+    session_secret: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def paths(self) -> VaultPaths:
@@ -156,6 +160,8 @@ class Settings:
         if not 1 <= self.verify_parallelism <= 256 or not 1 <= self.verify_timeout_seconds <= 60:
             raise ConfigurationError("verify_parallelism must be 1..256 and "
                                      "verify_timeout_seconds 1..60")
+        if not 10 <= self.verify_interval_seconds <= 7 * 86400:
+            raise ConfigurationError("verify_interval_seconds must be 10..604800")
         if self.metrics_refresh_seconds < 0 or self.verify_grace_seconds < 0:
             raise ConfigurationError("metrics_refresh_seconds and verify_grace_seconds "
                                      "must not be negative")
@@ -163,6 +169,8 @@ class Settings:
             issuer.validate()
         if self.default_issuer and self.default_issuer not in self.issuers:
             raise ConfigurationError(f"default_issuer {self.default_issuer!r} is not configured")
+        if self.session_secret is not None and len(self.session_secret) < 32:
+            raise ConfigurationError("session_secret must be at least 32 characters")
         if self.log_format not in ("json", "text"):
             raise ConfigurationError("log_format must be json or text")
         return self
@@ -215,7 +223,7 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
         raw["environments"] = tuple(_as_list(raw["environments"]))
     for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds", "keep_versions",
                 "max_request_bytes", "verify_timeout_seconds", "verify_parallelism",
-                "verify_grace_seconds", "metrics_refresh_seconds"):
+                "verify_grace_seconds", "metrics_refresh_seconds", "verify_interval_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])

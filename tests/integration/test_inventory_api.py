@@ -29,9 +29,14 @@ def service(certlocker_stack: CertlockerStack, http: requests.Session) -> str:
             "environment": "dev", "service": name, "name": cert,
             "dns_names": [f"{cert}.{name}.example.test"]}, timeout=90)
         assert resp.json()["status"] == "valid", resp.text
+    # http-01 for this name goes to 127.0.0.2, where nothing listens: the order fails.
+    bad_host = f"bad.{name}.example.test"
+    cts = f"http://127.0.0.1:{certlocker_stack.stack.ports['challtestsrv_mgmt']}/add-a"
+    requests.post(cts, json={"host": bad_host + ".", "addresses": ["127.0.0.2"]},
+                  timeout=5).raise_for_status()
     resp = http.post(f"{certlocker_stack.api_url}/v1/certificates?wait=60", json={
-        "environment": "prod", "service": name, "name": "bad",
-        "dns_names": ["bad.example.invalid"]}, timeout=90)  # Pebble refuses .invalid
+        "environment": "prod", "service": name, "name": "bad", "dns_names": [bad_host]},
+        timeout=90)
     assert resp.json()["status"] == "failed", resp.text
     return name
 

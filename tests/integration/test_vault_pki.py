@@ -87,8 +87,11 @@ def _setup_pki(client: hvac.Client, vault_addr: str, dns: str) -> None:
                                   "key_type": "ec", "key_bits": 256})["data"]["csr"]
     signed = client.write_data(f"{ROOT_MOUNT}/root/sign-intermediate",
                                data={"csr": csr, "format": "pem", "ttl": "8760h"})
+    root_pem = client.read(f"{ROOT_MOUNT}/cert/ca")["data"]["certificate"]
+    # With the root in the bundle, sign answers ca_chain = [intermediate, root]: the
+    # issuer must leave the root out of the chain it stores.
     client.write_data(f"{INT_MOUNT}/intermediate/set-signed",
-                      data={"certificate": signed["data"]["certificate"]})
+                      data={"certificate": signed["data"]["certificate"] + "\n" + root_pem})
     client.write_data(f"{INT_MOUNT}/roles/{ROLE}", data={
         "allowed_domains": ["internal.test"], "allow_subdomains": True,
         "allow_bare_domains": False, "allow_localhost": False, "allow_ip_sans": False,
@@ -138,9 +141,14 @@ def _san(cert: x509.Certificate) -> list[str]:
         x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
 
 
-def _assert_bundle(pki: PkiStack, cert_id: str, names: list[str]) -> None:
+def _assert_bundle(pki: PkiStack, cert_id: str, names: list[str], *,
+                   root_in_chain: bool = False) -> None:
     bundle = pki.stored(cert_id)
-    certs = _verify_chain(bundle["certificate"], bundle["chain"], pki.root_ca())
+    root = pki.root_ca()
+    certs = _verify_chain(bundle["certificate"], bundle["chain"], root)
+    if root_in_chain:  # the ACME issuer stores the CA's chain as served
+        assert certs[-1] == root
+        certs = certs[:-1]
     assert len(certs) == 2, "chain = the intermediate, without the root"
     assert _san(certs[0]) == sorted(names)
     key = serialization.load_pem_private_key(bundle["private_key"].encode(), None)
@@ -202,7 +210,8 @@ def test_acme_issuer_against_openbao_pki_acme_directory(pki: PkiStack) -> None:
         "issuer": "baoacme"})
     assert status == 201, body
     assert body["status"] == "valid", body["last_error"]
-    _assert_bundle(pki, body["id"], names)
+    # OpenBao's ACME serves [leaf, intermediate, root] as the certificate chain.
+    _assert_bundle(pki, body["id"], names, root_in_chain=True)
 
 
 def test_openbao_acme_rejects_names_outside_the_role(pki: PkiStack) -> None:

@@ -236,19 +236,22 @@ http {{
     return server
 
 
-def start_haproxy(workdir: Path, cert_path: Path, port: int | None = None) -> TlsServer:
+def start_haproxy(workdir: Path, cert_path: Path, port: int | None = None,
+                  stats_socket: Path | None = None) -> TlsServer:
     """Real HAProxy in master-worker mode (``-W -db``) serving ``cert_path``.
 
     Reload is ``SIGUSR2`` to the master (our child): the master re-reads the config and
     the certificate files and starts a new worker; the old one finishes its connections.
+    ``stats_socket`` adds a Runtime API socket (``level admin``) at that path.
     """
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg, log = workdir / "haproxy.cfg", workdir / "haproxy.log"
+    stats = f"\n    stats socket {stats_socket} mode 600 level admin" if stats_socket else ""
     cfg.write_text(f"""
 global
     log stderr format raw local0 info
-    pidfile {workdir}/haproxy.pid
+    pidfile {workdir}/haproxy.pid{stats}
 
 defaults
     mode http

@@ -230,24 +230,34 @@ def test_a_tick_touches_only_what_is_due(size):
         assert report.outcomes == {"issued": 10}
         assert sorted(w.issuer.issued) == sorted(due)
         # the same for 1,000 and 100,000: per due certificate, the decision, the decision
-        # again under the lease, and the issuance read the spec; five listings in all
+        # again under the lease, and the issuance read the spec; three listings
         assert w.store.calls["read_spec"] == 3 * 10
         assert w.store.calls["read_status"] <= 10 * 6
-        assert w.store.calls["list"] == 4
+        assert w.store.calls["list"] == 3  # days, today's minutes, the due minute
     finally:
         w.close()
 
 
-def test_a_lost_hint_is_refiled_by_the_sweep_and_stale_hints_are_dropped(world):
+def test_a_lost_hint_is_refiled_by_the_sweep(world):
     world.declare_in_vault(spec(1))
     world.reconciler.run_once()
     (good,) = world.hints()
     world.store.destroy(good)  # a crash between issuing and filing the hint
-    world.due.put(ref(1), T0)  # and a stale hint left over from earlier
     world.reconciler.tick()
-    assert world.hints() == []  # handled: up to date, the stale hint removed
+    assert world.hints() == []
     world.reconciler.start_sweep()
     world.reconciler.sweep_step()
+    assert world.hints() == [good]
+    assert world.issuer.issued == ["dev.svc.c1"]
+
+
+def test_a_stale_hint_is_rechecked_and_replaced_not_acted_on(world):
+    world.declare_in_vault(spec(1))
+    world.reconciler.run_once()
+    (good,) = world.hints()
+    world.due.put(ref(1), T0)  # left over from before the issuance
+    assert len(world.hints()) == 2
+    world.reconciler.tick()
     assert world.hints() == [good]
     assert world.issuer.issued == ["dev.svc.c1"]
 
@@ -371,3 +381,46 @@ def test_due_lists_old_days_first_and_skips_the_future():
     due.put(ref(3), T0 + dt.timedelta(minutes=1))
     assert [h.ref for h in due.due(T0, 10)] == [ref(1), ref(2)]
     assert due.due(T0, 1) == [Hint(ref(1), *slot_of(T0 - dt.timedelta(days=3)))]
+
+
+class CountingVerifier:
+    """Marks every node of the spec's targets checked now, as the real Verifier does."""
+
+    def __init__(self, world: "World") -> None:
+        self.world = world
+        self.calls: list[str] = []
+
+    def verify_certificate(self, r: CertificateRef, actor: str | None = None) -> None:
+        from certlocker.models import TargetStatus
+
+        self.calls.append(r.id)
+        found = self.world.store.read_spec(r)
+        assert found is not None
+        now = self.world.clock.now()
+        self.world.service.update_status(r, lambda old: old.replace(targets=tuple(
+            TargetStatus(t.address, "ok", "ab", now) for t in found[0].targets)))
+
+
+def test_a_certificate_with_targets_is_verified_and_rescheduled_for_the_next_check():
+    from certlocker.models import Target
+
+    world = World()
+    verifier = CountingVerifier(world)
+    world.reconciler = Reconciler(world.store, world.service, world.due, clock=world.clock,
+                                  options=Options(workers=2), verifier=verifier,
+                                  verify_interval=dt.timedelta(minutes=15))
+    try:
+        world.declare_in_vault(spec(1, targets=(Target("127.0.0.1:443"),)))
+        world.declare_in_vault(spec(2))  # no targets: never verified
+        world.reconciler.run_once()
+        assert verifier.calls == ["dev.svc.c1"]
+        # Nothing is due before the interval has passed...
+        world.clock.advance(dt.timedelta(minutes=14))
+        world.reconciler.tick()
+        assert verifier.calls == ["dev.svc.c1"]
+        # ...and the due index brings it back once it has, without a sweep.
+        world.clock.advance(dt.timedelta(minutes=2))
+        world.reconciler.tick()
+        assert verifier.calls == ["dev.svc.c1", "dev.svc.c1"]
+    finally:
+        world.close()

@@ -160,6 +160,7 @@ def _schemas() -> dict[str, Any]:
                              "KV v2 API path a consumer reads, e.g. "
                              "certlocker/data/certs/prod/api/api"}}},
                 "targets": {"type": "array", "items": _ref("TargetStatus")},
+                "revocation": _nullable({"type": "object"}),
             },
         },
         "CertificateList": {
@@ -269,6 +270,72 @@ def _paths() -> dict[str, Any]:
                 "security": OPERATOR, "parameters": [CERT_ID],
                 "responses": {"200": _json(_ref("Certificate"), "The certificate"),
                               **_problems(401, 403, 404, 503)},
+            },
+            "delete": {
+                "operationId": "retireCertificate", "tags": ["certificates"],
+                "summary": "Stop managing the certificate (the audit trail stays)",
+                "security": OPERATOR, "parameters": [CERT_ID],
+                "responses": {"200": _json({"type": "object", "required": ["id", "status"],
+                                            "properties": {
+                                                "id": {"type": "string"},
+                                                "status": {"type": "string"},
+                                                "retired_at": _nullable(
+                                                    {"type": "string",
+                                                     "format": "date-time"}),
+                                                "last": _nullable({"type": "object"})}},
+                                           "Retired"),
+                              **_problems(401, 403, 404, 409, 503)},
+            },
+        },
+        "/v1/certificates/{cert_id}/revoke": {
+            "post": {
+                "operationId": "revokeCertificate", "tags": ["certificates"],
+                "summary": "Revoke at the CA (ACME), optionally replace, record why",
+                "security": OPERATOR, "parameters": [CERT_ID, WAIT],
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "additionalProperties": False, "required": ["reason"],
+                    "properties": {
+                        "reason": {"type": "string", "description": "an RFC 5280 reason "
+                                   "name, e.g. keyCompromise, superseded"},
+                        "replace": {"type": "boolean"}}}}}},
+                "responses": {"200": _json(_ref("Certificate"), "Revoked"),
+                              "202": _json(_ref("Certificate"), "Revocation running"),
+                              **_problems(400, 401, 403, 404, 409, 413, 415, 502, 503)},
+            },
+        },
+        "/v1/certificates/cleanup": {
+            "get": {
+                "operationId": "cleanupReport", "tags": ["certificates"],
+                "summary": "Retired certificates whose Vault data is still to be cleaned",
+                "security": OPERATOR,
+                "responses": {"200": _json({"type": "object", "required": ["items"],
+                                            "properties": {"items": {
+                                                "type": "array",
+                                                "items": {"type": "object"}}}},
+                                           "Leftovers"),
+                              **_problems(401, 403, 503)},
+            },
+        },
+        "/v1/audit": {
+            "get": {
+                "operationId": "queryAudit", "tags": ["audit"],
+                "summary": "The hash-chained audit trail, newest first (needs read on "
+                           "audit events)",
+                "security": OPERATOR,
+                "parameters": [
+                    *({"name": n, "in": "query", "schema": {"type": "string",
+                                                             "maxLength": 256}}
+                      for n in ("certificate", "actor", "action")),
+                    *({"name": n, "in": "query", "schema": {"type": "string",
+                                                             "format": "date-time"}}
+                      for n in ("since", "until")),
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object"}},
+                    "limit": {"type": "integer"}, "filters": {"type": "object"}}},
+                    "Matching events"), **_problems(400, 401, 403, 503)},
             },
         },
         "/v1/certificates/{cert_id}/renew": {

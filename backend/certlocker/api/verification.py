@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from ..audit.recorder import audited
+from ..errors import AccessDenied
 from ..lifecycle.verification import verifier_for
 from ..models import CertificateRef
 from .certificates import render
@@ -20,7 +22,12 @@ def verify(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
     who = caller()
-    s.certificates.view(who.store, ref)
+    try:
+        s.certificates.view(who.store, ref)
+    except AccessDenied as exc:
+        audited(s.audit, who.display_name, "delivery.verify", ref.id, "denied",
+                reason=exc.detail)
+        raise
     verifier = s.verifier or verifier_for(s.settings, s.store, s.certificates.update_status,
                                           s.audit)
     verifier.verify_certificate(ref, actor=who.display_name)

@@ -149,6 +149,7 @@ class AcmeIssuer:
         state = journal.load() or {}
         try:
             orderr = self._resume(acme, request, state, journal)
+            resumed = orderr is not None
             if orderr is None:
                 self._check_caa(acme, request)
                 key = self._journaled_key(request, state) or keys.generate(request.key_type)
@@ -161,7 +162,7 @@ class AcmeIssuer:
                 journal.save(dict(state, order_url=orderr.uri))
             else:
                 key = keys.from_pem(state["private_key"])
-            body = self._drive(acme, orderr, deadline)
+            body = self._drive(acme, orderr, deadline, resumed=resumed)
             fullchain = self._download(acme, body)
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise _translate(exc, "ACME issuance failed") from exc
@@ -224,13 +225,18 @@ class AcmeIssuer:
                                       csr_pem=keys.csr_pem(key, request.dns_names))
 
     def _drive(self, acme: client.ClientV2, orderr: messages.OrderResource,
-               deadline: float) -> messages.Order:
-        """Answer challenges, finalize, and poll until the order is valid."""
+               deadline: float, resumed: bool = False) -> messages.Order:
+        """Answer challenges, finalize, and poll until the order is valid. On a
+        ``resumed`` order, answers a crashed process left for authorizations that are
+        valid by now are published again only to be cleaned up with the others."""
         presented: list[Presented] = []
+        leftovers: list[Presented] = []
         try:
             for authzr in orderr.authorizations:
                 if authzr.body.status == messages.STATUS_PENDING:
                     presented.append(self._present(acme, authzr))
+                elif resumed and authzr.body.status == messages.STATUS_VALID:
+                    leftovers.append(self._present(acme, authzr))
             for done in presented:
                 done.settle(deadline)
             for done in presented:
@@ -249,7 +255,7 @@ class AcmeIssuer:
                 body = self._poll_order(acme, orderr.uri, deadline, until=("valid",))
             return body
         finally:
-            for done in presented:
+            for done in presented + leftovers:
                 try:
                     done.cleanup()
                 except Exception:  # a leftover answer is harmless and expires with the order

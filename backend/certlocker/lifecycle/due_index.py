@@ -64,14 +64,18 @@ class DueIndex:
 
     def schedule(self, spec: CertificateSpec, status: CertificateStatus | None,
                  now: dt.datetime, *, handled: Hint | None = None,
-                 only_if_missing: bool = False) -> Hint | None:
+                 only_if_missing: bool = False,
+                 also_at: dt.datetime | None = None) -> Hint | None:
         """File the hint for this certificate's next action; None when it needs none.
 
-        ``handled`` is the hint being worked on: it is not rewritten when the next action
+        ``also_at`` is another moment the reconciler must look (the next scheduled
+        verification). ``handled`` is the hint being worked on: it is not rewritten when the next action
         falls in the same minute. ``only_if_missing`` reads before writing (the sweep),
         so an hourly pass over the inventory does not add a KV version per certificate.
         """
         at = next_action_at(spec, status, now, self.policy)
+        if also_at is not None and (at is None or also_at < at):
+            at = also_at  # e.g. the next served-certificate verification
         if at is None:
             return None
         hint = self.hint_for(spec.ref, at)

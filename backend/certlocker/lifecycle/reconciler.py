@@ -21,12 +21,13 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from ..clock import Clock, SystemClock
-from ..errors import AlertDeliveryFailed, CertlockerError, NotFound, VaultUnavailable
+from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
+                      VaultUnavailable)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
-from . import alerts, planning
+from . import alerts, planning, verification
 from .due_index import DueIndex, Hint
 from .ports import Store
 
@@ -49,6 +50,10 @@ class Issuing(Protocol):
 
     def refs(self, caller: Store, environment: str | None = None,
              service: str | None = None) -> Iterable[CertificateRef]: ...
+
+
+class Verifying(Protocol):
+    def verify_certificate(self, ref: CertificateRef, actor: str | None = None) -> Any: ...
 
 
 class AlertSink(Protocol):
@@ -88,8 +93,11 @@ class Reconciler:
                  notifier: AlertSink | None = None, clock: Clock | None = None,
                  options: Options = Options(),
                  policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, verifier: Verifying | None = None,
+                 verify_interval: dt.timedelta | None = None) -> None:
         self._store = store
+        self._verifier = verifier
+        self._verify_interval = verify_interval if verifier is not None else None
         self._certificates = certificates
         self._due = due
         self._notifier = notifier
@@ -99,6 +107,7 @@ class Reconciler:
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._sweep: Iterator[CertificateRef] | None = None
+        self._sweep_wanted = True  # at start-up, and again after a sweep broke off
         self._sweep_started = 0.0
         self._pool = cf.ThreadPoolExecutor(max_workers=options.workers,
                                            thread_name_prefix="reconcile")
@@ -147,11 +156,31 @@ class Reconciler:
         if self._alert(ref, status, report):
             got = self._store.read_status(ref)
             status = got[0] if got else status
+        verify_at = None
+        if self._verify_interval is not None:
+            verify_at = self._verify(ref, spec, status)
         new = self._due.schedule(spec, status, self._clock.now(), handled=hint,
-                                 only_if_missing=sweeping)
+                                 only_if_missing=sweeping and verify_at is None,
+                                 also_at=verify_at)
         if hint is not None and new != hint:
             self._due.remove(hint)
         return outcome
+
+    def _verify(self, ref: CertificateRef, spec: CertificateSpec,
+                status: CertificateStatus | None) -> dt.datetime | None:
+        """Verify the served certificate on every target node when a check is due;
+        return when the next one is due. A failed probe is a result, not an error."""
+        assert self._verifier is not None and self._verify_interval is not None
+        now = self._clock.now()
+        if verification.verification_due(spec.targets, status, now, self._verify_interval):
+            try:
+                self._verifier.verify_certificate(ref, actor="reconciler")
+            except Conflict:
+                pass  # a concurrent status write; the next pass verifies again
+            got = self._store.read_status(ref)
+            status = got[0] if got else status
+        return verification.next_verification_at(spec.targets, status, self._clock.now(),
+                                                 self._verify_interval)
 
     def _alert(self, ref: CertificateRef, status: CertificateStatus | None,
                report: Report | None) -> bool:
@@ -255,6 +284,7 @@ class Reconciler:
 
     def start_sweep(self) -> None:
         self._sweep = iter(self._certificates.refs(self._store))
+        self._sweep_wanted = False
         self._sweep_started = time.monotonic()
         log.info("reconcile.sweep_started")
 
@@ -264,15 +294,19 @@ class Reconciler:
         if self._sweep is None:
             return report
         batch: list[tuple[CertificateRef, Hint | None, list[Hint]]] = []
-        for ref in self._sweep:
-            batch.append((ref, None, []))
-            if limit is not None and len(batch) >= limit:
-                break
-        else:
-            self._sweep = None
-            log.info("reconcile.sweep_finished", extra={
-                "seconds": round(time.monotonic() - self._sweep_started, 3)})
-        self._handle_all(batch, sweeping=True, report=report)
+        try:
+            for ref in self._sweep:
+                batch.append((ref, None, []))
+                if limit is not None and len(batch) >= limit:
+                    break
+            else:
+                self._sweep = None
+                log.info("reconcile.sweep_finished", extra={
+                    "seconds": round(time.monotonic() - self._sweep_started, 3)})
+            self._handle_all(batch, sweeping=True, report=report)
+        except BaseException:
+            self._sweep, self._sweep_wanted = None, True  # start over on the next tick
+            raise
         return report
 
     # -- the loop ----------------------------------------------------------------------
@@ -304,7 +338,7 @@ class Reconciler:
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             started = time.monotonic()
             try:
-                if self._sweep is None and started >= next_sweep:
+                if self._sweep is None and (self._sweep_wanted or started >= next_sweep):
                     self.start_sweep()
                     next_sweep = started + self.options.sweep_interval
                 swept = self.sweep_step(self.options.sweep_batch)

@@ -128,7 +128,8 @@ class CertificateService:
         fresh spec and status, so work another replica just finished is not repeated.
 
         :raises NotFound: when the spec is gone."""
-        lease = StoreLease(self._store, ref, HOLDER)
+        # One holder per call: two threads of one process must not share a lease.
+        lease = StoreLease(self._store, ref, f"{HOLDER}:{uuid.uuid4().hex[:8]}")
         if not lease.acquire(time.time(), self._lease_ttl):
             current = self._store.read_status(ref)
             return current[0] if current else CertificateStatus(state=State.ISSUING)

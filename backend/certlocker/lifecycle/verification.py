@@ -168,6 +168,23 @@ def verification_due(spec_targets: Sequence[Target], status: CertificateStatus |
     return False
 
 
+def next_verification_at(spec_targets: Sequence[Target], status: CertificateStatus | None,
+                         now: dt.datetime, interval: dt.timedelta) -> dt.datetime | None:
+    """When a scheduled pass should next verify this certificate; None when it has no
+    targets or no current certificate. The oldest node check decides."""
+    if not spec_targets or status is None or status.current is None:
+        return None
+    checked = {t.address: t.checked_at for t in status.targets}
+    oldest: dt.datetime | None = None
+    for target in spec_targets:
+        for address in node_addresses(target):
+            at = checked.get(address)
+            if at is None:
+                return now
+            oldest = at if oldest is None or at < oldest else oldest
+    return max(now, oldest + interval) if oldest is not None else now
+
+
 DELIVERY_DIVERGED = "delivery-diverged"
 
 

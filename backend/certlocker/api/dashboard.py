@@ -1,0 +1,272 @@
+"""GET /: the operator's dashboard, server-rendered (Jinja, a little CSS, no JavaScript).
+
+The page acts with the operator's own Vault token, exactly as the API does, so Vault's
+policies decide what it shows; a section the token may not read says so.
+
+The token arrives through a login form and is kept in the session cookie (HttpOnly,
+SameSite=Strict, Secure when ``public_url`` is https), encrypted (Fernet, key derived
+from the session secret) inside Flask's signed session, so the raw token is never in the
+cookie, the page or a log. The session secret is ``settings.session_secret`` or one
+generated at first use and kept in Vault (``system/dashboard/session-secret``, created
+with check-and-set), so every gunicorn worker and replica signs and reads the same
+cookies.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import logging
+import secrets
+import threading
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import (Blueprint, Flask, Response, current_app, redirect, render_template,
+                   request, session, url_for)
+from flask.sessions import SecureCookieSessionInterface
+
+from ..clock import SystemClock
+from ..errors import CertlockerError, Conflict, Unauthenticated
+from ..lifecycle import inventory
+from ..lifecycle.verification import target_views
+from ..models import State
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dashboard", __name__, template_folder="templates")
+
+INVENTORY_LIMIT = 200
+EXPIRING_WITHIN = dt.timedelta(days=30)
+AUDIT_EVENTS = 15
+DISCOVERIES = 50
+_SECRET_LOCK = threading.Lock()
+_CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+
+
+# -- the session secret and cookie --------------------------------------------------------
+
+def session_secret(app: Flask) -> str:
+    """``settings.session_secret``, else the one kept in Vault (made on first use; the
+    first writer wins the check-and-set and everyone reads its value)."""
+    services = app.extensions["certlocker"]
+    if services.settings.session_secret:
+        return str(services.settings.session_secret)
+    store = services.store
+    path = store.paths.dashboard_secret()
+    for _ in range(5):
+        doc, _version = store.read_json(path)
+        if doc and doc.get("secret"):
+            return str(doc["secret"])
+        try:
+            store.write_json(path, {"secret": secrets.token_urlsafe(48)}, cas=0)
+        except Conflict:
+            continue
+    raise Conflict("the dashboard session secret could not be stored")
+
+
+class _Sessions(SecureCookieSessionInterface):
+    """Flask's signed cookie sessions with the secret resolved on first use (a Vault
+    read), not at import or app creation."""
+
+    def get_signing_serializer(self, app: Flask):  # type: ignore[no-untyped-def]
+        if not app.secret_key:
+            with _SECRET_LOCK:
+                if not app.secret_key:
+                    app.secret_key = session_secret(app)
+        return super().get_signing_serializer(app)
+
+
+def _configure(app: Flask) -> None:
+    settings = app.extensions["certlocker"].settings
+    app.session_interface = _Sessions()
+    app.config.update(SESSION_COOKIE_NAME="certlocker_session",
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      SESSION_COOKIE_SECURE=settings.public_url.startswith("https:"))
+
+
+bp.record_once(lambda state: _configure(state.app))
+
+
+def _fernet() -> Fernet:
+    secret = current_app.secret_key or session_secret(current_app)
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"certlocker dashboard token").derive(str(secret).encode())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _session_token() -> str | None:
+    sealed = session.get("t")
+    if not isinstance(sealed, str):
+        return None
+    try:
+        return _fernet().decrypt(sealed.encode()).decode()
+    except (InvalidToken, ValueError):
+        return None
+
+
+def _secured(resp: Response) -> Response:
+    resp.headers["Content-Security-Policy"] = _CSP
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    resp = Response(render_template(template, **context), status=status,
+                    mimetype="text/html")
+    return _secured(resp)
+
+
+# -- login / logout -----------------------------------------------------------------------
+
+@bp.get("/login")
+def login_form() -> Response:
+    return _page("dashboard_login.html")
+
+
+@bp.post("/login")
+def login() -> Response:
+    token = (request.form.get("token") or "").strip()
+    if not token or len(token) > 4096 or not token.isprintable():
+        return _page("dashboard_login.html", 400, error="Enter your Vault token.")
+    services = current_app.extensions["certlocker"]
+    try:
+        info = services.store.for_token(token).lookup_self()
+    except Unauthenticated:
+        return _page("dashboard_login.html", 401,
+                     error="Vault did not accept this token (invalid or expired).")
+    except CertlockerError as exc:
+        return _page("dashboard_login.html", exc.status if exc.status >= 400 else 503,
+                     error=f"Vault could not check the token: {exc.title}.")
+    session.clear()
+    session["t"] = _fernet().encrypt(token.encode()).decode()
+    session["who"] = str(info.get("display_name") or "operator")[:200]
+    return _secured(redirect(url_for("dashboard.home"), code=303))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    session.clear()
+    return _secured(redirect(url_for("dashboard.login_form"), code=303))
+
+
+# -- the page -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Section:
+    """One block of the page: its rows, or why the token cannot see them."""
+
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    denied: str | None = None
+    more: bool = False
+
+
+@bp.get("/")
+def home() -> Response:
+    token = _session_token()
+    if token is None:
+        return _secured(redirect(url_for("dashboard.login_form"), code=303))
+    services = current_app.extensions["certlocker"]
+    store = services.store.for_token(token)
+    try:
+        store.lookup_self()
+    except Unauthenticated:
+        session.clear()
+        return _page("dashboard_login.html", 401,
+                     error="Your Vault token has expired; sign in again.")
+    now = SystemClock().now()
+    certs = _inventory(services, store, now)
+    rows = certs.rows
+    context = {
+        "who": session.get("who") or "operator",
+        "now": now,
+        "certificates": certs,
+        "expiring": [r for r in rows if r["expiring_soon"]],
+        "failing": [r for r in rows if r["failing"]],
+        "discoveries": _discoveries(store, now),
+        "events": _audit(services, store),
+        "counts": {
+            "total": len(rows),
+            "valid": sum(r["status"] == State.VALID.value for r in rows),
+            "failing": sum(r["failing"] for r in rows),
+            "expiring": sum(r["expiring_soon"] for r in rows),
+        },
+        "expiring_days": EXPIRING_WITHIN.days,
+    }
+    context["counts"]["unmanaged"] = len(context["discoveries"].rows)
+    return _page("dashboard.html", **context)
+
+
+def _inventory(services: Any, store: Any, now: dt.datetime) -> Section:
+    query = inventory.Query(limit=INVENTORY_LIMIT)
+    try:
+        found = inventory.page(services.certificates.refs(store),
+                               lambda ref: services.certificates.view(store, ref), query, now)
+    except CertlockerError as exc:
+        return Section(denied=exc.detail)
+    return Section([_certificate_row(v, now) for v in found.items],
+                   more=found.next_cursor is not None)
+
+
+def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
+    spec, status = view.spec, view.status
+    current = status.current
+    targets = [t.to_json() for t in target_views(spec.targets, status.targets)]
+    bad_targets = [t for t in targets if t["status"] != "ok"]
+    nodes = {n.address: n for n in status.targets}
+    for t in bad_targets:
+        node = nodes.get(t["address"])
+        t["detail"] = node.detail if node is not None else None
+    return {
+        "id": spec.ref.id,
+        "dns_names": list(spec.dns_names),
+        "issuer": spec.issuer,
+        "status": status.state.value,
+        "not_after": current.not_after if current else None,
+        "days_left": (current.not_after - now).days if current else None,
+        "expiring_soon": bool(current and current.not_after - now <= EXPIRING_WITHIN),
+        "expired": bool(current and current.not_after <= now),
+        "last_error": status.last_error,
+        "targets": targets,
+        "bad_targets": bad_targets,
+        "failing": status.state == State.FAILED or bool(bad_targets),
+    }
+
+
+def _discoveries(store: Any, now: dt.datetime) -> Section:
+    from .discovery import discovery_service
+
+    paths = store.paths
+    try:
+        allowed = store.capabilities(paths.api_path(paths.discovered("0" * 64)))
+        if not allowed & {"read", "root"}:
+            return Section(denied="Your Vault token may not read discoveries.")
+        svc = discovery_service()
+        found = svc.entries(state="unmanaged")
+    except CertlockerError as exc:
+        return Section(denied=exc.detail)
+    rows = []
+    for d in found[:DISCOVERIES]:
+        view = d.view(now, svc.expiring_within)
+        rows.append({**view, "not_after": d.not_after,
+                     "days_left": (d.not_after - now).days,
+                     "sources": [s.source for s in d.sources]})
+    return Section(rows, more=len(found) > DISCOVERIES)
+
+
+def _audit(services: Any, store: Any) -> Section:
+    paths = store.paths
+    try:
+        allowed = store.capabilities(paths.api_path(paths.audit_event(1)))
+        if not allowed & {"read", "root"}:
+            return Section(denied="Your Vault token may not read the audit trail.")
+        events = services.audit.query(limit=AUDIT_EVENTS)
+    except CertlockerError as exc:
+        return Section(denied=exc.detail)
+    return Section([e.to_json() for e in events])

@@ -1,0 +1,155 @@
+"""Part 3, the credential path: mint throughput under wrk, and a service's full path
+(mint -> Vault JWT login -> read its certificate) against the floor without certlocker
+(AppRole login -> the same read)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import requests
+
+from .common import (BENCH, Row, certlocker_stack, http_json, met, ms, percentile, table,
+                     workdir)
+
+ENV, SERVICE, NAME = "dev", "bench-svc", "web"
+ITERATIONS = 300
+WARMUP = 20
+WRK_SECONDS = 10
+WRK_CONNECTIONS = 8
+TARGET_ADDED_P99 = 0.005
+
+
+def _wrk(url: str, header: str, token: str, body: str = "") -> tuple[float, float, float, int]:
+    """``(requests/s, p50 s, p99 s, non-2xx)`` from ``wrk --latency``."""
+    env = {**os.environ, "BENCH_TOKEN": token, "BENCH_HEADER": header, "BENCH_BODY": body}
+    result = subprocess.run(
+        ["wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency",
+         "-s", str(BENCH / "wrk_post.lua"), url],
+        env=env, capture_output=True, text=True, timeout=WRK_SECONDS + 60)
+    out = result.stdout
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed: {out}{result.stderr}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return (rate, _wrk_latency(out, "50%"), _wrk_latency(out, "99%"),
+            int(bad.group(1)) if bad else 0)
+
+
+def _wrk_latency(out: str, label: str) -> float:
+    match = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if match is None:
+        raise RuntimeError(f"no {label} latency in wrk output:\n{out}")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
+
+
+def _setup_floor(vault: str, root: str) -> dict[str, str]:
+    """An AppRole whose tokens may read the service's certificates, set up with root."""
+    s = requests.Session()
+    s.headers["X-Vault-Token"] = root
+
+    def call(method: str, path: str, **body: object) -> dict:
+        r = s.request(method, f"{vault}/v1/{path}", json=body or None, timeout=10)
+        r.raise_for_status()
+        return r.json() if r.content else {}
+    call("POST", "sys/auth/approle-bench", type="approle")
+    call("PUT", "sys/policies/acl/bench-floor",
+         policy=f'path "certlocker/data/certs/{ENV}/{SERVICE}/*" {{ capabilities = ["read"] }}')
+    call("POST", "auth/approle-bench/role/floor", token_policies="bench-floor", token_ttl="1h")
+    role_id = call("GET", "auth/approle-bench/role/floor/role-id")["data"]["role_id"]
+    secret_id = call("POST", "auth/approle-bench/role/floor/secret-id")["data"]["secret_id"]
+    return {"role_id": role_id, "secret_id": secret_id}
+
+
+def run(iterations: int = ITERATIONS) -> str:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (bench/run installs it)")
+    with workdir("credentials") as tmp, certlocker_stack(tmp / "stack") as stack:
+        api, vault = stack.api_url, stack.vault_addr
+        operator, root = stack.operator_token or "", stack.root_token or ""
+        code, body = http_json("POST", f"{api}/v1/certificates?wait=60", {
+            "environment": ENV, "service": SERVICE, "name": NAME,
+            "dns_names": [f"{NAME}.{SERVICE}.bench.test"]}, token=operator, timeout=90)
+        if code not in (200, 201) or body["status"] != "valid":
+            raise RuntimeError(f"could not issue the service's certificate: {code} {body}")
+        cert_path = body["vault"]["path"]
+        approle = _setup_floor(vault, root)
+        mint_url = f"{api}/v1/services/{ENV}/{SERVICE}/credentials"
+
+        session = requests.Session()
+
+        def read_cert(token: str) -> None:
+            r = session.get(f"{vault}/v1/{cert_path}", headers={"X-Vault-Token": token},
+                            timeout=10)
+            if r.status_code != 200 or "certificate" not in r.json()["data"]["data"]:
+                raise RuntimeError(f"certificate read answered {r.status_code}")
+
+        def full() -> float:
+            started = time.perf_counter()
+            r = session.post(mint_url, headers={"X-Vault-Token": operator}, timeout=10)
+            if r.status_code != 201:
+                raise RuntimeError(f"mint answered {r.status_code}: {r.text[:300]}")
+            minted = r.json()
+            login = session.post(f"{vault}/v1/auth/{minted['vault']['auth_path']}/login",
+                                 json={"role": minted["vault"]["role"],
+                                       "jwt": minted["token"]}, timeout=10)
+            if login.status_code != 200:
+                raise RuntimeError(f"jwt login answered {login.status_code}: "
+                                   f"{login.text[:300]}")
+            read_cert(login.json()["auth"]["client_token"])
+            return time.perf_counter() - started
+
+        def floor() -> float:
+            started = time.perf_counter()
+            login = session.post(f"{vault}/v1/auth/approle-bench/login", json=approle,
+                                 timeout=10)
+            if login.status_code != 200:
+                raise RuntimeError(f"approle login answered {login.status_code}")
+            read_cert(login.json()["auth"]["client_token"])
+            return time.perf_counter() - started
+
+        def mint_only() -> float:
+            started = time.perf_counter()
+            r = session.post(mint_url, headers={"X-Vault-Token": operator}, timeout=10)
+            if r.status_code != 201:
+                raise RuntimeError(f"mint answered {r.status_code}")
+            return time.perf_counter() - started
+
+        for _ in range(WARMUP):
+            full(), floor()
+        fulls, floors, mints = [], [], []
+        for _ in range(iterations):  # interleaved: both see the same conditions
+            fulls.append(full())
+            floors.append(floor())
+            mints.append(mint_only())
+        mint_rate, mint_p50, mint_p99, mint_bad = _wrk(mint_url, "X-Vault-Token", operator)
+        login_rate, login_p50, login_p99, login_bad = _wrk(
+            f"{vault}/v1/auth/approle-bench/login", "X-Bench", "-", json.dumps(approle))
+    f50, f99 = percentile(fulls, 50), percentile(fulls, 99)
+    b50, b99 = percentile(floors, 50), percentile(floors, 99)
+    added = f99 - b99
+    rows = [
+        Row(f"mints/s (wrk -t2 -c{WRK_CONNECTIONS} {WRK_SECONDS}s; peer: Vault AppRole "
+            "logins/s, same wrk)", f"{mint_rate:.0f}/s (p50 {ms(mint_p50)}, p99 "
+            f"{ms(mint_p99)}, non-2xx {mint_bad})",
+            f"{login_rate:.0f}/s (p50 {ms(login_p50)}, p99 {ms(login_p99)}, non-2xx "
+            f"{login_bad})", f"{mint_rate / login_rate:.2f}x"),
+        Row("mint alone, sequential, p50 / p99", f"{ms(percentile(mints, 50))} / "
+            f"{ms(percentile(mints, 99))}"),
+        Row("service path p50 (certlocker: mint + JWT login + read; peer: AppRole login "
+            "+ read)", ms(f50), ms(b50), f"+{ms(f50 - b50)}"),
+        Row("service path p99", ms(f99), ms(b99), f"+{ms(added)}",
+            f"< {TARGET_ADDED_P99 * 1000:.0f} ms added", met(added < TARGET_ADDED_P99)),
+    ]
+    notes = [f"{iterations} sequential iterations of each path, interleaved, after "
+             f"{WARMUP} warm-up rounds; one keep-alive HTTP session (requests).",
+             "gunicorn 2 workers x 8 threads; wrk runs on the same 2 cores as gunicorn "
+             "and OpenBao, so the mint rate is a lower bound.",
+             "A mint = operator token lookup + capability check + generation read + "
+             "signed ES256 JWT + one hash-chained audit event, all in Vault."]
+    return table("Credential path", rows, notes)

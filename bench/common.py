@@ -1,0 +1,157 @@
+"""Shared pieces of the benchmarks: result rows, markdown tables, stacks, timing helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+VAULT_DEV = REPO / "vault-dev"
+for extra in (str(VAULT_DEV), str(REPO)):
+    if extra not in sys.path:
+        sys.path.insert(0, extra)
+
+import devstack  # noqa: E402
+
+#: the same setting for every contender: Pebble's random nonce rejection off
+PEBBLE_ENV = {"PEBBLE_WFE_NONCEREJECT": "0"}
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of a result table. ``ratio`` is certlocker relative to the peer, with
+    the orientation stated in ``figure`` (e.g. "x faster" or "x of")."""
+
+    figure: str
+    certlocker: str
+    peer: str = "—"
+    ratio: str = "—"
+    target: str = "—"
+    met: str = "—"
+
+
+def table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    lines = [f"### {title}", "",
+             "| figure | certlocker | peer | ratio | target | met? |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.figure} | {r.certlocker} | {r.peer} | {r.ratio} | {r.target} "
+                     f"| {r.met} |")
+    if notes:
+        lines.append("")
+        lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def secs(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident set size of ``pid`` (``VmHWM`` in /proc/<pid>/status), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def http_json(method: str, url: str, body: Any = None, *, token: str | None = None,
+              timeout: float = 30.0) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token:
+        headers["X-Vault-Token"] = token
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+@contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"certlocker-bench-{prefix}-") as tmp:
+        yield Path(tmp)
+
+
+@contextmanager
+def certlocker_stack(state_dir: Path, *, extra_env: Mapping[str, str] | None = None,
+                     components: Sequence[str] = devstack.COMPONENTS,
+                     ) -> Iterator[devstack.Stack]:
+    """The dev stack on free ports (never the lead's 8180/8200/14000), stopped by PID."""
+    stack = devstack.Stack(state_dir, devstack.free_ports(), pebble_env=PEBBLE_ENV,
+                           extra_env=extra_env)
+    stack.up(components)
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def proc_named(stack: devstack.Stack, name: str) -> devstack.Proc:
+    for proc in stack.procs:
+        if proc.name == name:
+            return proc
+    raise RuntimeError(f"no {name} process in the stack")
+
+
+def machine() -> str:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}"

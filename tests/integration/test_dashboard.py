@@ -1,0 +1,159 @@
+"""The dashboard at GET /, seen by a real headless Chromium against the real stack.
+
+An operator signs in with their Vault token through the login form and sees what a
+person needs: issued certificates with their id and expiry, a certificate whose target
+is down marked as failing, an unmanaged certificate found by discovery, recent audit
+events. The token never appears in the page or in the cookie.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import socket
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from certlocker.discovery.files import describe
+from tests.support.chromium import running_chromium
+
+pytestmark = pytest.mark.integration
+
+
+def api(stack: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
+    return requests.request(method, stack.api_url + path, timeout=120,
+                            headers={"X-Vault-Token": stack.operator_token}, **kwargs)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def scene(certlocker_stack: Any) -> dict[str, Any]:
+    ok = api(certlocker_stack, "POST", "/v1/certificates?wait=60", json={
+        "environment": "prod", "service": "dash-api", "name": "www",
+        "dns_names": ["www.dash-api.test"]})
+    assert ok.status_code == 201, ok.text
+    down = api(certlocker_stack, "POST", "/v1/certificates?wait=60", json={
+        "environment": "prod", "service": "dash-web", "name": "www",
+        "dns_names": ["www.dash-web.test"],
+        "targets": [{"address": f"127.0.0.1:{closed_port()}"}]})
+    assert down.status_code == 201, down.text
+    verified = api(certlocker_stack, "POST", "/v1/certificates/prod.dash-web.www/verify")
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["targets"][0]["status"] == "unreachable"
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dash-shadow.test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    shadow = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+              .public_key(key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - dt.timedelta(days=1))
+              .not_valid_after(now + dt.timedelta(days=4))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("dash-shadow.test")]),
+                             critical=False)
+              .sign(key, hashes.SHA256()))
+    reported = api(certlocker_stack, "POST", "/v1/discovery/findings", json={
+        "host": "legacy-1",
+        "findings": [describe(shadow, "file:/etc/ssl/legacy.pem").to_json()]})
+    assert reported.status_code == 200, reported.text
+    assert reported.json()["counts"]["unmanaged"] == 1
+    return {"ok": ok.json(), "down": down.json()}
+
+
+def _shown(timestamp: str) -> str:
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).strftime(
+        "%Y-%m-%d %H:%M")
+
+
+def _login(browser: Any, url: str, token: str) -> None:
+    browser.navigate(url + "/")
+    assert browser.evaluate("location.pathname") == "/login"
+    browser.events.clear()
+    browser.evaluate(f"document.getElementById('token').value = {token!r}; "
+                     "document.getElementById('signin').click(); true")
+    browser.wait_event("Page.loadEventFired")
+
+
+def test_an_operator_sees_the_inventory_in_a_real_browser(
+        certlocker_stack: Any, scene: dict[str, Any], tmp_path: Path) -> None:
+    token = certlocker_stack.operator_token
+    with running_chromium(tmp_path) as browser:
+        _login(browser, certlocker_stack.api_url, token)
+        assert browser.evaluate("location.pathname") == "/"
+        shot = browser.screenshot(tmp_path / "dashboard.png")
+        text = browser.evaluate("document.body.innerText")
+        html = browser.evaluate("document.documentElement.outerHTML")
+        section = {s: browser.evaluate(f"document.getElementById('{s}').innerText")
+                   for s in ("inventory", "failing", "discoveries", "audit")}
+        cookies = browser.call("Network.getCookies",
+                               urls=[certlocker_stack.api_url + "/"])["cookies"]
+
+        assert "prod.dash-api.www" in section["inventory"]
+        assert _shown(scene["ok"]["current"]["not_after"]) in section["inventory"]
+        assert "prod.dash-web.www" in section["failing"]
+        assert "unreachable" in section["failing"]
+        assert "prod.dash-api.www" not in section["failing"]
+        assert "CN=dash-shadow.test" in section["discoveries"]
+        assert "file://legacy-1/etc/ssl/legacy.pem" in section["discoveries"]
+        assert "certificate.issue" in section["audit"]
+        assert "discovery.findings" in section["audit"]
+        assert token not in html and token not in text
+
+        [cookie] = [c for c in cookies if c["name"] == "certlocker_session"]
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+        assert token not in _cookie_payload(cookie["value"])
+        assert shot.stat().st_size > 10_000
+
+        browser.events.clear()
+        browser.evaluate("document.querySelector('header form button').click(); true")
+        browser.wait_event("Page.loadEventFired")
+        assert browser.evaluate("location.pathname") == "/login"
+        browser.navigate(certlocker_stack.api_url + "/")
+        assert browser.evaluate("location.pathname") == "/login"
+
+
+def _cookie_payload(value: str) -> str:
+    """The readable part of Flask's signed cookie (``.``-prefixed when compressed)."""
+    compressed = value.startswith(".")
+    payload = value.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return (zlib.decompress(raw) if compressed else raw).decode(errors="replace")
+
+
+def test_a_bad_token_is_refused_and_every_worker_reads_the_session(
+        certlocker_stack: Any, scene: dict[str, Any]) -> None:
+    url = certlocker_stack.api_url
+    bad = requests.post(url + "/login", data={"token": "hvs.not-a-token"}, timeout=30,
+                        allow_redirects=False)
+    assert bad.status_code == 401 and "did not accept" in bad.text
+    assert "hvs.not-a-token" not in bad.text
+    assert "certlocker_session" not in bad.cookies
+
+    session = requests.Session()
+    signed_in = session.post(url + "/login", data={"token": certlocker_stack.operator_token},
+                             timeout=30, allow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["Location"].endswith("/")
+    set_cookie = signed_in.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+    for _ in range(6):  # fresh connections land on both gunicorn workers
+        page = requests.get(url + "/", cookies=session.cookies, timeout=60,
+                            allow_redirects=False)
+        assert page.status_code == 200, page.status_code
+        assert "prod.dash-api.www" in page.text
+        assert page.headers["Cache-Control"] == "no-store"
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    forged = requests.get(url + "/", cookies={"certlocker_session": "x.y.z"}, timeout=30,
+                          allow_redirects=False)
+    assert forged.status_code == 303 and forged.headers["Location"].endswith("/login")

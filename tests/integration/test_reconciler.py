@@ -1,0 +1,243 @@
+"""The reconciler as real `certlocker reconcile` processes over real OpenBao and Pebble.
+
+A private stack (free ports) whose own reconciler is stopped, so each test decides when
+a reconciler runs and with which settings. Specs are written straight into Vault with
+the root token: a supported way to declare a certificate, which only the reconciler's
+start-up sweep can find.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from certlocker.clock import parse_rfc3339
+from tests.support.stack import Stack, devstack, free_port
+
+pytestmark = pytest.mark.integration
+
+MOUNT = "certlocker"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("reconciler-stack"), devstack.free_ports(),
+                  pebble_env={"PEBBLE_WFE_NONCEREJECT": "0"})
+    stack.up()
+    try:
+        for proc in stack.procs:
+            if proc.name == "reconciler":
+                proc.stop()  # the tests run their own, with their own settings
+        yield stack
+    finally:
+        stack.down()
+
+
+def root(stack: Stack) -> Any:
+    import hvac
+
+    return hvac.Client(url=stack.vault_addr, token=stack.root_token, timeout=10)
+
+
+def write_spec(stack: Stack, service: str, name: str, dns_names: list[str],
+               issuer: str = "pebble", **extra: Any) -> None:
+    root(stack).secrets.kv.v2.create_or_update_secret(
+        mount_point=MOUNT, path=f"specs/dev/{service}/{name}",
+        secret={"environment": "dev", "service": service, "name": name,
+                "dns_names": dns_names, "issuer": issuer, "key_type": "ec-p256", **extra})
+
+
+def status(stack: Stack, service: str, name: str) -> dict[str, Any]:
+    return root(stack).secrets.kv.v2.read_secret_version(
+        mount_point=MOUNT, path=f"status/dev/{service}/{name}",
+        raise_on_deleted_version=True)["data"]["data"]
+
+
+def cert_versions(stack: Stack, service: str, name: str) -> int:
+    import hvac.exceptions
+
+    try:
+        meta = root(stack).secrets.kv.v2.read_secret_metadata(
+            mount_point=MOUNT, path=f"certs/dev/{service}/{name}")
+    except hvac.exceptions.InvalidPath:
+        return 0
+    return len([v for v in meta["data"]["versions"].values() if not v["deletion_time"]])
+
+
+def reconcile(stack: Stack, *args: str, env: dict[str, str] | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([devstack.certlocker_binary(), "reconcile", *args],
+                            env={**stack.service_env(), **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def spawn(stack: Stack, name: str, *args: str) -> devstack.Proc:
+    return devstack.Proc.spawn(name, [devstack.certlocker_binary(), "reconcile", *args],
+                               stack.state_dir / f"{name}.log", env=stack.service_env(),
+                               marker="reconcile")
+
+
+def pebble_issued(stack: Stack) -> int:
+    log = (stack.state_dir / "pebble.log").read_text()
+    return log.count("Issued certificate serial")
+
+
+# -- renewal ------------------------------------------------------------------------------
+
+def test_renews_due_certificates_and_leaves_the_others_alone(stack: Stack) -> None:
+    write_spec(stack, "renew", "due", ["due.renew.test"])
+    write_spec(stack, "renew", "calm", ["calm.renew.test"])
+    reconcile(stack, "--once")
+    assert (cert_versions(stack, "renew", "due"), cert_versions(stack, "renew", "calm")) == (1, 1)
+    current = status(stack, "renew", "due")["current"]
+    assert current["issuer_name"] == "pebble" and current["key_type"] == "ec-p256"
+    not_before = parse_rfc3339(current["not_before"])
+    lifetime = parse_rfc3339(current["not_after"]) - not_before
+    # Renew when all but 10 s of the lifetime is left: due 10 s after issuance (Pebble's
+    # certificates last years; this is the short-lifetime case without waiting years).
+    write_spec(stack, "renew", "due", ["due.renew.test"],
+               renew_before=f"{int(lifetime.total_seconds()) - 10}s")
+    devstack.wait_until(lambda: dt.datetime.now(dt.timezone.utc)
+                        > not_before + dt.timedelta(seconds=10), 60, what="renewal time")
+    reconcile(stack, "--once")
+    assert (cert_versions(stack, "renew", "due"), cert_versions(stack, "renew", "calm")) == (2, 1)
+    renewed = status(stack, "renew", "due")
+    assert renewed["current"]["serial"] != current["serial"]
+    assert renewed["history"][0] == current["sha256_fingerprint"]
+
+
+# -- replicas -----------------------------------------------------------------------------
+
+def test_two_replicas_issue_each_of_200_certificates_exactly_once(stack: Stack) -> None:
+    before = pebble_issued(stack)
+    for i in range(200):
+        write_spec(stack, "replicas", f"c{i}", [f"c{i}.replicas.test"])
+    procs = [spawn(stack, f"replica-{n}", "--once") for n in (1, 2)]
+    try:
+        for proc in procs:
+            assert proc.popen is not None
+            assert proc.popen.wait(timeout=600) == 0, proc.log_tail()
+    finally:
+        for proc in procs:
+            proc.stop()
+    versions = [cert_versions(stack, "replicas", f"c{i}") for i in range(200)]
+    assert versions == [1] * 200
+    assert pebble_issued(stack) - before == 200
+    logs = [json.loads(line) for proc in procs
+            for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
+    issued_by = [e["certificate"] for e in logs if e["event"] == "certificate.issued"]
+    assert sorted(issued_by) == sorted(f"dev.replicas.c{i}" for i in range(200))
+
+
+# -- alerts -------------------------------------------------------------------------------
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, str], Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).received.append((dict(self.headers), json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[tuple[dict[str, str], Any]]]]:
+    received: list[tuple[dict[str, str], Any]] = []
+    handler = type("Receiver", (_Receiver,), {"received": received})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, list[Any]]]:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    messages: list[Any] = []
+
+    class Keep(Message):
+        def handle_message(self, message: Any) -> None:
+            messages.append(message)
+
+    port = free_port()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, messages
+    finally:
+        controller.stop()
+
+
+def test_a_failing_certificate_alerts_once_by_webhook_and_email(stack: Stack, webhook: Any,
+                                                                smtp: Any) -> None:
+    url, hooks = webhook
+    smtp_port, mails = smtp
+    closed = free_port()  # nothing listens here: every issuance fails to reach the CA
+    env = {"CERTLOCKER_ISSUERS__BROKEN__DIRECTORY_URL": f"https://127.0.0.1:{closed}/dir",
+           "CERTLOCKER_ALERT_MAX_ATTEMPTS": "2",
+           "CERTLOCKER_ALERT_WEBHOOK_URL": url,
+           "CERTLOCKER_ALERT_WEBHOOK_TOKEN": "hook-secret-123",
+           "CERTLOCKER_SMTP_HOST": "127.0.0.1", "CERTLOCKER_SMTP_PORT": str(smtp_port),
+           "CERTLOCKER_SMTP_FROM": "certlocker@example.test",
+           "CERTLOCKER_SMTP_TO": "oncall@example.test"}
+    write_spec(stack, "alerts", "broken", ["broken.alerts.test"], issuer="broken")
+    outputs = []
+    for attempt in range(4):
+        outputs.append(reconcile(stack, "--once", env=env).stderr)
+        st = status(stack, "alerts", "broken")
+        assert st["attempts"] == attempt + 1 and st["state"] == "failed"
+        # Let the backoff pass, as time would: the next run retries at once.
+        st["next_attempt_at"] = None
+        root(stack).secrets.kv.v2.create_or_update_secret(
+            mount_point=MOUNT, path="status/dev/alerts/broken", secret=st)
+    assert len(hooks) == 1 and len(mails) == 1
+    headers, payload = hooks[0]
+    assert payload["certificate"] == "dev.alerts.broken"
+    assert payload["kind"] == "retries-exhausted" and payload["attempts"] == 2
+    assert headers["Authorization"] == "Bearer hook-secret-123"
+    assert mails[0]["To"] == "oncall@example.test"
+    assert "dev.alerts.broken" in mails[0]["Subject"]
+    assert status(stack, "alerts", "broken")["alerted"] == "retries-exhausted"
+    assert not any("hook-secret-123" in out or url in out for out in outputs)
+
+
+def test_slack_payload_and_sigterm(stack: Stack, webhook: Any) -> None:
+    url, hooks = webhook
+    closed = free_port()
+    write_spec(stack, "alerts", "slack", ["slack.alerts.test"], issuer="broken")
+    env = {"CERTLOCKER_ISSUERS__BROKEN__DIRECTORY_URL": f"https://127.0.0.1:{closed}/dir",
+           "CERTLOCKER_ALERT_MAX_ATTEMPTS": "1", "CERTLOCKER_ALERT_WEBHOOK_URL": url,
+           "CERTLOCKER_ALERT_WEBHOOK_SLACK": "true"}
+    proc = devstack.Proc.spawn("slack-reconciler",
+                               [devstack.certlocker_binary(), "reconcile", "--interval", "1"],
+                               stack.state_dir / "slack-reconciler.log",
+                               env={**stack.service_env(), **env}, marker="reconcile")
+    try:
+        devstack.wait_until(lambda: hooks, 120, what="the slack alert")
+    finally:
+        proc.stop()
+    assert proc.popen is not None and proc.popen.returncode == 0, proc.log_tail()
+    assert set(hooks[0][1]) == {"text"} and "dev.alerts.slack" in hooks[0][1]["text"]
+    events = [json.loads(line)["event"] for line in Path(proc.log_path).read_text().splitlines()
+              if line.startswith("{")]
+    assert "reconcile.stopping" in events and events[-1] == "reconcile.stopped"
