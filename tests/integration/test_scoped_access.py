@@ -106,11 +106,11 @@ class Api:
                                            path=f"certlocker-{env}")
         return answer["auth"]["client_token"]
 
-    def refused(self, jwt_token: str, env: str = "prod") -> str:
-        """Assert Vault refuses the login; return its error text."""
+    def refused(self, jwt_token: str, reason: str, env: str = "prod") -> None:
+        """Assert Vault refuses the login, for a reason containing ``reason``."""
         with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)) as err:
             self.login(jwt_token, env)
-        return str(err.value)
+        assert reason in str(err.value)
 
     def read_cert(self, vault_token: str, env: str, service: str,
                   name: str = CERT) -> requests.Response:
@@ -338,7 +338,8 @@ def test_a_genuine_and_a_faithfully_resigned_credential_log_in(api: Api,
 
 def test_alg_none_is_refused(api: Api, target: Target) -> None:
     header = {"alg": "none", "typ": "JWT", "kid": _parts(target.token)[0]["kid"]}
-    api.refused(f"{_segment(header)}.{_segment(_fresh_claims(target.claims))}.")
+    api.refused(f"{_segment(header)}.{_segment(_fresh_claims(target.claims))}.",
+                'unexpected signature algorithm "none"')
 
 
 def test_hs256_signed_with_the_public_key_is_refused(api: Api, target: Target) -> None:
@@ -349,36 +350,38 @@ def test_hs256_signed_with_the_public_key_is_refused(api: Api, target: Target) -
     assert key.kid in {k["kid"] for k in jwks}
     for secret in (key.public_pem(), key.public_pem().strip()):
         mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-        api.refused(f"{signing_input}.{_b64(mac)}")
+        api.refused(f"{signing_input}.{_b64(mac)}", 'unexpected signature algorithm "HS256"')
 
 
 def test_unknown_kid_is_refused(api: Api, target: Target) -> None:
     stranger = ActiveKey("attacker-" + secrets.token_hex(8), "ES256",
                          ec.generate_private_key(ec.SECP256R1()))
-    api.refused(stranger.sign(_fresh_claims(target.claims)))
+    api.refused(stranger.sign(_fresh_claims(target.claims)), "verify id token signature")
     # a stranger's key under our kid
     forged = ActiveKey(_active_key(api).kid, "ES256", stranger.private_key)
-    api.refused(forged.sign(_fresh_claims(target.claims)))
+    api.refused(forged.sign(_fresh_claims(target.claims)), "verify id token signature")
 
 
 def test_expired_credential_is_refused(api: Api, target: Target) -> None:
     now = int(dt.datetime.now(dt.timezone.utc).timestamp())
     claims = _fresh_claims(target.claims, iat=now - 3600, nbf=now - 3600, exp=now - 300)
-    api.refused(_active_key(api).sign(claims))
+    api.refused(_active_key(api).sign(claims), "token is expired")
 
 
 def test_credential_not_yet_valid_is_refused(api: Api, target: Target) -> None:
     now = int(dt.datetime.now(dt.timezone.utc).timestamp())
     claims = _fresh_claims(target.claims, nbf=now + 600, exp=now + 1200)
-    api.refused(_active_key(api).sign(claims))
+    api.refused(_active_key(api).sign(claims), "not yet valid")
 
 
 def test_wrong_audience_is_refused(api: Api, target: Target) -> None:
-    api.refused(_active_key(api).sign(_fresh_claims(target.claims, aud="another-deployment")))
+    api.refused(_active_key(api).sign(_fresh_claims(target.claims, aud="another-deployment")),
+                "invalid audience (aud) claim")
 
 
 def test_wrong_issuer_is_refused(api: Api, target: Target) -> None:
-    api.refused(_active_key(api).sign(_fresh_claims(target.claims, iss="https://evil.test")))
+    api.refused(_active_key(api).sign(_fresh_claims(target.claims, iss="https://evil.test")),
+                "invalid issuer (iss) claim")
 
 
 def test_payload_edited_to_another_service_is_refused(api: Api, target: Target) -> None:
@@ -386,13 +389,13 @@ def test_payload_edited_to_another_service_is_refused(api: Api, target: Target) 
     claims = json.loads(_unb64(payload))
     generation = claims["credential"].rsplit(".", 1)[1]
     claims.update(sub="att-web", credential=f"att-web.{generation}")
-    api.refused(f"{header}.{_segment(claims)}.{signature}")
+    api.refused(f"{header}.{_segment(claims)}.{signature}", "verify id token signature")
     api.login(target.token)  # the untouched original still works
 
 
 def test_dev_credential_on_the_prod_mount_is_refused(api: Api, target: Target) -> None:
     dev_token = api.mint("dev", "att-api")["token"]
-    api.refused(dev_token, "prod")
+    api.refused(dev_token, 'claim "env" does not match', "prod")
     api.login(dev_token, "dev")  # and it is a good credential where it belongs
 
 
@@ -408,11 +411,12 @@ def test_revocation_stops_login_and_live_tokens_at_once(api: Api) -> None:
     assert api.read_cert(live, "prod", "rev-api").status_code == 403
     assert dt.datetime.fromisoformat(before["expires_at"].replace("Z", "+00:00")) > \
         dt.datetime.now(dt.timezone.utc)
-    api.refused(before["token"])
+    api.refused(before["token"], "permission denied")
     after = api.mint("prod", "rev-api")
     assert _parts(after["token"])[1]["gen"] == old_generation + 1
     assert api.read_cert(api.login(after["token"]), "prod", "rev-api").status_code == 200
-    api.refused(before["token"])  # the new generation's entity does not revive the old
+    # the new generation's entity does not revive the old one
+    api.refused(before["token"], "permission denied")
 
 
 # --- operators, auditors, certlocker itself ---------------------------------------------------

@@ -68,16 +68,24 @@ def _wait_param() -> float:
     return wait
 
 
-def _answer(future: cf.Future[Any], ref: CertificateRef, wait: float, created: bool) -> Response:
+def _answer(future: cf.Future[Any], ref: CertificateRef, wait: float, created: bool,
+            previous: str | None = None) -> Response:
+    """201/200 once settled (a certificate other than ``previous`` is stored, or an
+    attempt made after this request failed), else 202."""
     s = services()
+    asked = SystemClock().now()
+
+    def settled(status: Any) -> bool:
+        if status.last_error and status.updated_at and status.updated_at >= asked:
+            return True
+        return (status.state is State.VALID and status.current is not None
+                and status.current.sha256_fingerprint != previous)
+
     if wait:
-        try:
-            future.result(timeout=wait)
-        except cf.TimeoutError:
-            pass
+        s.certificates.wait_settled(ref, future, settled, wait)
     view = s.certificates.view(s.store, ref)
     body = render(view, s.store.paths)
-    done = view.status.state in (State.VALID, State.FAILED)
+    done = settled(view.status)
     resp = jsonify(body)
     resp.status_code = 201 if (created and done) else (200 if done else 202)
     resp.headers["Location"] = url_for("certificates.show", cert_id=ref.id)
@@ -125,5 +133,7 @@ def renew(cert_id: str) -> Response:
     # auditor could force issuances. Vault decides, on the caller's token.
     authorize(who.store, s.store, ref, s.audit, who.display_name, "certificate.renew",
               ("update",))
+    before = s.certificates.view(who.store, ref).status.current
     future = s.certificates.renew(who.store, ref, actor=who.display_name)
-    return _answer(future, ref, wait, created=False)
+    return _answer(future, ref, wait, created=False,
+                   previous=before.sha256_fingerprint if before else None)

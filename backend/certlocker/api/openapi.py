@@ -50,6 +50,9 @@ WAIT = {"name": "wait", "in": "query", "required": False,
         "schema": {"type": "number", "minimum": 0, "maximum": 120}}
 ENV = {"name": "env", "in": "path", "required": True, "schema": _ref("Name")}
 SERVICE = {"name": "service", "in": "path", "required": True, "schema": _ref("Name")}
+SHA256 = {"name": "sha256", "in": "path", "required": True,
+          "description": "SHA-256 fingerprint of the discovered leaf",
+          "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
 OPERATOR = [{"vaultToken": []}, {"bearerVaultToken": []}]
 SERVICE_CREDENTIAL = [{"serviceCredential": []}]
 
@@ -211,6 +214,10 @@ def _schemas() -> dict[str, Any]:
                            "created_at": time, "previous_kid": {"type": "string"},
                            "published": {"type": "array", "items": {"type": "string"}}},
         },
+        "Discovered": {"type": "object", "description": "a certificate found by a scan "
+                       "or a file finding (unmanaged until adopted)"},
+        "Scan": {"type": "object", "required": ["state"],
+                 "properties": {"state": {"type": "string"}}},
         "Jwks": {"type": "object", "required": ["keys"],
                  "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
         "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
@@ -405,6 +412,90 @@ def _paths() -> dict[str, Any]:
                 "security": SERVICE_CREDENTIAL, "parameters": [ENV, SERVICE],
                 "responses": {"201": _json(_ref("Credential"), "A new credential"),
                               **_problems(400, 401, 403, 503)},
+            },
+        },
+        "/v1/discovery": {
+            "get": {
+                "operationId": "listDiscovered", "tags": ["discovery"],
+                "summary": "Discovered certificates, soonest expiry first",
+                "security": OPERATOR,
+                "parameters": [
+                    {"name": "expiring_within", "in": "query",
+                     "schema": {"type": "string", "pattern": r"^(\d+[smhdw])+$"}},
+                    {"name": "state", "in": "query", "schema": {
+                        "type": "string", "enum": ["unmanaged", "adopted", "all"],
+                        "default": "unmanaged"}},
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                ],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "items": {"type": "array", "items": _ref("Discovered")},
+                    "total": {"type": "integer"}, "limit": {"type": "integer"}}},
+                    "Matching discoveries"), **_problems(400, 401, 403, 503)},
+            },
+        },
+        "/v1/discovery/{sha256}": {
+            "get": {
+                "operationId": "getDiscovered", "tags": ["discovery"], "security": OPERATOR,
+                "parameters": [SHA256],
+                "responses": {"200": _json(_ref("Discovered"), "One discovery"),
+                              **_problems(401, 403, 404, 503)},
+            },
+        },
+        "/v1/discovery/{sha256}/adopt": {
+            "post": {
+                "operationId": "adoptDiscovered", "tags": ["discovery"],
+                "summary": "Declare a managed certificate for a discovered one (its DNS "
+                           "names are the discovered certificate's)",
+                "security": OPERATOR, "parameters": [SHA256, WAIT],
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "required": ["environment", "service", "name"],
+                    "properties": {k: v for k, v in _schemas()["CertificateDeclaration"][
+                        "properties"].items() if k != "dns_names"}}}}},
+                "responses": {**cert_answer,
+                              **_problems(400, 401, 403, 404, 409, 413, 415, 503)},
+            },
+        },
+        "/v1/discovery/scans": {
+            "post": {
+                "operationId": "startScan", "tags": ["discovery"],
+                "summary": "Scan endpoints (host:port, CIDR ranges) for served certificates",
+                "security": OPERATOR, "parameters": [WAIT],
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["endpoints"],
+                    "properties": {"endpoints": {"type": "array", "items": {
+                                       "type": "string"}, "minItems": 1},
+                                   "sni": {"type": "string"},
+                                   "timeout": {"type": "number"},
+                                   "parallelism": {"type": "integer"}}}}}},
+                "responses": {"201": _json(_ref("Scan"), "Finished (done or failed)"),
+                              "202": _json(_ref("Scan"), "Running"),
+                              **_problems(400, 401, 403, 413, 415, 503)},
+            },
+        },
+        "/v1/discovery/scans/{scan_id}": {
+            "get": {
+                "operationId": "getScan", "tags": ["discovery"], "security": OPERATOR,
+                "parameters": [{"name": "scan_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Scan"), "The scan"),
+                              **_problems(401, 403, 404, 503)},
+            },
+        },
+        "/v1/discovery/findings": {
+            "post": {
+                "operationId": "reportFindings", "tags": ["discovery"],
+                "summary": "Report certificates found in files on a host",
+                "security": OPERATOR,
+                "requestBody": {"required": True, "content": {JSON: {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["host", "findings"],
+                    "properties": {"host": {"type": "string"},
+                                   "findings": {"type": "array",
+                                                "items": {"type": "object"}}}}}}},
+                "responses": {"200": _json({"type": "object"}, "Recorded"),
+                              **_problems(400, 401, 403, 413, 415, 503)},
             },
         },
         "/v1/system/signing-keys/rotate": {

@@ -115,6 +115,27 @@ class CertificateService:
         audited(self._audit, actor, "certificate.renew.requested", ref.id, "success")
         return self.schedule(ref)
 
+    def wait_settled(self, ref: CertificateRef, future: cf.Future[CertificateStatus],
+                     settled: Callable[[CertificateStatus], bool],
+                     timeout: float) -> CertificateStatus | None:
+        """Wait up to ``timeout`` seconds for our issuance, then, if another worker or
+        replica holds the certificate's lease, for the status it writes to satisfy
+        ``settled``. Returns the last status seen."""
+        deadline = time.monotonic() + timeout
+        try:
+            status: CertificateStatus | None = future.result(timeout=timeout)
+        except cf.TimeoutError:
+            status = None
+        delay = 0.05
+        while status is None or not settled(status):
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+            found = self._store.read_status(ref)
+            status = found[0] if found else None
+        return status
+
     # -- the work (certlocker's own token) ---------------------------------------------
     def schedule(self, ref: CertificateRef) -> cf.Future[CertificateStatus]:
         return self._pool.submit(self.issue, ref)
