@@ -63,7 +63,7 @@ def summarize(raw: Path, top: int = 25) -> str:
             inclusive[frame] += count
         if frames:
             exclusive[frames[-1]] += count
-    out = [f"{total} samples (all threads of the gunicorn workers, idle included)", "",
+    out = [f"{total} samples of the gunicorn processes' threads", "",
            "inclusive:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
     out += ["", "deepest interesting frame:"]
@@ -74,7 +74,10 @@ def summarize(raw: Path, top: int = 25) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("load", choices=("mint", "issuance"))
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="how long py-spy records (mint: also how long the load runs)")
+    parser.add_argument("--idle", action="store_true",
+                        help="also sample threads waiting on I/O (wall time, not CPU)")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with workdir("profile") as tmp, certlocker_stack(tmp / "stack") as stack:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = tmp / "profile.txt"
         recorder = subprocess.Popen(
             [py_spy, "record", "--pid", str(proc_named(stack, "api").pid), "--subprocesses",
-             "--idle", "--format", "raw", "--output", str(raw), "--rate", "200",
+             *(["--idle"] if args.idle else []), "--format", "raw", "--output", str(raw), "--rate", "200",
              "--duration", str(int(args.seconds))],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1.0)  # py-spy attaches
