@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
-import re
+import sys
 import time
 from pathlib import Path
 
-import devstack
 from certlocker.lifecycle import planning
 from certlocker.lifecycle.due_index import DueIndex
 from certlocker.lifecycle.service import CertificateService
@@ -19,6 +18,7 @@ from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
 from certlocker.paths import VaultPaths
 from certlocker.vault.store import VaultStore
 
+from .common import devstack  # noqa: I001  (vault-dev/ is put on sys.path there)
 from .common import (Row, certlocker_stack, children, http_json, median, ms, percentile,
                      proc_named, secs, table, vm_hwm_kib, workdir)
 
@@ -184,6 +184,9 @@ def run(full: bool = False) -> str:
                           "cold": cold, "list_p95": percentile(latencies, 95),
                           "list_n": len(latencies), "api_rss": api_rss, "sweep": sweep,
                           "rec_rss": rec_rss}
+            print(f"  {n}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in results[n].items()),
+                  file=sys.stderr, flush=True)
     rows = []
     for n in sizes:
         r = results[n]

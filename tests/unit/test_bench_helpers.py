@@ -1,0 +1,65 @@
+"""The pure helpers behind bench/: percentiles, tables, wrk and py-spy output parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.bench_credentials import _wrk_latency
+from bench.common import Row, percentile, table
+from bench.profile import summarize
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:1/v1/services/dev/x/credentials
+  Latency Distribution
+     50%    1.20s
+     75%  850.00us
+     90%   12.50ms
+     99%    2.00s
+Requests/sec:      6.12
+"""
+
+
+@pytest.mark.parametrize("values,p,expected", [
+    ([1.0], 99, 1.0),
+    ([3.0, 1.0, 2.0], 50, 2.0),
+    (list(range(1, 101)), 95, 95),
+    (list(range(1, 101)), 99, 99),
+    (list(range(1, 11)), 99, 10),
+])
+def test_percentile_is_nearest_rank(values: list[float], p: float, expected: float) -> None:
+    assert percentile(values, p) == expected
+
+
+def test_table_has_one_line_per_row_and_the_notes() -> None:
+    text = table("T", [Row("a", "1 s", "2 s", "2x", "≥ 1x", "yes"), Row("b", "3")],
+                 ["note one"])
+    lines = text.splitlines()
+    assert lines[0] == "### T"
+    assert "| a | 1 s | 2 s | 2x | ≥ 1x | yes |" in lines
+    assert "| b | 3 | — | — | — | — |" in lines
+    assert lines[-1] == "- note one"
+
+
+@pytest.mark.parametrize("label,seconds", [("50%", 1.2), ("75%", 0.00085), ("90%", 0.0125),
+                                           ("99%", 2.0)])
+def test_wrk_latency_units(label: str, seconds: float) -> None:
+    assert _wrk_latency(WRK_OUTPUT, label) == pytest.approx(seconds)
+
+
+def test_wrk_latency_missing_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        _wrk_latency("no distribution here", "50%")
+
+
+def test_profile_summary_counts_inclusive_and_deepest(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text("main (x.py:1);mint (certlocker/api/credentials.py:56);"
+                   "read (hvac/adapters.py:9) 3\n"
+                   "main (x.py:1);mint (certlocker/api/credentials.py:56) 1\n")
+    text = summarize(raw)
+    assert "4 samples" in text
+    assert "100.0%  mint (certlocker/api/credentials.py:56)" in text
+    deepest = text.split("deepest interesting frame:")[1]
+    assert "75.0%  read (hvac/adapters.py:9)" in deepest
+    assert "25.0%  mint (certlocker/api/credentials.py:56)" in deepest
