@@ -28,7 +28,7 @@ DUE = 10
 PER_SERVICE = 100
 SEED_THREADS = 32
 LIST_QUERY = "expiring_within=30d&limit=100"
-LIST_BUDGET = 60.0  # seconds of listing requests per size (at least 3 requests)
+LIST_BUDGET = 60.0  # seconds of listing requests per size (at least one request)
 SWEEP_TIMEOUT = 900.0
 
 
@@ -114,7 +114,7 @@ def _api(stack: devstack.Stack, tmp: Path, token: str) -> tuple[float, list[floa
         cold = time.monotonic() - started
         latencies: list[float] = []
         budget = time.monotonic() + LIST_BUDGET
-        while len(latencies) < 3 or (time.monotonic() < budget and len(latencies) < 20):
+        while not latencies or (time.monotonic() < budget and len(latencies) < 20):
             t0 = time.monotonic()
             code, body = http_json("GET", f"{url}/v1/certificates?{LIST_QUERY}", token=token,
                                    timeout=300)

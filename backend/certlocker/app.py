@@ -14,21 +14,24 @@ from flask import Flask
 
 from . import logs
 from . import settings as settings_mod
-from .clock import SystemClock
 from .audit.chain import AuditLog
+from .clock import SystemClock
 from .credentials.keys import KeyRing
 from .credentials.service import CredentialService
 from .credentials.tokens import TokenMinter
+from .delivery.verify import verify_targets
 from .issuance.acme_issuer import AcmeIssuer
 from .issuance.base import Issuer
 from .issuance.vault_pki import VaultPkiIssuer
 from .lifecycle.alerts import policy_from_settings as alert_policy
 from .lifecycle.due_index import DueIndex
-from .lifecycle.service import CertificateService
+from .lifecycle.issuer_secrets import StoreIssuerSecrets
+from .lifecycle.retirement import RetirementService
+from .lifecycle.revocation import RevocationService
+from .lifecycle.service import HOLDER, CertificateService
+from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import Verifier, verifier_for
 from .metrics.collector import IssuanceMetrics
-from .lifecycle.issuer_secrets import StoreIssuerSecrets
-from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .settings import Settings
 from .vault.audit_store import VaultAuditStore
 from .vault.identity import ServiceIdentities
@@ -61,7 +64,9 @@ class Services:
     keyring: KeyRing
     credentials: CredentialService
     audit: AuditLog
-    verifier: Verifier | None = None
+    verifier: Verifier
+    revocation: RevocationService
+    retirement: RetirementService
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
@@ -94,9 +99,13 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                        audience=settings.jwt_audience,
                                        default_ttl=settings.jwt_ttl_seconds),
         audit=audit)
-    return Services(settings, store, challenges, certificates, keyring, credentials, audit,
-                    verifier=verifier_for(settings, store, certificates.update_status, audit,
-                                          clock=clock))
+    lease_ttl = settings.issuance_timeout_seconds + 60
+    return Services(
+        settings, store, challenges, certificates, keyring, credentials, audit,
+        verifier=verifier_for(settings, store, certificates.update_status, audit, clock=clock),
+        revocation=RevocationService(store, certificates, verify_targets, audit=audit,
+                                     actor=actor, replace_timeout=lease_ttl),
+        retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit))
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -107,25 +116,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["certlocker"] = services or build_services(settings)
 
-    from .api import certificates, credentials, problems, wellknown
+    from .api import (audit, bundles, certificates, credentials, dashboard, discovery,
+                      lifecycle_actions, metrics, openapi, problems, system, verification,
+                      wellknown)
 
     problems.init_app(app)
-    app.register_blueprint(wellknown.bp)
-    app.register_blueprint(certificates.bp)
-    app.register_blueprint(credentials.bp)
-    from .api import openapi as openapi_api
-    app.register_blueprint(openapi_api.bp)
-    from .api import lifecycle_actions
-    app.register_blueprint(lifecycle_actions.bp)
-    from .api import bundles as bundles_api
-    app.register_blueprint(bundles_api.bp)
-    from .api import system as system_api
-    app.register_blueprint(system_api.bp)
-    from .api import audit as audit_api, metrics as metrics_api, verification as verify_api
-    app.register_blueprint(verify_api.bp)
-    app.register_blueprint(metrics_api.bp)
-    app.register_blueprint(audit_api.bp)
-    from .api import dashboard, discovery as discovery_api
-    app.register_blueprint(discovery_api.bp)
-    app.register_blueprint(dashboard.bp)
+    for module in (wellknown, certificates, lifecycle_actions, verification, bundles,
+                   credentials, system, audit, discovery, metrics, openapi, dashboard):
+        app.register_blueprint(module.bp)
     return app

@@ -38,10 +38,11 @@ def build(settings: settings_mod.Settings, options: Options, **overrides: Any) -
     notifier = notify.from_settings(settings, secrets)
     verifier = verifier_for(settings, store, services.certificates.update_status,
                             services.audit, on_divergence=AlertOnDivergence(notifier)
-                            if notifier is not None else None)
+                            if notifier is not None else None)  # alerts, unlike the API's
     kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
                               "verifier": verifier, "verify_interval": dt.timedelta(
-                                  seconds=settings.verify_interval_seconds)}
+                                  seconds=settings.verify_interval_seconds),
+                              "revocations": services.revocation}
     kwargs.update(overrides)
     return Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs)
 

@@ -13,7 +13,6 @@ import http.server
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from certlocker.clock import FixedClock
-from certlocker.errors import AlertDeliveryFailed, IssuanceFailed, VaultUnavailable
+from certlocker.errors import AlertDeliveryFailed, VaultUnavailable
 from certlocker.lifecycle import alerts, planning, reissue
 from certlocker.lifecycle.due_index import DueIndex, Hint, slot_of
 from certlocker.lifecycle.reconciler import Options, Reconciler
@@ -422,5 +422,43 @@ def test_a_certificate_with_targets_is_verified_and_rescheduled_for_the_next_che
         world.clock.advance(dt.timedelta(minutes=2))
         world.reconciler.tick()
         assert verifier.calls == ["dev.svc.c1", "dev.svc.c1"]
+    finally:
+        world.close()
+
+
+def test_the_sweep_carries_on_a_revocation_whose_worker_died():
+    from certlocker.models import Revocation
+
+    class FollowUps:
+        def __init__(self) -> None:
+            self.refs: list[str] = []
+
+        def follow_up(self, r: CertificateRef) -> CertificateStatus:
+            self.refs.append(r.id)
+            world.service.update_status(r, lambda old: old.replace(revocation=dataclasses
+                                        .replace(old.revocation, phase="done")))
+            found = world.store.read_status(r)
+            assert found is not None
+            return found[0]
+
+    import dataclasses
+
+    world = World()
+    follow_ups = FollowUps()
+    world.reconciler = Reconciler(world.store, world.service, world.due, clock=world.clock,
+                                  options=Options(workers=2), revocations=follow_ups)
+    try:
+        world.declare_in_vault(spec(1))
+        world.declare_in_vault(spec(2))
+        world.reconciler.run_once()  # both issued
+        for i, phase in ((1, "replacing"), (2, "done")):
+            world.service.update_status(ref(i), lambda old, phase=phase: old.replace(
+                revocation=Revocation(serial="1", sha256_fingerprint="ab",
+                                      reason="keyCompromise", revoked_at=T0, replace=True,
+                                      phase=phase)))
+        world.reconciler.run_once()
+        assert follow_ups.refs == ["dev.svc.c1"]  # only the unfinished one
+        world.reconciler.run_once()
+        assert follow_ups.refs == ["dev.svc.c1"]  # and only until it is done
     finally:
         world.close()

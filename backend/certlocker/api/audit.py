@@ -13,10 +13,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..audit.recorder import audited
+from .. import access
 from ..clock import parse_rfc3339, rfc3339
-from ..errors import AccessDenied, InvalidInput
-from .context import caller, services
+from ..errors import InvalidInput
+from .context import require, services
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
 MAX_LIMIT = 1000
@@ -57,15 +57,9 @@ def _limit() -> int:
 
 def _authorize() -> str:
     """:raises AccessDenied: the caller's token may not read audit events."""
-    s = services()
-    who = caller()
-    probe = s.store.paths.api_path(s.store.paths.audit_event(1))
-    if not who.store.capabilities(probe) & {"read", "root"}:
-        audited(s.audit, who.display_name, "audit.query", "audit", "denied",
-                reason=f"no read on {probe}")
-        raise AccessDenied(f"your Vault token may not read the audit trail "
-                           f"(needs read on {probe})")
-    return who.display_name
+    paths = services().store.paths
+    return require(paths.api_path(paths.audit_event(1)), access.READ, action="audit.query",
+                   subject="audit", what="read the audit trail").display_name
 
 
 @bp.get("")

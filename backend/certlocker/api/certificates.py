@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from ..errors import InvalidInput
 from ..lifecycle.revocation import authorize
 from ..clock import SystemClock
 from ..lifecycle import inventory
@@ -15,10 +14,9 @@ from ..lifecycle.service import CertificateView
 from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
 from .context import caller, services
-from .json_input import certificate_spec, json_body
+from .json_input import certificate_spec, json_body, wait_seconds
 
 bp = Blueprint("certificates", __name__, url_prefix="/v1/certificates")
-MAX_WAIT = 120.0
 
 
 def render(view: CertificateView, paths: Any) -> dict[str, Any]:
@@ -55,17 +53,6 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
     }
 
 
-def _wait_param() -> float:
-    raw = request.args.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise InvalidInput("wait", "must be a number of seconds") from None
-    if not 0 <= wait <= MAX_WAIT:
-        raise InvalidInput("wait", f"must be between 0 and {MAX_WAIT:g} seconds")
-    return wait
 
 
 def _answer(future: cf.Future[Any], ref: CertificateRef, wait: float, created: bool,
@@ -95,7 +82,7 @@ def _answer(future: cf.Future[Any], ref: CertificateRef, wait: float, created: b
 @bp.post("")
 def declare() -> Response:
     s = services()
-    wait = _wait_param()
+    wait = wait_seconds()
     spec = certificate_spec(json_body(s.settings.max_request_bytes), s.settings)
     who = caller()
     future = s.certificates.declare(who.store, spec, actor=who.display_name)
@@ -126,7 +113,7 @@ def show(cert_id: str) -> Response:
 @bp.post("/<cert_id>/renew")
 def renew(cert_id: str) -> Response:
     s = services()
-    wait = _wait_param()
+    wait = wait_seconds()
     ref = CertificateRef.parse_id(cert_id)
     who = caller()
     # Renewing issues (and spends CA rate limits): reading the spec is not enough, or an

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, request
 
+from .. import access
 from ..errors import Unauthenticated
 
 if TYPE_CHECKING:
@@ -45,3 +46,13 @@ def caller() -> Caller:
     store = services().store.for_token(caller_token())
     info = store.lookup_self()
     return Caller(store, info.get("display_name") or info.get("entity_id") or "token")
+
+
+def require(api_path: str, needs: tuple[str, ...], *, action: str, subject: str,
+            what: str) -> Caller:
+    """The caller, once Vault confirms their token holds one of ``needs`` on
+    ``api_path``. :raises AccessDenied: (recorded in the audit trail)."""
+    who = caller()
+    access.require(who.store, api_path, needs, auditor=services().audit,
+                   actor=who.display_name, action=action, subject=subject, what=what)
+    return who

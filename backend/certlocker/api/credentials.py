@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import names
-from ..clock import rfc3339
+from .. import access, names
+from ..clock import SystemClock, rfc3339
 from ..credentials.tokens import MintedToken
-from ..errors import AccessDenied, InvalidInput, Unauthenticated
-from ..audit.recorder import audited
-from .context import caller, services
+from ..errors import InvalidInput, Unauthenticated
+from .context import require, services
 
 bp = Blueprint("credentials", __name__, url_prefix="/v1/services")
 
@@ -25,14 +24,9 @@ def _target(env: str, service: str) -> tuple[str, str]:
 def _authorize(env: str, service: str, action: str) -> str:
     """The operator must hold update on specs/<env>/<service>/_credentials: Vault's
     policies decide, through the caller's own token. Returns the caller's name."""
-    grant = services().store.paths.credential_grant(env, service)
-    who = caller()
-    if not who.store.capabilities(grant) & {"update", "create", "root"}:
-        audited(services().audit, who.display_name, action, f"service:{env}/{service}",
-                "denied", reason=f"no update on {grant}")
-        raise AccessDenied(f"your Vault token may not manage credentials of {env}/{service}"
-                           f" (needs update on {grant})")
-    return who.display_name
+    return require(services().store.paths.credential_grant(env, service), access.UPDATE,
+                   action=action, subject=f"service:{env}/{service}",
+                   what=f"manage credentials of {env}/{service}").display_name
 
 
 def _render(minted: MintedToken, env: str) -> Response:
@@ -72,4 +66,4 @@ def revoke(env: str, service: str) -> Response:
     actor = _authorize(env, service, "credential.revoke")
     generation = services().credentials.revoke(env, service, actor=actor)
     return jsonify({"environment": env, "service": service, "generation": generation,
-                    "revoked_at": rfc3339(services().credentials.minter._clock.now())})
+                    "revoked_at": rfc3339(SystemClock().now())})

@@ -24,22 +24,21 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from .. import names
+from .. import access, names
 from ..audit.recorder import audited
 from ..clock import parse_rfc3339
 from ..discovery.files import FoundCertificate
 from ..discovery.service import DiscoveryService
 from ..discovery.scan import expand_targets
-from ..errors import AccessDenied, Conflict, InvalidInput
+from ..errors import Conflict, InvalidInput
 from ..lifecycle.inventory import parse_duration
 from ..models import State
 from .certificates import render
-from .context import Caller, caller, services
-from .json_input import certificate_spec, json_body
+from .context import Caller, require, services
+from .json_input import certificate_spec, json_body, wait_seconds
 
 bp = Blueprint("discovery", __name__, url_prefix="/v1/discovery")
 
-MAX_WAIT = 120.0
 MAX_TARGETS = 256
 MAX_FINDINGS = 500
 SCAN_FIELDS = {"endpoints", "sni", "timeout", "parallelism"}
@@ -60,44 +59,21 @@ def discovery_service() -> DiscoveryService:
         return ext["certlocker.discovery"]
 
 
-def may_read(who: Caller) -> bool:
-    probe = services().store.paths.api_path(services().store.paths.discovered("0" * 64))
-    return bool(who.store.capabilities(probe) & {"read", "root"})
 
 
 def _authorize_read(action: str) -> Caller:
     """:raises AccessDenied: the caller may not read discoveries."""
-    who = caller()
-    if not may_read(who):
-        audited(services().audit, who.display_name, action, "discovery", "denied",
-                reason="no read on discovered/")
-        raise AccessDenied("your Vault token may not read discoveries (needs read on "
-                           f"{services().store.paths.api_path('discovered/*')})")
-    return who
+    paths = services().store.paths
+    return require(paths.api_path(paths.discovered("0" * 64)), access.READ, action=action,
+                   subject="discovery", what="read discoveries")
 
 
 def _authorize_update(action: str, subject: str) -> Caller:
     """:raises AccessDenied: the caller may not run discovery."""
-    grant = services().store.paths.discovery_grant()
-    who = caller()
-    if not who.store.capabilities(grant) & {"update", "create", "root"}:
-        audited(services().audit, who.display_name, action, subject, "denied",
-                reason=f"no update on {grant}")
-        raise AccessDenied(f"your Vault token may not run discovery (needs update on {grant})")
-    return who
+    return require(services().store.paths.discovery_grant(), access.UPDATE, action=action,
+                   subject=subject, what="run discovery")
 
 
-def _wait() -> float:
-    raw = request.args.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise InvalidInput("wait", "must be a number of seconds") from None
-    if not 0 <= wait <= MAX_WAIT:
-        raise InvalidInput("wait", f"must be between 0 and {MAX_WAIT:g} seconds")
-    return wait
 
 
 def _number(body: dict[str, Any], field: str, default: float, low: float, high: float,
@@ -119,7 +95,7 @@ def start_scan() -> Response:
     "timeout": 5, "parallelism": 32}``; answers 202 with the scan document (201 when it
     finished within ``?wait=``)."""
     s = services()
-    wait = _wait()
+    wait = wait_seconds()
     body = json_body(s.settings.max_request_bytes)
     unknown = set(body) - SCAN_FIELDS
     if unknown:
@@ -275,7 +251,7 @@ def adopt(sha256: str) -> Response:
     spec fields but ``dns_names``, which are the discovered certificate's). Declares the
     spec with the caller's token, marks the discovery adopted, starts issuance."""
     s = services()
-    wait = _wait()
+    wait = wait_seconds()
     body = json_body(s.settings.max_request_bytes)
     if "dns_names" in body:
         raise InvalidInput("dns_names", "are taken from the discovered certificate")

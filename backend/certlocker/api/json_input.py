@@ -107,3 +107,20 @@ def _targets(value: Any) -> tuple[Target, ...]:
         out.append(Target(f"{host}:{port}", sni, tuple(
             names.ip_address(f"{field}/ips/{j}", ip) for j, ip in enumerate(ips))))
     return tuple(out)
+
+
+MAX_WAIT = 120.0
+
+
+def wait_seconds() -> float:
+    """The ``?wait=<seconds>`` parameter: how long to hold the answer for a result."""
+    raw = request.args.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise InvalidInput("wait", "must be a number of seconds") from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise InvalidInput("wait", f"must be between 0 and {MAX_WAIT:g} seconds")
+    return wait

@@ -4,53 +4,26 @@ cleanup report (GET .../cleanup). Vault decides who may, through the caller's to
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, jsonify
 
 from ..clock import rfc3339
-from ..delivery.verify import verify_targets
 from ..errors import InvalidInput, NotFound
-from ..lifecycle.retirement import RetirementService
-from ..lifecycle.revocation import RevocationService
-from ..lifecycle.service import HOLDER
 from ..models import CertificateRef, CertificateStatus
-from .certificates import MAX_WAIT, render
+from .certificates import render
 from .context import caller, services
-from .json_input import json_body
+from .json_input import json_body, wait_seconds
 
 bp = Blueprint("lifecycle_actions", __name__, url_prefix="/v1/certificates")
-EXTENSION = "certlocker.lifecycle_actions"
 REVOKE_FIELDS = {"reason", "replace"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Actions:
-    revocation: RevocationService
-    retirement: RetirementService
-
-
-@bp.record_once
-def _wire(state: BlueprintSetupState) -> None:
-    s = state.app.extensions["certlocker"]
-    timeout = s.settings.issuance_timeout_seconds
-    state.app.extensions[EXTENSION] = Actions(
-        RevocationService(s.store, s.certificates, verify_targets, audit=s.audit,
-                          replace_timeout=timeout + 60),
-        RetirementService(s.store, holder=HOLDER, lease_ttl=timeout + 60, audit=s.audit))
-
-
-def actions() -> Actions:
-    return current_app.extensions[EXTENSION]
 
 
 @bp.post("/<cert_id>/revoke")
 def revoke(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
-    wait = _wait()
+    wait = wait_seconds()
     body = json_body(s.settings.max_request_bytes)
     unknown = set(body) - REVOKE_FIELDS
     if unknown:
@@ -61,7 +34,7 @@ def revoke(cert_id: str) -> Response:
     if replace is not None and not isinstance(replace, bool):
         raise InvalidInput("replace", "must be true or false")
     who = caller()
-    future = actions().revocation.revoke(who.store, ref, body["reason"], replace,
+    future = services().revocation.revoke(who.store, ref, body["reason"], replace,
                                          actor=who.display_name)
     done = False
     if wait:
@@ -80,14 +53,14 @@ def revoke(cert_id: str) -> Response:
 def retire(cert_id: str) -> Response:
     ref = CertificateRef.parse_id(cert_id)
     who = caller()
-    tombstone = actions().retirement.retire(who.store, ref, actor=who.display_name)
+    tombstone = services().retirement.retire(who.store, ref, actor=who.display_name)
     return jsonify(_tombstone(ref, tombstone))
 
 
 @bp.get("/cleanup")
 def cleanup() -> Response:
     who = caller()
-    items = [item.to_json() for item in actions().retirement.leftovers(who.store)]
+    items = [item.to_json() for item in services().retirement.leftovers(who.store)]
     return jsonify({"items": items})
 
 
@@ -109,15 +82,3 @@ def _tombstone(ref: CertificateRef, status: CertificateStatus) -> dict[str, Any]
                 "serial": current.serial, "sha256_fingerprint": current.sha256_fingerprint,
                 "not_after": rfc3339(current.not_after)}}
 
-
-def _wait() -> float:
-    raw = request.args.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise InvalidInput("wait", "must be a number of seconds") from None
-    if not 0 <= wait <= MAX_WAIT:
-        raise InvalidInput("wait", f"must be between 0 and {MAX_WAIT:g} seconds")
-    return wait

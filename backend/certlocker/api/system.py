@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from .. import access
 from ..audit.recorder import audited
 from ..clock import rfc3339
-from ..errors import AccessDenied
-from .context import caller, services
+from .context import require, services
 
 bp = Blueprint("system", __name__, url_prefix="/v1/system")
 
@@ -25,13 +25,8 @@ def rotate_signing_key() -> Response:
     key ring re-reads the document when its Vault version changes).
     """
     s = services()
-    grant = s.store.paths.signing_key_grant()
-    who = caller()
-    if not who.store.capabilities(grant) & {"update", "create", "root"}:
-        audited(s.audit, who.display_name, "signing-key.rotate", SUBJECT, "denied",
-                reason=f"no update on {grant}")
-        raise AccessDenied(f"your Vault token may not rotate the signing key "
-                           f"(needs update on {grant})")
+    who = require(s.store.paths.signing_key_grant(), access.UPDATE,
+                  action="signing-key.rotate", subject=SUBJECT, what="rotate the signing key")
     previous = s.keyring.active
     key = s.keyring.rotate()
     published = [k.kid for k in s.keyring.published()]

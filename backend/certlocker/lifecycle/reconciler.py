@@ -27,7 +27,7 @@ from ..clock import Clock, SystemClock
 from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
                       VaultUnavailable)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
-from . import alerts, planning, verification
+from . import alerts, planning, revocation, verification
 from .due_index import DueIndex, Hint
 from .ports import Store
 
@@ -54,6 +54,10 @@ class Issuing(Protocol):
 
 class Verifying(Protocol):
     def verify_certificate(self, ref: CertificateRef, actor: str | None = None) -> Any: ...
+
+
+class FollowingUp(Protocol):
+    def follow_up(self, ref: CertificateRef) -> CertificateStatus: ...
 
 
 class AlertSink(Protocol):
@@ -94,8 +98,10 @@ class Reconciler:
                  options: Options = Options(),
                  policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
                  rng: random.Random | None = None, verifier: Verifying | None = None,
-                 verify_interval: dt.timedelta | None = None) -> None:
+                 verify_interval: dt.timedelta | None = None,
+                 revocations: FollowingUp | None = None) -> None:
         self._store = store
+        self._revocations = revocations
         self._verifier = verifier
         self._verify_interval = verify_interval if verifier is not None else None
         self._certificates = certificates
@@ -130,6 +136,13 @@ class Reconciler:
         spec = found[0]
         got = self._store.read_status(ref)
         status = got[0] if got else None
+        if (sweeping and self._revocations is not None and status is not None
+                and status.revocation is not None
+                and status.revocation.phase not in revocation.FINAL):
+            # The worker that revoked it died mid-way: carry its follow-up on.
+            log.info("reconcile.revocation_follow_up", extra={
+                "certificate": ref.id, "phase": status.revocation.phase})
+            status = self._revocations.follow_up(ref)
         decision = planning.decide(spec, status, now)
         outcome = decision.reason
         if decision.needed:

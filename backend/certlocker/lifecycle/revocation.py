@@ -20,9 +20,11 @@ import logging
 import time
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
+from .. import access
+from ..access import CallerStore
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
-from ..errors import (AccessDenied, CertlockerError, Conflict, InvalidInput, NotFound)
+from ..errors import (CertlockerError, Conflict, InvalidInput, NotFound)
 from ..models import (CertificateInfo, CertificateRef, CertificateSpec, CertificateStatus,
                       Revocation, State, Target, TargetStatus)
 from .ports import Store
@@ -65,10 +67,6 @@ class RevocationStore(Store, Protocol):
     def destroy_versions(self, logical: str, versions: list[int]) -> None: ...
 
 
-class CallerStore(Protocol):
-    def capabilities(self, api_path: str) -> set[str]: ...
-
-
 class Issuing(Protocol):
     """What revocation needs from ``CertificateService``."""
 
@@ -88,12 +86,9 @@ def authorize(caller: CallerStore, store: Store, ref: CertificateRef, auditor: A
 
     :raises AccessDenied: when it does not (and records the denial).
     """
-    spec_path = store.paths.api_path(store.paths.spec(ref))
-    if not caller.capabilities(spec_path) & (set(needs) | {"root"}):
-        audited(auditor, actor, action, ref.id, "denied",
-                reason=f"no {'/'.join(needs)} on {spec_path}")
-        raise AccessDenied(f"your Vault token may not {action.split('.')[-1]} {ref.id} "
-                           f"(needs {' or '.join(needs)} on {spec_path})")
+    access.require(caller, store.paths.api_path(store.paths.spec(ref)), needs,
+                   auditor=auditor, actor=actor, action=action, subject=ref.id,
+                   what=f"{action.split('.')[-1]} {ref.id}")
 
 
 def update_status(store: Store, ref: CertificateRef,

@@ -233,8 +233,11 @@ class CertificateService:
             lifetime = (base.current.not_after - base.current.not_before if base.current
                         else DEFAULT_LIFETIME)
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-            # The current certificate (if any) is still the one served: VALID, not ISSUING.
-            return base.replace(state=State.FAILED if base.current is None else State.VALID,
+            # The current certificate (if any) is still the one served: VALID, not ISSUING;
+            # a revoked one stays REVOKED until its replacement is stored.
+            state = (State.FAILED if base.current is None else
+                     State.REVOKED if base.state is State.REVOKED else State.VALID)
+            return base.replace(state=state,
                                 last_error=exc.detail, attempts=attempts, updated_at=now,
                                 next_attempt_at=backoff.next_attempt(
                                     attempts, now, lifetime, self._rng,

@@ -13,7 +13,7 @@ from typing import Any
 import hvac
 import hvac.exceptions as hx
 
-from ..errors import AlreadyExists, Conflict, NotFound, Unauthenticated
+from ..errors import AlreadyExists, Conflict, Unauthenticated
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
 from ..paths import VaultPaths
 from .client import make_client, translated
