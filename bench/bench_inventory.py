@@ -211,6 +211,10 @@ def run(full: bool = False) -> str:
                     f"({big // small}x inventory)", f"{growth:.2f}x",
                     f"{results[big]['scan'] / results[small]['scan']:.2f}x",  # type: ignore[operator]
                     "—", "flat (≈1x)", "yes" if growth < 2 else "**no**"))
+    list_growth = results[big]["list_p95"] / results[small]["list_p95"]  # type: ignore[operator]
+    rows.append(Row(f"growth of the filtered listing p95 from {small // 1000}k to "
+                    f"{big // 1000}k", f"{list_growth:.2f}x", "—", "—", "flat (≈1x)",
+                    "yes" if list_growth < 2 else "**no**"))
     notes = ["OpenBao dev server (in-memory storage): a Raft cluster on disk is slower "
              "per request; the ratios, not the absolute times, carry over.",
              f"Seeded straight into Vault with the root token ({PER_SERVICE} certificates "

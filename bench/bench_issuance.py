@@ -27,23 +27,31 @@ CERTBOT = BENCH / ".venvs" / "certbot" / "bin" / "certbot"
 POLL = 0.1
 
 
-def _certlocker_run(api: str, token: str, service: str, key_type: str, n: int) -> float:
-    """Declare ``n`` certificates without waiting, then poll until every one is ``valid``
-    in its status; returns the seconds from the first POST.
+def _certlocker_run(api: str, token: str, service: str, key_type: str,
+                    n: int, clients: int = 8) -> tuple[float, float]:
+    """Declare ``n`` certificates without waiting, from ``clients`` concurrent HTTP
+    clients (as a deploy tool or several operators would; the in-process peer uses a
+    thread pool too), then poll until every one is ``valid`` in its status; returns the
+    seconds from the first POST to all valid, and to the last POST answered.
 
     Polls one certificate at a time (``GET /v1/certificates/<id>``, the first not yet
     seen valid), so the poller adds a few Vault reads per interval, not the whole list.
     """
-    started = time.monotonic()
-    ids = []
-    for i in range(n):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def declare(i: int) -> str:
         code, body = http_json("POST", f"{api}/v1/certificates", {
             "environment": "dev", "service": service, "name": f"c{i}",
             "dns_names": [f"c{i}.{service}.bench.test"], "key_type": key_type}, token=token)
         if code not in (200, 201, 202):
             raise RuntimeError(f"declare answered {code}: {body}")
-        ids.append(body["id"])
-    _progress(f"  declared {n} in", time.monotonic() - started)
+        return body["id"]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        ids = list(pool.map(declare, range(n)))
+    declared = time.monotonic() - started
+    _progress(f"  declared {n} in", declared)
     pending = list(ids)
     while pending:
         code, body = http_json("GET", f"{api}/v1/certificates/{pending[0]}", token=token)
@@ -57,7 +65,7 @@ def _certlocker_run(api: str, token: str, service: str, key_type: str, n: int) -
         if time.monotonic() - started > 600:
             raise TimeoutError(f"{service}: {n - len(pending)}/{n} valid after 600 s")
         time.sleep(POLL)
-    return time.monotonic() - started
+    return time.monotonic() - started, declared
 
 
 def _pool_seconds(log: Path, service: str) -> list[float]:
@@ -149,9 +157,9 @@ def run(n: int = N, n_cli: int = N_CLI) -> str:
             api, token = stack.api_url, stack.operator_token or ""
             directory, ca = stack.directory_url, str(stack.ca_bundle)
             port = stack.ports["api"]
-            cl_ec = _certlocker_run(api, token, "bench-ec", "ec-p256", n)
+            cl_ec, declare_ec = _certlocker_run(api, token, "bench-ec", "ec-p256", n)
             _progress("certlocker ec-p256", cl_ec)
-            cl_rsa = _certlocker_run(api, token, "bench-rsa", "rsa-2048", n)
+            cl_rsa, _ = _certlocker_run(api, token, "bench-rsa", "rsa-2048", n)
             _progress("certlocker rsa-2048", cl_rsa)
             inside = _pool_seconds(stack.state_dir / "api.log", "bench-ec")
             for name in ("reconciler", "api"):
@@ -183,6 +191,9 @@ def run(n: int = N, n_cli: int = N_CLI) -> str:
             continue
         rows.append(Row(f"ECDSA P-256, per cert (peer: {label}, 1 process/cert)",
                         secs(per_cert), secs(value), f"{value / per_cert:.1f}x faster"))
+    notes.append(f"Of certlocker's ECDSA wall time, {declare_ec:.2f} s went to the {n} "
+                 "declare POSTs from 8 concurrent clients (each returns once spec, status, hint and audit "
+                 "event are in Vault).")
     if inside:
         notes.append(f"certlocker's own time per ECDSA issuance inside its pool (declare "
                      f"to stored, from its log): median {median(inside):.2f} s, p95 "

@@ -151,6 +151,50 @@ def test_concurrent_record_from_eight_threads_gives_a_gap_free_chain() -> None:
     assert set(counts.values()) == {per_thread}
 
 
+def test_several_processes_writing_one_chain_stay_linked() -> None:
+    """Each AuditLog stands for one process (API workers, replicas, the reconciler):
+    their cached heads go stale as the others append, and every append still links to
+    the event right before it."""
+    store = MemoryAuditStore()
+    logs = [AuditLog(store, FixedClock(T0)) for _ in range(4)]
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(25):
+                logs[n % 4].record(f"p{n % 4}", "credential.mint", f"s{i}", "success")
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(store.events) == list(range(1, 201))
+    result = verify(store)
+    assert result.ok and result.checked == 200
+
+
+def test_an_uncontended_append_does_not_read_the_head_again() -> None:
+    class Counting(MemoryAuditStore):
+        heads = 0
+
+        def head(self):  # type: ignore[no-untyped-def]
+            Counting.heads += 1
+            return super().head()
+
+    store = Counting()
+    log = AuditLog(store, FixedClock(T0))
+    for i in range(10):
+        log.record("a", "spec.create", f"s{i}", "success")
+    assert Counting.heads == 1
+    assert verify(store).ok
+
+
 class _AlwaysLosingStore(MemoryAuditStore):
     def append(self, event: AuditEvent, expected_seq: int) -> None:
         raise Conflict("someone else won")

@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
@@ -164,32 +165,47 @@ class AuditLog:
         self._clock = clock
         self._max_attempts = max_attempts
         self._sleep = sleep
+        self._lock = threading.Lock()
+        self._last: tuple[int, str] | None = None  # the newest event this process knows
 
     def record(self, actor: str, action: str, subject: str, outcome: str,
                reason: str | None = None,
                details: Mapping[str, Any] | None = None) -> AuditEvent:
         """Append one event to the chain and return it.
 
-        Reads the head, links the new event to it and appends with check-and-set; when
-        another writer (another API replica, the reconciler) got there first it re-reads
-        and retries, with jittered backoff, up to ``max_attempts`` times.
+        Links the new event to the newest one this process knows and appends it with
+        check-and-set: one write when no other writer came in between. When another
+        writer (another API worker or replica, the reconciler) got there first, it rolls
+        forward over their events and retries, with jittered backoff, up to
+        ``max_attempts`` times. Threads of one process take turns, so they never race
+        each other.
 
         :raises ValueError: the fields are malformed or hold key material.
         :raises Conflict: every attempt lost the race.
         """
-        for attempt in range(self._max_attempts):
-            head = self._store.head()
-            seq, prev = (head[0], head[1]) if head else (0, GENESIS_HASH)
-            event = AuditEvent.create(
-                seq=seq + 1, time=rfc3339(self._clock.now()), actor=actor, action=action,
-                subject=subject, outcome=outcome, reason=reason, details=details,
-                prev_hash=prev)
-            try:
-                self._store.append(event, expected_seq=seq)
+        with self._lock:
+            for attempt in range(self._max_attempts):
+                if self._last is None:
+                    self._last = self._store.head() or (0, GENESIS_HASH)
+                seq, prev = self._last
+                event = AuditEvent.create(
+                    seq=seq + 1, time=rfc3339(self._clock.now()), actor=actor,
+                    action=action, subject=subject, outcome=outcome, reason=reason,
+                    details=details, prev_hash=prev)
+                try:
+                    self._store.append(event, expected_seq=seq)
+                except Conflict:
+                    self._last = self._roll_forward(seq, prev)
+                    self._sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
+                    continue
+                self._last = (event.seq, event.hash)
                 return event
-            except Conflict:
-                self._sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
         raise Conflict(f"audit append lost the race {self._max_attempts} times")
+
+    def _roll_forward(self, seq: int, prev: str) -> tuple[int, str]:
+        while (nxt := self._store.read(seq + 1)) is not None:
+            seq, prev = nxt.seq, nxt.hash
+        return seq, prev
 
     def head(self) -> tuple[int, str] | None:
         """The current ``(seq, hash)``: keep it outside Vault as an anchor for ``verify``."""
