@@ -96,6 +96,14 @@ class VaultPaths:
         self._ref(ref)  # validates every component; the id then joins them with dots
         return self.schedule_dir(day, minute) + ref.id
 
+    def expiry_dir(self, day: str | None = None) -> str:
+        """``system/expiry/[<YYYYMMDD>/]``: the day a certificate expires, then ids."""
+        return "system/expiry/" + (_digits("day", day, 8) + "/" if day is not None else "")
+
+    def expiry_entry(self, day: str, ref: CertificateRef) -> str:
+        self._ref(ref)
+        return self.expiry_dir(day) + ref.id
+
     def alerting_secrets(self) -> str:
         """SMTP password and webhook token for alert delivery (certlocker reads them)."""
         return "system/alerting"

@@ -95,9 +95,14 @@ def index() -> Response:
     s = services()
     who = caller()
     query = inventory.parse_query(request.args.to_dict())
-    found = inventory.page(s.certificates.refs(who.store, query.environment, query.service),
-                           lambda ref: s.certificates.view(who.store, ref), query,
-                           SystemClock().now())
+    now = SystemClock().now()
+    if query.expiring_within is not None:  # the expiry index: work follows what expires
+        refs = s.certificates.expiring_refs(now + query.expiring_within, query.environment,
+                                            query.service)
+    else:
+        refs = s.certificates.refs(who.store, query.environment, query.service)
+    found = inventory.page(refs, lambda chunk: s.certificates.views(who.store, chunk),
+                           query, now)
     return jsonify({"items": [render(v, s.store.paths) for v in found.items],
                     "next_cursor": found.next_cursor, "offset": query.offset,
                     "limit": query.limit})

@@ -207,7 +207,7 @@ def _inventory(services: Any, store: Any, now: dt.datetime) -> Section:
     query = inventory.Query(limit=INVENTORY_LIMIT)
     try:
         found = inventory.page(services.certificates.refs(store),
-                               lambda ref: services.certificates.view(store, ref), query, now)
+                               lambda refs: services.certificates.views(store, refs), query, now)
     except CertlockerError as exc:
         return Section(denied=exc.detail)
     return Section([_certificate_row(v, now) for v in found.items],

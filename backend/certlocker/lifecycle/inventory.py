@@ -15,7 +15,7 @@ import re
 from typing import Callable, Iterable, Mapping, Protocol
 
 from .. import names
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 
 DEFAULT_LIMIT = 100
@@ -131,31 +131,29 @@ def matches(view: ViewLike, query: Query, now: dt.datetime) -> bool:
     return True
 
 
-def page(refs: Iterable[CertificateRef], load: Callable[[CertificateRef], ViewLike],
-         query: Query, now: dt.datetime) -> Page:
+def page(refs: Iterable[CertificateRef],
+         load_many: Callable[[list[CertificateRef]], list[ViewLike | None]],
+         query: Query, now: dt.datetime, chunk: int = 32) -> Page:
     """One page of the views that match ``query``, in (environment, service, name) order.
 
-    ``load`` reads one view; a certificate removed between listing and reading
-    (``NotFound``) is skipped. ``next_cursor`` is None on the last page.
+    ``load_many`` reads views a chunk at a time (concurrently, in the API); a
+    certificate removed between listing and reading, or one the caller may not read,
+    comes back as None and is skipped. ``next_cursor`` is None on the last page.
     """
     after = _key(query.cursor) if query.cursor else None
+    pending = [ref for ref in sorted(set(refs), key=_key) if after is None or _key(ref) > after]
     items: list[ViewLike] = []
     skipped = 0
-    for ref in sorted(refs, key=_key):
-        if after is not None and _key(ref) <= after:
-            continue
-        try:
-            view = load(ref)
-        except NotFound:
-            continue
-        if not matches(view, query, now):
-            continue
-        if skipped < query.offset:
-            skipped += 1
-            continue
-        if len(items) == query.limit:
-            return Page(items, items[-1].spec.ref.id)
-        items.append(view)
+    for start in range(0, len(pending), chunk):
+        for view in load_many(pending[start:start + chunk]):
+            if view is None or not matches(view, query, now):
+                continue
+            if skipped < query.offset:
+                skipped += 1
+                continue
+            if len(items) == query.limit:
+                return Page(items, items[-1].spec.ref.id)
+            items.append(view)
     return Page(items, None)
 
 

@@ -29,6 +29,7 @@ from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
 from . import alerts, planning, revocation, verification
 from .due_index import DueIndex, Hint
+from .expiry_index import ExpiryIndex
 from .ports import Store
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class Reconciler:
                  verify_interval: dt.timedelta | None = None,
                  revocations: FollowingUp | None = None) -> None:
         self._store = store
+        self._expiry = ExpiryIndex(store)
         self._revocations = revocations
         self._verifier = verifier
         self._verify_interval = verify_interval if verifier is not None else None
@@ -143,6 +145,8 @@ class Reconciler:
             log.info("reconcile.revocation_follow_up", extra={
                 "certificate": ref.id, "phase": status.revocation.phase})
             status = self._revocations.follow_up(ref)
+        if sweeping and status is not None and status.current is not None:
+            self._expiry.repair(ref, status.current.not_after)
         decision = planning.decide(spec, status, now)
         outcome = decision.reason
         if decision.needed:

@@ -20,11 +20,13 @@ from typing import Callable, Iterable, Mapping
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
-from ..errors import CertlockerError, Conflict, IssuanceFailed, NotFound, RateLimited
+from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, NotFound,
+                      RateLimited)
 from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
 from . import backoff
 from .due_index import DueIndex
+from .expiry_index import ExpiryIndex
 from .observe import IssuanceObserver, NoObserver
 from .ports import Store
 from .vault_adapters import StoreJournal, StoreLease
@@ -51,6 +53,7 @@ class CertificateService:
                  due_index: DueIndex | None = None) -> None:
         self._store = store
         self._due = due_index
+        self._expiry = ExpiryIndex(store)
         self._rng = random.Random()
         self._observer = observer or NoObserver()
         self._audit = audit or NoAudit()
@@ -60,6 +63,7 @@ class CertificateService:
         self._lease_ttl = issuance_timeout + 60
         self._pool = cf.ThreadPoolExecutor(max_workers=workers,
                                            thread_name_prefix="issuance")
+        self._readers = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="reads")
 
     # -- operator actions (caller's token) ---------------------------------------------
     def declare(self, caller: Store, spec: CertificateSpec,
@@ -114,6 +118,22 @@ class CertificateService:
         self.view(caller, ref)
         audited(self._audit, actor, "certificate.renew.requested", ref.id, "success")
         return self.schedule(ref)
+
+    def views(self, caller: Store, refs: list[CertificateRef]) -> list[CertificateView | None]:
+        """Read several views at once with the caller's token; None where the caller may
+        not read one or it is gone."""
+        def one(ref: CertificateRef) -> CertificateView | None:
+            try:
+                return self.view(caller, ref)
+            except (NotFound, AccessDenied):
+                return None
+        return list(self._readers.map(one, refs))
+
+    def expiring_refs(self, cutoff: dt.datetime, environment: str | None = None,
+                      service: str | None = None) -> Iterable[CertificateRef]:
+        """Certificates whose current certificate expires by ``cutoff`` (from the expiry
+        index, read with certlocker's own token: callers re-read each with theirs)."""
+        return self._expiry.refs_until(cutoff, environment, service)
 
     def wait_settled(self, ref: CertificateRef, future: cf.Future[CertificateStatus],
                      settled: Callable[[CertificateStatus], bool],
@@ -209,12 +229,24 @@ class CertificateService:
         # The public leaf, so certlocker (which cannot read certs/ back) can revoke it.
         self._store.write_json(self._store.paths.leaf(ref), {
             "serial": info.serial, "certificate": issued.certificate}, cas=None)
-        status = self._set_status(ref, lambda old: CertificateStatus(
-            state=State.VALID, current=info, updated_at=self._clock.now(),
-            targets=old.targets if old else (),
-            history=_history(old), revocation=old.revocation if old else None))
+        replaced: list[dt.datetime] = []
+
+        def stored(old: CertificateStatus | None) -> CertificateStatus:
+            if old is not None and old.current is not None:
+                replaced.append(old.current.not_after)
+            return CertificateStatus(
+                state=State.VALID, current=info, updated_at=self._clock.now(),
+                targets=old.targets if old else (),
+                history=_history(old), revocation=old.revocation if old else None)
+
+        status = self._set_status(ref, stored)
         journal.clear()  # the in-flight key is in the service's path now
         self._hint(spec, status)
+        try:
+            self._expiry.moved(ref, replaced[-1] if replaced else None, info.not_after)
+        except CertlockerError as exc:  # a hint: the reconciler's sweep files it again
+            log.warning("expiry_index.failed", extra={"certificate": ref.id,
+                                                      "error": type(exc).__name__})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "success",
                 details={"serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
                          "not_after": str(info.not_after), "vault_version": version,
@@ -283,6 +315,7 @@ class CertificateService:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._readers.shutdown(wait=False, cancel_futures=True)
 
 
 def _history(old: CertificateStatus | None) -> tuple[str, ...]:
