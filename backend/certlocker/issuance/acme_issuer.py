@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import josepy as jose
 import requests
@@ -214,6 +214,7 @@ class AcmeIssuer:
         except messages.Error:
             return None
         if body.status == messages.STATUS_INVALID:
+            self._forget(acme, body.authorizations)
             return None
         log.info("acme.order.resume", extra={"certificate": request.ref.id,
                                               "order_status": body.status.name})
@@ -223,6 +224,17 @@ class AcmeIssuer:
         return messages.OrderResource(body=body, uri=state["order_url"],
                                       authorizations=authzrs,
                                       csr_pem=keys.csr_pem(key, request.dns_names))
+
+    def _forget(self, acme: client.ClientV2, authorization_urls: Sequence[str]) -> None:
+        """Remove the answers a crashed process published for an order that is now
+        abandoned, so none outlives it in shared storage."""
+        for url in authorization_urls:
+            try:
+                authzr = acme._authzr_from_response(self._get(acme, url), uri=url)
+                self._present(acme, authzr).cleanup()
+            except Exception:  # noqa: BLE001 - best effort: the order is gone either way
+                log.warning("acme.challenge.cleanup_failed",
+                            extra={"challenge": self._solver.name})
 
     def _drive(self, acme: client.ClientV2, orderr: messages.OrderResource,
                deadline: float, resumed: bool = False) -> messages.Order:

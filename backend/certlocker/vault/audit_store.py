@@ -52,7 +52,14 @@ class VaultAuditStore:
     def append(self, event: AuditEvent, expected_seq: int) -> None:
         if event.seq != expected_seq + 1:
             raise Conflict("audit event out of sequence")
-        self._store.write_json(_key(event.seq), event.to_json(), cas=0)
+        try:
+            self._store.write_json(_key(event.seq), event.to_json(), cas=0)
+        except AccessDenied:
+            # With create but not update (certlocker's policy), Vault answers 403, not a
+            # check-and-set error, when another writer already created this seq.
+            if self.read(event.seq) is not None:
+                raise Conflict(f"audit event {event.seq} was written by another writer")
+            raise
         if event.seq % HINT_EVERY == 0:
             # Only a hint, and only now and then: head() rolls forward past it, so a
             # stale one costs a few reads there instead of two calls on every append.
