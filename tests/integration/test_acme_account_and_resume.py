@@ -163,3 +163,40 @@ def test_a_crash_resumes_the_same_order_with_the_same_key(
                                new_nonce_url=acme.directory["newNonce"]).text
     assert from_order.startswith(stored.data["certificate"].strip())
     assert StoreJournal(store, ref).load() is None  # cleared once stored
+
+
+# -- preferred chain ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def alternate_pebble(tmp_path_factory: pytest.TempPathFactory,
+                     responder: Http01Responder) -> Iterator[Pebble]:
+    """Pebble offering one alternate chain to a second root."""
+    with running_pebble(tmp_path_factory.mktemp("pebble-alt"), http01_port=responder.port,
+                        env={"PEBBLE_WFE_NONCEREJECT": "0",
+                             "PEBBLE_ALTERNATE_ROOTS": "1"}) as server:
+        yield server
+
+
+def _root_cn(pem: str) -> str:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+@pytest.mark.parametrize("root_index", [0, 1], ids=["default chain", "alternate chain"])
+def test_the_preferred_chain_is_the_one_stored(alternate_pebble: Pebble,
+                                               responder: Http01Responder,
+                                               root_index: int) -> None:
+    from cryptography import x509
+
+    from certlocker.x509info import split_pem_chain
+
+    wanted = _root_cn(alternate_pebble.roots(root_index))
+    issuer = AcmeIssuer(settings_for(alternate_pebble, preferred_chain=wanted),
+                        MemoryAccounts(), responder, timeout=60)
+    issued = issuer.issue(IssueRequest(CertificateRef("dev", "chain", f"c{root_index}"),
+                                       (f"c{root_index}.chain.test",), KeyType.EC_P256),
+                          MemoryJournal())
+    top = x509.load_pem_x509_certificate(split_pem_chain(issued.chain)[-1].encode())
+    assert wanted in top.issuer.rfc4514_string()

@@ -105,8 +105,14 @@ class MemoryStore:
     def write_status(self, ref: CertificateRef, status: CertificateStatus, cas: int) -> int:
         return self.write(self.paths.status(ref), status.to_json(), cas=cas)
 
-    def store_certificate(self, ref: CertificateRef, issued: IssuedCertificate) -> int:
+    def store_certificate(self, ref: CertificateRef, issued: IssuedCertificate,
+                          expected_version: int | None = None) -> int:
         path = self.paths.cert(ref)
+        if expected_version is not None:
+            try:
+                return self.write(path, issued.to_vault(), cas=expected_version)
+            except Conflict:
+                pass
         return self.write(path, issued.to_vault(), cas=self.versions(path))
 
     def require(self, logical: str) -> dict[str, Any]:

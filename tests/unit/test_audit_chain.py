@@ -179,7 +179,7 @@ def test_several_processes_writing_one_chain_stay_linked() -> None:
     assert result.ok and result.checked == 200
 
 
-def test_an_uncontended_append_does_not_read_the_head_again() -> None:
+def test_an_append_reads_the_head_once_then_only_looks_one_event_ahead() -> None:
     class Counting(MemoryAuditStore):
         heads = 0
 
@@ -189,9 +189,13 @@ def test_an_uncontended_append_does_not_read_the_head_again() -> None:
 
     store = Counting()
     log = AuditLog(store, FixedClock(T0))
+    reads: list[int] = []
+    original = store.read
+    store.read = lambda seq: reads.append(seq) or original(seq)  # type: ignore[method-assign]
     for i in range(10):
         log.record("a", "spec.create", f"s{i}", "success")
     assert Counting.heads == 1
+    assert reads == list(range(2, 11))  # before each later append: is seq+1 still free?
     assert verify(store).ok
 
 

@@ -173,11 +173,11 @@ class AuditLog:
                details: Mapping[str, Any] | None = None) -> AuditEvent:
         """Append one event to the chain and return it.
 
-        Links the new event to the newest one this process knows and appends it with
-        check-and-set: one write when no other writer came in between. When another
-        writer (another API worker or replica, the reconciler) got there first, it rolls
-        forward over their events and retries, with jittered backoff, up to
-        ``max_attempts`` times. Threads of one process take turns, so they never race
+        Links the new event to the newest one (this process's last, rolled forward over
+        what other writers appended since: one read when there is nothing new) and
+        appends it with check-and-set. When another writer (another API worker or
+        replica, the reconciler) wins the race in between, it rolls forward again and
+        retries, with jittered backoff, up to ``max_attempts`` times. Threads of one process take turns, so they never race
         each other.
 
         :raises ValueError: the fields are malformed or hold key material.
@@ -185,8 +185,10 @@ class AuditLog:
         """
         with self._lock:
             for attempt in range(self._max_attempts):
-                if self._last is None:
-                    self._last = self._store.head() or (0, GENESIS_HASH)
+                # Another process may have appended since our last event: look first,
+                # which costs one read instead of a refused write and the reads after it.
+                self._last = (self._store.head() or (0, GENESIS_HASH) if self._last is None
+                              else self._roll_forward(*self._last))
                 seq, prev = self._last
                 event = AuditEvent.create(
                     seq=seq + 1, time=rfc3339(self._clock.now()), actor=actor,

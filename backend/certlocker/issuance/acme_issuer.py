@@ -22,7 +22,7 @@ from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
 from ..x509info import info_from_pem, split_pem_chain
-from . import caa, keys
+from . import caa, chains, keys
 from .base import ChallengeStore, IssuerSecrets, IssueRequest, Journal
 from .dns import DnsProvider, build_provider
 from .solvers import Dns01Solver, Http01Solver, Presented, Solver
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 10
 POLL_FIRST = 0.05
-POLL_MAX = 2.0
+POLL_MAX = 1.0
 
 
 class AccountStore(Protocol):
@@ -362,12 +362,20 @@ class AcmeIssuer:
         if time.monotonic() + wait > deadline:
             raise IssuanceFailed("timed out waiting for the CA", acme_code="timeout")
         self._sleep(wait * random.uniform(0.9, 1.1))
-        return min(delay * 1.6, POLL_MAX)
+        return min(delay * 1.3, POLL_MAX)
 
     def _download(self, acme: client.ClientV2, body: messages.Order) -> str:
+        """The certificate with the chain the issuer prefers (``preferred_chain``), among
+        the default and the alternates the CA links to."""
         if body.certificate is None:
             raise IssuanceFailed("the order is valid but names no certificate")
-        return self._get(acme, body.certificate).text
+        response = self._get(acme, body.certificate)
+        preferred = self.settings.preferred_chain
+        if not preferred:
+            return response.text
+        alternates = [self._get(acme, url).text
+                      for url in acme._get_links(response, "alternate")]
+        return chains.select([response.text, *alternates], preferred)
 
     @staticmethod
     def _get(acme: client.ClientV2, url: str) -> requests.Response:

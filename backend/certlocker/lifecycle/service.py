@@ -216,14 +216,17 @@ class CertificateService:
         if issuer is None:
             return self._hint(spec, self._fail(ref, IssuanceFailed(
                 f"issuer {spec.issuer!r} is not configured", retryable=False)))
-        self._set_status(ref, lambda old: (old or CertificateStatus(State.PENDING)).replace(
-            state=State.ISSUING, updated_at=self._clock.now()))
+        # Read once under the lease: the stored version is the check-and-set for both the
+        # certificate and the status written after it (a race falls back to re-reading).
+        before = self._store.read_status(ref)
         journal = StoreJournal(self._store, ref)
         try:
             issued = issuer.issue(IssueRequest(ref, spec.dns_names, spec.key_type), journal)
         except IssuanceFailed as exc:
             return self._hint(spec, self._fail(ref, exc))
-        version = self._store.store_certificate(ref, issued)
+        known = before[0].current if before else None
+        version = self._store.store_certificate(
+            ref, issued, expected_version=known.vault_version if known else None)
         info = dataclasses.replace(issued.info, vault_version=version,
                                    key_type=spec.key_type.value, issuer_name=spec.issuer)
         # The public leaf, so certlocker (which cannot read certs/ back) can revoke it.
@@ -239,7 +242,7 @@ class CertificateService:
                 targets=old.targets if old else (),
                 history=_history(old), revocation=old.revocation if old else None)
 
-        status = self._set_status(ref, stored)
+        status = self._set_status(ref, stored, known=before)
         journal.clear()  # the in-flight key is in the service's path now
         self._hint(spec, status)
         try:
@@ -296,11 +299,15 @@ class CertificateService:
         """
         return self._set_status(ref, change)
 
-    def _set_status(self, ref: CertificateRef, change) -> CertificateStatus:  # type: ignore[no-untyped-def]
-        """Read-modify-write of the status with check-and-set, retried on a race."""
-        for _ in range(10):
-            found = self._store.read_status(ref)
-            old, version = (found if found else (None, 0))
+    def _set_status(self, ref: CertificateRef,
+                    change: Callable[[CertificateStatus | None], CertificateStatus], *,
+                    known: tuple[CertificateStatus, int] | None | bool = False,
+                    ) -> CertificateStatus:
+        """Read-modify-write of the status with check-and-set, retried on a race.
+        ``known`` is a status just read (or None for none), saving the first read."""
+        for attempt in range(10):
+            found = self._store.read_status(ref) if attempt or known is False else known
+            old, version = (found if found else (None, 0))  # type: ignore[misc]
             new = change(old)
             try:
                 self._store.write_status(ref, new, cas=version)

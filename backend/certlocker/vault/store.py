@@ -145,15 +145,24 @@ class VaultStore:
     def write_status(self, ref: CertificateRef, status: CertificateStatus, cas: int) -> int:
         return self.write(self.paths.status(ref), status.to_json(), cas=cas)
 
-    def store_certificate(self, ref: CertificateRef, issued: IssuedCertificate) -> int:
+    def store_certificate(self, ref: CertificateRef, issued: IssuedCertificate,
+                          expected_version: int | None = None) -> int:
         """Write the bundle to ``certs/<env>/<service>/<name>`` as ONE new KV version,
         so a consumer never sees a key from one issuance with a leaf from another.
-        Needs create/update on data and read on metadata (never read on data)."""
+        ``expected_version`` (from the status) is the check-and-set; when it is unknown
+        or stale the metadata says. Needs create/update on data and read on metadata
+        (never read on data)."""
         path = self.paths.cert(ref)
-        version = self.write(path, issued.to_vault(), cas=self.current_version(path))
+        try:
+            if expected_version is None:
+                raise Conflict("version unknown")
+            version = self.write(path, issued.to_vault(), cas=expected_version)
+        except Conflict:
+            version = self.write(path, issued.to_vault(), cas=self.current_version(path))
         # A consumer can read every live version of its path: keep only the newest few.
-        self.destroy_versions(path, [v for v in self.live_versions(path)
-                                     if v <= version - self.keep_versions])
+        if version > self.keep_versions:
+            self.destroy_versions(path, [v for v in self.live_versions(path)
+                                         if v <= version - self.keep_versions])
         return version
 
     # -- raw JSON documents under system/ --------------------------------------------------
