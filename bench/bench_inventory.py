@@ -12,6 +12,7 @@ from pathlib import Path
 
 from certlocker.lifecycle import planning
 from certlocker.lifecycle.due_index import DueIndex
+from certlocker.lifecycle.expiry_index import ExpiryIndex
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, KeyType, State)
@@ -54,12 +55,15 @@ def _records(index: int, due: bool, now: dt.datetime) -> tuple[CertificateSpec,
 def _seed(root: VaultStore, start: int, stop: int, due: set[int]) -> float:
     now = dt.datetime.now(dt.timezone.utc)
     index = DueIndex(root)
+    expiry = ExpiryIndex(root)
 
     def one(i: int) -> None:
         spec, status = _records(i, i in due, now)
         root.create_spec(spec)
         root.write_status(spec.ref, status, cas=0)
         index.schedule(spec, status, now)
+        assert status.current is not None
+        expiry.put(spec.ref, status.current.not_after)  # as issuance files it
 
     started = time.monotonic()
     with cf.ThreadPoolExecutor(SEED_THREADS) as pool:
@@ -121,6 +125,9 @@ def _api(stack: devstack.Stack, tmp: Path, token: str) -> tuple[float, list[floa
             latencies.append(time.monotonic() - t0)
             if code != 200:
                 raise RuntimeError(f"listing answered {code}: {body}")
+            if len(body["items"]) < DUE:  # the ten seeded with 20 days left, at least
+                raise RuntimeError(f"listing found {len(body['items'])} expiring, "
+                                   f"expected at least {DUE}")
         workers = children(proc.pid)
         rss = max(vm_hwm_kib(pid) for pid in workers) if workers else vm_hwm_kib(proc.pid)
     finally:
@@ -202,7 +209,8 @@ def run(full: bool = False) -> str:
             Row(f"{label}: reconciler cold start, full start-up sweep", secs(r["sweep"])),
             Row(f"{label}: peak RSS API worker / reconciler",
                 f"{r['api_rss'] / 1024:.0f} MiB / {r['rec_rss'] / 1024:.0f} MiB"),
-            Row(f"{label}: seeding (spec + status + hint, {SEED_THREADS} threads, root token)",
+            Row(f"{label}: seeding (spec, status, due and expiry hints, {SEED_THREADS} "
+                "threads, root token)",
                 secs(r["seed"]), "—", "—", "not a certlocker figure"),
         ]
     small, big = sizes[0], sizes[1]

@@ -224,3 +224,19 @@ def test_divergence_becomes_one_alert_naming_the_nodes():
     assert alert.kind == "delivery-diverged" and alert.certificate == REF.id
     assert "10.0.0.2:8443 stale" in alert.summary and "1 stale" in alert.summary
     assert "PRIVATE" not in json.dumps(alert.to_json())
+
+
+def test_a_divergence_is_alerted_once_until_the_divergent_nodes_change():
+    answers = dict(ALL_OK, **{"10.0.0.2:8443": "stale"})
+    store, verifier, _, alerts, probe = scene(answers)
+    verifier.verify_certificate(REF)
+    verifier.verify_certificate(REF)
+    assert len(alerts) == 1  # the same stale node twice: told once
+    answers["10.0.0.3:8443"] = "unreachable"
+    verifier.verify_certificate(REF)
+    assert len(alerts) == 2  # another node went wrong: told again
+    answers.update({"10.0.0.2:8443": "ok", "10.0.0.3:8443": "ok"})
+    verifier.verify_certificate(REF)
+    answers["10.0.0.2:8443"] = "stale"
+    verifier.verify_certificate(REF)
+    assert len(alerts) == 3  # healed, then diverged again

@@ -207,7 +207,8 @@ def divergence_alert(ref: CertificateRef, bad: Sequence[TargetStatus],
 
 class AlertOnDivergence:
     """A ``DivergenceHook`` that sends a ``delivery-diverged`` alert through a notifier
-    (``notify.Notifier`` or any ``send(alert)``), once per verification pass."""
+    (``notify.Notifier`` or any ``send(alert)``); the ``Verifier`` calls it when the
+    divergent nodes change."""
 
     def __init__(self, sink: Any, clock: Clock | None = None) -> None:
         self._sink = sink
@@ -272,6 +273,7 @@ class Verifier:
         self._parallelism = parallelism
         self._grace = grace
         self._on_divergence = on_divergence
+        self._alerted: dict[CertificateRef, frozenset[tuple[str, str]]] = {}
         self._actor = actor
 
     def verify_certificate(self, ref: CertificateRef,
@@ -324,7 +326,13 @@ class Verifier:
             "certificate": ref.id, "nodes": len(results), "divergent": reason or "none"})
 
     def _alert(self, ref: CertificateRef, status: CertificateStatus, now: dt.datetime) -> None:
+        """Alert when the set of divergent nodes changes, not on every pass while it
+        stays the same (remembered per process: a restarted reconciler tells once more)."""
         bad = divergent(status, now, self._grace)
+        seen = frozenset((t.address, t.status) for t in bad)
+        if self._alerted.get(ref) == seen:
+            return
+        self._alerted[ref] = seen
         if not bad or self._on_divergence is None or status.current is None:
             return
         try:
