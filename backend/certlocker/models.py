@@ -244,6 +244,31 @@ class Revocation:
 
 
 @dataclasses.dataclass(frozen=True)
+class AriWindow:
+    """The CA's suggested renewal window (RFC 9773) for the certificate ``serial``,
+    fetched at ``checked_at``; not asked again before ``next_check_at``."""
+
+    serial: str
+    start: dt.datetime
+    end: dt.datetime
+    checked_at: dt.datetime
+    next_check_at: dt.datetime
+    explanation_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"serial": self.serial, "start": rfc3339(self.start),
+                "end": rfc3339(self.end), "checked_at": rfc3339(self.checked_at),
+                "next_check_at": rfc3339(self.next_check_at),
+                "explanation_url": self.explanation_url}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AriWindow":
+        return cls(data["serial"], parse_rfc3339(data["start"]), parse_rfc3339(data["end"]),
+                   parse_rfc3339(data["checked_at"]), parse_rfc3339(data["next_check_at"]),
+                   data.get("explanation_url"))
+
+
+@dataclasses.dataclass(frozen=True)
 class CertificateStatus:
     state: State
     current: CertificateInfo | None = None
@@ -256,6 +281,7 @@ class CertificateStatus:
     alerted: str | None = None  # the alert last sent for this certificate (lifecycle.alerts)
     revocation: Revocation | None = None  # the last revocation (lifecycle.revocation)
     retired_at: dt.datetime | None = None  # set with state retired (a tombstone)
+    ari: AriWindow | None = None  # the CA's renewal window (lifecycle.renewal_info)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -270,6 +296,7 @@ class CertificateStatus:
             "targets": [t.to_json() for t in self.targets],
             "history": list(self.history),
             "alerted": self.alerted,
+            "ari": self.ari.to_json() if self.ari else None,
         }
 
     @classmethod
@@ -289,6 +316,7 @@ class CertificateStatus:
             revocation=(Revocation.from_json(data["revocation"])
                         if data.get("revocation") else None),
             retired_at=parse_rfc3339(data["retired_at"]) if data.get("retired_at") else None,
+            ari=AriWindow.from_json(data["ari"]) if data.get("ari") else None,
         )
 
     def replace(self, **changes: Any) -> "CertificateStatus":

@@ -4,6 +4,11 @@ It keeps real state (accounts, orders, authorizations), records every JWS payloa
 receives, and validates challenges for real: http-01 against a ``ChallengeStore``-like
 dict, dns-01 against a ``MemoryDnsProvider``'s records. Signatures are not verified:
 the ``acme`` library makes them, and Pebble checks them in the integration tests.
+
+With ``ari=True`` the directory advertises ``renewalInfo`` (RFC 9773): ``windows`` maps
+ARI certificate ids to (start, end) (default: the last third of the validity), a newOrder
+``replaces`` is checked (``alreadyReplaced`` on a second use) and recorded in
+``replaced``; ``ari_retry_after`` is sent as Retry-After; ``ari_fail`` makes it fail.
 """
 
 from __future__ import annotations
@@ -37,8 +42,15 @@ def _b64e(data: bytes) -> str:
 
 class FakeAcme(BaseAdapter):
     def __init__(self, *, http01: dict[str, str] | None = None, dns: Any = None,
-                 eab_required: bool = False) -> None:
+                 eab_required: bool = False, ari: bool = False) -> None:
         super().__init__()
+        self.ari = ari
+        self.windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+        self.ari_explanation: str | None = None
+        self.ari_retry_after = "21600"
+        self.ari_fail = False
+        self.replaced: list[str] = []
+        self.issued_ids: dict[str, dt.datetime] = {}  # ARI id -> not_after
         self.http01 = http01 if http01 is not None else {}
         self.dns = dns
         self.eab_required = eab_required
@@ -66,10 +78,15 @@ class FakeAcme(BaseAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         url = request.url or ""
         if request.method == "GET" and url == f"{BASE}/dir":
-            return self._reply(request, 200, {
+            directory = {
                 "newNonce": f"{BASE}/nonce", "newAccount": f"{BASE}/new-acct",
                 "newOrder": f"{BASE}/new-order", "revokeCert": f"{BASE}/revoke",
-                "keyChange": f"{BASE}/key-change"})
+                "keyChange": f"{BASE}/key-change"}
+            if self.ari:
+                directory["renewalInfo"] = f"{BASE}/renewal-info"
+            return self._reply(request, 200, directory)
+        if request.method == "GET" and url.startswith(f"{BASE}/renewal-info/") and self.ari:
+            return self._renewal_info(request, url.rsplit("/", 1)[1])
         if request.method in ("HEAD", "GET") and url == f"{BASE}/nonce":
             return self._reply(request, 200, None)
         assert request.method == "POST", (request.method, url)
@@ -117,6 +134,13 @@ class FakeAcme(BaseAdapter):
         return self._reply(request, 201, {"status": "valid"}, location=f"{BASE}/acct/1")
 
     def _new_order(self, request, ident, payload, protected):  # type: ignore[no-untyped-def]
+        replaces = payload.get("replaces")
+        if replaces is not None:
+            if not self.ari or replaces not in self.issued_ids:
+                return self._problem(request, 400, "malformed", "unknown replaces")
+            if replaces in self.replaced:
+                return self._problem(request, 409, "alreadyReplaced", replaces)
+            self.replaced.append(replaces)
         oid = str(next(self._ids))
         authz_urls = []
         for i, identifier in enumerate(payload["identifiers"]):
@@ -179,10 +203,41 @@ class FakeAcme(BaseAdapter):
                 .not_valid_before(now).not_valid_after(now + dt.timedelta(days=7))
                 .add_extension(csr.extensions.get_extension_for_class(
                     x509.SubjectAlternativeName).value, critical=True)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self._ca_key.public_key()), critical=False)
                 .sign(self._ca_key, hashes.SHA256()))
+        self.issued_ids[ari_id_of(cert)] = cert.not_valid_after_utc
         self.certs[ident] = cert.public_bytes(serialization.Encoding.PEM).decode()
         order.update(status="valid", certificate=f"{BASE}/cert/{ident}")
         return self._reply(request, 200, order, location=f"{BASE}/order/{ident}")
 
     def _cert(self, request, ident, payload, protected):  # type: ignore[no-untyped-def]
         return self._reply(request, 200, None, text=self.certs[ident])
+
+    def _renewal_info(self, request: requests.PreparedRequest, ident: str) -> requests.Response:
+        if self.ari_fail:
+            return self._problem(request, 500, "serverInternal", "ARI is down")
+        if ident not in self.issued_ids:
+            return self._problem(request, 404, "malformed", "unknown certificate")
+        window = self.windows.get(ident)
+        if window is None:
+            not_after = self.issued_ids[ident]
+            window = (not_after - dt.timedelta(days=7) * 2 / 3,
+                      not_after - dt.timedelta(days=7) / 3)
+        body: dict[str, Any] = {"suggestedWindow": {
+            "start": window[0].strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": window[1].strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        if self.ari_explanation:
+            body["explanationURL"] = self.ari_explanation
+        resp = self._reply(request, 200, body)
+        if self.ari_retry_after:
+            resp.headers["Retry-After"] = self.ari_retry_after
+        return resp
+
+
+def ari_id_of(cert: x509.Certificate) -> str:
+    """RFC 9773 section 4.1, computed independently of certlocker's code."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = cert.serial_number
+    der = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)
+    return f"{_b64e(aki.key_identifier)}.{_b64e(der)}"

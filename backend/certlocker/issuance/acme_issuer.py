@@ -6,6 +6,8 @@ types are the library's. This is the only module that imports ``acme``/``josepy`
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import logging
 import random
 import threading
@@ -14,7 +16,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import josepy as jose
 import requests
-from acme import client, errors as acme_errors, messages
+from acme import client, crypto_util, errors as acme_errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -22,15 +24,16 @@ from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
 from ..x509info import info_from_pem, split_pem_chain
-from . import caa, chains, keys
-from .base import ChallengeStore, IssuerSecrets, IssueRequest, Journal
+from . import ari, caa, chains, keys
+from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
+                   RenewalWindow)
 from .dns import DnsProvider, build_provider
 from .solvers import Dns01Solver, Http01Solver, Presented, Solver
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "certlocker/0.1 (+acme-python)"
-BAD_NONCE_RETRIES = 10
+BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
 
@@ -39,6 +42,12 @@ class AccountStore(Protocol):
     def load(self) -> tuple[dict[str, Any] | None, int]: ...
 
     def save(self, document: dict[str, Any], cas: int) -> int: ...
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773 section 5's ``replaces``, which ``acme`` lacks."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
 
 
 class _Network(client.ClientNetwork):
@@ -157,8 +166,8 @@ class AcmeIssuer:
                          "dns_names": list(request.dns_names), "issuer": self.name,
                          "key_type": request.key_type.value}
                 journal.save(state)  # the key is durable before the CA hears of it
-                orderr = acme.new_order(keys.csr_pem(key, request.dns_names),
-                                        profile=self.settings.profile)
+                orderr = self._new_order(acme, keys.csr_pem(key, request.dns_names),
+                                         request.replaces)
                 journal.save(dict(state, order_url=orderr.uri))
             else:
                 key = keys.from_pem(state["private_key"])
@@ -167,6 +176,63 @@ class AcmeIssuer:
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise _translate(exc, "ACME issuance failed") from exc
         return _bundle(key, fullchain)
+
+    def _new_order(self, acme: client.ClientV2, csr_pem: bytes,
+                   replaces: str | None) -> messages.OrderResource:
+        """newOrder, naming the certificate it ``replaces`` (RFC 9773 section 5) when the
+        CA speaks ARI. A CA that refuses the order with ``replaces`` (``alreadyReplaced``,
+        or any other problem) is asked once more without it: ARI is advisory."""
+        profile = self.settings.profile
+        if replaces is None or not _has_ari(acme):
+            return acme.new_order(csr_pem, profile=profile)
+        csr = x509.load_pem_x509_csr(csr_pem)
+        names, _ = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        order = _NewOrder(identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN,
+                                                           value=name) for name in names],
+                          profile=profile or None, replaces=replaces)
+        try:
+            response = acme.net.post(acme.directory["newOrder"], order,
+                                     new_nonce_url=acme.directory["newNonce"])
+        except (messages.Error, acme_errors.ConflictError) as exc:
+            # acme raises ConflictError, without the problem, for RFC 9773's 409.
+            log.warning("acme.order.replaces_refused", extra={
+                "replaces": replaces, "acme_code": getattr(exc, "code", "alreadyReplaced")})
+            return acme.new_order(csr_pem, profile=profile)
+        body = messages.Order.from_json(response.json())
+        return messages.OrderResource(
+            body=body, uri=response.headers.get("Location"), csr_pem=csr_pem,
+            authorizations=[acme._authzr_from_response(self._get(acme, url), uri=url)
+                            for url in body.authorizations])
+
+    # -- renewal information (RFC 9773) --------------------------------------------------
+    def renewal_info(self, certificate_pem: str) -> RenewalWindow | None:
+        """The CA's suggested renewal window for a certificate, when the directory
+        advertises ``renewalInfo``; None otherwise, and None (with a log line) when the
+        CA cannot be asked or answers nonsense: ARI is advisory, so this never raises."""
+        ident = ari.cert_id(certificate_pem)
+        if ident is None:
+            return None
+        try:
+            acme = self.client()
+            if not _has_ari(acme):
+                return None
+            url = acme.directory["renewalInfo"].rstrip("/") + "/" + ident
+            response = acme.net.get(url, content_type="application/json")
+            document = response.json()
+            window = messages.RenewalInfo.from_json(document).suggested_window
+            start, end = window.start, window.end
+        except (IssuanceFailed, messages.Error, acme_errors.Error, jose.DeserializationError,
+                requests.RequestException, ValueError, TypeError, AttributeError) as exc:
+            log.warning("acme.renewal_info.failed", extra={
+                "issuer": self.name, "ari_id": ident, "error": type(exc).__name__})
+            return None
+        if start is None or end is None:
+            return None
+        explanation = document.get("explanationURL")
+        return RenewalWindow(
+            start=start.astimezone(dt.timezone.utc), end=end.astimezone(dt.timezone.utc),
+            explanation_url=explanation if isinstance(explanation, str) else None,
+            retry_after=_retry_after(response.headers.get("Retry-After")))
 
     def _journaled_key(self, request: IssueRequest,
                        state: dict[str, Any]) -> keys.PrivateKey | None:
@@ -381,6 +447,28 @@ class AcmeIssuer:
     def _get(acme: client.ClientV2, url: str) -> requests.Response:
         """POST-as-GET (RFC 8555 section 6.3)."""
         return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
+
+
+def _has_ari(acme: client.ClientV2) -> bool:
+    try:
+        return bool(acme.directory["renewalInfo"])
+    except KeyError:
+        return False
+
+
+def _retry_after(value: str | None) -> dt.timedelta | None:
+    """An HTTP ``Retry-After`` (delta-seconds or an HTTP date) as a duration from now."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return dt.timedelta(seconds=int(value.strip()))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(when - dt.datetime.now(dt.timezone.utc), dt.timedelta(0))
 
 
 def _bundle(key: keys.PrivateKey, fullchain: str) -> IssuedCertificate:

@@ -8,6 +8,7 @@ http-01 answers, both backed by Vault so any replica can resume or answer.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any, Mapping, Protocol
 
 from ..models import CertificateRef, IssuedCertificate, KeyType
@@ -19,6 +20,17 @@ class IssueRequest:
     dns_names: tuple[str, ...]
     key_type: KeyType
     replaces: str | None = None  # ARI certificate id of the certificate being renewed
+
+
+@dataclasses.dataclass(frozen=True)
+class RenewalWindow:
+    """A CA's suggested renewal window (RFC 9773 section 4.2) and when to ask again
+    (its ``Retry-After``, None when it sent none)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    explanation_url: str | None = None
+    retry_after: dt.timedelta | None = None
 
 
 class Journal(Protocol):
@@ -60,4 +72,13 @@ class Issuer(Protocol):
 
         :raises IssuanceFailed: (or ``RateLimited``) when the CA refuses.
         """
+        ...
+
+
+class RenewalInfoSource(Protocol):
+    """An issuer whose CA may suggest renewal windows (ACME with ``renewalInfo``)."""
+
+    def renewal_info(self, certificate_pem: str) -> RenewalWindow | None:
+        """The CA's window for this certificate; None when the CA offers none or cannot
+        be asked now (ARI is advisory: never raises)."""
         ...

@@ -11,8 +11,7 @@ import logging
 
 from ..errors import InvalidInput
 from ..models import CertificateSpec, CertificateStatus, KeyType, State
-from . import alerts, reissue
-from .renewal import renewal_time
+from . import alerts, reissue, renewal_info
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
                                      issued_by=issued_by, status=status)
     except InvalidInput:
         log.warning("spec.renew_before_invalid", extra={"certificate": spec.ref.id})
-        renewal_at = (renewal_time(current.not_before, current.not_after)
+        renewal_at = (renewal_info.plan(current, None, status, now).at
                       if current is not None else None)
         return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
                                      issued_by=issued_by, status=status, renewal_at=renewal_at)
@@ -58,7 +57,8 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     """When the reconciler should next look at this certificate; None for never.
 
     Work needed now -> ``now``; in backoff -> ``next_attempt_at``; otherwise the renewal
-    time. The moment the expiry floor is crossed (an alert) is also a candidate, unless
+    time, and when the CA's renewal window (RFC 9773) is to be fetched again. The
+    moment the expiry floor is crossed (an alert) is also a candidate, unless
     that alert was already sent. Never earlier than ``now``.
     """
     decision = decide(spec, status, now)
@@ -73,10 +73,13 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     if current is not None:
         if decision.reason == reissue.UP_TO_DATE:
             try:
-                candidates.append(renewal_time(current.not_before, current.not_after,
-                                               renew_before=spec.renew_before))
+                candidates.append(renewal_info.plan(current, spec.renew_before, status,
+                                                    now).at)
             except InvalidInput:
-                candidates.append(renewal_time(current.not_before, current.not_after))
+                candidates.append(renewal_info.plan(current, None, status, now).at)
+            window = renewal_info.window_of(status)
+            if window is not None:  # the CA may move its window: ask again then
+                candidates.append(window.next_check_at)
         if status.alerted != alerts.EXPIRY_NEAR:
             floor_at = current.not_after - alerts.effective_floor(current, policy)
             if floor_at > now:

@@ -147,6 +147,7 @@ class Reconciler:
             status = self._revocations.follow_up(ref)
         if sweeping and status is not None and status.current is not None:
             self._expiry.repair(ref, status.current.not_after)
+        status = self._refresh_renewal_info(spec, status)
         decision = planning.decide(spec, status, now)
         outcome = decision.reason
         if decision.needed:
@@ -182,6 +183,18 @@ class Reconciler:
         if hint is not None and new != hint:
             self._due.remove(hint)
         return outcome
+
+    def _refresh_renewal_info(self, spec: CertificateSpec,
+                              status: CertificateStatus | None) -> CertificateStatus | None:
+        """The CA's renewal window (RFC 9773), fetched again when its Retry-After is
+        over, so a window the CA moved earlier (a revocation ahead) makes it due."""
+        refresh = getattr(self._certificates, "refresh_renewal_info", None)
+        if refresh is None or status is None or status.state in planning.INACTIVE:
+            return status
+        try:
+            return refresh(spec, status)
+        except Conflict:
+            return status  # a concurrent status write; the next pass asks again
 
     def _verify(self, ref: CertificateRef, spec: CertificateSpec,
                 status: CertificateStatus | None) -> dt.datetime | None:

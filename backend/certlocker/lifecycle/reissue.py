@@ -28,7 +28,7 @@ import datetime as dt
 from typing import Callable
 
 from ..models import CertificateInfo, CertificateSpec, CertificateStatus, KeyType
-from .renewal import renewal_time
+from . import renewal_info
 
 MISSING = "missing"
 NAMES_CHANGED = "names-changed"
@@ -113,8 +113,8 @@ def needs_reissue(
     """Run the checks in order; see the module docstring.
 
     ``issued_by`` defaults to ``current.issuer``. ``renewal_at`` defaults to
-    ``renewal.renewal_time`` of the current certificate with the spec's ``renew_before``
-    (pass the stored plan when ARI chose it).
+    ``renewal_info.plan`` of the current certificate with the spec's ``renew_before``
+    and the CA's renewal window stored in ``status`` (RFC 9773), if any.
 
     :raises InvalidInput: if the spec's ``renew_before`` does not parse and
         ``renewal_at`` is not given.
@@ -123,8 +123,7 @@ def needs_reissue(
         if issued_by is None:
             issued_by = current.issuer
         if renewal_at is None:
-            renewal_at = renewal_time(current.not_before, current.not_after,
-                                      renew_before=spec.renew_before)
+            renewal_at = renewal_info.plan(current, spec.renew_before, status, now).at
     facts = Facts(spec, current, issued_key_type, issued_by, now, renewal_at)
     trigger = next((name for name, check in CHECKS if check(facts)), None)
     if trigger is None:

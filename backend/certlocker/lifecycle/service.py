@@ -24,7 +24,7 @@ from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, N
                       RateLimited)
 from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
-from . import backoff
+from . import backoff, renewal_info
 from .due_index import DueIndex
 from .expiry_index import ExpiryIndex
 from .observe import IssuanceObserver, NoObserver
@@ -221,7 +221,10 @@ class CertificateService:
         before = self._store.read_status(ref)
         journal = StoreJournal(self._store, ref)
         try:
-            issued = issuer.issue(IssueRequest(ref, spec.dns_names, spec.key_type), journal)
+            issued = issuer.issue(IssueRequest(
+                ref, spec.dns_names, spec.key_type,
+                replaces=renewal_info.replaces_for(self._store, spec, before[0] if before
+                                                   else None)), journal)
         except IssuanceFailed as exc:
             return self._hint(spec, self._fail(ref, exc))
         known = before[0].current if before else None
@@ -232,6 +235,8 @@ class CertificateService:
         # The public leaf, so certlocker (which cannot read certs/ back) can revoke it.
         self._store.write_json(self._store.paths.leaf(ref), {
             "serial": info.serial, "certificate": issued.certificate}, cas=None)
+        window = renewal_info.fetch(issuer, info.serial, issued.certificate,
+                                    self._clock.now())
         replaced: list[dt.datetime] = []
 
         def stored(old: CertificateStatus | None) -> CertificateStatus:
@@ -240,7 +245,8 @@ class CertificateService:
             return CertificateStatus(
                 state=State.VALID, current=info, updated_at=self._clock.now(),
                 targets=old.targets if old else (),
-                history=_history(old), revocation=old.revocation if old else None)
+                history=_history(old), revocation=old.revocation if old else None,
+                ari=window)
 
         status = self._set_status(ref, stored, known=before)
         journal.clear()  # the in-flight key is in the service's path now
@@ -258,6 +264,29 @@ class CertificateService:
             "certificate": ref.id, "serial": info.serial, "not_after": str(info.not_after),
             "sha256_fingerprint": info.sha256_fingerprint, "vault_version": version})
         return status
+
+    def refresh_renewal_info(self, spec: CertificateSpec, status: CertificateStatus | None,
+                             ) -> CertificateStatus | None:
+        """Fetch the CA's renewal window (RFC 9773) for the current certificate when
+        the last answer's Retry-After is over; the new status, or ``status`` unchanged.
+
+        :raises Conflict: the status kept changing under us.
+        """
+        window = renewal_info.refreshed(self._store, self._issuers, spec, status,
+                                        self._clock.now())
+        if window is None:
+            return status
+
+        def change(old: CertificateStatus | None) -> CertificateStatus:
+            if old is None or old.current is None or old.current.serial != window.serial:
+                raise _Superseded()
+            return old.replace(ari=window)
+
+        try:
+            return self._set_status(spec.ref, change)
+        except _Superseded:  # renewed meanwhile: that issuance fetched its own window
+            found = self._store.read_status(spec.ref)
+            return found[0] if found else status
 
     def _fail(self, ref: CertificateRef, exc: CertlockerError) -> CertificateStatus:
         now = self._clock.now()
@@ -323,6 +352,10 @@ class CertificateService:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
+
+
+class _Superseded(Exception):
+    """The certificate a renewal window was fetched for is no longer current."""
 
 
 def _history(old: CertificateStatus | None) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from ..errors import CertlockerError, InvalidInput
 from ..lifecycle.ports import Store
-from ..lifecycle.renewal import renewal_time
+from ..lifecycle import renewal_info
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def row(spec: CertificateSpec, status: CertificateStatus, now: dt.datetime) -> C
     renewal_at = None
     if current is not None:
         try:
-            renewal_at = renewal_time(current.not_before, current.not_after,
-                                      renew_before=spec.renew_before)
+            renewal_at = renewal_info.plan(current, spec.renew_before, status, now).at
         except InvalidInput:
             renewal_at = None
     return CertificateRow(
