@@ -198,7 +198,8 @@ class VaultStore:
 
     def health(self) -> bool:
         with translated("sys/health"):
-            status = self._client.sys.read_health_status(method="GET")
+            # A standby node serves clients (it forwards to the active node): ready too.
+            status = self._client.sys.read_health_status(method="GET", standby_ok=True)
         if isinstance(status, dict):
             return not status.get("sealed", True)
         return getattr(status, "status_code", 500) == 200
