@@ -157,10 +157,18 @@ def test_stop_takes_the_whole_process_group(tmp_path: Path) -> None:
     proc = devstack.Proc.spawn("tree", ["sh", "-c", "sleep 60 & sleep 60 & wait", "tree"],
                                tmp_path / "tree.log", marker="sleep 60 & sleep 60")
     devstack.wait_until(lambda: len(proc.members()) == 3, 5, what="children")
-    children = [pid for pid in proc.members() if pid != proc.pid]
+    started = {pid: _start_time(pid) for pid in proc.members()}
     proc.stop(timeout=5)
     proc.stop()  # idempotent
-    assert _alive([proc.pid, *children]) == []
+    # Same PID *and* start time: on a busy machine a freed PID can be handed out again.
+    survivors = [pid for pid, at in started.items()
+                 if devstack._running(pid) and _start_time(pid) == at]
+    assert survivors == []
+
+
+def _start_time(pid: int) -> int | None:
+    stat = devstack._proc_stat(pid)
+    return stat[3] if stat else None
 
 
 def test_wait_until_returns_the_value_or_times_out() -> None:
