@@ -107,7 +107,7 @@ def test_down_in_another_process_stops_every_recorded_pid(tmp_path: Path) -> Non
         first = subprocess.run(down, capture_output=True, text=True, timeout=60)
         assert first.returncode == 0, first.stderr
         assert "openbao" in first.stdout and "pebble" in first.stdout
-        assert _alive(pids) == []
+        assert [r["pid"] for r in records if devstack.Proc.from_record(r).is_ours()] == []
         assert not stack.pids_file.exists()
         second = subprocess.run(down, capture_output=True, text=True, timeout=60)
         assert second.returncode == 0, second.stderr
