@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certlocker.delivery.formats import Bundle, haproxy_pem, kubernetes_tls_secret, pem_trio
+from tests.support.agent import template_block
 from tests.support.tls_servers import (
     IssuedChain,
     TlsServer,
@@ -194,23 +195,6 @@ def _combined(chain: IssuedChain) -> str:
     return haproxy_pem(Bundle(chain.certificate, chain.chain, chain.private_key))
 
 
-def _template_block(source: Path, staged: Path, server: TlsServer, *,
-                    live: Path | None = None, reload: list[str] | None = None) -> str:
-    command = [str(HOOK), "--check", shlex.join(server.check_command),
-               "--reload", shlex.join(reload or server.reload_command),
-               str(staged), str(live or server.cert_path)]
-    return f"""
-template {{
-  source               = {_hcl(source)}
-  destination          = {_hcl(staged)}
-  perms                = "0600"
-  error_on_missing_key = true
-  exec {{
-    command = [{", ".join(_hcl(c) for c in command)}]
-    timeout = "30s"
-  }}
-}}
-"""
 
 
 def _hcl(value: object) -> str:
@@ -314,7 +298,7 @@ def test_render_to_a_path_the_server_does_not_read(bao: Bao, run_agent, servers,
     nginx = servers("nginx", "nginx", old)
     bao.put_cert(new)
     wrong = tmp_path / "elsewhere.pem"
-    agent = run_agent(_agent_config(bao, run_agent.jwt_file, _template_block(
+    agent = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "nginx.ctmpl", tmp_path / "staged.pem", nginx, live=wrong)))
 
     _wait_log(agent, f"installed {wrong}")
@@ -331,7 +315,7 @@ def test_failed_reload_keeps_serving_the_old_cert_and_file(bao: Bao, run_agent, 
     server = servers(kind, kind, old)
     bao.put_cert(new)
     staged = tmp_path / "staged.pem"
-    agent = run_agent(_agent_config(bao, run_agent.jwt_file, _template_block(
+    agent = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "haproxy.pem.ctmpl", staged, server,
         reload=["sh", "-c", "echo reload refused >&2; exit 3"])))
 
@@ -345,7 +329,7 @@ def test_failed_reload_keeps_serving_the_old_cert_and_file(bao: Bao, run_agent, 
     # RuntimeDirectory), the agent logs in again with the same JWT file, re-renders,
     # and the hook retries the install that failed.
     staged.unlink()
-    retry = run_agent(_agent_config(bao, run_agent.jwt_file, _template_block(
+    retry = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "haproxy.pem.ctmpl", staged, server)))
     _wait_served([server], new.sha256_fingerprint, retry)
 
@@ -356,7 +340,7 @@ def test_mismatched_key_is_refused_before_install(bao: Bao, run_agent, servers,
     nginx = servers("nginx", "nginx", old)
     bad = new.vault_secret() | {"private_key": stranger.private_key}
     bao.put_secret(bad)
-    agent = run_agent(_agent_config(bao, run_agent.jwt_file, _template_block(
+    agent = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "nginx.ctmpl", tmp_path / "staged.pem", nginx)))
 
     _wait_log(agent, "REFUSED: private key does not match")
@@ -371,7 +355,7 @@ def test_one_of_three_haproxy_nodes_not_reloaded(bao: Bao, run_agent, servers,
     bao.put_cert(v1)
     # node1's hook reloads the wrong thing (a no-op): its file changes, its memory not.
     blocks = "".join(
-        _template_block(TEMPLATES / "haproxy.pem.ctmpl", tmp_path / f"staged{i}.pem", n,
+        template_block(TEMPLATES / "haproxy.pem.ctmpl", tmp_path / f"staged{i}.pem", n,
                         reload=["true"] if i == 1 else None)
         for i, n in enumerate(nodes))
     agent = run_agent(_agent_config(bao, run_agent.jwt_file, blocks))
