@@ -145,8 +145,8 @@ def test_stop_never_signals_a_pid_that_was_reused(tmp_path: Path) -> None:
         other_cmd = devstack.Proc.from_record({**real.record(), "marker": "bao server"})
         other_cmd.stop(timeout=1)
         assert sleeper.poll() is None
-        devstack.Proc.from_record(real.record()).stop(timeout=5)
-        assert sleeper.wait(timeout=5) == -15
+        devstack.Proc.from_record(real.record()).stop(timeout=30)
+        assert sleeper.wait(timeout=30) == -15
     finally:
         if sleeper.poll() is None:
             sleeper.kill()

@@ -181,7 +181,11 @@ class CertificateService:
                 lease.release()
                 raise
             if skip is not None:
-                lease.release()
+                # Nothing to issue: a key journaled by an attempt that died is an orphan.
+                try:
+                    StoreJournal(self._store, ref).clear()
+                finally:
+                    lease.release()
                 return skip
         started = time.monotonic()
         ok = False

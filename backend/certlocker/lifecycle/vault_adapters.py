@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..models import CertificateRef
 from .ports import Store
 
@@ -24,7 +24,10 @@ class StoreJournal:
         self._store.write_json(self._path, state, cas=None)
 
     def clear(self) -> None:
-        self._store.destroy(self._path)
+        try:
+            self._store.destroy(self._path)
+        except NotFound:
+            pass  # nothing was journaled
 
 
 class StoreChallenges:
