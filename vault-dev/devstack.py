@@ -318,11 +318,16 @@ class Proc:
                 "marker": self.marker, "log": str(self.log_path)}
 
     def is_ours(self) -> bool:
-        """True while ``pid`` is still the process we started (same start time and marker)."""
+        """True while ``pid`` is still the process we started (same start time and marker).
+
+        A process that is exiting has already released its memory, so its command line
+        reads empty: with the same start time it is still ours, and its session with it.
+        """
         stat = _proc_stat(self.pid)
         if stat is None or stat[0] in ("Z", "X") or stat[3] != self.starttime:
             return False
-        return self.marker in _cmdline(self.pid)
+        cmdline = _cmdline(self.pid)
+        return cmdline == "" or self.marker in cmdline
 
     def alive(self) -> bool:
         if self.popen is not None:
