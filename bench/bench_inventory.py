@@ -30,7 +30,8 @@ PER_SERVICE = 100
 SEED_THREADS = 32
 LIST_QUERY = "expiring_within=30d&limit=100"
 LIST_BUDGET = 60.0  # seconds of listing requests per size (at least one request)
-SWEEP_TIMEOUT = 900.0
+SWEEP_TIMEOUT = 900.0  # at 1k and 10k; larger inventories get 30 ms per certificate
+FIND_TARGET, LIST_TARGET, RSS_TARGET_MIB = 1.0, 0.2, 400
 
 
 def _records(index: int, due: bool, now: dt.datetime) -> tuple[CertificateSpec,
@@ -135,9 +136,10 @@ def _api(stack: devstack.Stack, tmp: Path, token: str) -> tuple[float, list[floa
     return cold, latencies, rss
 
 
-def _reconciler(stack: devstack.Stack, tmp: Path, n: int) -> tuple[float, int]:
-    """``certlocker reconcile`` from cold: seconds until its start-up sweep over the
-    whole inventory finishes (1,000 per 1 s tick), and its peak RSS then."""
+def _reconciler(stack: devstack.Stack, tmp: Path, n: int) -> tuple[float, float, int]:
+    """``certlocker reconcile`` from cold: seconds until the ten due certificates are
+    renewed (through Pebble, for real), seconds until its start-up sweep over the whole
+    inventory finishes (1,000 per 1 s tick), and its peak RSS then."""
     log = tmp / f"reconciler-{n}.log"
     started = time.monotonic()
     proc = devstack.Proc.spawn("reconciler-bench", [devstack.certlocker_binary(), "reconcile",
@@ -145,16 +147,21 @@ def _reconciler(stack: devstack.Stack, tmp: Path, n: int) -> tuple[float, int]:
                                log, env=stack.service_env(), cwd=devstack.REPO,
                                marker="reconcile")
     try:
-        def finished() -> bool:
+        def logged(event: str, count: int = 1) -> bool:
             if not proc.alive():
                 raise RuntimeError(f"reconciler exited{proc.log_tail()}")
-            return "reconcile.sweep_finished" in log.read_text(errors="replace")
-        devstack.wait_until(finished, SWEEP_TIMEOUT, max_interval=0.5, what="the sweep")
+            return log.read_text(errors="replace").count(f'"{event}"') >= count
+        timeout = max(SWEEP_TIMEOUT, n * 0.03)
+        devstack.wait_until(lambda: logged("certificate.issued", DUE), timeout,
+                            max_interval=0.5, what="the due renewals")
+        ready = time.monotonic() - started
+        devstack.wait_until(lambda: logged("reconcile.sweep_finished"), timeout,
+                            max_interval=0.5, what="the sweep")
         elapsed = time.monotonic() - started
         rss = vm_hwm_kib(proc.pid)
     finally:
         proc.stop()
-    return elapsed, rss
+    return ready, elapsed, rss
 
 
 def run(full: bool = False) -> str:
@@ -186,42 +193,52 @@ def run(full: bool = False) -> str:
             if scanned != expected:
                 raise RuntimeError(f"the listing found {len(scanned)} due, not {DUE}")
             cold, latencies, api_rss = _api(stack, tmp, stack.operator_token or "")
-            sweep, rec_rss = _reconciler(stack, tmp, n)
+            ready, sweep, rec_rss = _reconciler(stack, tmp, n)
             results[n] = {"seed": seed_seconds, "find": median(finds), "scan": scan_seconds,
                           "cold": cold, "list_p95": percentile(latencies, 95),
-                          "list_n": len(latencies), "api_rss": api_rss, "sweep": sweep,
+                          "list_n": len(latencies), "api_rss": api_rss, "ready": ready, "sweep": sweep,
                           "rec_rss": rec_rss}
             print(f"  {n}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in results[n].items()),
                   file=sys.stderr, flush=True)
     rows = []
+    largest = sizes[-1]
     for n in sizes:
         r = results[n]
         label = f"{n // 1000}k"
+        judged = n == largest  # the targets are for the largest inventory measured
+        peak = max(r["api_rss"], r["rec_rss"]) / 1024  # type: ignore[type-var, operator]
         rows += [
             Row(f"{label}: find the {DUE} due per tick (peer: list specs + read every "
                 "status)", ms(r["find"]), secs(r["scan"]),
-                f"{r['scan'] / r['find']:.0f}x faster"),
+                f"{r['scan'] / r['find']:.0f}x faster",
+                *_judge(judged, "< 1 s", r["find"] < FIND_TARGET)),  # type: ignore[operator]
             Row(f"{label}: `GET /v1/certificates?{LIST_QUERY}` p95 ({r['list_n']} requests)",
-                ms(r["list_p95"])),
+                ms(r["list_p95"]), "—", "—",
+                *_judge(judged, "< 200 ms", r["list_p95"] < LIST_TARGET)),  # type: ignore[operator]
             Row(f"{label}: API cold start to first page (fresh gunicorn, 1 worker)",
                 secs(r["cold"])),
-            Row(f"{label}: reconciler cold start, full start-up sweep", secs(r["sweep"])),
+            Row(f"{label}: reconciler cold start until the {DUE} due are renewed",
+                secs(r["ready"])),
+            Row(f"{label}: reconciler's full start-up sweep (repairs every hint)",
+                secs(r["sweep"])),
             Row(f"{label}: peak RSS API worker / reconciler",
-                f"{r['api_rss'] / 1024:.0f} MiB / {r['rec_rss'] / 1024:.0f} MiB"),
+                f"{r['api_rss'] / 1024:.0f} MiB / {r['rec_rss'] / 1024:.0f} MiB", "—", "—",
+                *_judge(judged, f"< {RSS_TARGET_MIB} MB", peak < RSS_TARGET_MIB)),
             Row(f"{label}: seeding (spec, status, due and expiry hints, {SEED_THREADS} "
                 "threads, root token)",
                 secs(r["seed"]), "—", "—", "not a certlocker figure"),
         ]
-    small, big = sizes[0], sizes[1]
-    growth = results[big]["find"] / results[small]["find"]  # type: ignore[operator]
-    rows.append(Row(f"growth of 'find due' from {small // 1000}k to {big // 1000}k "
-                    f"({big // small}x inventory)", f"{growth:.2f}x",
-                    f"{results[big]['scan'] / results[small]['scan']:.2f}x",  # type: ignore[operator]
+    small = sizes[0]
+    growth = results[largest]["find"] / results[small]["find"]  # type: ignore[operator]
+    scale = largest // small
+    rows.append(Row(f"growth of 'find due' from {small // 1000}k to {largest // 1000}k "
+                    f"({scale}x inventory)", f"{growth:.2f}x",
+                    f"{results[largest]['scan'] / results[small]['scan']:.2f}x",  # type: ignore[operator]
                     "—", "flat (≈1x)", "yes" if growth < 2 else "**no**"))
-    list_growth = results[big]["list_p95"] / results[small]["list_p95"]  # type: ignore[operator]
+    list_growth = results[largest]["list_p95"] / results[small]["list_p95"]  # type: ignore[operator]
     rows.append(Row(f"growth of the filtered listing p95 from {small // 1000}k to "
-                    f"{big // 1000}k", f"{list_growth:.2f}x", "—", "—", "flat (≈1x)",
+                    f"{largest // 1000}k", f"{list_growth:.2f}x", "—", "—", "flat (≈1x)",
                     "yes" if list_growth < 2 else "**no**"))
     notes = ["OpenBao dev server (in-memory storage): a Raft cluster on disk is slower "
              "per request; the ratios, not the absolute times, carry over.",
@@ -233,8 +250,13 @@ def run(full: bool = False) -> str:
              "(`CertificateService.refs` + `read_spec` + `read_status` + `planning.decide`, "
              "8 threads).",
              "reconciler cold start = `certlocker reconcile --interval 1` from spawn until "
-             "its start-up sweep (1,000 certificates per tick) logs sweep_finished; it "
-             "also renews the ten due ones for real through Pebble.",
+             "the ten due ones are renewed for real through Pebble (its first tick); the "
+             "full sweep (1,000 certificates per tick, then hourly) runs behind it and is "
+             "timed to its sweep_finished log line.",
              "100k runs only with `bench/run inventory --full` (seeding alone takes tens "
              "of minutes on 2 cores)."]
     return table("Inventory scale", rows, notes)
+
+
+def _judge(judged: bool, target: str, met: bool) -> tuple[str, str]:
+    return (target, "yes" if met else "**no**") if judged else ("—", "—")

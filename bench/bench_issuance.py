@@ -192,8 +192,8 @@ def run(n: int = N, n_cli: int = N_CLI) -> str:
         rows.append(Row(f"ECDSA P-256, per cert (peer: {label}, 1 process/cert)",
                         secs(per_cert), secs(value), f"{value / per_cert:.1f}x faster"))
     notes.append(f"Of certlocker's ECDSA wall time, {declare_ec:.2f} s went to the {n} "
-                 "declare POSTs from 8 concurrent clients (each returns once spec, status, hint and audit "
-                 "event are in Vault).")
+                 "declare POSTs from 8 concurrent clients (each returns once the spec, "
+                 "the due hint and the audit event are in Vault).")
     if inside:
         notes.append(f"certlocker's own time per ECDSA issuance inside its pool (declare "
                      f"to stored, from its log): median {median(inside):.2f} s, p95 "

@@ -8,6 +8,7 @@ environment). Nothing below the API reads Flask globals.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any
 
 from flask import Flask
@@ -24,11 +25,13 @@ from .issuance.acme_issuer import AcmeIssuer
 from .issuance.base import Issuer
 from .issuance.vault_pki import VaultPkiIssuer
 from .lifecycle.alerts import policy_from_settings as alert_policy
+from .lifecycle.backoff import BackoffPolicy
 from .lifecycle.due_index import DueIndex
 from .lifecycle.issuer_secrets import StoreIssuerSecrets
 from .lifecycle.retirement import RetirementService
 from .lifecycle.revocation import RevocationService
 from .lifecycle.service import HOLDER, CertificateService
+from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import Verifier, verifier_for
 from .metrics.collector import IssuanceMetrics
@@ -59,7 +62,7 @@ class _SigningKeyStore:
 class Services:
     settings: Settings
     store: VaultStore
-    challenges: StoreChallenges
+    challenges: LocalFirstChallenges
     certificates: CertificateService
     keyring: KeyRing
     credentials: CredentialService
@@ -72,9 +75,10 @@ class Services:
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     clock = SystemClock()
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
-                               settings.vault_ca_cert, keep_versions=settings.keep_versions)
+                               settings.vault_ca_cert, keep_versions=settings.keep_versions,
+                               retry_seconds=settings.vault_retry_seconds)
     audit = AuditLog(VaultAuditStore(store), clock)
-    challenges = StoreChallenges(store)
+    challenges = LocalFirstChallenges(StoreChallenges(store))
     issuers: dict[str, Issuer] = {}
     for name, conf in settings.issuers.items():
         if conf.type == "acme":
@@ -88,7 +92,9 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                       workers=settings.issuance_workers,
                                       issuance_timeout=settings.issuance_timeout_seconds,
                                       audit=audit, actor=actor, observer=IssuanceMetrics(),
-                                      due_index=DueIndex(store, alert_policy(settings)))
+                                      due_index=DueIndex(store, alert_policy(settings)),
+                                      backoff_policy=BackoffPolicy(
+                                          base=dt.timedelta(seconds=settings.retry_base_seconds)))
     # track_version: a rotation by any gunicorn worker or replica is used by all at once.
     keyring = KeyRing.load_or_create(_SigningKeyStore(store), clock, track_version=True)
     credentials = CredentialService(

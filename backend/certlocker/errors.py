@@ -177,3 +177,8 @@ class AlertDeliveryFailed(CertlockerError):
     def __init__(self, detail: str, channels: tuple[str, ...] = ()) -> None:
         self.channels = channels
         super().__init__(detail, channels=list(channels))
+
+
+class VaultWriteUncertain(VaultUnavailable):
+    """A write reached Vault but no answer came back (the node died or lost leadership
+    mid-request): it may or may not have been applied. Read back before writing again."""

@@ -130,6 +130,9 @@ class CertificateInfo:
     vault_version: int | None = None
     key_type: str | None = None  # what was requested at issuance (None in older records)
     issuer_name: str | None = None  # the configured issuer that issued it (ditto)
+    # The public leaf PEM, so certlocker (which cannot read certs/ back) can revoke it
+    # and ask for its renewal window; None in records from before it was kept here.
+    leaf_pem: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +145,7 @@ class CertificateInfo:
             "vault_version": self.vault_version,
             "key_type": self.key_type,
             "issuer_name": self.issuer_name,
+            **({"leaf_pem": self.leaf_pem} if self.leaf_pem else {}),
         }
 
     @classmethod
@@ -156,6 +160,7 @@ class CertificateInfo:
             vault_version=data.get("vault_version"),
             key_type=data.get("key_type"),
             issuer_name=data.get("issuer_name"),
+            leaf_pem=data.get("leaf_pem") if isinstance(data.get("leaf_pem"), str) else None,
         )
 
 

@@ -95,6 +95,11 @@ class Settings:
     default_key_type: KeyType = KeyType.EC_P256
     issuance_workers: int = 8
     issuance_timeout_seconds: int = 300
+    # How long one Vault call rides out a Raft leader election, a restart or a seal
+    # before it fails with 503 (the reconciler then backs off as a whole).
+    vault_retry_seconds: int = 10
+    # First delay after a failed issuance; doubles per failure, capped by the lifetime.
+    retry_base_seconds: int = 300
     keep_versions: int = 3  # KV versions of certs/... kept; older ones are destroyed
     max_request_bytes: int = 64 * 1024
     log_format: str = "json"
@@ -162,6 +167,10 @@ class Settings:
                                      "verify_timeout_seconds 1..60")
         if not 10 <= self.verify_interval_seconds <= 7 * 86400:
             raise ConfigurationError("verify_interval_seconds must be 10..604800")
+        if not 0 <= self.vault_retry_seconds <= 600:
+            raise ConfigurationError("vault_retry_seconds must be between 0 and 600")
+        if not 1 <= self.retry_base_seconds <= 86400:
+            raise ConfigurationError("retry_base_seconds must be between 1 and 86400")
         if self.metrics_refresh_seconds < 0 or self.verify_grace_seconds < 0:
             raise ConfigurationError("metrics_refresh_seconds and verify_grace_seconds "
                                      "must not be negative")
@@ -223,7 +232,8 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
         raw["environments"] = tuple(_as_list(raw["environments"]))
     for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds", "keep_versions",
                 "max_request_bytes", "verify_timeout_seconds", "verify_parallelism",
-                "verify_grace_seconds", "metrics_refresh_seconds", "verify_interval_seconds"):
+                "verify_grace_seconds", "metrics_refresh_seconds", "verify_interval_seconds",
+                "vault_retry_seconds", "retry_base_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])

@@ -94,7 +94,11 @@ def assert_problem(resp: requests.Response, status: int, names: str | None = Non
 def unchanged(root: hvac.Client) -> Iterator[None]:
     before = stored_paths(root)
     yield
-    assert stored_paths(root) == before, "a rejected request changed Vault"
+    after = stored_paths(root)
+    # An issuance declared by an earlier test may write its first status meanwhile.
+    caused = {p for p in after - before
+              if not (p.startswith("status/") and "specs/" + p[len("status/"):] in before)}
+    assert not caused and before <= after, "a rejected request changed Vault"
 
 
 def post(http: requests.Session, api: str, payload: Any) -> requests.Response:

@@ -152,9 +152,9 @@ class Setup:
         return found[0]
 
     def ari_id(self) -> str:
-        leaf, _ = self.store.read_json(self.store.paths.leaf(REF))
+        leaf = self.status().current.leaf_pem  # type: ignore[union-attr]
         assert leaf is not None
-        return ari_id_of(x509.load_pem_x509_certificate(leaf["certificate"].encode()))
+        return ari_id_of(x509.load_pem_x509_certificate(leaf.encode()))
 
 
 @pytest.fixture

@@ -179,24 +179,77 @@ def test_several_processes_writing_one_chain_stay_linked() -> None:
     assert result.ok and result.checked == 200
 
 
-def test_an_append_reads_the_head_once_then_only_looks_one_event_ahead() -> None:
-    class Counting(MemoryAuditStore):
-        heads = 0
+class _CountingStore(MemoryAuditStore):
+    """Counts what an ``AuditLog`` asks of its store: each call is a Vault round trip."""
 
-        def head(self):  # type: ignore[no-untyped-def]
-            Counting.heads += 1
-            return super().head()
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = 0
+        self.reads: list[int] = []
+        self.refused: list[int] = []
 
-    store = Counting()
+    def head(self):  # type: ignore[no-untyped-def]
+        self.heads += 1
+        return super().head()
+
+    def read(self, seq: int) -> AuditEvent | None:
+        self.reads.append(seq)
+        return super().read(seq)
+
+    def append(self, event: AuditEvent, expected_seq: int) -> None:
+        try:
+            super().append(event, expected_seq)
+        except Conflict:
+            self.refused.append(event.seq)
+            raise
+
+
+def test_a_lone_writer_reads_the_head_once_then_only_writes() -> None:
+    store = _CountingStore()
     log = AuditLog(store, FixedClock(T0))
-    reads: list[int] = []
-    original = store.read
-    store.read = lambda seq: reads.append(seq) or original(seq)  # type: ignore[method-assign]
     for i in range(10):
         log.record("a", "spec.create", f"s{i}", "success")
-    assert Counting.heads == 1
-    assert reads == list(range(2, 11))  # before each later append: is seq+1 still free?
+    assert store.heads == 1
+    assert store.reads == []  # one write per event, nothing else
+    assert store.refused == []
+    assert verify(store).ok and sorted(store.events) == list(range(1, 11))
+
+
+def test_a_stale_writer_is_refused_once_then_links_to_the_other_writers_events() -> None:
+    store = _CountingStore()
+    ours, theirs = AuditLog(store, FixedClock(T0)), AuditLog(store, FixedClock(T0))
+    ours.record("a", "spec.create", "s0", "success")  # seq 1
+    theirs.record("b", "spec.create", "s1", "success")  # seq 2
+    theirs.record("b", "spec.create", "s2", "success")  # seq 3
+    store.reads.clear()
+    event = ours.record("a", "spec.create", "s3", "success")
+    assert store.refused == [2]  # wrote seq 2 blindly: taken
+    assert store.reads == [2, 3, 4]  # rolled forward over b's events
+    assert event.seq == 4 and event.prev_hash == store.events[3].hash
     assert verify(store).ok
+
+
+def test_after_contention_a_writer_looks_first_until_a_look_finds_nothing_new() -> None:
+    store = _CountingStore()
+    ours, theirs = AuditLog(store, FixedClock(T0)), AuditLog(store, FixedClock(T0))
+    ours.record("a", "x", "s", "success")
+    theirs.record("b", "x", "s", "success")
+    ours.record("a", "x", "s", "success")  # refused once: now contended
+    assert store.refused == [2]
+    theirs.record("b", "x", "s", "success")  # b, at seq 2, is refused at 3 once too
+    assert store.refused == [2, 3]
+    for _ in range(5):  # strictly alternating: both look first, nobody is refused again
+        ours.record("a", "x", "s", "success")
+        theirs.record("b", "x", "s", "success")
+    assert store.refused == [2, 3]
+    store.reads.clear()
+    ours.record("a", "x", "s", "success")  # looks: b appended since, stays careful
+    ours.record("a", "x", "s", "success")  # looks: nothing new, so next time blind
+    ours.record("a", "x", "s", "success")  # writes without looking
+    head = max(store.events)
+    assert store.reads == [head - 3, head - 2, head - 1]
+    assert store.refused == [2, 3]
+    assert verify(store).ok and sorted(store.events) == list(range(1, head + 1))
 
 
 class _AlwaysLosingStore(MemoryAuditStore):

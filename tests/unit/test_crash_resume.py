@@ -31,16 +31,20 @@ class ProcessDied(BaseException):
 
 class CrashingStore(MemoryStore):
     """MemoryStore that dies right after its ``crash_after``-th write to the in-flight
-    journal is stored (0: never)."""
+    journal is stored, or just before its ``crash_before``-th one would be (0: never)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.crash_after = 0
+        self.crash_before = 0
         self.journal_writes = 0
 
     def write(self, logical: str, data: dict[str, Any], cas: int | None) -> int:
+        journal = logical == self.paths.inflight(REF)
+        if journal and self.journal_writes + 1 == self.crash_before:
+            raise ProcessDied(logical)
         version = super().write(logical, data, cas)
-        if logical == self.paths.inflight(REF):
+        if journal:
             self.journal_writes += 1
             if self.journal_writes == self.crash_after:
                 raise ProcessDied(logical)
@@ -87,32 +91,35 @@ def same_key(a: str, b: str) -> bool:
     return keys.to_pem(keys.from_pem(a)) == keys.to_pem(keys.from_pem(b))
 
 
-def test_a_crash_after_the_key_is_journaled_resumes_with_that_key(world) -> None:
+def test_a_crash_before_anything_is_journaled_leaves_only_an_unanswered_order(
+        world) -> None:
     store, ca = world
-    store.crash_after = 1  # the key is saved; the CA has heard nothing yet
+    store.crash_before = 1  # the order exists at the CA; its key was never sent there
     with pytest.raises(ProcessDied):
         process(store, ca).issue(REF)
-    crashed = journal(store)
-    assert crashed is not None and crashed["order_url"] is None
-    assert ca.orders == {}
+    assert journal(store) is None
+    (orphan,) = ca.orders
+    assert ca.payloads(f"finalize/{orphan}") == []
 
-    store.crash_after = 0
+    store.crash_before = 0
     status = process(store, ca).issue(REF)
 
     assert status.state is State.VALID
-    assert same_key(stored_key_pem(store), crashed["private_key"])
-    assert len(ca.orders) == 1
-    assert journal(store) is None  # nothing in flight is left behind
+    assert len(ca.orders) == 2  # a fresh order with a fresh key; the orphan expires
+    assert ca.payloads(f"finalize/{orphan}") == []
+    assert journal(store) is None
 
 
-def test_a_crash_before_finalize_resumes_the_same_order_with_the_same_key(world) -> None:
+def test_the_key_and_the_order_are_journaled_before_the_ca_sees_the_key(world) -> None:
     store, ca = world
-    store.crash_after = 2  # the order URL is journaled; nothing finalized
+    store.crash_after = 1  # one journal write: the key with its order; nothing finalized
     with pytest.raises(ProcessDied):
         process(store, ca).issue(REF)
     crashed = journal(store)
-    assert crashed is not None and crashed["order_url"]
-    assert ca.payloads(f"finalize/{crashed['order_url'].rsplit('/', 1)[1]}") == []
+    assert crashed is not None and crashed["private_key"] and crashed["order_url"]
+    order = crashed["order_url"].rsplit("/", 1)[1]
+    assert list(ca.orders) == [order]
+    assert ca.payloads(f"finalize/{order}") == []
 
     store.crash_after = 0
     status = process(store, ca).issue(REF)
@@ -120,8 +127,14 @@ def test_a_crash_before_finalize_resumes_the_same_order_with_the_same_key(world)
     assert status.state is State.VALID
     assert same_key(stored_key_pem(store), crashed["private_key"])
     assert len(ca.orders) == 1  # the recorded order was finished, no orphan
-    assert ca.orders[crashed["order_url"].rsplit("/", 1)[1]]["status"] == "valid"
+    assert ca.orders[order]["status"] == "valid"
     assert journal(store) is None
+
+
+def test_an_issuance_writes_the_journal_once(world) -> None:
+    store, ca = world
+    process(store, ca).issue(REF)
+    assert store.journal_writes == 1
 
 
 def test_a_finished_issuance_never_reuses_its_key(world) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from certlocker.clock import FixedClock
 from certlocker.errors import AlertDeliveryFailed, VaultUnavailable
-from certlocker.lifecycle import alerts, planning, reissue
+from certlocker.lifecycle import alerts, backoff, planning, reissue
 from certlocker.lifecycle.due_index import DueIndex, Hint, slot_of
 from certlocker.lifecycle.reconciler import Options, Reconciler
 from certlocker.lifecycle.service import CertificateService
@@ -51,13 +51,15 @@ class Recorder:
 class World:
     def __init__(self, *, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
                  store: MemoryStore | None = None, issuer: MemoryIssuer | None = None,
-                 clock: FixedClock | None = None) -> None:
+                 clock: FixedClock | None = None,
+                 backoff_policy: backoff.BackoffPolicy = backoff.DEFAULT_POLICY) -> None:
         self.clock = clock or FixedClock(T0)
         self.store = store or MemoryStore()
         self.issuer = issuer or MemoryIssuer(not_before=T0)
         self.due = DueIndex(self.store, policy)
         self.service = CertificateService(self.store, {"test": self.issuer}, clock=self.clock,
-                                          workers=2, due_index=self.due)
+                                          workers=2, due_index=self.due,
+                                          backoff_policy=backoff_policy)
         self.alerts = Recorder()
         self.reconciler = Reconciler(self.store, self.service, self.due, notifier=self.alerts,
                                      clock=self.clock, options=Options(workers=4),
@@ -260,6 +262,19 @@ def test_a_stale_hint_is_rechecked_and_replaced_not_acted_on(world):
     world.reconciler.tick()
     assert world.hints() == [good]
     assert world.issuer.issued == ["dev.svc.c1"]
+
+
+def test_the_first_retry_waits_the_configured_base_not_the_default():
+    w = World(backoff_policy=backoff.BackoffPolicy(base=dt.timedelta(seconds=7)))
+    try:
+        w.declare_in_vault(spec("bad", issuer="missing"))
+        w.reconciler.run_once()
+        assert w.status("bad").next_attempt_at == T0 + dt.timedelta(seconds=7)
+        w.clock.advance(dt.timedelta(seconds=7))
+        w.reconciler.tick()
+        assert w.status("bad").attempts == 2  # retried from the due index at the base
+    finally:
+        w.close()
 
 
 def test_a_failing_certificate_backs_off_alerts_once_and_does_not_stop_others():

@@ -56,11 +56,18 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
 
 
 def _answer(future: cf.Future[Any], ref: CertificateRef, wait: float, created: bool,
-            previous: str | None = None) -> Response:
+            previous: str | None = None, known: CertificateView | None = None) -> Response:
     """201/200 once settled (a certificate other than ``previous`` is stored, or an
-    attempt made after this request failed), else 202."""
+    attempt made after this request failed), else 202. ``known`` is the view as of the
+    request, answered as is when the caller does not wait (the issuance was only just
+    queued: re-reading it from Vault would tell the same)."""
     s = services()
     asked = SystemClock().now()
+    if known is not None and not wait:
+        resp = jsonify(render(known, s.store.paths))
+        resp.status_code = 202
+        resp.headers["Location"] = url_for("certificates.show", cert_id=ref.id)
+        return resp
 
     def settled(status: Any) -> bool:
         if status.last_error and status.updated_at and status.updated_at >= asked:
@@ -85,8 +92,10 @@ def declare() -> Response:
     wait = wait_seconds()
     spec = certificate_spec(json_body(s.settings.max_request_bytes), s.settings)
     who = caller()
-    future = s.certificates.declare(who.store, spec, actor=who.display_name)
-    return _answer(future, spec.ref, wait, created=True)
+    future, pending = s.certificates.declare_with_status(who.store, spec,
+                                                         actor=who.display_name)
+    return _answer(future, spec.ref, wait, created=True,
+                   known=CertificateView(spec, pending))
 
 
 @bp.get("")

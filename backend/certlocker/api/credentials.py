@@ -8,7 +8,7 @@ from .. import access, names
 from ..clock import SystemClock, rfc3339
 from ..credentials.tokens import MintedToken
 from ..errors import InvalidInput, Unauthenticated
-from .context import require, services
+from .context import Caller, caller, services
 
 bp = Blueprint("credentials", __name__, url_prefix="/v1/services")
 
@@ -21,12 +21,16 @@ def _target(env: str, service: str) -> tuple[str, str]:
     return env, service
 
 
-def _authorize(env: str, service: str, action: str) -> str:
+def _authorize(env: str, service: str, action: str, who: Caller | None = None) -> str:
     """The operator must hold update on specs/<env>/<service>/_credentials: Vault's
-    policies decide, through the caller's own token. Returns the caller's name."""
-    return require(services().store.paths.credential_grant(env, service), access.UPDATE,
+    policies decide, through the caller's own token (``who``, or the request's).
+    Returns the caller's name. :raises AccessDenied: (recorded in the audit trail)."""
+    who = who if who is not None else caller()
+    access.require(who.store, services().store.paths.credential_grant(env, service),
+                   access.UPDATE, auditor=services().audit, actor=who.display_name,
                    action=action, subject=f"service:{env}/{service}",
-                   what=f"manage credentials of {env}/{service}").display_name
+                   what=f"manage credentials of {env}/{service}")
+    return who.display_name
 
 
 def _render(minted: MintedToken, env: str) -> Response:
@@ -46,8 +50,12 @@ def _render(minted: MintedToken, env: str) -> Response:
 @bp.post("/<env>/<service>/credentials")
 def mint(env: str, service: str) -> Response:
     env, service = _target(env, service)
-    actor = _authorize(env, service, "credential.mint")
-    return _render(services().credentials.mint(env, service, actor=actor), env)
+    # A missing or unknown token is refused here, before the mint reads anything; then
+    # Vault decides on the grant path while the mint's own reads run at the same time.
+    who = caller()
+    minted = services().credentials.mint(
+        env, service, authorize=lambda: _authorize(env, service, "credential.mint", who))
+    return _render(minted, env)
 
 
 @bp.post("/<env>/<service>/credentials/refresh")

@@ -12,8 +12,9 @@ bp = Blueprint("wellknown", __name__)
 
 @bp.get("/.well-known/acme-challenge/<token>")
 def acme_challenge(token: str) -> Response:
-    """RFC 8555 section 8.3: the key authorization as text/plain, from Vault, so any
-    replica answers for an order another replica placed."""
+    """RFC 8555 section 8.3: the key authorization as text/plain, from this process's
+    memory when its issuance published it, else from Vault, so any replica answers for
+    an order another replica placed."""
     answer = services().challenges.get(token)
     if answer is None:
         raise NotFound("no such challenge")

@@ -167,28 +167,38 @@ class AuditLog:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._last: tuple[int, str] | None = None  # the newest event this process knows
+        # Did another writer append lately? Then look ahead before writing.
+        self._contended = False
 
     def record(self, actor: str, action: str, subject: str, outcome: str,
                reason: str | None = None,
                details: Mapping[str, Any] | None = None) -> AuditEvent:
         """Append one event to the chain and return it.
 
-        Links the new event to the newest one (this process's last, rolled forward over
-        what other writers appended since: one read when there is nothing new) and
-        appends it with check-and-set. When another writer (another API worker or
-        replica, the reconciler) wins the race in between, it rolls forward again and
-        retries, with jittered backoff, up to ``max_attempts`` times. Threads of one process take turns, so they never race
+        Links the new event to the newest one this process knows and creates it at the
+        next seq, create-only: while no other writer appends, that is the whole cost (one
+        write). When another writer (another API worker or replica, the reconciler) took
+        that seq, the store refuses the write; the log then rolls forward over the other
+        writer's events, links to the newest, and retries with jittered backoff, up to
+        ``max_attempts`` times. While other writers keep appending, it looks ahead first
+        (one read instead of a refused write and the reads after it), and writes blindly
+        again once a look finds nothing new. Either way an event is only ever created at
+        the seq right after the event its ``prev_hash`` names, and a seq is created once,
+        so the chain cannot fork. Threads of one process take turns, so they never race
         each other.
 
         :raises ValueError: the fields are malformed or hold key material.
         :raises Conflict: every attempt lost the race.
         """
         with self._lock:
+            if self._last is None:
+                self._last = self._store.head() or (0, GENESIS_HASH)
+            look_first = self._contended
             for attempt in range(self._max_attempts):
-                # Another process may have appended since our last event: look first,
-                # which costs one read instead of a refused write and the reads after it.
-                self._last = (self._store.head() or (0, GENESIS_HASH) if self._last is None
-                              else self._roll_forward(*self._last))
+                if look_first:
+                    known = self._last[0]
+                    self._last = self._roll_forward(*self._last)
+                    self._contended = self._last[0] != known
                 seq, prev = self._last
                 event = AuditEvent.create(
                     seq=seq + 1, time=rfc3339(self._clock.now()), actor=actor,
@@ -198,6 +208,8 @@ class AuditLog:
                     self._store.append(event, expected_seq=seq)
                 except Conflict:
                     self._last = self._roll_forward(seq, prev)
+                    self._contended = True
+                    look_first = False  # just looked
                     self._sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
                     continue
                 self._last = (event.seq, event.hash)

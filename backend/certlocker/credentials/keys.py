@@ -199,8 +199,8 @@ class KeyRing:
     @property
     def active(self) -> SigningKey:
         """The key that signs new tokens."""
+        self._sync()
         with self._lock:
-            self._refresh_if_stale()
             key = self._active_or_none()
             if key is None:  # only if someone stored a document without an active key
                 raise ConfigurationError("the JWT key ring has no active signing key")
@@ -212,8 +212,8 @@ class KeyRing:
         An unknown kid triggers a re-read of the store (at most once per
         ``unknown_kid_refresh_seconds``): another worker may have rotated.
         """
+        self._sync()
         with self._lock:
-            self._refresh_if_stale()
             found = self._published_by_kid().get(kid)
             if (found is None and not self._track_version
                     and self._may_refresh_for_unknown_kid()):
@@ -223,8 +223,8 @@ class KeyRing:
 
     def published(self) -> list[SigningKey]:
         """Active key first, then retired keys whose tokens may still be valid."""
+        self._sync()
         with self._lock:
-            self._refresh_if_stale()
             return list(self._published_by_kid().values())
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
@@ -237,11 +237,11 @@ class KeyRing:
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the store if the copy is older than ``refresh_seconds`` (or always)."""
+        if not force:
+            self._sync()
+            return
         with self._lock:
-            if force:
-                self._reload()
-            else:
-                self._refresh_if_stale()
+            self._reload()
 
     # -- writing --------------------------------------------------------------------------
     def rotate(self) -> SigningKey:
@@ -304,13 +304,24 @@ class KeyRing:
         self._version = version
         self._loaded_at = self._clock.now()
 
-    def _refresh_if_stale(self) -> None:
+    def _sync(self) -> None:
+        """Bring the copy up to date before a use; call without holding the lock.
+
+        With ``track_version`` the store's version is read outside the lock, so the
+        threads of a worker each wait for their own round trip instead of queueing
+        behind one another's; the document is re-read (under the lock) only when that
+        version differs from the copy's.
+        """
         if self._track_version:
-            if self._loaded_at is None or self._store.version() != self._version:
-                self._reload()
+            stored = self._store.version()
+            with self._lock:
+                if self._loaded_at is None or stored != self._version:
+                    self._reload()
             return
-        if self._loaded_at is None or self._clock.now() - self._loaded_at >= self._refresh:
-            self._reload()
+        with self._lock:
+            if (self._loaded_at is None
+                    or self._clock.now() - self._loaded_at >= self._refresh):
+                self._reload()
 
     def _may_refresh_for_unknown_kid(self) -> bool:
         return (self._loaded_at is None

@@ -10,7 +10,10 @@ tokens already obtained with them stop working.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Protocol, TypeVar
 
 from ..errors import CertlockerError, Conflict, Unauthenticated
 from ..audit.recorder import Auditor, NoAudit, audited
@@ -18,6 +21,10 @@ from ..names import component
 from .tokens import Claims, MintedToken, TokenMinter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Two reads per mint run on the pool: enough for the request threads of a worker.
+LOOKUP_THREADS = 16
 
 
 class Identities(Protocol):
@@ -40,18 +47,52 @@ class CredentialService:
         self._path = generation_path  # (env, service) -> logical path
         self._identities = identities
         self.minter: TokenMinter = minter_factory(self.generation)
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None
+        self._pool_lock = threading.Lock()
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+        """Run ``fn`` on the service's small shared pool, created on first use in each
+        process (a forked gunicorn worker does not inherit its parent's threads)."""
+        pool = self._pool
+        if pool is None or pool[0] != os.getpid():
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None or pool[0] != os.getpid():
+                    pool = (os.getpid(), ThreadPoolExecutor(
+                        LOOKUP_THREADS, thread_name_prefix="credential-lookup"))
+                    self._pool = pool
+        return pool[1].submit(fn, *args)
 
     def generation(self, environment: str, service: str) -> int:
         doc, _ = self._store.read_json(self._path(environment, service))
         return int(doc["generation"]) if doc else 1
 
     def mint(self, environment: str, service: str, ttl: int | None = None,
-             actor: str = "operator", action: str = "credential.mint") -> MintedToken:
+             actor: str = "operator", action: str = "credential.mint",
+             authorize: Callable[[], str] | None = None) -> MintedToken:
+        """Sign a credential of the service's current generation and record it.
+
+        The reads a mint depends on are independent, so they run at the same time: the
+        service's generation and the signing key (each read fresh from the store) on the
+        service's pool, and ``authorize`` (if given) in the calling thread. The mint waits
+        for the slowest of them instead of their sum. ``authorize`` returns the actor's
+        name; if it raises, that exception propagates and nothing is created, signed or
+        recorded here (the reads' results are dropped).
+
+        :raises InvalidInput: for a bad environment, service or ttl.
+        """
         environment = component("environment", environment)
         service = component("service", service)
-        generation = self.generation(environment, service)
+        signing_key = self._submit(self.minter.signing_key)
+        if authorize is None:
+            generation = self.generation(environment, service)
+        else:
+            pending = self._submit(self.generation, environment, service)
+            actor = authorize()
+            generation = pending.result()
+        key = signing_key.result()
         self._identities.ensure(environment, service, generation)
-        minted = self.minter.mint(environment, service, generation, ttl)
+        minted = self.minter.mint(environment, service, generation, ttl, key=key)
         log.info("credential.minted", extra={"environment": environment, "service": service,
                                              "generation": generation, "jti": minted.jti})
         audited(self._audit, actor, action, f"service:{environment}/{service}", "success",

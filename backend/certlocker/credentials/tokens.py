@@ -27,7 +27,7 @@ import jwt
 from ..clock import Clock
 from ..errors import ConfigurationError, InvalidInput, Unauthenticated
 from ..names import component
-from .keys import ALGORITHMS, MAX_TOKEN_TTL_SECONDS, KeyRing
+from .keys import ALGORITHMS, MAX_TOKEN_TTL_SECONDS, KeyRing, SigningKey
 
 DEFAULT_TTL_SECONDS = 3600
 MIN_TTL_SECONDS = 60
@@ -101,9 +101,15 @@ class TokenMinter:
     def audience(self) -> str:
         return self._audience
 
+    def signing_key(self) -> SigningKey:
+        """The key ``mint`` signs with now (the key ring's active key, current as of this
+        call): fetch it ahead, alongside other reads, and pass it to ``mint``."""
+        return self._keyring.active
+
     def mint(self, environment: str, service: str, generation: int,
-             ttl: int | None = None) -> MintedToken:
-        """Sign a credential for ``service`` in ``environment``.
+             ttl: int | None = None, key: SigningKey | None = None) -> MintedToken:
+        """Sign a credential for ``service`` in ``environment`` with ``key`` (from
+        ``signing_key`` during this request), or else the active key.
 
         :raises InvalidInput: for a bad environment, service, generation or ttl.
         """
@@ -117,7 +123,7 @@ class TokenMinter:
         if not MIN_TTL_SECONDS <= ttl <= self._max_ttl:
             raise InvalidInput(
                 "ttl", f"must be between {MIN_TTL_SECONDS} and {self._max_ttl} seconds")
-        key = self._keyring.active
+        key = key if key is not None else self._keyring.active
         issued = int(self._clock.now().timestamp())
         jti = secrets.token_urlsafe(18)
         # ``credential`` is the Vault role's user_claim: one entity alias per

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
@@ -36,6 +37,9 @@ USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
+_ENV_FOR_REQUESTS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                     "all_proxy", "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE",
+                     "CURL_CA_BUNDLE", "NETRC")
 
 
 class AccountStore(Protocol):
@@ -122,6 +126,9 @@ class AcmeIssuer:
         key = jose.JWK.from_json(doc["key"])
         net = _Network(key=key, alg=jose.ES256, user_agent=USER_AGENT,
                        verify_ssl=self.settings.ca_bundle or True, timeout=30)
+        # Without proxy or CA-bundle variables, skip requests' per-call reading of them
+        # and of ~/.netrc (the ACME account's JWS is the only credential sent).
+        net.session.trust_env = any(os.environ.get(v) for v in _ENV_FOR_REQUESTS)
         if self._transport is not None:
             net.session.mount("https://", self._transport)
             net.session.mount("http://", self._transport)
@@ -162,13 +169,16 @@ class AcmeIssuer:
             if orderr is None:
                 self._check_caa(acme, request)
                 key = self._journaled_key(request, state) or keys.generate(request.key_type)
-                state = {"private_key": keys.to_pem(key), "order_url": None,
-                         "dns_names": list(request.dns_names), "issuer": self.name,
-                         "key_type": request.key_type.value}
-                journal.save(state)  # the key is durable before the CA hears of it
+                # newOrder names only the identifiers (RFC 8555 section 7.4); the key
+                # reaches the CA with the CSR at finalization. So one journal write, after
+                # the order exists and before anything is answered or finalized, makes
+                # the key and the order durable before the CA hears of the key. A crash
+                # before it leaves an order nobody answers, which expires at the CA.
                 orderr = self._new_order(acme, keys.csr_pem(key, request.dns_names),
                                          request.replaces)
-                journal.save(dict(state, order_url=orderr.uri))
+                journal.save({"private_key": keys.to_pem(key), "order_url": orderr.uri,
+                              "dns_names": list(request.dns_names), "issuer": self.name,
+                              "key_type": request.key_type.value})
             else:
                 key = keys.from_pem(state["private_key"])
             body = self._drive(acme, orderr, deadline, resumed=resumed)

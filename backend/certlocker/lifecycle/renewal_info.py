@@ -92,6 +92,12 @@ def stored_leaf(store: Store, ref: CertificateRef, serial: str) -> str | None:
     return pem if isinstance(pem, str) else None
 
 
+def current_leaf(store: Store, ref: CertificateRef, current: CertificateInfo) -> str | None:
+    """The public leaf of ``current``: carried in the status record since it was kept
+    there, else (records from before) the separate leaf document."""
+    return current.leaf_pem or stored_leaf(store, ref, current.serial)
+
+
 def replaces_for(store: Store, spec: CertificateSpec,
                  status: CertificateStatus | None) -> str | None:
     """The ARI id of the certificate a new issuance replaces: only when one is current
@@ -99,7 +105,7 @@ def replaces_for(store: Store, spec: CertificateSpec,
     current = status.current if status else None
     if current is None or current.issuer_name != spec.issuer:
         return None
-    pem = stored_leaf(store, spec.ref, current.serial)
+    pem = current_leaf(store, spec.ref, current)
     return ari.cert_id(pem) if pem else None
 
 
@@ -113,5 +119,5 @@ def refreshed(store: Store, issuers: Mapping[str, object], spec: CertificateSpec
     issuer = issuers.get(status.current.issuer_name or spec.issuer)
     if issuer is None or getattr(issuer, "renewal_info", None) is None:
         return None
-    pem = stored_leaf(store, spec.ref, status.current.serial)
+    pem = current_leaf(store, spec.ref, status.current)
     return fetch(issuer, status.current.serial, pem, now) if pem else None

@@ -165,13 +165,17 @@ class RevocationService:
         if replace and spec is None:
             raise InvalidInput("replace", f"{ref.id} has no spec to issue a replacement from")
         revoker = self._revoker(spec, current)
-        leaf, _ = self._store.read_json(self._store.paths.leaf(ref))
-        if not leaf or leaf.get("serial") != current.serial:
+        leaf = current.leaf_pem
+        if leaf is None:  # issued before the status record carried the leaf
+            document, _ = self._store.read_json(self._store.paths.leaf(ref))
+            if document and document.get("serial") == current.serial:
+                leaf = document.get("certificate")
+        if not isinstance(leaf, str):
             raise Conflict(f"{ref.id}: the PEM of certificate {current.serial} was not "
                            "recorded at issuance; renew it, then revoke the old serial "
                            "at the CA by hand")
         try:
-            revoker.revoke(leaf["certificate"], REASONS[reason])
+            revoker.revoke(leaf, REASONS[reason])
         except CertlockerError as exc:
             audited(self._audit, actor, "certificate.revoke", ref.id, "failure",
                     reason=exc.detail[:500], details={"serial": current.serial,

@@ -50,8 +50,10 @@ class CertificateService:
                  clock: Clock | None = None, workers: int = 8,
                  issuance_timeout: float = 300, audit: Auditor | None = None,
                  actor: str = "certlocker", observer: IssuanceObserver | None = None,
-                 due_index: DueIndex | None = None) -> None:
+                 due_index: DueIndex | None = None,
+                 backoff_policy: backoff.BackoffPolicy = backoff.DEFAULT_POLICY) -> None:
         self._store = store
+        self._backoff = backoff_policy
         self._due = due_index
         self._expiry = ExpiryIndex(store)
         self._rng = random.Random()
@@ -64,6 +66,10 @@ class CertificateService:
         self._pool = cf.ThreadPoolExecutor(max_workers=workers,
                                            thread_name_prefix="issuance")
         self._readers = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="reads")
+        # Independent records written side by side (audit event, index hints, journal
+        # cleanup): one round trip of latency instead of one each.
+        self._side = cf.ThreadPoolExecutor(max_workers=max(4, workers),
+                                           thread_name_prefix="side-writes")
 
     # -- operator actions (caller's token) ---------------------------------------------
     def declare(self, caller: Store, spec: CertificateSpec,
@@ -73,21 +79,43 @@ class CertificateService:
         :raises AccessDenied: when Vault denies the caller this environment/service.
         :raises AlreadyExists: when the certificate is already declared.
         """
+        return self.declare_with_status(caller, spec, actor)[0]
+
+    def declare_with_status(self, caller: Store, spec: CertificateSpec,
+                            actor: str = "operator",
+                            ) -> tuple[cf.Future[CertificateStatus], CertificateStatus]:
+        """``declare``, also returning the pending status as of the declaration.
+
+        A certificate never declared before has no status record: ``view`` shows the
+        absence as pending, so nothing is written for it. A status left by an earlier
+        life of the same name (a retired tombstone) is reset to pending, keeping its
+        history. Raises as ``declare``.
+        """
         try:
             caller.create_spec(spec)
         except CertlockerError as exc:
             audited(self._audit, actor, "spec.create", spec.ref.id, "denied"
                     if exc.status in (401, 403) else "failure", reason=exc.detail)
             raise
-        audited(self._audit, actor, "spec.create", spec.ref.id, "success",
-                details={"dns_names": list(spec.dns_names), "issuer": spec.issuer,
-                         "key_type": spec.key_type.value})
-        pending = self._set_status(spec.ref, lambda old: CertificateStatus(
-            state=State.PENDING, updated_at=self._clock.now(),
-            history=old.history if old else ()))
-        if self._due is not None:  # the reconciler takes over if this process dies
-            self._due.schedule_quietly(spec, pending, self._clock.now())
-        return self.schedule(spec.ref)
+        recorded = self._side.submit(
+            audited, self._audit, actor, "spec.create", spec.ref.id, "success",
+            details={"dns_names": list(spec.dns_names), "issuer": spec.issuer,
+                     "key_type": spec.key_type.value})
+        try:
+            # Reset before the issuance starts, which may write VALID over it otherwise.
+            earlier = self._store.read_status(spec.ref)
+            if earlier is None:
+                pending = CertificateStatus(state=State.PENDING)
+            else:
+                pending = self._set_status(spec.ref, lambda old: CertificateStatus(
+                    state=State.PENDING, updated_at=self._clock.now(),
+                    history=old.history if old else ()), known=earlier)
+            if self._due is not None:  # the reconciler takes over if this process dies
+                self._due.schedule_quietly(spec, pending, self._clock.now())
+            future = self.schedule(spec.ref)
+        finally:
+            recorded.result()  # the event is in the trail before the caller hears back
+        return future, pending
 
     def view(self, caller: Store, ref: CertificateRef) -> CertificateView:
         """:raises NotFound: :raises AccessDenied:"""
@@ -232,13 +260,14 @@ class CertificateService:
         except IssuanceFailed as exc:
             return self._hint(spec, self._fail(ref, exc))
         known = before[0].current if before else None
+        # No certificate recorded: expect none stored (a write refused by a leftover
+        # version falls back to reading the current one).
         version = self._store.store_certificate(
-            ref, issued, expected_version=known.vault_version if known else None)
+            ref, issued, expected_version=known.vault_version if known else 0)
+        # The status carries the public leaf: certlocker cannot read certs/ back.
         info = dataclasses.replace(issued.info, vault_version=version,
-                                   key_type=spec.key_type.value, issuer_name=spec.issuer)
-        # The public leaf, so certlocker (which cannot read certs/ back) can revoke it.
-        self._store.write_json(self._store.paths.leaf(ref), {
-            "serial": info.serial, "certificate": issued.certificate}, cas=None)
+                                   key_type=spec.key_type.value, issuer_name=spec.issuer,
+                                   leaf_pem=issued.certificate)
         window = renewal_info.fetch(issuer, info.serial, issued.certificate,
                                     self._clock.now())
         replaced: list[dt.datetime] = []
@@ -253,17 +282,26 @@ class CertificateService:
                 ari=window)
 
         status = self._set_status(ref, stored, known=before)
-        journal.clear()  # the in-flight key is in the service's path now
-        self._hint(spec, status)
-        try:
-            self._expiry.moved(ref, replaced[-1] if replaced else None, info.not_after)
-        except CertlockerError as exc:  # a hint: the reconciler's sweep files it again
-            log.warning("expiry_index.failed", extra={"certificate": ref.id,
-                                                      "error": type(exc).__name__})
-        audited(self._audit, self._actor, "certificate.issue", ref.id, "success",
-                details={"serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
+
+        def expiry() -> None:
+            try:
+                self._expiry.moved(ref, replaced[-1] if replaced else None, info.not_after)
+            except CertlockerError as exc:  # a hint: the reconciler's sweep files it again
+                log.warning("expiry_index.failed", extra={"certificate": ref.id,
+                                                          "error": type(exc).__name__})
+
+        # Each needs only the stored status; all are done before the lease is released.
+        after = [self._side.submit(self._hint, spec, status), self._side.submit(expiry),
+                 self._side.submit(
+                     audited, self._audit, self._actor, "certificate.issue", ref.id,
+                     "success", details={
+                         "serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
                          "not_after": str(info.not_after), "vault_version": version,
-                         "issuer": spec.issuer})
+                         "issuer": spec.issuer})]
+        try:
+            journal.clear()  # the in-flight key is in the service's path now
+        finally:
+            cf.wait(after)
         log.info("certificate.issued", extra={
             "certificate": ref.id, "serial": info.serial, "not_after": str(info.not_after),
             "sha256_fingerprint": info.sha256_fingerprint, "vault_version": version})
@@ -309,7 +347,7 @@ class CertificateService:
                                 last_error=exc.detail, attempts=attempts, updated_at=now,
                                 next_attempt_at=backoff.next_attempt(
                                     attempts, now, lifetime, self._rng,
-                                    retry_after=retry_after))
+                                    retry_after=retry_after, policy=self._backoff))
 
         log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
@@ -356,6 +394,7 @@ class CertificateService:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
+        self._side.shutdown(wait=False, cancel_futures=True)
 
 
 class _Superseded(Exception):

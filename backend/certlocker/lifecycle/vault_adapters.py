@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import Conflict, NotFound
 from ..models import CertificateRef
+from ..settle import until_found
 from .ports import Store
 
 
@@ -31,17 +32,25 @@ class StoreJournal:
 
 
 class StoreChallenges:
-    """http-01 key authorizations at ``system/challenges/http-01/<token>``."""
+    """http-01 key authorizations at ``system/challenges/http-01/<token>``.
 
-    def __init__(self, store: Store) -> None:
+    The answer is written by whichever replica drives the order and read by whichever
+    API replica the CA reaches, possibly through a Vault standby that answers from its
+    own replica a few milliseconds behind. So a miss is looked at again for up to
+    ``miss_wait`` seconds before it becomes a 404 the CA would fail the order on.
+    """
+
+    def __init__(self, store: Store, miss_wait: float = 1.0) -> None:
         self._store = store
+        self._miss_wait = miss_wait
 
     def put(self, token: str, key_authorization: str) -> None:
         self._store.write(self._store.paths.http01(token),
                           {"key_authorization": key_authorization}, cas=None)
 
     def get(self, token: str) -> str | None:
-        doc, _ = self._store.read_json(self._store.paths.http01(token))
+        doc = until_found(lambda: self._store.read_json(self._store.paths.http01(token))[0],
+                          self._miss_wait)
         return None if doc is None else doc.get("key_authorization")
 
     def delete(self, token: str) -> None:

@@ -9,14 +9,22 @@ may crash between creating an event and moving the hint.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from ..audit.chain import AuditEvent
 from ..errors import AccessDenied, Conflict
+from ..settle import until_found
 from .store import VaultStore
 
 HEAD_HINT = "system/audit-head"
 HINT_EVERY = 16
+TAKEN_WAIT = 2.0  # seconds a refused seq is looked for before the 403 is believed
+
+log = logging.getLogger(__name__)
 
 
 def _key(seq: int) -> str:
@@ -26,6 +34,8 @@ def _key(seq: int) -> str:
 class VaultAuditStore:
     def __init__(self, store: VaultStore) -> None:
         self._store = store
+        self._hints: tuple[int, ThreadPoolExecutor] | None = None
+        self._hints_lock = threading.Lock()
 
     def head(self) -> tuple[int, str] | None:
         """The newest event, rolling forward from the hint. A token that may read the
@@ -56,14 +66,32 @@ class VaultAuditStore:
             self._store.write_json(_key(event.seq), event.to_json(), cas=0)
         except AccessDenied:
             # With create but not update (certlocker's policy), Vault answers 403, not a
-            # check-and-set error, when another writer already created this seq.
-            if self.read(event.seq) is not None:
+            # check-and-set error, when another writer already created this seq; a
+            # standby may not have that event yet, so look a little while.
+            if until_found(lambda: self.read(event.seq), TAKEN_WAIT) is not None:
                 raise Conflict(f"audit event {event.seq} was written by another writer")
             raise
         if event.seq % HINT_EVERY == 0:
             # Only a hint, and only now and then: head() rolls forward past it, so a
             # stale one costs a few reads there instead of two calls on every append.
-            self._store.write_json(HEAD_HINT, {"seq": event.seq}, cas=None)
+            # Written in the background: the append is durable already, and the caller
+            # (a mint, a declare) does not wait for a write it does not need.
+            self._hint_pool().submit(self._write_hint, event.seq)
+
+    def _hint_pool(self) -> ThreadPoolExecutor:
+        """One background thread per process (a forked worker makes its own)."""
+        with self._hints_lock:
+            if self._hints is None or self._hints[0] != os.getpid():
+                self._hints = (os.getpid(), ThreadPoolExecutor(
+                    1, thread_name_prefix="audit-head-hint"))
+            return self._hints[1]
+
+    def _write_hint(self, seq: int) -> None:
+        try:
+            self._store.write_json(HEAD_HINT, {"seq": seq}, cas=None)
+        except Exception as exc:  # noqa: BLE001 - a hint; head() rolls forward without it
+            log.warning("audit.head_hint_failed", extra={"seq": seq,
+                                                         "error": type(exc).__name__})
 
     def _listed_max(self) -> int:
         keys = self._store.list(self._store.paths.audit_events_dir())

@@ -2,34 +2,166 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import json
+import logging
 import os
-from typing import Iterator
+import threading
+import time
+from typing import Any, Iterator
 
 import hvac
+import hvac.adapters
 import hvac.exceptions as hx
 import requests
 
 from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, Unauthenticated,
-                      VaultUnavailable)
+                      VaultUnavailable, VaultWriteUncertain)
+
+log = logging.getLogger(__name__)
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                    "all_proxy")
 
 
+IDEMPOTENT = frozenset({"GET", "LIST", "HEAD"})
+# What Vault answers while a Raft cluster has no active node (an election after a step-down
+# or a lost leader) or while sealed: the request was refused before anything was applied.
+NOT_APPLIED = ("node not active", "active cluster node not found", "vault is sealed",
+               "standby", "no leader", "not the leader", "unable to forward")
+
+
+class ConsistencyIndex:
+    """The newest storage index (``X-Vault-Index``) this process has seen from Vault.
+
+    OpenBao's standby nodes answer reads from their own replica (2.5+), so a read right
+    after a write, or after another replica's write that a refused write revealed, can
+    come back stale. Sending the newest index with ``X-Vault-Inconsistent:
+    forward-active-node`` (OpenBao 2.7+, as in Vault Enterprise) makes a standby that is
+    behind forward the request to the active node: read-your-writes across every token
+    of the process. Servers without the feature ignore both headers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: str | None = None
+        self._rank = -1
+
+    def observe(self, value: str | None) -> None:
+        if not value:
+            return
+        rank = _index_rank(value)
+        with self._lock:
+            if rank is None or rank >= self._rank:
+                self._value, self._rank = value, -1 if rank is None else rank
+
+    def headers(self) -> dict[str, str]:
+        value = self._value
+        if value is None:
+            return {}
+        return {"X-Vault-Index": value, "X-Vault-Inconsistent": "forward-active-node"}
+
+
+def _index_rank(value: str) -> int | None:
+    """OpenBao's index is base64 JSON ``{"cluster": ..., "value": "<n>"}``; documented as
+    opaque, so anything else is simply taken as the newest."""
+    try:
+        return int(json.loads(base64.b64decode(value, validate=True))["value"])
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        return None
+
+
+class IndexedTransport(requests.adapters.HTTPAdapter):
+    """requests' transport, carrying the process's ``ConsistencyIndex`` both ways."""
+
+    def __init__(self, index: ConsistencyIndex, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+
+    def send(self, request: requests.PreparedRequest, *args: Any,
+             **kwargs: Any) -> requests.Response:
+        request.headers.update(self.index.headers())
+        response = super().send(request, *args, **kwargs)
+        self.index.observe(response.headers.get("X-Vault-Index"))
+        return response
+
+
+class WriteUncertain(requests.RequestException):
+    """A non-idempotent request failed after it was sent: Vault may have applied it."""
+
+
+def _not_applied(exc: Exception) -> bool:
+    """True when the request certainly never took effect, whatever its method."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        inner = getattr(reason, "reason", reason)
+        return "NewConnectionError" in type(inner).__name__ or isinstance(
+            inner, ConnectionRefusedError)
+    if isinstance(exc, (hx.VaultDown, hx.InternalServerError, hx.BadGateway)):
+        text = " ".join(str(e) for e in (exc.errors or [])) or str(exc)
+        return isinstance(exc, hx.VaultDown) or any(m in text.lower() for m in NOT_APPLIED)
+    return False
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, hx.VaultDown,
+                            hx.InternalServerError, hx.BadGateway))
+
+
+class RetryingAdapter(hvac.adapters.JSONAdapter):
+    """hvac's JSON adapter, riding out a leader election or a short outage.
+
+    A request Vault certainly did not apply (connection refused, sealed, standby without
+    an active node) is retried with growing pauses for up to ``retry_seconds``; so is any
+    transient failure of a read. A write that failed after it was sent is not retried
+    here: it raises ``WriteUncertain`` so the caller can read back what landed
+    (``VaultStore.write``) instead of applying it twice.
+    """
+
+    def __init__(self, *args: Any, retry_seconds: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_seconds = retry_seconds
+
+    def request(self, method: str, url: str, headers: Any = None,
+                raise_exception: bool = True, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.retry_seconds
+        pause = 0.05
+        while True:
+            try:
+                return super().request(method, url, headers=dict(headers or {}),
+                                       raise_exception=raise_exception, **dict(kwargs))
+            except Exception as exc:  # noqa: BLE001 - classified below, re-raised unless transient
+                if not _transient(exc):
+                    raise
+                safe = method.upper() in IDEMPOTENT or _not_applied(exc)
+                if safe and time.monotonic() + pause < deadline:
+                    log.info("vault.retry", extra={"method": method.upper(),
+                                                   "error": type(exc).__name__})
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+                    continue
+                if not safe:
+                    raise WriteUncertain(type(exc).__name__) from exc
+                raise
+
+
 def make_client(addr: str, token: str | None, ca_cert: str | None = None,
-                timeout: float = 10.0) -> hvac.Client:
+                timeout: float = 10.0, retry_seconds: float = 10.0) -> hvac.Client:
     session = requests.Session()
     # Without a proxy configured, skip requests' per-call reading of proxy variables and
     # ~/.netrc (a few percent of the CPU of every Vault call); TLS trust is passed below.
     session.trust_env = any(os.environ.get(v) for v in PROXY_VARIABLES)
     # A pool large enough for the issuance workers and API threads of one process.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+    adapter = IndexedTransport(ConsistencyIndex(), pool_connections=4, pool_maxsize=64)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout,
-                       session=session)
+                       session=session, adapter=RetryingAdapter, retry_seconds=retry_seconds)
 
 
 @contextlib.contextmanager
@@ -44,6 +176,10 @@ def translated(path: str = "") -> Iterator[None]:
         yield
     except CertlockerError:
         raise
+    except WriteUncertain as exc:
+        raise VaultWriteUncertain(f"no answer from Vault to a write of {path}; it may "
+                                  "have been applied" if path else
+                                  "no answer from Vault to a write") from exc
     except hx.Forbidden as exc:
         raise AccessDenied(f"Vault denied access to {path}" if path else
                            "Vault denied the request") from exc

@@ -13,7 +13,7 @@ from typing import Any
 import hvac
 import hvac.exceptions as hx
 
-from ..errors import AlreadyExists, Conflict, Unauthenticated
+from ..errors import AccessDenied, AlreadyExists, Conflict, Unauthenticated, VaultWriteUncertain
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
 from ..paths import VaultPaths
 from .client import make_client, translated
@@ -39,14 +39,17 @@ class VaultStore:
 
     @classmethod
     def connect(cls, addr: str, token: str | None, paths: VaultPaths,
-                ca_cert: str | None = None, keep_versions: int = 3) -> "VaultStore":
-        return cls(make_client(addr, token, ca_cert), paths, keep_versions)
+                ca_cert: str | None = None, keep_versions: int = 3,
+                retry_seconds: float = 10.0) -> "VaultStore":
+        return cls(make_client(addr, token, ca_cert, retry_seconds=retry_seconds), paths,
+                   keep_versions)
 
     def for_token(self, token: str) -> "VaultStore":
-        """A store acting with another caller's token (same server and mount)."""
+        """A store acting with another caller's token (same server, mount and retries)."""
         adapter = self._client.adapter
         client = hvac.Client(url=adapter.base_uri, token=token, verify=adapter._kwargs.get(
-            "verify", True), timeout=adapter._kwargs.get("timeout", 10), session=adapter.session)
+            "verify", True), timeout=adapter._kwargs.get("timeout", 10), session=adapter.session,
+            adapter=type(adapter), retry_seconds=getattr(adapter, "retry_seconds", 0.0))
         return VaultStore(client, self.paths, self.keep_versions)
 
     # -- generic KV v2 -------------------------------------------------------------------
@@ -64,8 +67,29 @@ class VaultStore:
         """Write a new version (capability: create/update). ``cas=0`` creates only if
         absent; ``cas=n`` succeeds only if the current version is ``n``.
 
+        A write whose answer was lost (the node died or lost leadership mid-request) is
+        settled by reading back: if our data is there, that is our version; if not, it is
+        written again. So a retried check-and-set never fails on its own earlier success.
+
         :raises Conflict: when the check-and-set does not match.
+        :raises VaultWriteUncertain: when it cannot be told whether the write landed (the
+            token may not read the path back, or Vault stays away).
         """
+        for attempt in range(3):
+            try:
+                return self._write_once(logical, data, cas)
+            except VaultWriteUncertain as uncertain:
+                try:
+                    got = self.read(logical)
+                except AccessDenied:
+                    raise uncertain from None  # write-only (certs/): see store_certificate
+                if got is not None and got.data == data:
+                    return got.version
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_once(self, logical: str, data: dict[str, Any], cas: int | None) -> int:
         with translated(self.paths.api_path(logical)):
             resp = self._client.secrets.kv.v2.create_or_update_secret(
                 path=logical, secret=data, cas=cas, mount_point=self.paths.mount)
@@ -156,14 +180,29 @@ class VaultStore:
         try:
             if expected_version is None:
                 raise Conflict("version unknown")
-            version = self.write(path, issued.to_vault(), cas=expected_version)
+            version = self._write_certificate(path, issued, expected_version)
         except Conflict:
-            version = self.write(path, issued.to_vault(), cas=self.current_version(path))
+            version = self._write_certificate(path, issued, self.current_version(path))
         # A consumer can read every live version of its path: keep only the newest few.
         if version > self.keep_versions:
             self.destroy_versions(path, [v for v in self.live_versions(path)
                                          if v <= version - self.keep_versions])
         return version
+
+    def _write_certificate(self, path: str, issued: IssuedCertificate, cas: int) -> int:
+        """certlocker cannot read ``certs/`` back, so a write whose answer was lost is
+        settled from the metadata: the caller holds the certificate's lease, so the one
+        version after ``cas`` can only be this write."""
+        for _ in range(3):
+            try:
+                return self.write(path, issued.to_vault(), cas=cas)
+            except VaultWriteUncertain:
+                current = self.current_version(path)
+                if current == cas + 1:
+                    return current
+                if current != cas:
+                    raise Conflict(f"{path} was changed by another writer") from None
+        raise VaultWriteUncertain(f"no answer from Vault to a write of {path}")
 
     # -- raw JSON documents under system/ --------------------------------------------------
     def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]:
