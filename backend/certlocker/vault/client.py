@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import os
-import threading
 import time
 from typing import Any, Iterator
 
@@ -19,6 +15,7 @@ import requests
 
 from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, Unauthenticated,
                       VaultUnavailable, VaultWriteUncertain)
+from .transport import ConsistencyIndex, IndexedTransport, Urllib3Session
 
 log = logging.getLogger(__name__)
 
@@ -32,61 +29,6 @@ IDEMPOTENT = frozenset({"GET", "LIST", "HEAD"})
 # or a lost leader) or while sealed: the request was refused before anything was applied.
 NOT_APPLIED = ("node not active", "active cluster node not found", "vault is sealed",
                "standby", "no leader", "not the leader", "unable to forward")
-
-
-class ConsistencyIndex:
-    """The newest storage index (``X-Vault-Index``) this process has seen from Vault.
-
-    OpenBao's standby nodes answer reads from their own replica (2.5+), so a read right
-    after a write, or after another replica's write that a refused write revealed, can
-    come back stale. Sending the newest index with ``X-Vault-Inconsistent:
-    forward-active-node`` (OpenBao 2.7+, as in Vault Enterprise) makes a standby that is
-    behind forward the request to the active node: read-your-writes across every token
-    of the process. Servers without the feature ignore both headers.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._value: str | None = None
-        self._rank = -1
-
-    def observe(self, value: str | None) -> None:
-        if not value:
-            return
-        rank = _index_rank(value)
-        with self._lock:
-            if rank is None or rank >= self._rank:
-                self._value, self._rank = value, -1 if rank is None else rank
-
-    def headers(self) -> dict[str, str]:
-        value = self._value
-        if value is None:
-            return {}
-        return {"X-Vault-Index": value, "X-Vault-Inconsistent": "forward-active-node"}
-
-
-def _index_rank(value: str) -> int | None:
-    """OpenBao's index is base64 JSON ``{"cluster": ..., "value": "<n>"}``; documented as
-    opaque, so anything else is simply taken as the newest."""
-    try:
-        return int(json.loads(base64.b64decode(value, validate=True))["value"])
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        return None
-
-
-class IndexedTransport(requests.adapters.HTTPAdapter):
-    """requests' transport, carrying the process's ``ConsistencyIndex`` both ways."""
-
-    def __init__(self, index: ConsistencyIndex, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.index = index
-
-    def send(self, request: requests.PreparedRequest, *args: Any,
-             **kwargs: Any) -> requests.Response:
-        request.headers.update(self.index.headers())
-        response = super().send(request, *args, **kwargs)
-        self.index.observe(response.headers.get("X-Vault-Index"))
-        return response
 
 
 class WriteUncertain(requests.RequestException):
@@ -152,14 +94,18 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
 
 def make_client(addr: str, token: str | None, ca_cert: str | None = None,
                 timeout: float = 10.0, retry_seconds: float = 10.0) -> hvac.Client:
-    session = requests.Session()
-    # Without a proxy configured, skip requests' per-call reading of proxy variables and
-    # ~/.netrc (a few percent of the CPU of every Vault call); TLS trust is passed below.
-    session.trust_env = any(os.environ.get(v) for v in PROXY_VARIABLES)
-    # A pool large enough for the issuance workers and API threads of one process.
-    adapter = IndexedTransport(ConsistencyIndex(), pool_connections=4, pool_maxsize=64)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+    """An hvac client over urllib3 directly (a third of requests' CPU per call), or over
+    requests when a proxy is configured in the environment; both carry the process's
+    ``ConsistencyIndex``."""
+    session: Any
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        session = requests.Session()
+        # A pool large enough for the issuance workers and API threads of one process.
+        adapter = IndexedTransport(ConsistencyIndex(), pool_connections=4, pool_maxsize=64)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    else:
+        session = Urllib3Session(ConsistencyIndex(), ca_cert=ca_cert, maxsize=64)
     return hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout,
                        session=session, adapter=RetryingAdapter, retry_seconds=retry_seconds)
 
