@@ -64,7 +64,8 @@ class MemoryStore:
             self.calls["destroy"] += 1
             self._data.pop(logical, None)
 
-    def list(self, logical_dir: str) -> list[str]:
+    def list(self, logical_dir: str, after: str | None = None,
+             limit: int | None = None) -> list[str]:
         with self._lock:
             self.calls["list"] += 1
             prefix = logical_dir if logical_dir.endswith("/") else logical_dir + "/"
@@ -74,7 +75,8 @@ class MemoryStore:
                     rest = path[len(prefix):]
                     head, sep, _ = rest.partition("/")
                     children.add(head + sep)
-            return sorted(children)
+            listed = sorted(c for c in children if after is None or c > after)
+            return listed[:limit] if limit is not None else listed
 
     def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]:
         data, version = self.read(logical)
