@@ -64,8 +64,7 @@ class MemoryStore:
             self.calls["destroy"] += 1
             self._data.pop(logical, None)
 
-    def list(self, logical_dir: str, after: str | None = None,
-             limit: int | None = None) -> list[str]:
+    def list(self, logical_dir: str) -> list[str]:
         with self._lock:
             self.calls["list"] += 1
             prefix = logical_dir if logical_dir.endswith("/") else logical_dir + "/"
@@ -75,8 +74,7 @@ class MemoryStore:
                     rest = path[len(prefix):]
                     head, sep, _ = rest.partition("/")
                     children.add(head + sep)
-            listed = sorted(c for c in children if after is None or c > after)
-            return listed[:limit] if limit is not None else listed
+            return sorted(children)
 
     def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]:
         data, version = self.read(logical)

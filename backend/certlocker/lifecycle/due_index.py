@@ -17,7 +17,6 @@ from ..clock import rfc3339
 from ..errors import CertlockerError, NotFound
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
 from . import alerts
-from .listing import folders_through
 from .planning import next_action_at
 from .ports import Store
 
@@ -97,17 +96,22 @@ class DueIndex:
     def due(self, now: dt.datetime, limit: int) -> list[Hint]:
         """Hints filed at or before ``now``'s minute, oldest first, at most ``limit``.
 
-        Pages through the day folders up to today and, within them, the minute folders
-        up to now (``listing.folders_through``), so Vault walks the hints that are due and
-        not the months of hints filed ahead. A hint whose id does not parse is deleted.
+        Lists only the day directories (a few hundred at most: one per day of the longest
+        lifetime), the minutes of days up to today, and the ids of due minutes. A hint
+        whose id does not parse is deleted.
         """
         today, this_minute = slot_of(now)
         paths = self._store.paths
         found: list[Hint] = []
-        for day in folders_through(self._store, paths.schedule_dir(), today, digits=8):
-            last = this_minute if day == today else "2359"
-            for minute in folders_through(self._store, paths.schedule_dir(day), last,
-                                          digits=4):
+        for day in sorted(d.rstrip("/") for d in self._store.list(paths.schedule_dir())
+                          if d.endswith("/") and _is_digits(d.rstrip("/"), 8)):
+            if day > today:
+                break
+            minutes = sorted(m.rstrip("/") for m in self._store.list(paths.schedule_dir(day))
+                             if m.endswith("/") and _is_digits(m.rstrip("/"), 4))
+            for minute in minutes:
+                if day == today and minute > this_minute:
+                    break
                 for name in sorted(self._store.list(paths.schedule_dir(day, minute))):
                     try:
                         ref = CertificateRef.parse_id(name)
@@ -119,3 +123,7 @@ class DueIndex:
                     if len(found) >= limit:
                         return found
         return found
+
+
+def _is_digits(value: str, length: int) -> bool:
+    return len(value) == length and value.isascii() and value.isdigit()

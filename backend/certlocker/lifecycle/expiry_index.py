@@ -14,7 +14,6 @@ from typing import Iterator
 
 from ..errors import NotFound
 from ..models import CertificateRef
-from .listing import folders_through
 from .ports import Store
 
 
@@ -54,9 +53,13 @@ class ExpiryIndex:
     def refs_until(self, cutoff: dt.datetime, environment: str | None = None,
                    service: str | None = None) -> Iterator[CertificateRef]:
         """Certificates filed on days up to ``cutoff``'s (already expired included)."""
+        last = day_of(cutoff)
         paths = self._store.paths
-        for day in folders_through(self._store, paths.expiry_dir(), day_of(cutoff),
-                                   digits=8):
+        days = sorted(d.rstrip("/") for d in self._store.list(paths.expiry_dir())
+                      if d.endswith("/") and d.rstrip("/").isdigit())
+        for day in days:
+            if day > last:
+                break
             for name in self._store.list(paths.expiry_dir(day)):
                 parts = name.split(".")
                 if len(parts) != 3:

@@ -133,30 +133,14 @@ class VaultStore:
             self._client.secrets.kv.v2.destroy_secret_versions(
                 path=logical, versions=sorted(versions), mount_point=self.paths.mount)
 
-    def list(self, logical_dir: str, after: str | None = None,
-             limit: int | None = None) -> list[str]:
-        """List keys under ``<mount>/metadata/<dir>`` (capability: list); [] if none.
-
-        ``after``/``limit`` page through the sorted keys (OpenBao 2+); a server that
-        ignores them answers the whole listing, which callers must accept.
-        """
-        params: dict[str, Any] = {}
-        if after is not None:
-            params["after"] = after
-        if limit is not None:
-            params["limit"] = limit
+    def list(self, logical_dir: str) -> list[str]:
+        """List keys under ``<mount>/metadata/<dir>`` (capability: list); [] if none."""
         with translated(self.paths.metadata_path(logical_dir)):
             try:
-                if params:
-                    resp = self._client.adapter.list(
-                        f"/v1/{self.paths.mount}/metadata/{logical_dir}", params=params)
-                else:
-                    resp = self._client.secrets.kv.v2.list_secrets(
-                        path=logical_dir, mount_point=self.paths.mount)
+                resp = self._client.secrets.kv.v2.list_secrets(
+                    path=logical_dir, mount_point=self.paths.mount)
             except hx.InvalidPath:
                 return []
-        if not isinstance(resp, dict):  # 204: nothing after ``after``
-            return []
         return list(resp["data"]["keys"])
 
     # -- certificates ----------------------------------------------------------------------
