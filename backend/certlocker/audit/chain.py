@@ -180,9 +180,9 @@ class AuditLog:
         write). When another writer (another API worker or replica, the reconciler) took
         that seq, the store refuses the write; the log then rolls forward over the other
         writer's events, links to the newest, and retries with jittered backoff, up to
-        ``max_attempts`` times. While other writers keep appending, it looks ahead first
-        (one read instead of a refused write and the reads after it), and writes blindly
-        again once a look finds nothing new. Either way an event is only ever created at
+        ``max_attempts`` times. While other writers keep appending, it looks one event ahead
+        first (one read instead of a refused write and the reads after it) and writes
+        after what it found, and writes blindly again once a look finds nothing new. Either way an event is only ever created at
         the seq right after the event its ``prev_hash`` names, and a seq is created once,
         so the chain cannot fork. Threads of one process take turns, so they never race
         each other.
@@ -197,7 +197,7 @@ class AuditLog:
             for attempt in range(self._max_attempts):
                 if look_first:
                     known = self._last[0]
-                    self._last = self._roll_forward(*self._last)
+                    self._last = self._peek_forward(*self._last)
                     self._contended = self._last[0] != known
                 seq, prev = self._last
                 event = AuditEvent.create(
@@ -215,6 +215,13 @@ class AuditLog:
                 self._last = (event.seq, event.hash)
                 return event
         raise Conflict(f"audit append lost the race {self._max_attempts} times")
+
+    def _peek_forward(self, seq: int, prev: str) -> tuple[int, str]:
+        """One read ahead: with two writers taking turns, the other's event is usually
+        the only new one, so the write after it is tried without a read confirming that
+        nothing follows (a refused write rolls forward fully)."""
+        nxt = self._store.read(seq + 1)
+        return (nxt.seq, nxt.hash) if nxt is not None else (seq, prev)
 
     def _roll_forward(self, seq: int, prev: str) -> tuple[int, str]:
         while (nxt := self._store.read(seq + 1)) is not None:
