@@ -10,19 +10,16 @@ tokens already obtained with them stop working.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol
 
 from ..errors import CertlockerError, Conflict, Unauthenticated
+from ..pools import ProcessPool
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..names import component
 from .tokens import Claims, MintedToken, TokenMinter
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 # Two reads per mint run on the pool: enough for the request threads of a worker.
 LOOKUP_THREADS = 16
 
@@ -47,21 +44,7 @@ class CredentialService:
         self._path = generation_path  # (env, service) -> logical path
         self._identities = identities
         self.minter: TokenMinter = minter_factory(self.generation)
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None
-        self._pool_lock = threading.Lock()
-
-    def _submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
-        """Run ``fn`` on the service's small shared pool, created on first use in each
-        process (a forked gunicorn worker does not inherit its parent's threads)."""
-        pool = self._pool
-        if pool is None or pool[0] != os.getpid():
-            with self._pool_lock:
-                pool = self._pool
-                if pool is None or pool[0] != os.getpid():
-                    pool = (os.getpid(), ThreadPoolExecutor(
-                        LOOKUP_THREADS, thread_name_prefix="credential-lookup"))
-                    self._pool = pool
-        return pool[1].submit(fn, *args)
+        self._lookups = ProcessPool(LOOKUP_THREADS, "credential-lookup")
 
     def generation(self, environment: str, service: str) -> int:
         doc, _ = self._store.read_json(self._path(environment, service))
@@ -83,11 +66,11 @@ class CredentialService:
         """
         environment = component("environment", environment)
         service = component("service", service)
-        signing_key = self._submit(self.minter.signing_key)
+        signing_key = self._lookups.submit(self.minter.signing_key)
         if authorize is None:
             generation = self.generation(environment, service)
         else:
-            pending = self._submit(self.generation, environment, service)
+            pending = self._lookups.submit(self.generation, environment, service)
             actor = authorize()
             generation = pending.result()
         key = signing_key.result()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
-import os
 import random
 import threading
 import time
@@ -21,6 +20,7 @@ from acme import client, crypto_util, errors as acme_errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .. import netenv
 from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
@@ -37,9 +37,6 @@ USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
-_ENV_FOR_REQUESTS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                     "all_proxy", "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE",
-                     "CURL_CA_BUNDLE", "NETRC")
 
 
 class AccountStore(Protocol):
@@ -128,7 +125,7 @@ class AcmeIssuer:
                        verify_ssl=self.settings.ca_bundle or True, timeout=30)
         # Without proxy or CA-bundle variables, skip requests' per-call reading of them
         # and of ~/.netrc (the ACME account's JWS is the only credential sent).
-        net.session.trust_env = any(os.environ.get(v) for v in _ENV_FOR_REQUESTS)
+        net.session.trust_env = netenv.any_set(netenv.REQUESTS_VARIABLES)
         if self._transport is not None:
             net.session.mount("https://", self._transport)
             net.session.mount("http://", self._transport)

@@ -10,13 +10,11 @@ may crash between creating an event and moving the hint.
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from ..audit.chain import AuditEvent
 from ..errors import AccessDenied, Conflict
+from ..pools import ProcessPool
 from ..settle import until_found
 from .store import VaultStore
 
@@ -34,8 +32,7 @@ def _key(seq: int) -> str:
 class VaultAuditStore:
     def __init__(self, store: VaultStore) -> None:
         self._store = store
-        self._hints: tuple[int, ThreadPoolExecutor] | None = None
-        self._hints_lock = threading.Lock()
+        self._hints = ProcessPool(1, "audit-head-hint")
 
     def head(self) -> tuple[int, str] | None:
         """The newest event, rolling forward from the hint. A token that may read the
@@ -76,15 +73,7 @@ class VaultAuditStore:
             # stale one costs a few reads there instead of two calls on every append.
             # Written in the background: the append is durable already, and the caller
             # (a mint, a declare) does not wait for a write it does not need.
-            self._hint_pool().submit(self._write_hint, event.seq)
-
-    def _hint_pool(self) -> ThreadPoolExecutor:
-        """One background thread per process (a forked worker makes its own)."""
-        with self._hints_lock:
-            if self._hints is None or self._hints[0] != os.getpid():
-                self._hints = (os.getpid(), ThreadPoolExecutor(
-                    1, thread_name_prefix="audit-head-hint"))
-            return self._hints[1]
+            self._hints.submit(self._write_hint, event.seq)
 
     def _write_hint(self, seq: int) -> None:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from typing import Any, Iterator
 
@@ -13,6 +12,7 @@ import hvac.adapters
 import hvac.exceptions as hx
 import requests
 
+from .. import netenv
 from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, Unauthenticated,
                       VaultUnavailable, VaultWriteUncertain)
 from .transport import ConsistencyIndex, IndexedTransport, Urllib3Session
@@ -20,8 +20,6 @@ from .transport import ConsistencyIndex, IndexedTransport, Urllib3Session
 log = logging.getLogger(__name__)
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                   "all_proxy")
 
 
 IDEMPOTENT = frozenset({"GET", "LIST", "HEAD"})
@@ -98,7 +96,7 @@ def make_client(addr: str, token: str | None, ca_cert: str | None = None,
     requests when a proxy is configured in the environment; both carry the process's
     ``ConsistencyIndex``."""
     session: Any
-    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+    if netenv.any_set(netenv.PROXY_VARIABLES):
         session = requests.Session()
         # A pool large enough for the issuance workers and API threads of one process.
         adapter = IndexedTransport(ConsistencyIndex(), pool_connections=4, pool_maxsize=64)
