@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
+from tests.support.kv import live_versions
 from tests.support.stack import Stack, devstack, free_port
 
 pytestmark = pytest.mark.integration
@@ -181,14 +182,7 @@ def root(cluster: Cluster, node: Node | None = None) -> Any:
 
 
 def cert_versions(cluster: Cluster, name: str) -> int:
-    import hvac.exceptions
-
-    try:
-        meta = root(cluster).secrets.kv.v2.read_secret_metadata(
-            mount_point=MOUNT, path=f"certs/dev/{SERVICE}/{name}")
-    except hvac.exceptions.InvalidPath:
-        return 0
-    return len([v for v in meta["data"]["versions"].values() if not v["deletion_time"]])
+    return live_versions(root(cluster), MOUNT, f"certs/dev/{SERVICE}/{name}")
 
 
 def state(cluster: Cluster, name: str) -> str | None:

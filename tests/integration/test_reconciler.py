@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from certlocker.clock import parse_rfc3339
+from tests.support.kv import live_versions
 from tests.support.stack import Stack, devstack, free_port
 
 pytestmark = pytest.mark.integration
@@ -61,14 +62,7 @@ def status(stack: Stack, service: str, name: str) -> dict[str, Any]:
 
 
 def cert_versions(stack: Stack, service: str, name: str) -> int:
-    import hvac.exceptions
-
-    try:
-        meta = root(stack).secrets.kv.v2.read_secret_metadata(
-            mount_point=MOUNT, path=f"certs/dev/{service}/{name}")
-    except hvac.exceptions.InvalidPath:
-        return 0
-    return len([v for v in meta["data"]["versions"].values() if not v["deletion_time"]])
+    return live_versions(root(stack), MOUNT, f"certs/dev/{service}/{name}")
 
 
 def reconcile(stack: Stack, *args: str, env: dict[str, str] | None = None,

@@ -18,6 +18,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.kv import live_versions
 from tests.support.stack import Stack, devstack
 
 pytestmark = pytest.mark.integration
@@ -88,14 +89,7 @@ def status(stack: Stack, name: str) -> dict[str, Any] | None:
 
 
 def cert_versions(stack: Stack, name: str) -> int:
-    import hvac.exceptions
-
-    try:
-        meta = root(stack).secrets.kv.v2.read_secret_metadata(
-            mount_point=MOUNT, path=f"certs/dev/{SERVICE}/{name}")
-    except hvac.exceptions.InvalidPath:
-        return 0
-    return len([v for v in meta["data"]["versions"].values() if not v["deletion_time"]])
+    return live_versions(root(stack), MOUNT, f"certs/dev/{SERVICE}/{name}")
 
 
 def log_events(proc: devstack.Proc, event: str) -> list[dict[str, Any]]:

@@ -11,8 +11,9 @@ which counts its calls) and the CA (FakeAcme, at the HTTP transport).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -43,14 +44,19 @@ class Answers(dict):  # type: ignore[type-arg]
         return self._challenges.get(token) or default
 
 
+@contextlib.contextmanager
 def service_over(store: MemoryStore, ca: FakeAcme,
-                 challenges: Any = None) -> CertificateService:
+                 challenges: Any = None) -> Iterator[CertificateService]:
     challenges = challenges or StoreChallenges(store)
     ca.http01 = Answers(challenges)
     conf = IssuerSettings(name="fake", directory_url=ca.directory_url)
     issuer = AcmeIssuer(conf, StoreAccounts(store, ca.directory_url), challenges,
                         transport=ca, sleep=lambda s: None, caa_lookup=lambda name: [])
-    return CertificateService(store, {"fake": issuer}, workers=1)
+    service = CertificateService(store, {"fake": issuer}, workers=1)
+    try:
+        yield service
+    finally:
+        service.shutdown()
 
 
 @pytest.fixture
@@ -60,16 +66,15 @@ def store() -> MemoryStore:
 
 @pytest.fixture
 def service(store: MemoryStore):
-    made = service_over(store, FakeAcme())
     scheduled: list[CertificateRef] = []
 
     def schedule(ref: CertificateRef) -> cf.Future[CertificateStatus]:
         scheduled.append(ref)  # the issuance is not run: only the declaration is tested
         return cf.Future()
-    made.schedule = schedule  # type: ignore[method-assign]
-    made.scheduled = scheduled  # type: ignore[attr-defined]
-    yield made
-    made.shutdown()
+    with service_over(store, FakeAcme()) as made:
+        made.schedule = schedule  # type: ignore[method-assign]
+        made.scheduled = scheduled  # type: ignore[attr-defined]
+        yield made
 
 
 # -- declare ----------------------------------------------------------------------------
@@ -102,11 +107,8 @@ def test_redeclaring_over_a_retired_tombstone_resets_it_to_pending(
 def test_an_issuance_keeps_the_leaf_in_the_status_and_writes_no_leaf_document(
         store: MemoryStore) -> None:
     store.create_spec(SPEC)
-    service = service_over(store, FakeAcme())
-    try:
+    with service_over(store, FakeAcme()) as service:
         status = service.issue(REF)
-    finally:
-        service.shutdown()
     assert status.state is State.VALID and status.current is not None
     assert status.current.leaf_pem == store.require(store.paths.cert(REF))["certificate"]
     assert store.read_json(store.paths.leaf(REF))[0] is None
@@ -119,24 +121,18 @@ def test_a_fresh_issuance_costs_these_storage_calls(store: MemoryStore) -> None:
     the http-01 answer, the certificate, the status, the expiry index entry, the lease
     release; and the journal and answer removed (no due index or audit configured)."""
     store.create_spec(SPEC)
-    service = service_over(store, FakeAcme())
-    try:
+    with service_over(store, FakeAcme()) as service:
         service.issue(REF)  # the first also creates the ACME account: not counted
         store.calls.clear()
         service.issue(REF)
-    finally:
-        service.shutdown()
     assert store.calls["write"] == 7
     assert store.calls["destroy"] == 2  # journal, answer
 
 
 def test_older_records_without_the_leaf_use_the_leaf_document(store: MemoryStore) -> None:
     store.create_spec(SPEC)
-    service = service_over(store, FakeAcme())
-    try:
+    with service_over(store, FakeAcme()) as service:
         status = service.issue(REF)
-    finally:
-        service.shutdown()
     assert status.current is not None and status.current.leaf_pem is not None
     pem = status.current.leaf_pem
     old = CertificateInfo.from_json({k: v for k, v in status.current.to_json().items()
@@ -218,11 +214,8 @@ def test_an_issuance_through_the_local_first_store_leaves_no_answer_behind(
         store: MemoryStore) -> None:
     store.create_spec(SPEC)
     challenges = LocalFirstChallenges(StoreChallenges(store))
-    service = service_over(store, FakeAcme(), challenges)
-    try:
+    with service_over(store, FakeAcme(), challenges) as service:
         assert service.issue(REF).state is State.VALID
-    finally:
-        service.shutdown()
     assert store.list(store.paths.http01("x").rsplit("/", 1)[0]) == []
 
 
