@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import random
 from typing import Iterator
 
@@ -84,3 +86,19 @@ def test_invalid_filters_are_400_naming_the_parameter(
     assert resp.status_code == 400
     assert resp.headers["Content-Type"].startswith("application/problem+json")
     assert resp.json()["field"] == param
+
+
+def test_expiry_listing_files_its_floor_in_vault(certlocker_stack: CertlockerStack,
+                                                 http: requests.Session,
+                                                 service: str) -> None:
+    """The listing walks day folders from a floor kept in Vault (lifecycle/day_folders.py):
+    certlocker's own policy lets it file the floor, and a short window is then answered
+    from it."""
+    url = certlocker_stack.api_url + "/v1/certificates"
+    assert ids(http.get(url, params={"service": service, "expiring_within": "7d"})) == []
+    root = certlocker_stack.client(certlocker_stack.root_token)
+    stored = root.secrets.kv.v2.read_secret_version(
+        path="system/index-floors/expiry", mount_point="certlocker",
+        raise_on_deleted_version=True)["data"]["data"]
+    bound = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).strftime("%Y%m%d")
+    assert json.loads(stored["json"])["floor"] <= bound

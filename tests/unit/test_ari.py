@@ -140,7 +140,7 @@ class Setup:
         self.ca = FakeAcme(http01=self.challenges, ari=ari)
         self.clock = FixedClock(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
         self.store = MemoryStore()
-        self.due = DueIndex(self.store)
+        self.due = DueIndex(self.store, clock=self.clock)
         self.service = CertificateService(
             self.store, {"fake": _issuer(self.ca, self.challenges)}, clock=self.clock,
             workers=1, due_index=self.due)

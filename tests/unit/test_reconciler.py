@@ -56,7 +56,7 @@ class World:
         self.clock = clock or FixedClock(T0)
         self.store = store or MemoryStore()
         self.issuer = issuer or MemoryIssuer(not_before=T0)
-        self.due = DueIndex(self.store, policy)
+        self.due = DueIndex(self.store, policy, self.clock)
         self.service = CertificateService(self.store, {"test": self.issuer}, clock=self.clock,
                                           workers=2, due_index=self.due,
                                           backoff_policy=backoff_policy)
@@ -390,7 +390,7 @@ def test_hint_records_are_hints_only(world):
 
 def test_due_lists_old_days_first_and_skips_the_future():
     store = MemoryStore()
-    due = DueIndex(store)
+    due = DueIndex(store, clock=FixedClock(T0))
     due.put(ref(1), T0 - dt.timedelta(days=3))
     due.put(ref(2), T0)
     due.put(ref(3), T0 + dt.timedelta(minutes=1))

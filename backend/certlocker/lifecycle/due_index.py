@@ -1,8 +1,9 @@
 """The due index: hints in Vault saying which certificate needs attention when.
 
 ``system/schedule/<YYYYMMDD>/<HHMM>/<certificate id>`` (UTC day and minute of the next
-action). A tick lists the days up to today, the minutes up to now of those days, and
-the ids under each: its cost follows what is due, not the inventory. Hints are only
+action). A tick lists the days up to today (their names computed from a floor,
+``day_folders``, not listed), the minutes up to now of those days, and the ids under
+each: its cost follows what is due, not the inventory. Hints are only
 hints: the reconciler re-reads spec and status before acting, and a periodic full sweep
 re-files any hint that went missing. See docs/decisions/0002-due-index.md.
 """
@@ -13,10 +14,11 @@ import dataclasses
 import datetime as dt
 import logging
 
-from ..clock import rfc3339
+from ..clock import Clock, rfc3339
 from ..errors import CertlockerError, NotFound
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
 from . import alerts
+from .day_folders import DayFolders
 from .planning import next_action_at
 from .ports import Store
 
@@ -40,9 +42,11 @@ class Hint:
 
 
 class DueIndex:
-    def __init__(self, store: Store, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY) -> None:
+    def __init__(self, store: Store, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
+                 clock: Clock | None = None) -> None:
         self._store = store
         self.policy = policy
+        self.days = DayFolders(store, "schedule", store.paths.schedule_dir(), clock=clock)
 
     def hint_for(self, ref: CertificateRef, at: dt.datetime) -> Hint:
         day, minute = slot_of(at)
@@ -51,6 +55,7 @@ class DueIndex:
     def put(self, ref: CertificateRef, at: dt.datetime) -> Hint:
         hint = self.hint_for(ref, at)
         self._store.write_json(hint.path(self._store), {"at": rfc3339(at)}, cas=None)
+        self.days.filed(hint.day)
         return hint
 
     def exists(self, hint: Hint) -> bool:
@@ -96,17 +101,13 @@ class DueIndex:
     def due(self, now: dt.datetime, limit: int) -> list[Hint]:
         """Hints filed at or before ``now``'s minute, oldest first, at most ``limit``.
 
-        Lists only the day directories (a few hundred at most: one per day of the longest
-        lifetime), the minutes of days up to today, and the ids of due minutes. A hint
-        whose id does not parse is deleted.
+        Lists the day folders from the floor to today, the minutes of those days, and
+        the ids of due minutes. A hint whose id does not parse is deleted.
         """
         today, this_minute = slot_of(now)
         paths = self._store.paths
         found: list[Hint] = []
-        for day in sorted(d.rstrip("/") for d in self._store.list(paths.schedule_dir())
-                          if d.endswith("/") and _is_digits(d.rstrip("/"), 8)):
-            if day > today:
-                break
+        for day in self.days.days_through(today):
             minutes = sorted(m.rstrip("/") for m in self._store.list(paths.schedule_dir(day))
                              if m.endswith("/") and _is_digits(m.rstrip("/"), 4))
             for minute in minutes:

@@ -1,8 +1,9 @@
 """Which certificates expire on which day: ``system/expiry/<YYYYMMDD>/<cert id>``.
 
 ``GET /v1/certificates?expiring_within=30d`` must not read 100,000 status records to
-find the few that expire soon. The index lists the day folders up to the cutoff and
-the ids in them, so the work follows what expires, not the inventory. Entries are
+find the few that expire soon. The index lists the day folders up to the cutoff (their
+names computed from a floor, ``day_folders``, not listed) and the ids in them, so the
+work follows what expires, not the inventory. Entries are
 hints, like the due index: the listing re-reads each certificate and drops one that no
 longer matches, and the reconciler's sweep files an entry that is missing.
 """
@@ -12,22 +13,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterator
 
+from ..clock import Clock
 from ..errors import NotFound
 from ..models import CertificateRef
+from .day_folders import DayFolders, day_of
 from .ports import Store
 
 
-def day_of(at: dt.datetime) -> str:
-    return at.astimezone(dt.timezone.utc).strftime("%Y%m%d")
-
-
 class ExpiryIndex:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self._store = store
+        self.days = DayFolders(store, "expiry", store.paths.expiry_dir(), clock=clock)
 
     def put(self, ref: CertificateRef, not_after: dt.datetime) -> None:
-        self._store.write_json(self._store.paths.expiry_entry(day_of(not_after), ref),
+        day = day_of(not_after)
+        self._store.write_json(self._store.paths.expiry_entry(day, ref),
                                {"not_after": not_after.isoformat()}, cas=None)
+        self.days.filed(day)
 
     def exists(self, ref: CertificateRef, not_after: dt.datetime) -> bool:
         path = self._store.paths.expiry_entry(day_of(not_after), ref)
@@ -53,13 +55,8 @@ class ExpiryIndex:
     def refs_until(self, cutoff: dt.datetime, environment: str | None = None,
                    service: str | None = None) -> Iterator[CertificateRef]:
         """Certificates filed on days up to ``cutoff``'s (already expired included)."""
-        last = day_of(cutoff)
         paths = self._store.paths
-        days = sorted(d.rstrip("/") for d in self._store.list(paths.expiry_dir())
-                      if d.endswith("/") and d.rstrip("/").isdigit())
-        for day in days:
-            if day > last:
-                break
+        for day in self.days.days_through(day_of(cutoff)):
             for name in self._store.list(paths.expiry_dir(day)):
                 parts = name.split(".")
                 if len(parts) != 3:

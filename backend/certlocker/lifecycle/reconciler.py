@@ -102,14 +102,14 @@ class Reconciler:
                  verify_interval: dt.timedelta | None = None,
                  revocations: FollowingUp | None = None) -> None:
         self._store = store
-        self._expiry = ExpiryIndex(store)
+        self._clock = clock or SystemClock()
+        self._expiry = ExpiryIndex(store, self._clock)
         self._revocations = revocations
         self._verifier = verifier
         self._verify_interval = verify_interval if verifier is not None else None
         self._certificates = certificates
         self._due = due
         self._notifier = notifier
-        self._clock = clock or SystemClock()
         self.options = options
         self._policy = policy
         self._rng = rng or random.Random()
@@ -312,6 +312,14 @@ class Reconciler:
         self._handle_all(work, sweeping=False, report=report)
         return report
 
+    def _tidy_indexes(self) -> None:
+        """Raise the index floors past days emptied since (see ``day_folders``)."""
+        for days in (self._due.days, self._expiry.days):
+            try:
+                days.tidy()
+            except CertlockerError as exc:
+                log.warning("reconcile.index_tidy_failed", extra={"error": type(exc).__name__})
+
     def start_sweep(self) -> None:
         self._sweep = iter(self._certificates.refs(self._store))
         self._sweep_wanted = False
@@ -331,9 +339,11 @@ class Reconciler:
                     break
             else:
                 self._sweep = None
+            self._handle_all(batch, sweeping=True, report=report)
+            if self._sweep is None:
+                self._tidy_indexes()
                 log.info("reconcile.sweep_finished", extra={
                     "seconds": round(time.monotonic() - self._sweep_started, 3)})
-            self._handle_all(batch, sweeping=True, report=report)
         except BaseException:
             self._sweep, self._sweep_wanted = None, True  # start over on the next tick
             raise

@@ -55,13 +55,13 @@ class CertificateService:
         self._store = store
         self._backoff = backoff_policy
         self._due = due_index
-        self._expiry = ExpiryIndex(store)
+        self._clock = clock or SystemClock()
+        self._expiry = ExpiryIndex(store, self._clock)
         self._rng = random.Random()
         self._observer = observer or NoObserver()
         self._audit = audit or NoAudit()
         self._actor = actor
         self._issuers = issuers
-        self._clock = clock or SystemClock()
         self._lease_ttl = issuance_timeout + 60
         self._pool = cf.ThreadPoolExecutor(max_workers=workers,
                                            thread_name_prefix="issuance")
