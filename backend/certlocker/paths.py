@@ -104,12 +104,12 @@ class VaultPaths:
         self._ref(ref)
         return self.expiry_dir(day) + ref.id
 
-    def index_floor(self, index: str) -> str:
-        """``system/index-floors/<index>``: no entry of that index lies on an earlier day
+    def index_days(self, index: str) -> str:
+        """``system/index-days/<index>``: the days of that index that may hold entries
         (lifecycle/day_folders.py)."""
         if index not in ("schedule", "expiry"):
             raise ValueError(f"unknown index {index!r}")
-        return f"system/index-floors/{index}"
+        return f"system/index-days/{index}"
 
     def alerting_secrets(self) -> str:
         """SMTP password and webhook token for alert delivery (certlocker reads them)."""

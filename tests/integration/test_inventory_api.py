@@ -88,17 +88,20 @@ def test_invalid_filters_are_400_naming_the_parameter(
     assert resp.json()["field"] == param
 
 
-def test_expiry_listing_files_its_floor_in_vault(certlocker_stack: CertlockerStack,
-                                                 http: requests.Session,
-                                                 service: str) -> None:
-    """The listing walks day folders from a floor kept in Vault (lifecycle/day_folders.py):
-    certlocker's own policy lets it file the floor, and a short window is then answered
-    from it."""
+def test_the_expiry_index_names_its_days_in_vault(certlocker_stack: CertlockerStack,
+                                                  http: requests.Session,
+                                                  service: str) -> None:
+    """The listing walks only the day folders named in ``system/index-days/expiry``
+    (lifecycle/day_folders.py): certlocker's own policy lets it keep that document, and
+    the day each issued certificate expires on is in it."""
     url = certlocker_stack.api_url + "/v1/certificates"
     assert ids(http.get(url, params={"service": service, "expiring_within": "7d"})) == []
     root = certlocker_stack.client(certlocker_stack.root_token)
     stored = root.secrets.kv.v2.read_secret_version(
-        path="system/index-floors/expiry", mount_point="certlocker",
+        path="system/index-days/expiry", mount_point="certlocker",
         raise_on_deleted_version=True)["data"]["data"]
-    bound = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).strftime("%Y%m%d")
-    assert json.loads(stored["json"])["floor"] <= bound
+    days = set(json.loads(stored["json"])["days"])
+    for cert in "abc":
+        current = http.get(f"{url}/dev.{service}.{cert}").json()["current"]
+        expires = dt.datetime.fromisoformat(current["not_after"].replace("Z", "+00:00"))
+        assert expires.astimezone(dt.timezone.utc).strftime("%Y%m%d") in days

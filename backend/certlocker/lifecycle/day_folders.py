@@ -2,30 +2,29 @@
 
 Vault lists a folder by walking every key beneath it, whatever the page size asked for:
 at 100,000 certificates one LIST of ``system/expiry/`` costs 165-190 ms, while a LIST
-of one day's folder costs what that day holds. So readers compute the day names from a
-*floor* up to the last day they need and list only those folders (a day without
-entries answers at once). The floor is kept at ``system/index-floors/<index>``; it is
-right when no entry lies on an earlier day, and three rules keep it so:
+of one day's folder costs what that day holds. So the days that hold entries are kept
+in one small document, ``system/index-days/<index>`` = ``{"days": [...]}``, and readers
+list only those folders. The document may name a day that has since emptied (listing
+it finds nothing) but never misses a day that holds an entry. Three rules keep it so:
 
-- it is never above the day before yesterday, so a writer filing an entry on a later day
-  (every renewal, every new certificate) never touches it;
-- a writer filing an entry on an older day lowers it after the entry is stored, always
-  writing a new version (check-and-set), even when it is already low enough;
-- ``tidy`` (the reconciler, after a full sweep) lists the root once and raises it to the
-  oldest day that still holds entries, check-and-set against the version it read
-  *before* listing: a writer that lowered it meanwhile makes the raise fail, never the
-  other way round.
-
-A reader that finds no floor (an index written before floors existed) lists the root,
-which is always right, and files the floor for the next reader. A span longer than
-``max_span_days`` is also answered by listing the root: that walk then costs about what
-the index holds anyway.
+- a writer adds its entry's day after the entry is stored. A day from the day before
+  yesterday on is added once and then remembered by the process, because ``tidy`` never
+  drops such a day; an older day (an expired certificate, overdue work) is written
+  every time, check-and-set, even when it is listed already;
+- ``tidy`` (the reconciler, after a full sweep) lists the root once and keeps the days
+  found there plus every recent day of the document, check-and-set against the version
+  it read *before* listing: a writer that added an old day meanwhile makes tidy's write
+  fail, never the other way round;
+- a reader or writer that finds no document (an index written before it existed) lists
+  the root, which is always right, and files what it found, create-only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..errors import CertlockerError, Conflict
@@ -33,13 +32,14 @@ from .ports import Store
 
 log = logging.getLogger(__name__)
 
-MARGIN = dt.timedelta(days=2)  # clock skew between replicas stays well inside this
-_FORMAT = "%Y%m%d"
+#: Days from this far back on are remembered once added (clock skew between replicas
+#: stays well inside it); ``tidy`` drops only days a day older still.
+MARGIN = dt.timedelta(days=2)
 
 
 def day_of(at: dt.datetime) -> str:
     """``YYYYMMDD`` of ``at`` in UTC."""
-    return at.astimezone(dt.timezone.utc).strftime(_FORMAT)
+    return at.astimezone(dt.timezone.utc).strftime("%Y%m%d")
 
 
 def is_day(name: str) -> bool:
@@ -48,95 +48,94 @@ def is_day(name: str) -> bool:
 
 class DayFolders:
     def __init__(self, store: Store, index: str, root: str, *, clock: Clock | None = None,
-                 max_span_days: int = 92, attempts: int = 5) -> None:
+                 attempts: int = 5) -> None:
         self._store = store
         self._root = root
-        self._floor_path = store.paths.index_floor(index)
+        self._doc_path = store.paths.index_days(index)
         self._clock = clock or SystemClock()
-        self._max_span = max_span_days
         self._attempts = attempts
+        self._known: set[str] = set()  # recent days this process saw in the document
+        self._lock = threading.Lock()
 
     def days_through(self, last: str) -> list[str]:
-        """Every day up to ``last`` (inclusive) that may hold entries, oldest first.
-
-        Days without entries may be among them: listing such a folder finds nothing.
-        """
-        doc, _ = self._store.read_json(self._floor_path)
-        floor = doc.get("floor") if doc else None
-        if isinstance(floor, str) and is_day(floor):
-            if floor > last:
-                return []
-            span = _parse(last) - _parse(floor)
-            if span.days < self._max_span:
-                return [_format(_parse(floor) + dt.timedelta(days=i))
-                        for i in range(span.days + 1)]
-            return [d for d in self._listed_days() if d <= last]
-        listed = self._listed_days()
-        if doc is None:
-            self._file_floor(listed)
-        return [d for d in listed if d <= last]
+        """The days up to ``last`` (inclusive) that may hold entries, oldest first."""
+        doc, _ = self._store.read_json(self._doc_path)
+        days = _days(doc)
+        if days is None:
+            days = self._listed_days()
+            if doc is None:
+                self._file(days)
+        return sorted(d for d in days if d <= last)
 
     def filed(self, day: str) -> None:
-        """Call after storing an entry on ``day``: lowers the floor when it must.
+        """Call after storing an entry on ``day``: adds the day to the document when it must.
 
         A failure is logged, not raised: the entry is stored, and ``tidy`` lists the root,
-        so the next tidy repairs the floor.
+        so the next tidy adds the day.
         """
-        if day >= self._safe_floor():
+        recent = day >= self._recent()
+        if recent and day in self._known:
             return
         try:
             for _ in range(self._attempts):
-                doc, version = self._store.read_json(self._floor_path)
-                current = doc.get("floor") if doc else None
-                if not (isinstance(current, str) and is_day(current)):
-                    listed = self._listed_days()
-                    current = min(listed[:1] + [self._safe_floor()])
-                try:
-                    self._store.write_json(self._floor_path, {"floor": min(current, day)},
-                                           cas=version)
-                    return
-                except Conflict:
-                    continue
-            log.warning("index.floor_not_lowered", extra={"index": self._floor_path,
-                                                          "day": day})
+                doc, version = self._store.read_json(self._doc_path)
+                filed = _days(doc)
+                days = set(self._listed_days()) if filed is None else filed
+                if filed is None or not (recent and day in days):
+                    try:
+                        self._store.write_json(self._doc_path, _doc(days | {day}),
+                                               cas=version)
+                    except Conflict:
+                        continue
+                self._remember(days | {day})
+                return
+            log.warning("index.day_not_added", extra={"index": self._doc_path, "day": day})
         except CertlockerError as exc:
-            log.warning("index.floor_not_lowered", extra={
-                "index": self._floor_path, "day": day, "error": type(exc).__name__})
+            log.warning("index.day_not_added", extra={
+                "index": self._doc_path, "day": day, "error": type(exc).__name__})
 
-    def tidy(self) -> str:
-        """Raise the floor to the oldest day holding entries (never above the safe
-        bound); returns the floor now filed. A concurrent lowering wins."""
-        doc, version = self._store.read_json(self._floor_path)
-        floor = min(self._listed_days()[:1] + [self._safe_floor()])
-        if doc is not None and doc.get("floor") == floor:
-            return floor
-        try:
-            self._store.write_json(self._floor_path, {"floor": floor}, cas=version)
-        except Conflict:
-            log.info("index.floor_raise_lost", extra={"index": self._floor_path})
-        return floor
+    def tidy(self) -> list[str]:
+        """Drop the old days that no longer hold entries; returns the days now filed.
+        A concurrent writer adding an old day wins."""
+        doc, version = self._store.read_json(self._doc_path)
+        filed = _days(doc)
+        keep_from = day_of(self._clock.now() - MARGIN - dt.timedelta(days=1))
+        days = set(self._listed_days()) | {d for d in filed or () if d >= keep_from}
+        if filed != days:
+            try:
+                self._store.write_json(self._doc_path, _doc(days), cas=version)
+            except Conflict:
+                log.info("index.tidy_lost", extra={"index": self._doc_path})
+        return sorted(days)
 
     def _listed_days(self) -> list[str]:
         return sorted(name.rstrip("/") for name in self._store.list(self._root)
                       if name.endswith("/") and is_day(name.rstrip("/")))
 
-    def _file_floor(self, listed: list[str]) -> None:
+    def _file(self, days: list[str]) -> None:
         try:
-            self._store.write_json(self._floor_path,
-                                   {"floor": min(listed[:1] + [self._safe_floor()])}, cas=0)
+            self._store.write_json(self._doc_path, _doc(set(days)), cas=0)
         except Conflict:
             pass  # a writer or another reader filed it first: theirs is as good
         except CertlockerError as exc:
-            log.warning("index.floor_not_filed", extra={"index": self._floor_path,
-                                                        "error": type(exc).__name__})
+            log.warning("index.days_not_filed", extra={"index": self._doc_path,
+                                                       "error": type(exc).__name__})
 
-    def _safe_floor(self) -> str:
+    def _remember(self, days: set[str]) -> None:
+        recent = self._recent()
+        with self._lock:
+            self._known = {d for d in self._known | days if d >= recent}
+
+    def _recent(self) -> str:
         return day_of(self._clock.now() - MARGIN)
 
 
-def _parse(day: str) -> dt.date:
-    return dt.datetime.strptime(day, _FORMAT).date()
+def _days(doc: dict[str, Any] | None) -> set[str] | None:
+    days = doc.get("days") if doc else None
+    if isinstance(days, list) and all(isinstance(d, str) and is_day(d) for d in days):
+        return set(days)
+    return None
 
 
-def _format(day: dt.date) -> str:
-    return day.strftime(_FORMAT)
+def _doc(days: set[str]) -> dict[str, list[str]]:
+    return {"days": sorted(days)}

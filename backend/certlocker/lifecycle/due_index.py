@@ -1,9 +1,9 @@
 """The due index: hints in Vault saying which certificate needs attention when.
 
 ``system/schedule/<YYYYMMDD>/<HHMM>/<certificate id>`` (UTC day and minute of the next
-action). A tick lists the days up to today (their names computed from a floor,
-``day_folders``, not listed), the minutes up to now of those days, and the ids under
-each: its cost follows what is due, not the inventory. Hints are only
+action). A tick lists the days up to today (named by a small document of the days
+holding hints, ``day_folders``, not by listing the root), the minutes up to now of those
+days, and the ids under each: its cost follows what is due, not the inventory. Hints are only
 hints: the reconciler re-reads spec and status before acting, and a periodic full sweep
 re-files any hint that went missing. See docs/decisions/0002-due-index.md.
 """
@@ -101,7 +101,7 @@ class DueIndex:
     def due(self, now: dt.datetime, limit: int) -> list[Hint]:
         """Hints filed at or before ``now``'s minute, oldest first, at most ``limit``.
 
-        Lists the day folders from the floor to today, the minutes of those days, and
+        Lists the day folders up to today that hold hints, the minutes of those days, and
         the ids of due minutes. A hint whose id does not parse is deleted.
         """
         today, this_minute = slot_of(now)

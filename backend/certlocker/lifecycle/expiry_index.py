@@ -1,8 +1,9 @@
 """Which certificates expire on which day: ``system/expiry/<YYYYMMDD>/<cert id>``.
 
 ``GET /v1/certificates?expiring_within=30d`` must not read 100,000 status records to
-find the few that expire soon. The index lists the day folders up to the cutoff (their
-names computed from a floor, ``day_folders``, not listed) and the ids in them, so the
+find the few that expire soon. The index lists the day folders up to the cutoff (named
+by a small document of the days holding entries, ``day_folders``, not by listing the
+root) and the ids in them, so the
 work follows what expires, not the inventory. Entries are
 hints, like the due index: the listing re-reads each certificate and drops one that no
 longer matches, and the reconciler's sweep files an entry that is missing.

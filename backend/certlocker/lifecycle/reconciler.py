@@ -313,7 +313,7 @@ class Reconciler:
         return report
 
     def _tidy_indexes(self) -> None:
-        """Raise the index floors past days emptied since (see ``day_folders``)."""
+        """Drop the index days emptied since the last sweep (see ``day_folders``)."""
         for days in (self._due.days, self._expiry.days):
             try:
                 days.tidy()
