@@ -4,6 +4,8 @@ no day holding an entry is ever left out."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 from certlocker.clock import FixedClock
 from certlocker.lifecycle.due_index import DueIndex
@@ -146,3 +148,32 @@ def test_due_hints_filed_in_the_past_are_found_without_listing_the_root():
     assert [h.ref.id for h in due.due(NOW, limit=10)] == ["prod.overdue.www"]
     assert "system/schedule/" not in store.listed
     assert filed_days(store, "schedule") == ["20291231", "20300209"]
+
+
+def test_writers_adding_different_days_at_once_all_get_theirs_in():
+    class OverANetwork(MemoryStore):
+        def read_json(self, logical):  # type: ignore[no-untyped-def]
+            got = super().read_json(logical)
+            time.sleep(0.001)  # a round trip: other writers act before this one writes
+            return got
+
+    store = OverANetwork()
+    start = threading.Barrier(16)
+    failed: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        index = ExpiryIndex(store, FixedClock(NOW))  # a process of its own
+        start.wait()
+        try:
+            for k in range(5):
+                index.put(ref(f"w{n}-{k}"), NOW + (10 + n * 5 + k) * DAY)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed
+    assert len(filed_days(store)) == 80

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import threading
+import time
 from typing import Any
 
 from ..clock import Clock, SystemClock
@@ -48,14 +50,14 @@ def is_day(name: str) -> bool:
 
 class DayFolders:
     def __init__(self, store: Store, index: str, root: str, *, clock: Clock | None = None,
-                 attempts: int = 5) -> None:
+                 patience: float = 10.0) -> None:
         self._store = store
         self._root = root
         self._doc_path = store.paths.index_days(index)
         self._clock = clock or SystemClock()
-        self._attempts = attempts
+        self._patience = patience
         self._known: set[str] = set()  # recent days this process saw in the document
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # this process's writers of the document
 
     def days_through(self, last: str) -> list[str]:
         """The days up to ``last`` (inclusive) that may hold entries, oldest first."""
@@ -70,29 +72,40 @@ class DayFolders:
     def filed(self, day: str) -> None:
         """Call after storing an entry on ``day``: adds the day to the document when it must.
 
-        A failure is logged, not raised: the entry is stored, and ``tidy`` lists the root,
+        Threads of one process take turns; writers of other processes that add a day at
+        the same time make the check-and-set fail, so it is tried again, with jittered
+        pauses, for up to ``patience`` seconds (each round one writer gets through). A
+        failure is logged, not raised: the entry is stored, and ``tidy`` lists the root,
         so the next tidy adds the day.
         """
         recent = day >= self._recent()
         if recent and day in self._known:
             return
-        try:
-            for _ in range(self._attempts):
-                doc, version = self._store.read_json(self._doc_path)
-                filed = _days(doc)
-                days = set(self._listed_days()) if filed is None else filed
-                if filed is None or not (recent and day in days):
+        deadline = time.monotonic() + self._patience
+        pause = 0.001
+        with self._lock:
+            try:
+                while True:
+                    doc, version = self._store.read_json(self._doc_path)
+                    filed = _days(doc)
+                    days = set(self._listed_days()) if filed is None else filed
+                    if filed is not None and recent and day in days:
+                        break
                     try:
                         self._store.write_json(self._doc_path, _doc(days | {day}),
                                                cas=version)
+                        break
                     except Conflict:
-                        continue
-                self._remember(days | {day})
+                        if time.monotonic() >= deadline:
+                            raise
+                        time.sleep(random.uniform(0, pause))
+                        pause = min(pause * 2, 0.05)
+            except CertlockerError as exc:
+                log.warning("index.day_not_added", extra={
+                    "index": self._doc_path, "day": day, "error": type(exc).__name__})
                 return
-            log.warning("index.day_not_added", extra={"index": self._doc_path, "day": day})
-        except CertlockerError as exc:
-            log.warning("index.day_not_added", extra={
-                "index": self._doc_path, "day": day, "error": type(exc).__name__})
+            recent_from = self._recent()
+            self._known = {d for d in self._known | days | {day} if d >= recent_from}
 
     def tidy(self) -> list[str]:
         """Drop the old days that no longer hold entries; returns the days now filed.
@@ -120,11 +133,6 @@ class DayFolders:
         except CertlockerError as exc:
             log.warning("index.days_not_filed", extra={"index": self._doc_path,
                                                        "error": type(exc).__name__})
-
-    def _remember(self, days: set[str]) -> None:
-        recent = self._recent()
-        with self._lock:
-            self._known = {d for d in self._known | days if d >= recent}
 
     def _recent(self) -> str:
         return day_of(self._clock.now() - MARGIN)
