@@ -23,7 +23,7 @@ from .bench_issuance import _certlocker_run, _inprocess_run
 from .common import certlocker_stack, proc_named, reconciler_settled, workdir
 
 N = 50
-COUNTER = Path("/tmp/vcount")  # sitecustomize.py that logs each Vault request per pid
+COUNTER = Path(__file__).parent / "vault_counter"  # logs each Vault request per pid
 COUNT_DIR = Path("/tmp/vcount-out")
 TICK = os.sysconf("SC_CLK_TCK")
 
