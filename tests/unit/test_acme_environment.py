@@ -1,5 +1,6 @@
 """The ACME session reads its environment once: a CA bundle variable is honoured
-without requests re-reading the environment on every call, and a proxy still is."""
+without requests re-reading the environment on every call, and a proxy still is
+(through plain requests, which reads it per call)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from certlocker import netenv
 from certlocker.issuance.acme_issuer import AcmeIssuer
+from certlocker.issuance.http import LeanSession, session_for
 from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
@@ -46,7 +48,20 @@ def test_without_any_variable_the_system_store_is_used() -> None:
     assert net.verify_ssl is True and net.session.trust_env is False
 
 
+def test_without_a_proxy_the_session_is_lean_and_reads_no_environment() -> None:
+    session = session_for(None)
+    assert isinstance(session, LeanSession) and session.trust_env is False
+
+
 def test_a_proxy_variable_makes_requests_read_the_environment(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert issuer().client().net.session.trust_env is True
+    session = session_for(None)
+    assert not isinstance(session, LeanSession) and session.trust_env is True
+
+
+def test_a_given_transport_is_mounted_on_a_plain_session() -> None:
+    ca = FakeAcme()
+    session = session_for(ca)
+    assert not isinstance(session, LeanSession)
+    assert session.get_adapter(ca.directory_url) is ca
