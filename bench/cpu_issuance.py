@@ -66,6 +66,38 @@ def _counts(directory: Path, n: int, groups: dict[int, str]) -> str:
     return "\n".join(lines)
 
 
+AREAS = (  # first match wins, tested on every frame of a sample's stack
+    ("logging", ("logging/", "certlocker/logs.py")),
+    ("audit (with its Vault calls)", ("certlocker/audit/", "vault/audit_store.py")),
+    ("ACME JWS and crypto", ("josepy/", "acme/jws.py", "cryptography/")),
+    ("ACME HTTP", ("certlocker/issuance/http.py", "requests/")),
+    ("Vault client", ("hvac/", "certlocker/vault/")),
+    ("ACME other", ("acme/", "certlocker/issuance/")),
+    ("Flask/gunicorn (declare, bench polls, http-01 answers)", ("flask/", "werkzeug/",
+                                                                "gunicorn/")),
+    ("certlocker other", ("certlocker/",)),
+)
+
+
+def breakdown(raw: Path, n: int, cpu_seconds: float) -> str:
+    """CPU per certificate by area, from py-spy raw stacks (GIL holders only), scaled to
+    the CPU the workers really used (the sampler misses some under load)."""
+    areas: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        area = next((name for name, marks in AREAS
+                     if any(m in f for f in frames for m in marks)), "other")
+        areas[area] += int(count)
+    total = sum(areas.values()) or 1
+    lines = [f"worker CPU by area ({total} samples):"]
+    lines += [f"  {1000 * cpu_seconds * c / total / n:6.1f} ms/cert {100 * c / total:5.1f}%  {a}"
+              for a, c in areas.most_common()]
+    return "\n".join(lines)
+
+
 def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
     with workdir("cpu") as tmp, certlocker_stack(tmp / "stack") as stack:
         api, token = stack.api_url, stack.operator_token or ""
@@ -104,6 +136,8 @@ def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
         for line in (stack.state_dir / "reconciler.log").read_text().splitlines():
             if "tick" in line or "sweep" in line or "reconcile.certificate" in line:
                 print("  reconciler:", line[:200])
+        if profile:
+            print(breakdown(profile, N, after["api"] - before["api"]))
         if count:
             time.sleep(0.5)
             print(_counts(COUNT_DIR, N, {p: k for k, v in groups.items() for p in v}))
