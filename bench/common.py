@@ -139,6 +139,22 @@ def certlocker_stack(state_dir: Path, *, extra_env: Mapping[str, str] | None = N
         stack.down()
 
 
+def reconciler_settled(stack: devstack.Stack, timeout: float = 60.0) -> None:
+    """Wait until the stack's reconciler has started and finished its start-up sweep, so
+    its boot (imports, first sweep and tick) does not share the cores with what is
+    measured next."""
+    import time
+
+    log = stack.state_dir / "reconciler.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and "reconcile.sweep_finished" in log.read_text(errors="replace"):
+            time.sleep(0.5)  # the tick that follows the sweep
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the reconciler did not finish its start-up sweep in {timeout} s")
+
+
 def proc_named(stack: devstack.Stack, name: str) -> devstack.Proc:
     for proc in stack.procs:
         if proc.name == name:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.ari import cert_id
 from certlocker.lifecycle import renewal_info
@@ -67,13 +68,17 @@ def store() -> MemoryStore:
 @pytest.fixture
 def service(store: MemoryStore):
     scheduled: list[CertificateRef] = []
+    first: list[bool] = []
 
-    def schedule(ref: CertificateRef) -> cf.Future[CertificateStatus]:
+    def schedule(ref: CertificateRef, *, first_lease: bool = False
+                 ) -> cf.Future[CertificateStatus]:
         scheduled.append(ref)  # the issuance is not run: only the declaration is tested
+        first.append(first_lease)
         return cf.Future()
     with service_over(store, FakeAcme()) as made:
         made.schedule = schedule  # type: ignore[method-assign]
         made.scheduled = scheduled  # type: ignore[attr-defined]
+        made.first = first  # type: ignore[attr-defined]
         yield made
 
 
@@ -86,6 +91,7 @@ def test_declaring_a_new_certificate_writes_no_status_and_reads_as_pending(
     assert store.read_status(REF) is None
     assert service.view(store, REF).status.state is State.PENDING
     assert service.scheduled == [REF]  # type: ignore[attr-defined]
+    assert service.first == [True]  # type: ignore[attr-defined]
     assert store.calls["write"] == 1  # the spec; no due index and no audit configured
 
 
@@ -100,6 +106,7 @@ def test_redeclaring_over_a_retired_tombstone_resets_it_to_pending(
     assert stored is not None and stored[0] == pending
     assert pending.state is State.PENDING and pending.history == ("ab",)
     assert pending.last_error is None and pending.retired_at is None
+    assert service.first == [False]  # type: ignore[attr-defined]
 
 
 # -- issue ------------------------------------------------------------------------------
@@ -127,6 +134,57 @@ def test_a_fresh_issuance_costs_these_storage_calls(store: MemoryStore) -> None:
         service.issue(REF)
     assert store.calls["write"] == 7
     assert store.calls["destroy"] == 2  # journal, answer
+
+
+def test_a_just_declared_certificate_skips_the_reads_its_first_lease_makes_needless(
+        store: MemoryStore) -> None:
+    """Its lease is created without reading it first, and a lease that had never existed
+    means no journal to resume and no status to replace: spec and account are the only
+    reads; the writes are those of any issuance."""
+    store.create_spec(SPEC)
+    other = CertificateSpec(CertificateRef("dev", "web", "other"), SPEC.dns_names, "fake")
+    store.create_spec(other)
+    with service_over(store, FakeAcme()) as service:
+        service.issue(other.ref)  # creates the ACME account: not counted
+        store.calls.clear()
+        store.paths_read.clear()
+        status = service.issue(REF, first_lease=True)
+    assert status.state is State.VALID
+    ours = [p for p in store.paths_read if not p.startswith("system/challenges/")]
+    assert ours == [store.paths.spec(REF)]  # the fake CA reads the answer: not ours
+    assert store.calls["write"] == 7
+    assert store.versions(store.paths.cert(REF)) == 1
+
+
+def test_a_wrong_guess_of_a_first_lease_reads_and_resumes_as_usual(
+        store: MemoryStore) -> None:
+    """A lease left by an earlier attempt (released, its journaled key kept) makes the
+    create-only lease write fail; the issuance then reads the lease, the journal and the
+    status as always, and reuses the journaled key."""
+    store.create_spec(SPEC)
+    key = keys.to_pem(keys.generate(SPEC.key_type))
+    store.write_json(store.paths.lease(REF), {"holder": None, "expires": 0}, cas=0)
+    store.write_json(store.paths.inflight(REF), {
+        "private_key": key, "dns_names": list(SPEC.dns_names), "issuer": "fake",
+        "key_type": SPEC.key_type.value}, cas=None)
+    with service_over(store, FakeAcme()) as service:
+        status = service.issue(REF, first_lease=True)
+    assert status.state is State.VALID
+    assert {store.paths.lease(REF), store.paths.inflight(REF),
+            store.paths.status(REF)} <= set(store.paths_read)
+    stored = store.require(store.paths.cert(REF))["private_key"]
+    assert keys.to_pem(keys.from_pem(stored)) == key
+    assert store.read_json(store.paths.inflight(REF))[0] is None
+
+
+def test_another_holders_lease_is_respected_when_a_first_lease_was_guessed(
+        store: MemoryStore) -> None:
+    store.create_spec(SPEC)
+    store.write_json(store.paths.lease(REF), {"holder": "elsewhere", "expires": 2e9}, cas=0)
+    with service_over(store, FakeAcme()) as service:
+        status = service.issue(REF, first_lease=True)
+    assert status.current is None
+    assert store.versions(store.paths.cert(REF)) == 0
 
 
 def test_older_records_without_the_leaf_use_the_leaf_document(store: MemoryStore) -> None:

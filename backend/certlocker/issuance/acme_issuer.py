@@ -29,6 +29,7 @@ from . import ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
                    RenewalWindow)
 from .dns import DnsProvider, build_provider
+from .http import session_for
 from .solvers import Dns01Solver, Http01Solver, Presented, Solver
 
 log = logging.getLogger(__name__)
@@ -121,14 +122,11 @@ class AcmeIssuer:
                 doc, version = self._accounts.load()
                 assert doc is not None
         key = jose.JWK.from_json(doc["key"])
+        # The CA bundle variables are read here, once (see http.session_for).
         net = _Network(key=key, alg=jose.ES256, user_agent=USER_AGENT,
-                       verify_ssl=self.settings.ca_bundle or True, timeout=30)
-        # Without proxy or CA-bundle variables, skip requests' per-call reading of them
-        # and of ~/.netrc (the ACME account's JWS is the only credential sent).
-        net.session.trust_env = netenv.any_set(netenv.REQUESTS_VARIABLES)
-        if self._transport is not None:
-            net.session.mount("https://", self._transport)
-            net.session.mount("http://", self._transport)
+                       verify_ssl=self.settings.ca_bundle or netenv.ca_bundle() or True,
+                       timeout=30)
+        net.session = session_for(self._transport)
         try:
             directory = client.ClientV2.get_directory(self.settings.directory_url, net)
             acme = client.ClientV2(directory, net)

@@ -112,7 +112,7 @@ class CertificateService:
                     history=old.history if old else ()), known=earlier)
             if self._due is not None:  # the reconciler takes over if this process dies
                 self._due.schedule_quietly(spec, pending, self._clock.now())
-            future = self.schedule(spec.ref)
+            future = self.schedule(spec.ref, first_lease=earlier is None)
         finally:
             recorded.result()  # the event is in the trail before the caller hears back
         return future, pending
@@ -185,21 +185,26 @@ class CertificateService:
         return status
 
     # -- the work (certlocker's own token) ---------------------------------------------
-    def schedule(self, ref: CertificateRef) -> cf.Future[CertificateStatus]:
-        return self._pool.submit(self.issue, ref)
+    def schedule(self, ref: CertificateRef, *,
+                 first_lease: bool = False) -> cf.Future[CertificateStatus]:
+        return self._pool.submit(self.issue, ref, first_lease=first_lease)
 
     def issue(self, ref: CertificateRef, decide: Callable[
-            [CertificateSpec, CertificateStatus | None], bool] | None = None,
-              ) -> CertificateStatus:
+            [CertificateSpec, CertificateStatus | None], bool] | None = None, *,
+              first_lease: bool = False) -> CertificateStatus:
         """Issue (or resume issuing) one certificate under a lease. Safe to call from
         several replicas at once: only the lease holder works, the others return the
         current status. ``decide`` (the reconciler's) is asked again under the lease with
         fresh spec and status, so work another replica just finished is not repeated.
+        ``first_lease``: the certificate was just declared with no status record, so its lease
+        is probably its first: taken create-only, and when it is, nothing earlier can be
+        resumed or replaced (no journal or status read; every write after it is still
+        check-and-set, so a wrong guess costs a retry, not a second version).
 
         :raises NotFound: when the spec is gone."""
         # One holder per call: two threads of one process must not share a lease.
         lease = StoreLease(self._store, ref, f"{HOLDER}:{uuid.uuid4().hex[:8]}")
-        if not lease.acquire(time.time(), self._lease_ttl):
+        if not lease.acquire(time.time(), self._lease_ttl, probably_first=first_lease):
             current = self._store.read_status(ref)
             return current[0] if current else CertificateStatus(state=State.ISSUING)
         if decide is not None:
@@ -218,7 +223,7 @@ class CertificateService:
         started = time.monotonic()
         ok = False
         try:
-            result = self._issue_locked(ref)
+            result = self._issue_locked(ref, first=lease.first)
             ok = result.last_error is None
             return result
         finally:
@@ -239,7 +244,7 @@ class CertificateService:
             return None
         return status or CertificateStatus(state=State.PENDING)
 
-    def _issue_locked(self, ref: CertificateRef) -> CertificateStatus:
+    def _issue_locked(self, ref: CertificateRef, *, first: bool = False) -> CertificateStatus:
         found = self._store.read_spec(ref)
         if found is None:
             raise NotFound(f"no certificate {ref.id}")
@@ -250,8 +255,8 @@ class CertificateService:
                 f"issuer {spec.issuer!r} is not configured", retryable=False)))
         # Read once under the lease: the stored version is the check-and-set for both the
         # certificate and the status written after it (a race falls back to re-reading).
-        before = self._store.read_status(ref)
-        journal = StoreJournal(self._store, ref)
+        before = None if first else self._store.read_status(ref)
+        journal = StoreJournal(self._store, ref, nothing_to_resume=first)
         try:
             issued = issuer.issue(IssueRequest(
                 ref, spec.dns_names, spec.key_type,

@@ -12,13 +12,22 @@ from .ports import Store
 
 
 class StoreJournal:
-    """In-flight issuance state at ``system/inflight/<env>/<service>/<name>``."""
+    """In-flight issuance state at ``system/inflight/<env>/<service>/<name>``.
 
-    def __init__(self, store: Store, ref: CertificateRef) -> None:
+    ``nothing_to_resume``: the caller knows no earlier issuance left state worth resuming
+    (its lease was the certificate's first), so ``load`` answers None without a read. At
+    worst a leftover is then overwritten by the next ``save`` instead of being resumed.
+    """
+
+    def __init__(self, store: Store, ref: CertificateRef, *,
+                 nothing_to_resume: bool = False) -> None:
         self._store = store
         self._path = store.paths.inflight(ref)
+        self._skip_load = nothing_to_resume
 
     def load(self) -> dict[str, Any] | None:
+        if self._skip_load:
+            return None
         return self._store.read_json(self._path)[0]
 
     def save(self, state: dict[str, Any]) -> None:
@@ -83,8 +92,24 @@ class StoreLease:
         self._path = store.paths.lease(ref)
         self._holder = holder
         self._version = 0
+        self.first = False  # this lease is the first the certificate ever had
 
-    def acquire(self, now: float, ttl: float) -> bool:
+    def acquire(self, now: float, ttl: float, *, probably_first: bool = False) -> bool:
+        """Take the lease unless another holder's is still valid.
+
+        ``probably_first``: the caller believes no lease was ever written (a certificate
+        just declared), so it is created without reading first; when one exists after
+        all, this falls back to reading it.
+        """
+        if probably_first:
+            try:
+                self._version = self._store.write_json(
+                    self._path, {"holder": self._holder, "expires": now + ttl}, cas=0)
+            except Conflict:
+                pass
+            else:
+                self.first = True
+                return True
         doc, version = self._store.read_json(self._path)
         if doc and doc.get("holder") not in (None, self._holder) and doc["expires"] > now:
             return False

@@ -11,7 +11,9 @@ import json
 from typing import Any
 
 import hvac
+import hvac.adapters
 import hvac.exceptions as hx
+from hvac.api.secrets_engines.kv_v2 import KvV2
 
 from ..errors import AccessDenied, AlreadyExists, Conflict, Unauthenticated, VaultWriteUncertain
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
@@ -32,10 +34,24 @@ class VaultStore:
     share this class: which of them may do what is decided by Vault's policies.
     """
 
-    def __init__(self, client: hvac.Client, paths: VaultPaths, keep_versions: int = 3) -> None:
-        self._client = client
+    def __init__(self, client: hvac.Client | None, paths: VaultPaths, keep_versions: int = 3,
+                 *, adapter: hvac.adapters.Adapter | None = None) -> None:
+        """``client``, or only its ``adapter``: the full client (a few dozen engine
+        objects, built per operator request otherwise) is then built on first use of
+        anything but KV v2."""
+        if client is None and adapter is None:
+            raise ValueError("a client or an adapter is needed")
+        self._built = client
+        self._adapter = client.adapter if client is not None else adapter
+        self._kv = client.secrets.kv.v2 if client is not None else KvV2(adapter)
         self.paths = paths
         self.keep_versions = keep_versions  # of certs/...: older versions are destroyed
+
+    @property
+    def _client(self) -> hvac.Client:
+        if self._built is None:
+            self._built = _client_like(self._adapter, self._adapter.token)
+        return self._built
 
     @classmethod
     def connect(cls, addr: str, token: str | None, paths: VaultPaths,
@@ -46,18 +62,16 @@ class VaultStore:
 
     def for_token(self, token: str) -> "VaultStore":
         """A store acting with another caller's token (same server, mount and retries)."""
-        adapter = self._client.adapter
-        client = hvac.Client(url=adapter.base_uri, token=token, verify=adapter._kwargs.get(
-            "verify", True), timeout=adapter._kwargs.get("timeout", 10), session=adapter.session,
-            adapter=type(adapter), retry_seconds=getattr(adapter, "retry_seconds", 0.0))
-        return VaultStore(client, self.paths, self.keep_versions)
+        adapter = self._adapter
+        theirs = type(adapter)(base_uri=adapter.base_uri, token=token, **_adapter_options(adapter))
+        return VaultStore(None, self.paths, self.keep_versions, adapter=theirs)
 
     # -- generic KV v2 -------------------------------------------------------------------
     def read(self, logical: str) -> Versioned | None:
         """Read the latest version at ``<mount>/data/<logical>`` (capability: read)."""
         with translated(self.paths.api_path(logical)):
             try:
-                resp = self._client.secrets.kv.v2.read_secret_version(
+                resp = self._kv.read_secret_version(
                     path=logical, mount_point=self.paths.mount, raise_on_deleted_version=True)
             except hx.InvalidPath:
                 return None
@@ -91,7 +105,7 @@ class VaultStore:
 
     def _write_once(self, logical: str, data: dict[str, Any], cas: int | None) -> int:
         with translated(self.paths.api_path(logical)):
-            resp = self._client.secrets.kv.v2.create_or_update_secret(
+            resp = self._kv.create_or_update_secret(
                 path=logical, secret=data, cas=cas, mount_point=self.paths.mount)
         return int(resp["data"]["version"])
 
@@ -100,7 +114,7 @@ class VaultStore:
         metadata, which does not expose secret data); 0 when absent."""
         with translated(self.paths.metadata_path(logical)):
             try:
-                resp = self._client.secrets.kv.v2.read_secret_metadata(
+                resp = self._kv.read_secret_metadata(
                     path=logical, mount_point=self.paths.mount)
             except hx.InvalidPath:
                 return 0
@@ -109,7 +123,7 @@ class VaultStore:
     def destroy(self, logical: str) -> None:
         """Delete every version and the metadata (capability: delete on metadata)."""
         with translated(self.paths.metadata_path(logical)):
-            self._client.secrets.kv.v2.delete_metadata_and_all_versions(
+            self._kv.delete_metadata_and_all_versions(
                 path=logical, mount_point=self.paths.mount)
 
     def live_versions(self, logical: str) -> list[int]:
@@ -117,7 +131,7 @@ class VaultStore:
         (capability: read on metadata); [] when absent."""
         with translated(self.paths.metadata_path(logical)):
             try:
-                resp = self._client.secrets.kv.v2.read_secret_metadata(
+                resp = self._kv.read_secret_metadata(
                     path=logical, mount_point=self.paths.mount)
             except hx.InvalidPath:
                 return []
@@ -130,14 +144,14 @@ class VaultStore:
         if not versions:
             return
         with translated(f"{self.paths.mount}/destroy/{logical}"):
-            self._client.secrets.kv.v2.destroy_secret_versions(
+            self._kv.destroy_secret_versions(
                 path=logical, versions=sorted(versions), mount_point=self.paths.mount)
 
     def list(self, logical_dir: str) -> list[str]:
         """List keys under ``<mount>/metadata/<dir>`` (capability: list); [] if none."""
         with translated(self.paths.metadata_path(logical_dir)):
             try:
-                resp = self._client.secrets.kv.v2.list_secrets(
+                resp = self._kv.list_secrets(
                     path=logical_dir, mount_point=self.paths.mount)
             except hx.InvalidPath:
                 return []
@@ -229,8 +243,7 @@ class VaultStore:
     def capabilities(self, api_path: str) -> set[str]:
         """``sys/capabilities-self`` for one API path."""
         with translated("sys/capabilities-self"):
-            resp = self._client.adapter.post("/v1/sys/capabilities-self",
-                                             json={"paths": [api_path]})
+            resp = self._adapter.post("/v1/sys/capabilities-self", json={"paths": [api_path]})
         data = resp.get("data", resp) if isinstance(resp, dict) else resp.json()
         caps = data.get(api_path) or data.get("capabilities") or []
         return set(caps)
@@ -247,3 +260,15 @@ class VaultStore:
     def hvac(self) -> hvac.Client:
         """The raw client, for the other modules of this package only."""
         return self._client
+
+
+def _adapter_options(adapter: hvac.adapters.Adapter) -> dict[str, Any]:
+    """Everything but the address and the token: the same server, pool and retries."""
+    return {"verify": adapter._kwargs.get("verify", True),
+            "timeout": adapter._kwargs.get("timeout", 10), "session": adapter.session,
+            "retry_seconds": getattr(adapter, "retry_seconds", 0.0)}
+
+
+def _client_like(adapter: hvac.adapters.Adapter, token: str | None) -> hvac.Client:
+    return hvac.Client(url=adapter.base_uri, token=token, adapter=type(adapter),
+                       **_adapter_options(adapter))

@@ -1,0 +1,113 @@
+"""LeanSession answers what requests would, for the calls the ACME client makes: status,
+headers (repeated ones joined, as requests does, so ``Link`` relations survive), body,
+JSON, errors as requests' exceptions; redirects go through requests itself.
+
+A real HTTP server on loopback stands for the CA.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+from typing import Iterator
+
+import pytest
+import requests
+
+from certlocker.issuance.http import LeanSession
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        Handler.seen.append((self.command, self.path, dict(self.headers), body))
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/order")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        payload = json.dumps({"status": "valid", "path": self.path}).encode()
+        self.send_response(201 if self.command == "POST" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Replay-Nonce", "abc")
+        self.send_header("Link", '<https://ca.test/dir>;rel="index"')
+        self.send_header("Link", '<https://ca.test/authz/1>;rel="up"')
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_HEAD = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Handler.seen = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def session() -> Iterator[LeanSession]:
+    made = LeanSession()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_a_post_answers_as_requests_would(server: str, session: LeanSession) -> None:
+    response = session.request("POST", f"{server}/new-order", data='{"jws": 1}',
+                               headers={"Content-Type": "application/jose+json",
+                                        "User-Agent": "certlocker"}, timeout=5,
+                               verify=True)
+    assert response.status_code == 201 and response.ok
+    assert response.json() == {"status": "valid", "path": "/new-order"}
+    assert response.headers["replay-nonce"] == "abc"
+    assert response.links["up"]["url"] == "https://ca.test/authz/1"
+    assert response.request.method == "POST"
+    method, path, headers, body = Handler.seen[-1]
+    assert (method, path, body) == ("POST", "/new-order", b'{"jws": 1}')
+    assert headers["Content-Type"] == "application/jose+json"
+    assert headers["User-Agent"] == "certlocker"
+
+
+def test_the_same_answers_as_requests_itself(server: str, session: LeanSession) -> None:
+    lean = session.request("GET", f"{server}/order/1", timeout=5, verify=True)
+    plain = requests.Session()
+    plain.trust_env = False
+    with plain:
+        reference = plain.request("GET", f"{server}/order/1", timeout=5, verify=True)
+    assert lean.status_code == reference.status_code
+    assert lean.content == reference.content
+    assert lean.headers["Link"] == reference.headers["Link"]
+    assert lean.links == reference.links
+    assert lean.encoding == reference.encoding
+
+
+def test_a_redirect_is_followed_through_requests(server: str, session: LeanSession) -> None:
+    response = session.request("GET", f"{server}/moved", timeout=5, verify=True)
+    assert response.status_code == 200 and response.json()["path"] == "/order"
+
+
+def test_a_refused_connection_is_requests_connection_error(session: LeanSession) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(requests.ConnectionError):
+        session.request("GET", f"http://127.0.0.1:{port}/", timeout=5, verify=True)
