@@ -21,9 +21,9 @@ import requests.adapters
 import requests.structures
 import requests.utils
 import urllib3
-import urllib3.exceptions
 
 from .. import netenv
+from ..urllib3_send import send
 
 REDIRECTS = (301, 302, 303, 307, 308)
 DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
@@ -68,7 +68,7 @@ class LeanSession(requests.Session):
                                    allow_redirects=allow_redirects, **kwargs)
         sent = {**DEFAULT_HEADERS, **dict(headers or {})}
         body = data.encode("utf-8") if isinstance(data, str) else data
-        raw = self._send(method.upper(), url, body, sent, timeout, verify)
+        raw = send(self._pool(verify), method.upper(), url, body, sent, timeout)
         if allow_redirects and raw.status in REDIRECTS and raw.headers.get("Location"):
             return super().request(method, url, data=data, headers=headers,
                                    timeout=timeout, verify=verify)
@@ -89,21 +89,6 @@ class LeanSession(requests.Session):
                     num_pools=4, maxsize=16, retries=False, **_tls(verify))
             return pool
 
-    def _send(self, method: str, url: str, body: Any, headers: dict[str, str],
-              timeout: Any, verify: Any) -> urllib3.BaseHTTPResponse:
-        try:
-            return self._pool(verify).urlopen(
-                method, url, body=body, headers=headers, timeout=_timeout(timeout),
-                redirect=False, retries=False)
-        except urllib3.exceptions.ConnectTimeoutError as exc:
-            raise requests.ConnectTimeout(exc) from exc
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise requests.ReadTimeout(exc) from exc
-        except urllib3.exceptions.SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from exc
-        except urllib3.exceptions.HTTPError as exc:  # refused, reset, protocol errors
-            raise requests.ConnectionError(exc) from exc
-
 
 def _tls(verify: Any) -> dict[str, Any]:
     """urllib3's TLS settings for requests' ``verify`` (True: requests' own bundle)."""
@@ -113,14 +98,6 @@ def _tls(verify: Any) -> dict[str, Any]:
     if os.path.isdir(location):
         return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": location}
     return {"cert_reqs": "CERT_REQUIRED", "ca_certs": location}
-
-
-def _timeout(timeout: Any) -> urllib3.Timeout | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, tuple):
-        return urllib3.Timeout(connect=timeout[0], read=timeout[1])
-    return urllib3.Timeout(connect=timeout, read=timeout)
 
 
 def _response(method: str, url: str, headers: dict[str, str], body: Any,

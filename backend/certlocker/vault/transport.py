@@ -20,7 +20,8 @@ from urllib.parse import urlencode
 import requests
 import requests.adapters
 import urllib3
-import urllib3.exceptions
+
+from ..urllib3_send import send
 
 REDIRECTS = (307, 308)  # a standby without request forwarding redirects to the active node
 MAX_REDIRECTS = 3
@@ -135,28 +136,13 @@ class Urllib3Session:
             url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         for _ in range(MAX_REDIRECTS + 1):
             sent.update(self.index.headers())
-            raw = self._send(method.upper(), url, body, sent, timeout)
+            raw = send(self._pool, method.upper(), url, body, sent, timeout)
             self.index.observe(raw.headers.get("X-Vault-Index"))
             location = raw.headers.get("Location")
             if not (allow_redirects and raw.status in REDIRECTS and location):
                 return Response(raw.status, raw.headers, raw.data, url, raw.reason)
             url = location
         raise requests.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
-
-    def _send(self, method: str, url: str, body: Any, headers: dict[str, str],
-              timeout: float | None) -> urllib3.BaseHTTPResponse:
-        try:
-            return self._pool.urlopen(method, url, body=body, headers=headers,
-                                      timeout=urllib3.Timeout(timeout) if timeout else None,
-                                      redirect=False, retries=False)
-        except urllib3.exceptions.ConnectTimeoutError as exc:
-            raise requests.ConnectTimeout(exc) from exc
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise requests.ReadTimeout(exc) from exc
-        except urllib3.exceptions.SSLError as exc:
-            raise requests.exceptions.SSLError(exc) from exc
-        except urllib3.exceptions.HTTPError as exc:  # refused, reset, protocol errors
-            raise requests.ConnectionError(exc) from exc
 
 
 def _dumps(document: Any) -> bytes:
