@@ -70,7 +70,7 @@ def service(store: MemoryStore):
     scheduled: list[CertificateRef] = []
     first: list[bool] = []
 
-    def schedule(ref: CertificateRef, *, first_lease: bool = False
+    def schedule(ref: CertificateRef, *, first_lease: bool = False, **declared: object
                  ) -> cf.Future[CertificateStatus]:
         scheduled.append(ref)  # the issuance is not run: only the declaration is tested
         first.append(first_lease)

@@ -480,3 +480,27 @@ def test_the_sweep_carries_on_a_revocation_whose_worker_died():
         assert follow_ups.refs == ["dev.svc.c1"]  # and only until it is done
     finally:
         world.close()
+
+
+# -- a declaration's own issuance and the reconciler -------------------------------------
+
+def test_a_declared_issuance_removes_the_declarations_hint_once_done(world):
+    future = world.service.declare(world.store, spec(1))
+    (declared,) = world.hints()  # due at once: the reconciler's takeover if this dies
+    status = future.result(timeout=10)
+    assert status.state is State.VALID
+    (renewal,) = world.hints()  # the renewal's only: the next tick has nothing to do
+    assert renewal != declared
+    world.store.calls.clear()
+    assert world.reconciler.tick().outcomes == {}
+    assert world.store.calls["read_spec"] == 0
+
+
+def test_a_declared_issuance_the_reconciler_took_over_is_not_issued_again(world):
+    world.declare_in_vault(spec(1))
+    hint = world.due.put(ref(1), T0)
+    world.reconciler.tick()  # took it over while the declaration's issuance was queued
+    assert world.issuer.issued == ["dev.svc.c1"]
+    queued = world.service.schedule(ref(1), declared=True, first_lease=True, hint=hint)
+    assert queued.result(timeout=10).state is State.VALID
+    assert world.issuer.issued == ["dev.svc.c1"]

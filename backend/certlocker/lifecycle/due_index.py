@@ -89,14 +89,15 @@ class DueIndex:
         return self.put(spec.ref, at)
 
     def schedule_quietly(self, spec: CertificateSpec, status: CertificateStatus | None,
-                         now: dt.datetime) -> None:
+                         now: dt.datetime) -> Hint | None:
         """``schedule`` for callers whose own work already succeeded (the API): a lost
         hint is repaired by the sweep, so a failure here is logged, not raised."""
         try:
-            self.schedule(spec, status, now)
+            return self.schedule(spec, status, now)
         except CertlockerError as exc:
             log.warning("schedule.hint_failed", extra={"certificate": spec.ref.id,
                                                        "error": type(exc).__name__})
+            return None
 
     def due(self, now: dt.datetime, limit: int) -> list[Hint]:
         """Hints filed at or before ``now``'s minute, oldest first, at most ``limit``.

@@ -24,8 +24,8 @@ from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, N
                       RateLimited)
 from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
-from . import backoff, renewal_info
-from .due_index import DueIndex
+from . import backoff, planning, renewal_info
+from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
 from .observe import IssuanceObserver, NoObserver
 from .ports import Store
@@ -110,9 +110,11 @@ class CertificateService:
                 pending = self._set_status(spec.ref, lambda old: CertificateStatus(
                     state=State.PENDING, updated_at=self._clock.now(),
                     history=old.history if old else ()), known=earlier)
+            hint = None
             if self._due is not None:  # the reconciler takes over if this process dies
-                self._due.schedule_quietly(spec, pending, self._clock.now())
-            future = self.schedule(spec.ref, first_lease=earlier is None)
+                hint = self._due.schedule_quietly(spec, pending, self._clock.now())
+            future = self.schedule(spec.ref, declared=True, first_lease=earlier is None,
+                                   hint=hint)
         finally:
             recorded.result()  # the event is in the trail before the caller hears back
         return future, pending
@@ -185,9 +187,29 @@ class CertificateService:
         return status
 
     # -- the work (certlocker's own token) ---------------------------------------------
-    def schedule(self, ref: CertificateRef, *,
-                 first_lease: bool = False) -> cf.Future[CertificateStatus]:
-        return self._pool.submit(self.issue, ref, first_lease=first_lease)
+    def schedule(self, ref: CertificateRef, *, declared: bool = False,
+                 first_lease: bool = False, hint: Hint | None = None,
+                 ) -> cf.Future[CertificateStatus]:
+        """Queue an issuance on this process's pool; ``declared``: one a declaration
+        queued, with the due hint it filed (see ``_issue_declared``)."""
+        if declared:
+            return self._pool.submit(self._issue_declared, ref, hint, first_lease)
+        return self._pool.submit(self.issue, ref)
+
+    def _issue_declared(self, ref: CertificateRef, hint: Hint | None,
+                        first_lease: bool) -> CertificateStatus:
+        """The issuance a declaration queued. A reconciler may have taken it over while it
+        waited (the declaration's hint is due at once), so it is decided again under the
+        lease; once the certificate is issued, or its failure has filed its retry, the
+        declaration's hint is removed so the reconciler does not look again."""
+        status = self.issue(ref, decide=self._needed, first_lease=first_lease)
+        if (hint is not None and self._due is not None
+                and (status.state is State.VALID or status.last_error)):
+            self._due.remove(hint)
+        return status
+
+    def _needed(self, spec: CertificateSpec, status: CertificateStatus | None) -> bool:
+        return planning.decide(spec, status, self._clock.now()).needed
 
     def issue(self, ref: CertificateRef, decide: Callable[
             [CertificateSpec, CertificateStatus | None], bool] | None = None, *,
@@ -207,7 +229,7 @@ class CertificateService:
         if not lease.acquire(time.time(), self._lease_ttl, probably_first=first_lease):
             current = self._store.read_status(ref)
             return current[0] if current else CertificateStatus(state=State.ISSUING)
-        if decide is not None:
+        if decide is not None and not lease.first:  # a first lease: nothing was issued
             try:
                 skip = self._still_needed(ref, decide)
             except BaseException:
