@@ -504,3 +504,13 @@ def test_a_declared_issuance_the_reconciler_took_over_is_not_issued_again(world)
     queued = world.service.schedule(ref(1), declared=True, first_lease=True, hint=hint)
     assert queued.result(timeout=10).state is State.VALID
     assert world.issuer.issued == ["dev.svc.c1"]
+
+
+def test_a_finished_sweep_drops_emptied_old_days_from_the_index_documents(world):
+    world.declare_in_vault(spec(1))
+    old = world.due.put(ref(1), T0 - dt.timedelta(days=20))  # handled long ago...
+    world.due.remove(old)  # ...and gone; its day is still named
+    days = world.store.paths.index_days("schedule")
+    assert old.day in world.store.read_json(days)[0]["days"]
+    world.reconciler.run_once()
+    assert old.day not in world.store.read_json(days)[0]["days"]
