@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import threading
 
 import pytest
 
@@ -12,6 +11,7 @@ from certlocker.audit.chain import GENESIS_HASH, AuditEvent, AuditLog, query, ve
 from certlocker.audit.memory import MemoryAuditStore
 from certlocker.clock import FixedClock
 from certlocker.errors import Conflict
+from tests.support.threads import run_together
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -124,23 +124,13 @@ def test_concurrent_record_from_eight_threads_gives_a_gap_free_chain() -> None:
     clock = FixedClock(T0)
     log = AuditLog(store, clock)
     per_thread = 40
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(per_thread):
-                log.record(f"replica-{n}", "certificate.renew", f"prod.api.c{i}",
-                           "success", details={"i": i})
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
-            errors.append(exc)
+        for i in range(per_thread):
+            log.record(f"replica-{n}", "certificate.renew", f"prod.api.c{i}",
+                       "success", details={"i": i})
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(8, writer)
     assert errors == []
     assert sorted(store.events) == list(range(1, 8 * per_thread + 1))
     result = verify(store)
@@ -157,22 +147,12 @@ def test_several_processes_writing_one_chain_stay_linked() -> None:
     the event right before it."""
     store = MemoryAuditStore()
     logs = [AuditLog(store, FixedClock(T0)) for _ in range(4)]
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(25):
-                logs[n % 4].record(f"p{n % 4}", "credential.mint", f"s{i}", "success")
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
-            errors.append(exc)
+        for i in range(25):
+            logs[n % 4].record(f"p{n % 4}", "credential.mint", f"s{i}", "success")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(8, writer)
     assert errors == []
     assert sorted(store.events) == list(range(1, 201))
     result = verify(store)

@@ -17,6 +17,7 @@ from certlocker.credentials.memory import MemorySigningKeyStore
 from certlocker.credentials.service import CredentialService
 from certlocker.credentials.tokens import TokenMinter
 from certlocker.errors import AccessDenied, Conflict
+from tests.support.threads import run_together
 
 ISSUER = "https://certlocker.example.test"
 
@@ -169,18 +170,6 @@ def test_the_key_ring_reads_versions_for_several_threads_at_once() -> None:
     together = threading.Barrier(2, timeout=10)
     keys.before_version = together.wait
     seen: list[str] = []
-    errors: list[BaseException] = []
-
-    def use() -> None:
-        try:
-            seen.append(ring.active.kid)
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=use) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(2, lambda _: seen.append(ring.active.kid), barrier=False)
     assert errors == []
     assert len(seen) == 2 and len(set(seen)) == 1

@@ -16,6 +16,7 @@ from certlocker.credentials.keys import KeyRing, SigningKey
 from certlocker.credentials.memory import MemorySigningKeyStore
 from certlocker.credentials.tokens import TokenMinter
 from certlocker.errors import Conflict, InvalidInput, Unauthenticated
+from tests.support.threads import run_together
 
 ISSUER = "https://certlocker.example.test"
 AUDIENCE = "certlocker"
@@ -373,19 +374,8 @@ def test_concurrent_load_or_create_yields_one_key(clock: FixedClock) -> None:
 
     store = RacingStore()
     rings: list[KeyRing] = []
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            rings.append(KeyRing.load_or_create(store, clock))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    errors = run_together(threads_n, lambda _: rings.append(KeyRing.load_or_create(store, clock)),
+                          barrier=False)
     assert not errors
     assert store.saves == 1 and store.conflicts == threads_n - 1
     document, version = store.load()

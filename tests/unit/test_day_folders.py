@@ -4,7 +4,6 @@ no day holding an entry is ever left out."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 
 from certlocker.clock import FixedClock
@@ -12,6 +11,7 @@ from certlocker.lifecycle.due_index import DueIndex
 from certlocker.lifecycle.expiry_index import ExpiryIndex
 from certlocker.models import CertificateRef
 from tests.support.memory_store import MemoryStore
+from tests.support.threads import run_together
 
 NOW = dt.datetime(2030, 1, 10, 12, 0, tzinfo=dt.timezone.utc)
 DAY = dt.timedelta(days=1)
@@ -158,22 +158,12 @@ def test_writers_adding_different_days_at_once_all_get_theirs_in():
             return got
 
     store = OverANetwork()
-    start = threading.Barrier(16)
-    failed: list[BaseException] = []
+    indexes = [ExpiryIndex(store, FixedClock(NOW)) for _ in range(16)]  # 16 processes
 
     def writer(n: int) -> None:
-        index = ExpiryIndex(store, FixedClock(NOW))  # a process of its own
-        start.wait()
-        try:
-            for k in range(5):
-                index.put(ref(f"w{n}-{k}"), NOW + (10 + n * 5 + k) * DAY)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failed.append(exc)
+        for k in range(5):
+            indexes[n].put(ref(f"w{n}-{k}"), NOW + (10 + n * 5 + k) * DAY)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    failed = run_together(16, writer)
     assert not failed
     assert len(filed_days(store)) == 80
