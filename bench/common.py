@@ -9,6 +9,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -143,8 +144,6 @@ def reconciler_settled(stack: devstack.Stack, timeout: float = 60.0) -> None:
     """Wait until the stack's reconciler has started and finished its start-up sweep, so
     its boot (imports, first sweep and tick) does not share the cores with what is
     measured next."""
-    import time
-
     log = stack.state_dir / "reconciler.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
