@@ -138,6 +138,10 @@ def _session_of_cmd_alive(marker: str) -> list[int]:
 def test_stop_never_signals_a_pid_that_was_reused(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
+        # Until its exec completes the child's command line can read empty, which is how
+        # an exiting process of ours reads too: build the records once it is `sleep`.
+        devstack.wait_until(lambda: "sleep" in devstack._cmdline(sleeper.pid), 5,
+                            what="the sleeper's exec")
         real = devstack.Proc("sleeper", sleeper.pid, tmp_path / "log", marker="60")
         reused = devstack.Proc.from_record({**real.record(), "starttime": real.starttime - 1})
         reused.stop(timeout=1)
