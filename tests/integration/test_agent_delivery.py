@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certlocker.delivery.formats import Bundle, haproxy_pem, kubernetes_tls_secret, pem_trio
-from tests.support.agent import template_block
+from tests.support.agent import BAO, TEMPLATES, Agent, start_agent, template_block
 from tests.support.tls_servers import (
     IssuedChain,
     TlsServer,
@@ -38,10 +38,7 @@ from tests.support.tls_servers import (
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "templates"
 HOOK = TEMPLATES / "hooks" / "certlocker-deploy.sh"
-BAO = REPO / ".venv" / "bin" / "bao"
 ROOT_TOKEN = "certlocker-test-root"
 CERT_PATH = "certlocker/data/certs/prod/api/www"
 DELIVERY_TIMEOUT = 30.0
@@ -129,15 +126,6 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bao]:
         _stop(proc)
 
 
-@dataclasses.dataclass
-class Agent:
-    proc: subprocess.Popen
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture
 def run_agent(bao: Bao, tmp_path: Path) -> Iterator:
     """Start ``bao agent`` with a config text; stopped by PID at teardown."""
@@ -147,15 +135,9 @@ def run_agent(bao: Bao, tmp_path: Path) -> Iterator:
     jwt_file.chmod(0o600)
 
     def start(config: str) -> Agent:
-        cfg = tmp_path / f"agent{len(started)}.hcl"
-        cfg.write_text(config)
-        log = tmp_path / f"agent{len(started)}.log"
-        env = {**os.environ, "CERTLOCKER_CERT_PATH": CERT_PATH,
-               "CERTLOCKER_K8S_NAME": "api-tls", "CERTLOCKER_K8S_NAMESPACE": "prod"}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([str(BAO), "agent", f"-config={cfg}"],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
-        agent = Agent(proc, log)
+        agent = start_agent(config, tmp_path / "agent", {
+            "CERTLOCKER_CERT_PATH": CERT_PATH,
+            "CERTLOCKER_K8S_NAME": "api-tls", "CERTLOCKER_K8S_NAMESPACE": "prod"})
         started.append(agent)
         return agent
 
@@ -164,7 +146,7 @@ def run_agent(bao: Bao, tmp_path: Path) -> Iterator:
         yield start
     finally:
         for agent in started:
-            _stop(agent.proc, signal.SIGINT)
+            agent.stop()
         assert jwt_file.exists(), "remove_jwt_after_reading = false must keep the JWT"
 
 
@@ -247,24 +229,6 @@ def _shipped_agent_config(bao: Bao, jwt_file: Path, staging: Path, nginx: TlsSer
     return text
 
 
-def _wait_served(servers: list[TlsServer], fingerprint: str, agent: Agent) -> None:
-    def all_serve() -> bool:
-        assert agent.proc.poll() is None, f"agent exited: {agent.text()[-3000:]}"
-        return all(s.served_sha256() == fingerprint for s in servers)
-    try:
-        wait_until(all_serve, DELIVERY_TIMEOUT, f"{[s.name for s in servers]} to serve "
-                   f"{fingerprint[:16]}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nagent log:\n{agent.text()[-3000:]}") from None
-
-
-def _wait_log(agent: Agent, needle: str) -> None:
-    try:
-        wait_until(lambda: needle in agent.text(), DELIVERY_TIMEOUT, repr(needle))
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nagent log:\n{agent.text()[-3000:]}") from None
-
-
 # --- tests ----------------------------------------------------------------------------
 
 
@@ -280,7 +244,8 @@ def test_shipped_agent_config_delivers_and_renews(bao: Bao, run_agent, servers,
 
     agent = run_agent(_shipped_agent_config(bao, run_agent.jwt_file, staging, nginx, haproxy))
 
-    _wait_served([nginx, haproxy], v1.vault_secret()["sha256_fingerprint"], agent)
+    agent.wait_served([nginx, haproxy], v1.vault_secret()["sha256_fingerprint"],
+                      DELIVERY_TIMEOUT)
     staged = staging / "haproxy.pem"
     assert staged.read_text() == _combined(v1), "template and formats.haproxy_pem differ"
     assert (staging / "nginx.pem").read_text() == _combined(v1)
@@ -288,7 +253,8 @@ def test_shipped_agent_config_delivers_and_renews(bao: Bao, run_agent, servers,
     assert nginx.cert_path.stat().st_mode & 0o777 == 0o600
 
     bao.put_cert(v2)  # renewal: a new KV v2 version
-    _wait_served([nginx, haproxy], v2.vault_secret()["sha256_fingerprint"], agent)
+    agent.wait_served([nginx, haproxy], v2.vault_secret()["sha256_fingerprint"],
+                      DELIVERY_TIMEOUT)
     assert "PRIVATE KEY" not in agent.text()
 
 
@@ -301,7 +267,7 @@ def test_render_to_a_path_the_server_does_not_read(bao: Bao, run_agent, servers,
     agent = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "nginx.ctmpl", tmp_path / "staged.pem", nginx, live=wrong)))
 
-    _wait_log(agent, f"installed {wrong}")
+    agent.wait_log(f"installed {wrong}", DELIVERY_TIMEOUT)
     assert wrong.read_text() == _combined(new)
     served = nginx.served_sha256()
     assert served == old.sha256_fingerprint
@@ -319,7 +285,7 @@ def test_failed_reload_keeps_serving_the_old_cert_and_file(bao: Bao, run_agent, 
         TEMPLATES / "haproxy.pem.ctmpl", staged, server,
         reload=["sh", "-c", "echo reload refused >&2; exit 3"])))
 
-    _wait_log(agent, "failed; restored the previous")
+    agent.wait_log("failed; restored the previous", DELIVERY_TIMEOUT)
     assert server.served_sha256() == old.sha256_fingerprint != new.sha256_fingerprint
     assert server.cert_path.read_text() == _combined(old), "disk must match what runs"
     # With exit_on_retry_failure a failed hook stops the agent (systemd restarts it).
@@ -331,7 +297,7 @@ def test_failed_reload_keeps_serving_the_old_cert_and_file(bao: Bao, run_agent, 
     staged.unlink()
     retry = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "haproxy.pem.ctmpl", staged, server)))
-    _wait_served([server], new.sha256_fingerprint, retry)
+    retry.wait_served([server], new.sha256_fingerprint, DELIVERY_TIMEOUT)
 
 
 def test_mismatched_key_is_refused_before_install(bao: Bao, run_agent, servers,
@@ -343,7 +309,7 @@ def test_mismatched_key_is_refused_before_install(bao: Bao, run_agent, servers,
     agent = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
         TEMPLATES / "nginx.ctmpl", tmp_path / "staged.pem", nginx)))
 
-    _wait_log(agent, "REFUSED: private key does not match")
+    agent.wait_log("REFUSED: private key does not match", DELIVERY_TIMEOUT)
     assert nginx.served_sha256() == old.sha256_fingerprint
     assert nginx.cert_path.read_text() == _combined(old)
 
@@ -360,12 +326,12 @@ def test_one_of_three_haproxy_nodes_not_reloaded(bao: Bao, run_agent, servers,
         for i, n in enumerate(nodes))
     agent = run_agent(_agent_config(bao, run_agent.jwt_file, blocks))
 
-    _wait_served([nodes[0], nodes[2]], v1.sha256_fingerprint, agent)
-    _wait_log(agent, f"installed {nodes[1].cert_path}")
+    agent.wait_served([nodes[0], nodes[2]], v1.sha256_fingerprint, DELIVERY_TIMEOUT)
+    agent.wait_log(f"installed {nodes[1].cert_path}", DELIVERY_TIMEOUT)
     assert nodes[1].served_sha256() == v0.sha256_fingerprint
 
     bao.put_cert(v2)
-    _wait_served([nodes[0], nodes[2]], v2.sha256_fingerprint, agent)
+    agent.wait_served([nodes[0], nodes[2]], v2.sha256_fingerprint, DELIVERY_TIMEOUT)
     served = [n.served_sha256() for n in nodes]
     stale = [i for i, fp in enumerate(served) if fp != v2.sha256_fingerprint]
     assert stale == [1]

@@ -24,7 +24,7 @@ from tests.support.agent import (BAO, TEMPLATES, Agent, minimal_config, shipped_
                                  start_agent, template_block)
 from tests.support.stack import CertlockerStack
 from tests.support.tls_servers import (TlsServer, issue_test_chain, start_haproxy,
-                                       start_nginx, wait_until)
+                                       start_nginx)
 
 pytestmark = pytest.mark.integration
 
@@ -132,16 +132,6 @@ def agents(tmp_path: Path) -> Iterator[Callable[[str, str], Agent]]:
             agent.stop()
 
 
-def _wait_served(servers: list[TlsServer], fingerprint: str, agent: Agent) -> None:
-    def all_serve() -> bool:
-        assert agent.proc.poll() is None, f"agent exited:\n{agent.text()[-3000:]}"
-        return all(s.served_sha256() == fingerprint for s in servers)
-    try:
-        wait_until(all_serve, DELIVERY_TIMEOUT,
-                   f"{[s.name for s in servers]} to serve {fingerprint[:16]}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nagent log:\n{agent.text()[-3000:]}") from None
-
 
 def _probe(api: Certlocker, cert: dict[str, Any],
            history: tuple[str, ...] = ()) -> dict[str, str]:
@@ -185,14 +175,14 @@ def test_declared_certificate_reaches_haproxy_and_nginx_and_its_renewal_too(
     agent = agents(shipped_config(api.stack.vault_addr, jwt_file, staging, nginx, haproxy),
                    cert["vault"]["path"])
 
-    _wait_served([haproxy, nginx], first, agent)
+    agent.wait_served([haproxy, nginx], first, DELIVERY_TIMEOUT)
     assert _probe(api, cert) == {_address(haproxy): "ok", _address(nginx): "ok"}
     verified = api.verify(cert["id"])
     assert _served_by_api(verified) == {_address(haproxy): first, _address(nginx): first}
 
     renewed = api.renew(cert["id"])
     second = renewed["current"]["sha256_fingerprint"]
-    _wait_served([haproxy, nginx], second, agent)
+    agent.wait_served([haproxy, nginx], second, DELIVERY_TIMEOUT)
     assert _probe(api, renewed, (first,)) == {_address(haproxy): "ok", _address(nginx): "ok"}
     verified = api.verify(cert["id"])
     assert _served_by_api(verified) == {_address(haproxy): second, _address(nginx): second}
@@ -251,14 +241,14 @@ def test_one_haproxy_node_of_three_not_reloaded_after_renewal_is_stale(
             for i, n in enumerate(nodes)))
 
     agent = agents(config(None), cert["vault"]["path"])
-    _wait_served(nodes, first, agent)
+    agent.wait_served(nodes, first, DELIVERY_TIMEOUT)
     agent.stop()
     # node1's hook now "reloads" something else: its file changes, its memory does not.
     agent = agents(config(1), cert["vault"]["path"])
     renewed = api.renew(cert["id"])
     second = renewed["current"]["sha256_fingerprint"]
 
-    _wait_served([nodes[0], nodes[2]], second, agent)
+    agent.wait_served([nodes[0], nodes[2]], second, DELIVERY_TIMEOUT)
     agent.wait_log(f"installed {nodes[1].cert_path}", DELIVERY_TIMEOUT)
     assert nodes[1].served_sha256() == first
     assert _probe(api, renewed, (first,)) == {

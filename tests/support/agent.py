@@ -14,7 +14,7 @@ import shlex
 import signal
 import subprocess
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from tests.support.tls_servers import TlsServer, wait_until
 
@@ -46,8 +46,19 @@ class Agent:
                 self.proc.wait(5)
 
     def wait_log(self, needle: str, timeout: float) -> None:
+        self._wait(lambda: needle in self.text(), timeout, repr(needle))
+
+    def wait_served(self, servers: list[TlsServer], fingerprint: str, timeout: float) -> None:
+        """Until every server has finished reloading and serves ``fingerprint``."""
+        def all_serve() -> bool:
+            assert self.proc.poll() is None, f"agent exited:\n{self.text()[-3000:]}"
+            return all(s.serves(fingerprint) for s in servers)
+        self._wait(all_serve, timeout, f"{[s.name for s in servers]} to serve "
+                   f"{fingerprint[:16]}")
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         try:
-            wait_until(lambda: needle in self.text(), timeout, repr(needle))
+            wait_until(predicate, timeout, what)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nagent log:\n{self.text()[-3000:]}") from None
 

@@ -180,6 +180,18 @@ class TlsServer:
     def served_sha256(self) -> str | None:
         return try_served_sha256(self.port)
 
+    def settled(self) -> bool:
+        """No reload under way: the master has only its one worker.
+
+        During a graceful reload the old worker keeps accepting for a moment next to the
+        new one, so one handshake with the new certificate does not yet mean every
+        handshake gets it."""
+        return len(_children(self.pid)) == 1
+
+    def serves(self, fingerprint: str) -> bool:
+        """Settled, and a new handshake gets ``fingerprint``."""
+        return self.settled() and self.served_sha256() == fingerprint
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -188,6 +200,20 @@ class TlsServer:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.append(int(entry.name))
+    return kids
 
 
 def start_nginx(workdir: Path, cert_path: Path, port: int | None = None) -> TlsServer:
