@@ -43,7 +43,7 @@ def _cpu(pids: list[int]) -> float:
 def _shape(path: str) -> str:
     path = re.sub(r"/v1/", "", path)
     path = re.sub(r"bench-ec/c\d+", "<cert>", path)
-    path = re.sub(r"audit/events/\d+", "audit/events/<seq>", path)
+    path = re.sub(r"audit/events(-\d+)?/\d+", "audit/events<lane>/<seq>", path)
     path = re.sub(r"schedule/[^/]+/[^/]+/", "schedule/<day>/<min>/", path)
     path = re.sub(r"expiry/[^/]+/", "expiry/<day>/", path)
     path = re.sub(r"challenges/.+", "challenges/<token>", path)

@@ -36,7 +36,7 @@ from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import Verifier, verifier_for
 from .metrics.collector import IssuanceMetrics
 from .settings import Settings
-from .vault.audit_store import VaultAuditStore
+from .vault.audit_store import vault_audit_lanes
 from .vault.identity import ServiceIdentities
 from .vault.pki import PkiSigner
 from .vault.store import VaultStore
@@ -77,7 +77,7 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
                                settings.vault_ca_cert, keep_versions=settings.keep_versions,
                                retry_seconds=settings.vault_retry_seconds)
-    audit = AuditLog(VaultAuditStore(store), clock)
+    audit = AuditLog(vault_audit_lanes(store), clock)
     challenges = LocalFirstChallenges(StoreChallenges(store))
     issuers: dict[str, Issuer] = {}
     for name, conf in settings.issuers.items():

@@ -221,9 +221,9 @@ def audit_list(ctx: click.Context, certificate: str | None, actor: str | None,
     params = {k: v for k, v in {"certificate": certificate, "actor": actor, "action": action,
                                 "since": since, "until": until}.items() if v}
     body = ctx.obj["api"].call("GET", "/v1/audit", params={**params, "limit": limit})
-    rows = [f"{'SEQ':>6} {'TIME':27} {'ACTOR':28} {'ACTION':30} {'OUTCOME':8} SUBJECT"]
+    rows = [f"{'LANE/SEQ':>9} {'TIME':27} {'ACTOR':28} {'ACTION':30} {'OUTCOME':8} SUBJECT"]
     for e in body["items"]:
-        rows.append(f"{e['seq']:>6} {e['time']:27} {e['actor'][:28]:28} "
+        rows.append(f"{e['lane']:>2}/{e['seq']:<6} {e['time']:27} {e['actor'][:28]:28} "
                     f"{e['action'][:30]:30} {e['outcome']:8} {e['subject']}")
     _out(ctx, body, "\n".join(rows))
 
@@ -231,50 +231,67 @@ def audit_list(ctx: click.Context, certificate: str | None, actor: str | None,
 @audit.command("verify")
 @click.option("--mount", envvar="CERTLOCKER_KV_MOUNT", default="certlocker",
               show_default=True, help="the KV v2 mount ($CERTLOCKER_KV_MOUNT)")
-@click.option("--anchor", default=None, metavar="SEQ:HASH",
-              help="a (seq, hash) kept outside Vault: also catches a truncated tail")
+@click.option("--anchor", "anchors", multiple=True, metavar="[LANE:]SEQ:HASH",
+              help="a lane's (seq, hash) kept outside Vault, as printed by an earlier run "
+                   "(lane 0 if no lane is given): also catches a truncated tail; repeat "
+                   "for several lanes")
 @click.pass_context
-def audit_verify(ctx: click.Context, mount: str, anchor: str | None) -> None:
-    """Walk the chain in Vault and report the first broken link.
+def audit_verify(ctx: click.Context, mount: str, anchors: tuple[str, ...]) -> None:
+    """Walk every lane of the trail in Vault and report the first broken link of each.
 
     Reads Vault directly (VAULT_ADDR, VAULT_TOKEN of a token that may read audit/, such
-    as an auditor's). Exits 0 when intact, 1 when broken or denied, 3 when Vault is
-    unreachable."""
-    from .audit.chain import verify as verify_chain
+    as an auditor's). Prints each lane's head: keep those lines somewhere else and pass
+    them back with --anchor. Exits 0 when intact, 1 when broken or denied, 3 when Vault
+    is unreachable."""
+    from .audit.chain import verify_lanes
     from .errors import CertlockerError
     from .paths import VaultPaths
-    from .vault.audit_store import VaultAuditStore
+    from .vault.audit_store import vault_audit_lanes
     from .vault.store import VaultStore
 
     addr, token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
     if not addr or not token:
         raise click.UsageError("set VAULT_ADDR and VAULT_TOKEN")
-    pinned = None
-    if anchor:
-        seq, _, digest = anchor.partition(":")
-        if not seq.isdigit() or len(digest) != 64:
-            raise click.UsageError("--anchor must be SEQ:HASH (64 hex digits)")
-        pinned = (int(seq), digest.lower())
+    pinned = dict(_anchor(text) for text in anchors)
     try:
         store = VaultStore.connect(addr, token, VaultPaths(mount),
                                    os.environ.get("VAULT_CACERT"))
-        audit_store = VaultAuditStore(store)
-        result = verify_chain(audit_store, anchor=pinned)
-        head = audit_store.head()
+        results = verify_lanes(vault_audit_lanes(store), pinned)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     except CertlockerError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(EXIT_UNREACHABLE if exc.status == 503 else EXIT_API_ERROR)
-    body = {"ok": result.ok, "checked": result.checked,
-            "first_bad_seq": result.first_bad_seq, "problem": result.problem,
-            "head": {"seq": head[0], "hash": head[1]} if head else None}
-    if result.ok:
-        human = (f"ok: {result.checked} events verified"
-                 + (f", head seq {head[0]} hash {head[1]}" if head else ""))
-    else:
-        human = f"BROKEN at seq {result.first_bad_seq}: {result.problem}"
-    _out(ctx, body, human)
-    if not result.ok:
+    shown = [r for r in results if r.head or not r.result.ok or r.lane in pinned]
+    ok = all(r.result.ok for r in results)
+    body = {"ok": ok, "checked": sum(r.result.checked for r in results),
+            "lanes": [{"lane": r.lane, "ok": r.result.ok, "checked": r.result.checked,
+                       "first_bad_seq": r.result.first_bad_seq, "problem": r.result.problem,
+                       "head": {"seq": r.head[0], "hash": r.head[1]} if r.head else None}
+                      for r in shown]}
+    broken = sum(not r.result.ok for r in results)
+    lines = [f"ok: {body['checked']} events in {len(shown)} lane(s) verified" if ok
+             else f"BROKEN: {broken} lane(s)"]
+    for r in shown:
+        if not r.result.ok:
+            lines.append(f"lane {r.lane}: BROKEN at seq {r.result.first_bad_seq}: "
+                         f"{r.result.problem}")
+        elif r.head:
+            lines.append(f"lane {r.lane}: ok, {r.result.checked} events; "
+                         f"anchor {r.lane}:{r.head[0]}:{r.head[1]}")
+    _out(ctx, body, "\n".join(lines))
+    if not ok:
         sys.exit(EXIT_API_ERROR)
+
+
+def _anchor(text: str) -> tuple[int, tuple[int, str]]:
+    parts = text.split(":")
+    if len(parts) == 2:
+        parts.insert(0, "0")
+    if (len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit()
+            or len(parts[2]) != 64):
+        raise click.UsageError("--anchor must be [LANE:]SEQ:HASH (HASH: 64 hex digits)")
+    return int(parts[0]), (int(parts[1]), parts[2].lower())
 
 
 @main.group()

@@ -14,6 +14,11 @@ import hashlib
 from .models import CertificateRef
 from .names import component
 
+# The audit trail is this many hash chains ("lanes"); each writing process appends to one
+# of them, so writers do not contend for one chain's next seq. See
+# docs/decisions/0005-audit-lanes.md. Readers walk every lane, so the number is fixed.
+AUDIT_LANES = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class VaultPaths:
@@ -73,14 +78,19 @@ class VaultPaths:
     def signing_keys(self) -> str:
         return "system/jwt/signing-keys"
 
-    def audit_event(self, seq: int) -> str:
-        """One event of the audit chain (zero-padded so listings sort by seq)."""
+    def audit_event(self, seq: int, lane: int = 0) -> str:
+        """One event of an audit lane (zero-padded so listings sort by seq)."""
         if not isinstance(seq, int) or seq < 1:
             raise ValueError("audit seq starts at 1")
-        return f"audit/events/{seq:012d}"
+        return f"{self.audit_events_dir(lane)}{seq:012d}"
 
-    def audit_events_dir(self) -> str:
-        return "audit/events/"
+    def audit_events_dir(self, lane: int = 0) -> str:
+        """Lane 0 is ``audit/events/``, the one chain of releases before lanes, so an
+        existing trail simply continues as lane 0; lane N is ``audit/events-NN/``."""
+        return "audit/events/" if _lane(lane) == 0 else f"audit/events-{lane:02d}/"
+
+    def audit_head_hint(self, lane: int = 0) -> str:
+        return "system/audit-head" if _lane(lane) == 0 else f"system/audit-head-{lane:02d}"
 
     # -- due index (docs/decisions/0002-due-index.md) ----------------------------------
     def schedule_dir(self, day: str | None = None, minute: str | None = None) -> str:
@@ -180,6 +190,12 @@ class VaultPaths:
             if service is not None:
                 parts.append(component("service", service))
         return "/".join(parts) + "/"
+
+
+def _lane(lane: int) -> int:
+    if not isinstance(lane, int) or not 0 <= lane < AUDIT_LANES:
+        raise ValueError(f"audit lane must be 0 to {AUDIT_LANES - 1}")
+    return lane
 
 
 def _digits(field: str, value: str, length: int) -> str:

@@ -4,6 +4,7 @@ deletion made with Vault's root token is caught by `certlocker audit verify`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.audit_trail import lane_path, stored_events
 from tests.support.observability import Api, running_observability_stack
 from tests.support.stack import CertlockerStack
 
@@ -81,7 +83,11 @@ def test_operator_actions_are_recorded_with_the_operators_identity(stack, acted)
         {"address": "127.0.0.1:9", "status": "unreachable", "served_sha256": None}]
     minted = events(stack, auditor, action="credential.mint", actor=op)
     assert minted and minted[0]["subject"].endswith("prod/audit-web")
-    assert [e["seq"] for e in mine] == sorted((e["seq"] for e in mine), reverse=True)
+    times = [dt.datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in mine]
+    assert times == sorted(times, reverse=True)  # newest first across the lanes
+    for lane in {e["lane"] for e in mine}:
+        seqs = [e["seq"] for e in mine if e["lane"] == lane]
+        assert seqs == sorted(seqs, reverse=True)
 
 
 def test_filters_limit_and_bad_input(stack, acted) -> None:
@@ -131,34 +137,54 @@ def test_cli_lists_events_for_an_auditor(stack, acted) -> None:
     assert cli(stack, "audit", "list", token=team).returncode == 1
 
 
-def test_audit_verify_catches_an_edit_and_a_deletion(stack, acted) -> None:
+def test_audit_verify_catches_a_truncation_an_edit_and_a_deletion(stack, acted) -> None:
+    # Nothing may append while we tamper: the reconciler verifies on its own schedule.
+    next(p for p in stack.stack.procs if p.name == "reconciler").stop()
     auditor = token(stack, "certlocker-auditor", "ann")
     intact = cli(stack, "--json", "audit", "verify", token=auditor)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     report = json.loads(intact.stdout)
-    assert report["ok"] and report["checked"] == report["head"]["seq"] >= 6
-
+    stored = stored_events(stack.client(stack.root_token), MOUNT)
+    assert report["ok"] and report["checked"] == len(stored) >= 6
+    newest: dict[int, dict] = {}
+    for e in stored:
+        if e["seq"] > newest.get(e["lane"], {"seq": 0})["seq"]:
+            newest[e["lane"]] = e
+    heads = {lane["lane"]: lane["head"] for lane in report["lanes"]}
+    assert heads == {n: {"seq": e["seq"], "hash": e["hash"]} for n, e in newest.items()}
+    # The busiest lane has at least 3 events: the acted fixture alone wrote 6, and the
+    # stack has two API workers and the reconciler.
+    lane = max(heads, key=lambda n: heads[n]["seq"])
+    head = heads[lane]["seq"]
+    assert head >= 3
+    anchor = f"{lane}:{head}:{heads[lane]['hash']}"
     root = stack.client(stack.root_token).secrets.kv.v2
-    spec_create = next(e for e in events(stack, auditor, action="spec.create",
-                                         certificate=CERT_ID))
-    edited_seq = spec_create["seq"] + 2
-    path = f"audit/events/{edited_seq:012d}"
-    stored = json.loads(root.read_secret_version(path=path, mount_point=MOUNT,
-                                                 raise_on_deleted_version=True)
-                        ["data"]["data"]["json"])
-    stored["actor"] = "someone-else"
-    root.create_or_update_secret(path=path, secret={"json": json.dumps(stored)},
+
+    # Drop the lane's newest event: the lane still verifies on its own, the anchor
+    # kept from the earlier run catches it.
+    root.delete_metadata_and_all_versions(path=lane_path(lane, head), mount_point=MOUNT)
+    assert cli(stack, "audit", "verify", token=auditor).returncode == 0
+    truncated = cli(stack, "--json", "audit", "verify", "--anchor", anchor, token=auditor)
+    assert truncated.returncode == 1
+    [broken] = [r for r in json.loads(truncated.stdout)["lanes"] if not r["ok"]]
+    assert broken["lane"] == lane and "truncated" in broken["problem"]
+
+    path = lane_path(lane, 2)
+    event = json.loads(root.read_secret_version(path=path, mount_point=MOUNT,
+                                                raise_on_deleted_version=True)
+                       ["data"]["data"]["json"])
+    event["actor"] = "someone-else"
+    root.create_or_update_secret(path=path, secret={"json": json.dumps(event)},
                                  mount_point=MOUNT)
     edited = cli(stack, "audit", "verify", token=auditor)
     assert edited.returncode == 1
-    assert f"seq {edited_seq}" in edited.stdout and "edited" in edited.stdout
+    assert f"lane {lane}: BROKEN at seq 2" in edited.stdout and "edited" in edited.stdout
 
-    deleted_seq = spec_create["seq"]
-    root.delete_metadata_and_all_versions(path=f"audit/events/{deleted_seq:012d}",
-                                          mount_point=MOUNT)
+    root.delete_metadata_and_all_versions(path=lane_path(lane, 1), mount_point=MOUNT)
     gone = cli(stack, "--json", "audit", "verify", token=auditor)
     assert gone.returncode == 1
-    assert json.loads(gone.stdout)["first_bad_seq"] == deleted_seq
+    [broken] = [r for r in json.loads(gone.stdout)["lanes"] if not r["ok"]]
+    assert broken["lane"] == lane and broken["first_bad_seq"] == 1
 
     env_cli = subprocess.run(
         [str(Path(sys.executable).with_name("certlocker")), "audit", "verify"],

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
+from tests.support.audit_trail import stored_events
 from tests.support.kv import live_versions
 from tests.support.stack import Stack, devstack, free_port
 
@@ -214,12 +215,7 @@ def issued_events(procs: list[devstack.Proc]) -> list[str]:
 
 
 def audited_issues(cluster: Cluster) -> list[str]:
-    client = root(cluster)
-    keys = client.secrets.kv.v2.list_secrets(mount_point=MOUNT, path="audit/events")
-    events = [json.loads(client.secrets.kv.v2.read_secret_version(
-        mount_point=MOUNT, path=f"audit/events/{key}", raise_on_deleted_version=True,
-    )["data"]["data"]["json"]) for key in keys["data"]["keys"]]
-    return [e["subject"] for e in events
+    return [e["subject"] for e in stored_events(root(cluster), MOUNT)
             if e.get("action") == "certificate.issue" and e.get("outcome") == "success"]
 
 

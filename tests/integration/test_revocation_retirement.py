@@ -18,6 +18,8 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.audit_trail import stored_events
+
 pytestmark = pytest.mark.integration
 
 MOUNT = "certlocker"
@@ -127,13 +129,7 @@ def test_the_service_cannot_read_the_compromised_key_any_more(certlocker_stack, 
 
 def test_the_audit_trail_records_the_revocation(certlocker_stack, compromised):
     root = certlocker_stack.client(certlocker_stack.root_token)
-    keys = root.secrets.kv.v2.list_secrets(path="audit/events", mount_point=MOUNT)["data"]["keys"]
-    actions = []
-    for key in keys[-40:]:
-        doc = root.secrets.kv.v2.read_secret_version(
-            path=f"audit/events/{key}", mount_point=MOUNT,
-            raise_on_deleted_version=True)["data"]["data"]
-        actions.append(json.dumps(doc))
+    actions = [json.dumps(e) for e in stored_events(root, MOUNT)]
     revoked = [a for a in actions if "certificate.revoke" in a and "prod.rvk.www" in a]
     assert any("keyCompromise" in a for a in revoked)
     assert any("certificate.versions.destroy" in a for a in actions)

@@ -19,7 +19,7 @@ T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 def _filled(n: int) -> tuple[AuditLog, MemoryAuditStore, FixedClock]:
     store = MemoryAuditStore()
     clock = FixedClock(T0)
-    log = AuditLog(store, clock)
+    log = AuditLog([store], clock)
     for i in range(1, n + 1):
         log.record(actor="alice" if i % 2 else "reconciler",
                    action="certificate.renew" if i % 3 else "certificate.issue",
@@ -31,8 +31,9 @@ def _filled(n: int) -> tuple[AuditLog, MemoryAuditStore, FixedClock]:
 
 def test_fifty_events_verify_and_link_from_genesis() -> None:
     log, store, _ = _filled(50)
-    result = log.verify()
-    assert result.ok and result.checked == 50 and result.first_bad_seq is None
+    [lane] = log.verify()
+    result = lane.result
+    assert lane.head == store.head() and result.ok and result.checked == 50 and result.first_bad_seq is None
     first = store.read(1)
     assert first is not None and first.prev_hash == GENESIS_HASH
     assert store.read(2).prev_hash == first.hash  # type: ignore[union-attr]
@@ -90,8 +91,7 @@ def test_reordered_events_are_detected() -> None:
 
 def test_truncated_tail_is_caught_only_with_an_anchor() -> None:
     log, store, _ = _filled(50)
-    anchor = log.head()
-    assert anchor is not None
+    anchor = log.heads()[0]
     for s in range(46, 51):
         del store.events[s]
     store.head_pointer = (45, store.events[45].hash)
@@ -122,7 +122,7 @@ def test_empty_chain_verifies() -> None:
 def test_concurrent_record_from_eight_threads_gives_a_gap_free_chain() -> None:
     store = MemoryAuditStore()
     clock = FixedClock(T0)
-    log = AuditLog(store, clock)
+    log = AuditLog([store], clock)
     per_thread = 40
 
     def writer(n: int) -> None:
@@ -146,7 +146,7 @@ def test_several_processes_writing_one_chain_stay_linked() -> None:
     their cached heads go stale as the others append, and every append still links to
     the event right before it."""
     store = MemoryAuditStore()
-    logs = [AuditLog(store, FixedClock(T0)) for _ in range(4)]
+    logs = [AuditLog([store], FixedClock(T0)) for _ in range(4)]
 
     def writer(n: int) -> None:
         for i in range(25):
@@ -186,7 +186,7 @@ class _CountingStore(MemoryAuditStore):
 
 def test_a_lone_writer_reads_the_head_once_then_only_writes() -> None:
     store = _CountingStore()
-    log = AuditLog(store, FixedClock(T0))
+    log = AuditLog([store], FixedClock(T0))
     for i in range(10):
         log.record("a", "spec.create", f"s{i}", "success")
     assert store.heads == 1
@@ -197,7 +197,7 @@ def test_a_lone_writer_reads_the_head_once_then_only_writes() -> None:
 
 def test_a_stale_writer_is_refused_once_then_links_to_the_other_writers_events() -> None:
     store = _CountingStore()
-    ours, theirs = AuditLog(store, FixedClock(T0)), AuditLog(store, FixedClock(T0))
+    ours, theirs = AuditLog([store], FixedClock(T0)), AuditLog([store], FixedClock(T0))
     ours.record("a", "spec.create", "s0", "success")  # seq 1
     theirs.record("b", "spec.create", "s1", "success")  # seq 2
     theirs.record("b", "spec.create", "s2", "success")  # seq 3
@@ -211,7 +211,7 @@ def test_a_stale_writer_is_refused_once_then_links_to_the_other_writers_events()
 
 def test_after_contention_a_writer_looks_first_until_a_look_finds_nothing_new() -> None:
     store = _CountingStore()
-    ours, theirs = AuditLog(store, FixedClock(T0)), AuditLog(store, FixedClock(T0))
+    ours, theirs = AuditLog([store], FixedClock(T0)), AuditLog([store], FixedClock(T0))
     ours.record("a", "x", "s", "success")
     theirs.record("b", "x", "s", "success")
     ours.record("a", "x", "s", "success")  # refused once: now contended
@@ -241,7 +241,7 @@ class _AlwaysLosingStore(MemoryAuditStore):
 
 def test_record_gives_up_after_bounded_attempts() -> None:
     sleeps: list[float] = []
-    log = AuditLog(_AlwaysLosingStore(), FixedClock(T0), max_attempts=5,
+    log = AuditLog([_AlwaysLosingStore()], FixedClock(T0), max_attempts=5,
                    sleep=sleeps.append)
     with pytest.raises(Conflict):
         log.record("alice", "spec.create", "prod.api.www", "success")
@@ -266,7 +266,7 @@ PEM_KEY = ("-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0
 def test_key_material_is_refused_and_never_stored(reason: str | None,
                                                  details: dict | None) -> None:
     store = MemoryAuditStore()
-    log = AuditLog(store, FixedClock(T0))
+    log = AuditLog([store], FixedClock(T0))
     with pytest.raises(ValueError) as info:
         log.record("alice", "certificate.issue", "prod.api.www", "failure",
                    reason=reason, details=details)
@@ -276,7 +276,7 @@ def test_key_material_is_refused_and_never_stored(reason: str | None,
 
 def test_public_facts_are_accepted_and_copied() -> None:
     store = MemoryAuditStore()
-    log = AuditLog(store, FixedClock(T0))
+    log = AuditLog([store], FixedClock(T0))
     details = {"serial": "0a1b", "sha256_fingerprint": "ab" * 32, "targets": ["a:443"],
                "token_ttl": 900}
     event = log.record("alice", "certificate.issue", "prod.api.www", "success",
@@ -287,7 +287,7 @@ def test_public_facts_are_accepted_and_copied() -> None:
 
 
 def test_bad_outcome_is_refused() -> None:
-    log = AuditLog(MemoryAuditStore(), FixedClock(T0))
+    log = AuditLog([MemoryAuditStore()], FixedClock(T0))
     with pytest.raises(ValueError):
         log.record("alice", "spec.create", "prod.api.www", "maybe")
 
@@ -301,12 +301,12 @@ def test_json_round_trip_keeps_the_hash() -> None:
 
 def test_query_filters_newest_first_with_limit() -> None:
     log, store, _ = _filled(50)
-    by_cert = query(store, certificate="prod.api.c3")
+    by_cert = query([store], certificate="prod.api.c3")
     assert [e.seq for e in by_cert] == [48, 43, 38, 33, 28, 23, 18, 13, 8, 3]
     issued = log.query(action="certificate.issue", actor="reconciler", limit=3)
     assert [e.seq for e in issued] == [48, 42, 36]
-    window = query(store, since=T0 + dt.timedelta(minutes=9),
-                   until=T0 + dt.timedelta(minutes=11), page=2)
+    window = query([store], since=T0 + dt.timedelta(minutes=9),
+                   until=T0 + dt.timedelta(minutes=11))
     assert [e.seq for e in window] == [12, 11, 10]
-    assert query(store, limit=0) == []
-    assert len(query(store, limit=1000)) == 50
+    assert query([store], limit=0) == []
+    assert len(query([store], limit=1000)) == 50

@@ -12,9 +12,10 @@ from certlocker.audit.chain import AuditLog, verify
 from certlocker.clock import FixedClock
 from certlocker.errors import AccessDenied, Conflict
 from certlocker.paths import VaultPaths
-from certlocker.vault.audit_store import HEAD_HINT, HINT_EVERY, VaultAuditStore
+from certlocker.vault.audit_store import HINT_EVERY, VaultAuditStore
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+HEAD_HINT = VaultPaths().audit_head_hint()
 
 
 class MemoryKV:
@@ -35,7 +36,7 @@ class MemoryKV:
             return (dict(doc), 1) if doc is not None else (None, 0)
 
     def write_json(self, logical: str, document: dict[str, Any], cas: int | None) -> int:
-        if logical == HEAD_HINT:
+        if logical.startswith(HEAD_HINT):
             assert self.release.wait(10), "hint write never released"
         with self._lock:
             if logical.startswith("audit/") and logical in self.data:
@@ -43,7 +44,7 @@ class MemoryKV:
             if cas == 0 and logical in self.data:
                 raise Conflict(logical)
             self.data[logical] = dict(document)
-            if logical == HEAD_HINT:
+            if logical.startswith(HEAD_HINT):
                 self.hint_writes.append(int(document["seq"]))
         return 1
 
@@ -61,7 +62,7 @@ def _wait_for(condition: Any) -> None:
 
 def test_appends_do_not_wait_for_the_head_hint() -> None:
     kv = MemoryKV()
-    log = AuditLog(VaultAuditStore(kv), FixedClock(T0))  # type: ignore[arg-type]
+    log = AuditLog([VaultAuditStore(kv)], FixedClock(T0))  # type: ignore[arg-type]
     for i in range(HINT_EVERY + 3):  # the hint write at HINT_EVERY is held back
         log.record("alice", "credential.mint", f"service:prod/s{i}", "success")
     assert kv.hint_writes == []
@@ -73,7 +74,7 @@ def test_appends_do_not_wait_for_the_head_hint() -> None:
 def test_head_is_right_before_and_after_the_hint_lands() -> None:
     kv = MemoryKV()
     store = VaultAuditStore(kv)  # type: ignore[arg-type]
-    log = AuditLog(store, FixedClock(T0))
+    log = AuditLog([store], FixedClock(T0))
     for i in range(HINT_EVERY + 2):
         log.record("alice", "credential.mint", f"s{i}", "success")
     newest = store.read(HINT_EVERY + 2)
@@ -82,6 +83,21 @@ def test_head_is_right_before_and_after_the_hint_lands() -> None:
     kv.release.set()
     _wait_for(lambda: HEAD_HINT in kv.data)
     assert store.head() == (newest.seq, newest.hash)  # from the hint, rolled forward
-    other = AuditLog(store, FixedClock(T0))  # another process links after the newest
+    other = AuditLog([store], FixedClock(T0))  # another process links after the newest
     assert other.record("bob", "spec.create", "prod.api.www", "success").seq == HINT_EVERY + 3
     assert verify(store).ok
+
+
+def test_each_lane_keeps_its_own_folder_and_hint() -> None:
+    kv = MemoryKV()
+    kv.release.set()
+    lanes = [VaultAuditStore(kv, n) for n in range(3)]  # type: ignore[arg-type]
+    log = AuditLog(lanes, FixedClock(T0), lane=2)
+    for i in range(HINT_EVERY):
+        log.record("alice", "credential.mint", f"s{i}", "success")
+    _wait_for(lambda: kv.hint_writes == [HINT_EVERY])
+    assert sorted(k for k in kv.data if k.startswith("audit/")) == [
+        f"audit/events-02/{seq:012d}" for seq in range(1, HINT_EVERY + 1)]
+    assert kv.data["system/audit-head-02"] == {"seq": HINT_EVERY}
+    assert lanes[0].head() is None and lanes[1].head() is None
+    assert lanes[2].head() == (HINT_EVERY, lanes[2].read(HINT_EVERY).hash)  # type: ignore[union-attr]

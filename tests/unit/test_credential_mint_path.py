@@ -86,7 +86,7 @@ class Parts:
             self.identities,
             lambda current: TokenMinter(self.ring, self.clock, issuer=ISSUER,
                                         current_generation=current),
-            audit=AuditLog(self.audit_store, self.clock))
+            audit=AuditLog([self.audit_store], self.clock))
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def scene(answers: dict[str, str], *, issued: dt.datetime = NOW - dt.timedelta(d
     audit_store = MemoryAuditStore()
     probe = ScriptedProbe(answers, on_call)
     verifier = Verifier(store, store.update_status, probe=probe,
-                        audit=AuditLog(audit_store, FixedClock(NOW)), clock=FixedClock(NOW),
+                        audit=AuditLog([audit_store], FixedClock(NOW)), clock=FixedClock(NOW),
                         grace=grace, on_divergence=lambda ref, bad, at: alerts.append((ref, bad)))
     return store, verifier, audit_store, alerts, probe
 

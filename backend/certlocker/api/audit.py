@@ -73,7 +73,7 @@ def index() -> Response:
     _authorize()
     events = services().audit.query(limit=limit, **filters)
     return jsonify({
-        "items": [e.to_json() for e in events],
+        "items": [e.to_view() for e in events],
         "limit": limit,
         "filters": {k: (rfc3339(v) if isinstance(v, dt.datetime) else v)
                     for k, v in filters.items() if v is not None},

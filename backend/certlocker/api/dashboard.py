@@ -269,4 +269,4 @@ def _audit(services: Any, store: Any) -> Section:
         events = services.audit.query(limit=AUDIT_EVENTS)
     except CertlockerError as exc:
         return Section(denied=exc.detail)
-    return Section([e.to_json() for e in events])
+    return Section([e.to_view() for e in events])

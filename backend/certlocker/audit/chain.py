@@ -9,8 +9,13 @@ an anchor (a ``(seq, hash)`` pair the auditor kept elsewhere), which ``verify`` 
 Events hold public facts only. Anything that looks like key material or a credential is
 refused with ``ValueError`` before it is hashed or stored.
 
-Storage is behind ``AuditStore``: the Vault store implements it with KV v2 check-and-set,
-``audit.memory.MemoryAuditStore`` in memory for tests.
+The trail is several such chains, "lanes" (docs/decisions/0005-audit-lanes.md). Each
+writing process appends to one lane, so API workers, replicas and the reconciler do not
+race for one chain's next seq; a writer that meets another in its lane moves to another
+lane. Verification walks every lane, queries merge them newest first.
+
+Storage is behind ``AuditStore`` (one lane): the Vault store implements it with KV v2
+check-and-set, ``audit.memory.MemoryAuditStore`` in memory for tests.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import heapq
+import itertools
 import json
+import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..clock import Clock, parse_rfc3339, rfc3339
@@ -56,6 +64,8 @@ class AuditEvent:
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    # Where the event is stored, not part of it: not hashed and not stored in the event.
+    lane: int = dataclasses.field(default=0, compare=False)
 
     @classmethod
     def create(cls, *, seq: int, time: str, actor: str, action: str, subject: str,
@@ -91,8 +101,8 @@ class AuditEvent:
         return cls(**body, hash=_digest(body))
 
     def body(self) -> dict[str, Any]:
-        """Every field except ``hash``: what the hash covers."""
-        data = dataclasses.asdict(self)
+        """Every field except ``hash`` and ``lane``: what the hash covers."""
+        data = self.to_json()
         del data["hash"]
         return data
 
@@ -104,7 +114,14 @@ class AuditEvent:
         return parse_rfc3339(self.time)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The stored form (without ``lane``, which the storage path gives)."""
+        data = dataclasses.asdict(self)
+        del data["lane"]
+        return data
+
+    def to_view(self) -> dict[str, Any]:
+        """What a reader of the trail is shown: the stored form and the lane."""
+        return {**self.to_json(), "lane": self.lane}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "AuditEvent":
@@ -157,47 +174,62 @@ class VerifyResult:
 
 
 class AuditLog:
-    """Records events through an ``AuditStore``; safe with several writers at once."""
+    """Records events through one ``AuditStore`` per lane; safe with several writers."""
 
-    def __init__(self, store: AuditStore, clock: Clock, *, max_attempts: int = 32,
+    def __init__(self, lanes: Sequence[AuditStore], clock: Clock, *,
+                 lane: int | None = None, max_attempts: int = 32,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._store = store
+        if not lanes:
+            raise ValueError("an audit log needs at least one lane")
+        self._lanes = list(lanes)
         self._clock = clock
         self._max_attempts = max_attempts
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._last: tuple[int, str] | None = None  # the newest event this process knows
-        # Did another writer append lately? Then look ahead before writing.
+        # Consecutive PIDs (one host's gunicorn workers) start in different lanes.
+        self._lane = (os.getpid() if lane is None else lane) % len(self._lanes)
+        self._moves = 0
+        self._last: tuple[int, str] | None = None  # the newest event of our lane we know
+        # Did another writer append to our lane lately? Then look ahead before writing.
         self._contended = False
+
+    @property
+    def lane(self) -> int:
+        return self._lane
 
     def record(self, actor: str, action: str, subject: str, outcome: str,
                reason: str | None = None,
                details: Mapping[str, Any] | None = None) -> AuditEvent:
-        """Append one event to the chain and return it.
+        """Append one event to this process's lane and return it.
 
-        Links the new event to the newest one this process knows and creates it at the
-        next seq, create-only: while no other writer appends, that is the whole cost (one
-        write). When another writer (another API worker or replica, the reconciler) took
-        that seq, the store refuses the write; the log then rolls forward over the other
-        writer's events, links to the newest, and retries with jittered backoff, up to
-        ``max_attempts`` times. While other writers keep appending, it looks one event ahead
-        first (one read instead of a refused write and the reads after it) and writes
-        after what it found, and writes blindly again once a look finds nothing new. Either way an event is only ever created at
-        the seq right after the event its ``prev_hash`` names, and a seq is created once,
-        so the chain cannot fork. Threads of one process take turns, so they never race
-        each other.
+        Links the new event to the newest one this process knows in its lane and creates
+        it at the next seq, create-only: while no other writer shares the lane, that is
+        the whole cost (one write). When another writer took that seq, the store refuses
+        the write; the log then rolls forward over the other writer's events, links to the
+        newest, and retries with jittered backoff, up to ``max_attempts`` times. While
+        other writers keep appending, it looks one event ahead first (one read instead of
+        a refused write and the reads after it), and writes blindly again once a look
+        finds nothing new. Either way an event is only ever created at the seq right after
+        the event its ``prev_hash`` names, and a seq is created once, so a lane cannot
+        fork. Threads of one process take turns, so they never race each other.
+
+        After an event that met another writer (a refused write, or a look that found its
+        event), the log moves to another lane for the next events: at most as many times
+        as there are lanes in the life of the process, so more writers than lanes settle
+        down instead of moving for ever.
 
         :raises ValueError: the fields are malformed or hold key material.
         :raises Conflict: every attempt lost the race.
         """
         with self._lock:
+            store = self._lanes[self._lane]
             if self._last is None:
-                self._last = self._store.head() or (0, GENESIS_HASH)
+                self._last = store.head() or (0, GENESIS_HASH)
             look_first = self._contended
             for attempt in range(self._max_attempts):
                 if look_first:
                     known = self._last[0]
-                    self._last = self._peek_forward(*self._last)
+                    self._last = _peek_forward(store, *self._last)
                     self._contended = self._last[0] != known
                 seq, prev = self._last
                 event = AuditEvent.create(
@@ -205,39 +237,75 @@ class AuditLog:
                     action=action, subject=subject, outcome=outcome, reason=reason,
                     details=details, prev_hash=prev)
                 try:
-                    self._store.append(event, expected_seq=seq)
+                    store.append(event, expected_seq=seq)
                 except Conflict:
-                    self._last = self._roll_forward(seq, prev)
+                    self._last = _roll_forward(store, seq, prev)
                     self._contended = True
                     look_first = False  # just looked
                     self._sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** attempt)))
                     continue
                 self._last = (event.seq, event.hash)
-                return event
+                written = dataclasses.replace(event, lane=self._lane)
+                if self._contended:
+                    self._move()
+                return written
         raise Conflict(f"audit append lost the race {self._max_attempts} times")
 
-    def _peek_forward(self, seq: int, prev: str) -> tuple[int, str]:
-        """One read ahead: with two writers taking turns, the other's event is usually
-        the only new one, so the write after it is tried without a read confirming that
-        nothing follows (a refused write rolls forward fully)."""
-        nxt = self._store.read(seq + 1)
-        return (nxt.seq, nxt.hash) if nxt is not None else (seq, prev)
+    def _move(self) -> None:
+        if len(self._lanes) < 2 or self._moves >= len(self._lanes):
+            return
+        self._moves += 1
+        self._lane = (self._lane + random.randrange(1, len(self._lanes))) % len(self._lanes)
+        self._last = None
+        self._contended = False
 
-    def _roll_forward(self, seq: int, prev: str) -> tuple[int, str]:
-        while (nxt := self._store.read(seq + 1)) is not None:
-            seq, prev = nxt.seq, nxt.hash
-        return seq, prev
+    def heads(self) -> dict[int, tuple[int, str]]:
+        """``{lane: (seq, hash)}`` of every lane that has events: keep them outside
+        Vault as anchors for ``verify``."""
+        return {i: head for i, store in enumerate(self._lanes)
+                if (head := store.head()) is not None}
 
-    def head(self) -> tuple[int, str] | None:
-        """The current ``(seq, hash)``: keep it outside Vault as an anchor for ``verify``."""
-        return self._store.head()
+    def verify(self, anchors: Mapping[int, tuple[int, str]] | None = None
+               ) -> list["LaneResult"]:
+        return verify_lanes(self._lanes, anchors)
 
-    def verify(self, store: AuditStore | None = None, *,
-               anchor: tuple[int, str] | None = None) -> VerifyResult:
-        return verify(store if store is not None else self._store, anchor=anchor)
+    def query(self, **filters: Any) -> list[AuditEvent]:
+        return query(self._lanes, **filters)
 
-    def query(self, store: AuditStore | None = None, **filters: Any) -> list[AuditEvent]:
-        return query(store if store is not None else self._store, **filters)
+
+def _peek_forward(store: AuditStore, seq: int, prev: str) -> tuple[int, str]:
+    """One read ahead: with two writers taking turns, the other's event is usually the
+    only new one, so the write after it is tried without a read confirming that nothing
+    follows (a refused write rolls forward fully)."""
+    nxt = store.read(seq + 1)
+    return (nxt.seq, nxt.hash) if nxt is not None else (seq, prev)
+
+
+def _roll_forward(store: AuditStore, seq: int, prev: str) -> tuple[int, str]:
+    while (nxt := store.read(seq + 1)) is not None:
+        seq, prev = nxt.seq, nxt.hash
+    return seq, prev
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneResult:
+    lane: int
+    result: VerifyResult
+    head: tuple[int, str] | None
+
+
+def verify_lanes(lanes: Sequence[AuditStore],
+                 anchors: Mapping[int, tuple[int, str]] | None = None) -> list[LaneResult]:
+    """``verify`` every lane, each against its anchor if one is given.
+
+    :raises ValueError: an anchor names a lane that does not exist.
+    """
+    anchors = anchors or {}
+    unknown = sorted(set(anchors) - set(range(len(lanes))))
+    if unknown:
+        raise ValueError(f"no audit lane {unknown[0]} (lanes are 0 to {len(lanes) - 1})")
+    return [LaneResult(i, verify(store, anchor=anchors.get(i)), store.head())
+            for i, store in enumerate(lanes)]
 
 
 def verify(store: AuditStore, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
@@ -287,32 +355,34 @@ def verify(store: AuditStore, *, anchor: tuple[int, str] | None = None) -> Verif
     return VerifyResult(True, checked)
 
 
-def query(store: AuditStore, *, certificate: str | None = None, actor: str | None = None,
-          action: str | None = None, since: dt.datetime | None = None,
-          until: dt.datetime | None = None, limit: int = 100,
-          page: int = 500) -> list[AuditEvent]:
-    """Events matching every given filter, newest first, at most ``limit``.
+def query(lanes: Sequence[AuditStore], *, certificate: str | None = None,
+          actor: str | None = None, action: str | None = None,
+          since: dt.datetime | None = None, until: dt.datetime | None = None,
+          limit: int = 100) -> list[AuditEvent]:
+    """Events matching every given filter, newest first across the lanes, at most
+    ``limit``, each with its ``lane`` set.
 
     ``certificate`` matches the event's subject (a certificate id such as
     ``prod.api.www``); ``since``/``until`` bound the event time (inclusive).
-    This is a linear scan backwards from the head in windows of ``page`` events: fine for
-    an auditor's occasional question, not for a hot path. It stops once ``limit`` events
-    match; with selective filters on a long chain it may read the whole chain.
+    Each lane is read backwards from its head one event at a time, only as far as the
+    merge needs: a plain question costs about ``limit`` reads plus two per lane; a
+    selective filter on a long trail may read all of it. Lanes are merged by event time,
+    so events of different hosts are ordered by their clocks.
     """
     if limit < 1:
         return []
+    streams = [_newest_first(store, lane, certificate, actor, action, since, until)
+               for lane, store in enumerate(lanes)]
+    merged = heapq.merge(*streams, key=lambda e: e.at, reverse=True)
+    return list(itertools.islice(merged, limit))
+
+
+def _newest_first(store: AuditStore, lane: int, *filters: Any) -> Iterator[AuditEvent]:
     head = store.head()
-    results: list[AuditEvent] = []
-    end = head[0] if head else 0
-    while end >= 1 and len(results) < limit:
-        start = max(1, end - page + 1)
-        for event in reversed(list(store.range(start, end))):
-            if _matches(event, certificate, actor, action, since, until):
-                results.append(event)
-                if len(results) >= limit:
-                    break
-        end = start - 1
-    return results
+    for seq in range(head[0] if head else 0, 0, -1):
+        event = store.read(seq)
+        if event is not None and _matches(event, *filters):
+            yield dataclasses.replace(event, lane=lane)
 
 
 def _matches(event: AuditEvent, certificate: str | None, actor: str | None,

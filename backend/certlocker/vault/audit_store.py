@@ -1,10 +1,11 @@
-"""The audit chain in Vault: ``audit/events/<seq>``, each created once (check-and-set 0).
+"""The audit lanes in Vault: ``audit/events/<seq>`` (lane 0) and ``audit/events-NN/<seq>``,
+each event created once (check-and-set 0).
 
 certlocker's policy grants only ``create`` and ``read`` on ``audit/``, so an event can
 never be rewritten by certlocker itself; an edit or delete by anyone with more rights
-is caught by ``certlocker audit verify`` (the hash chain). A head *hint* at
-``system/audit-head`` saves scanning; ``head`` rolls forward past it, because a writer
-may crash between creating an event and moving the hint.
+is caught by ``certlocker audit verify`` (the hash chains). A head *hint* per lane at
+``system/audit-head[-NN]`` saves scanning; ``head`` rolls forward past it, because a
+writer may crash between creating an event and moving the hint.
 """
 
 from __future__ import annotations
@@ -14,32 +15,42 @@ from typing import Iterator
 
 from ..audit.chain import AuditEvent
 from ..errors import AccessDenied, Conflict
+from ..paths import AUDIT_LANES
 from ..pools import ProcessPool
 from ..settle import until_found
 from .store import VaultStore
 
-HEAD_HINT = "system/audit-head"
 HINT_EVERY = 16
 TAKEN_WAIT = 2.0  # seconds a refused seq is looked for before the 403 is believed
 
 log = logging.getLogger(__name__)
 
 
-def _key(seq: int) -> str:
-    return f"audit/events/{seq:012d}"
+_HINTS = ProcessPool(1, "audit-head-hint")
+
+
+def vault_audit_lanes(store: VaultStore) -> list["VaultAuditStore"]:
+    return [VaultAuditStore(store, lane) for lane in range(AUDIT_LANES)]
 
 
 class VaultAuditStore:
-    def __init__(self, store: VaultStore) -> None:
+    """One lane of the audit trail."""
+
+    def __init__(self, store: VaultStore, lane: int = 0) -> None:
         self._store = store
-        self._hints = ProcessPool(1, "audit-head-hint")
+        self._lane = lane
+        self._hint = store.paths.audit_head_hint(lane)
+        self._dir = store.paths.audit_events_dir(lane)
+
+    def _key(self, seq: int) -> str:
+        return self._store.paths.audit_event(seq, self._lane)
 
     def head(self) -> tuple[int, str] | None:
         """The newest event, rolling forward from the hint. A token that may read the
-        events but not certlocker's ``system/`` (an auditor's) lists ``audit/events/``
+        events but not certlocker's ``system/`` (an auditor's) lists the lane's folder
         instead; so does a hint whose event is gone (needs list on its metadata)."""
         try:
-            hint, _ = self._store.read_json(HEAD_HINT)
+            hint, _ = self._store.read_json(self._hint)
             seq = int(hint["seq"]) if hint else 0
         except AccessDenied:
             seq = self._listed_max()
@@ -60,7 +71,7 @@ class VaultAuditStore:
         if event.seq != expected_seq + 1:
             raise Conflict("audit event out of sequence")
         try:
-            self._store.write_json(_key(event.seq), event.to_json(), cas=0)
+            self._store.write_json(self._key(event.seq), event.to_json(), cas=0)
         except AccessDenied:
             # With create but not update (certlocker's policy), Vault answers 403, not a
             # check-and-set error, when another writer already created this seq; a
@@ -73,21 +84,21 @@ class VaultAuditStore:
             # stale one costs a few reads there instead of two calls on every append.
             # Written in the background: the append is durable already, and the caller
             # (a mint, a declare) does not wait for a write it does not need.
-            self._hints.submit(self._write_hint, event.seq)
+            _HINTS.submit(self._write_hint, event.seq)
 
     def _write_hint(self, seq: int) -> None:
         try:
-            self._store.write_json(HEAD_HINT, {"seq": seq}, cas=None)
+            self._store.write_json(self._hint, {"seq": seq}, cas=None)
         except Exception as exc:  # noqa: BLE001 - a hint; head() rolls forward without it
-            log.warning("audit.head_hint_failed", extra={"seq": seq,
-                                                         "error": type(exc).__name__})
+            log.warning("audit.head_hint_failed", extra={
+                "lane": self._lane, "seq": seq, "error": type(exc).__name__})
 
     def _listed_max(self) -> int:
-        keys = self._store.list(self._store.paths.audit_events_dir())
+        keys = self._store.list(self._dir)
         return max((int(k) for k in keys if k.isdigit()), default=0)
 
     def read(self, seq: int) -> AuditEvent | None:
-        doc, _ = self._store.read_json(_key(seq))
+        doc, _ = self._store.read_json(self._key(seq))
         return AuditEvent.from_json(doc) if doc else None
 
     def range(self, start_seq: int, end_seq: int) -> Iterator[AuditEvent]:
