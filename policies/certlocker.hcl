@@ -4,6 +4,17 @@
 # It may WRITE certificates into every service's path but never READ them back: no
 # single system holds every private key. Only the keys of issuances in flight
 # (system/inflight/...) are readable, and they are deleted once stored.
+#
+# The token is created without Vault's "default" policy (`-no-default-policy`): of it
+# certlocker needs only its own token's lookup and renewal, granted here. Leaving the
+# default policy out also makes every request cheaper: OpenBao builds the token's ACL per
+# request, and the default policy roughly doubles that cost (docs/performance.md).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
 
 # Specs are desired state written by operators; certlocker reads them.
 path "@MOUNT@/data/specs/*" {

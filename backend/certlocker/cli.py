@@ -692,7 +692,8 @@ def bootstrap(phase: str, policies_dir: str, token_file: str | None,
             boot.auth_mounts()
             boot.policies()
             if token_file:
-                boot.token(Path(token_file), "certlocker", "certlocker")
+                boot.token(Path(token_file), "certlocker", "certlocker",
+                           default_policy=False)
             if operator_token_file:
                 boot.token(Path(operator_token_file), "certlocker-operator-admin",
                            "certlocker-operator")

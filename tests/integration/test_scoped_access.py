@@ -476,6 +476,19 @@ def test_certlocker_issues_but_cannot_read_back_a_private_key(api: Api) -> None:
     assert "BEGIN PRIVATE KEY" in bundle["private_key"]
 
 
+def test_certlockers_token_has_its_policy_only_not_vaults_default(api: Api) -> None:
+    own = (api.stack.state_dir / "certlocker.token").read_text().strip()
+    me = api.vault("GET", "auth/token/lookup-self", own)
+    assert me.status_code == 200
+    assert me.json()["data"]["policies"] == ["certlocker"]
+    assert api.vault("POST", "auth/token/renew-self", own).status_code == 200
+    # What only the default policy would grant:
+    assert api.vault("POST", "cubbyhole/probe", own, json={"a": "b"}).status_code == 403
+    assert api.vault("POST", "sys/tools/hash", own, json={"input": "aGk="}).status_code == 403
+    operator = api.stack.operator_token  # which has the default policy: the same call
+    assert api.vault("POST", "sys/tools/hash", operator, json={"input": "aGk="}).status_code == 200
+
+
 def test_jwks_publishes_public_members_only(api: Api) -> None:
     resp = api.call("GET", "/.well-known/jwks.json")
     assert resp.status_code == 200
@@ -678,7 +691,15 @@ def test_bootstrap_repairs_drift(api: Api, token_copies: Path) -> None:
     ).status_code in (200, 204)
     assert _vault_state(api) != before
 
+    with_default = api.vault("POST", "auth/token/create-orphan", root, json={
+        "policies": ["certlocker"], "period": "1h"}).json()["auth"]["client_token"]
+    (token_copies / "certlocker.token").write_text(with_default + "\n")
+
     lines = _bootstrap(api, token_copies)
+    assert "changed    token certlocker" in lines  # it carried Vault's default policy
+    replaced = (token_copies / "certlocker.token").read_text().strip()
+    assert api.vault("GET", "auth/token/lookup-self", replaced).json()["data"][
+        "policies"] == ["certlocker"]
     assert "changed    auth/certlocker-prod/role/service" in lines
     assert "changed    policy certlocker-service-dev" in lines
     assert _vault_state(api) == before

@@ -1,8 +1,9 @@
 """An in-memory ``AuditStore`` (one lane) with real check-and-set, for unit tests.
 
 It stores events in a dict keyed by seq and keeps a head pointer, like the Vault store
-keeps a lane's ``audit/events[-NN]/<seq>`` and its head hint. ``events`` is exposed on purpose: tests
-play the attacker with write access to storage by editing, deleting or swapping entries.
+keeps a lane's ``audit/events[-NN]/<seq>`` and its head hint. ``events`` is exposed on
+purpose: tests play the attacker with write access to storage by editing, deleting or
+swapping entries.
 """
 
 from __future__ import annotations

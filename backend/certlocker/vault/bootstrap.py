@@ -126,21 +126,26 @@ class Bootstrapper:
                 self.client.sys.create_or_update_policy(name, hcl)
             self.report.note(f"policy {name}", True)
 
-    def token(self, file: Path, policy: str, display: str) -> None:
-        """Keep a valid periodic token with ``policy`` in ``file`` (0600)."""
+    def token(self, file: Path, policy: str, display: str, *,
+              default_policy: bool = True) -> None:
+        """Keep a valid periodic token with ``policy`` in ``file`` (0600); with
+        ``default_policy=False`` one without Vault's ``default`` policy (a token that
+        still has it is replaced; the old one stays valid until its period ends)."""
+        wanted = {policy} | ({"default"} if default_policy else set())
         if file.exists():
             probe = hvac.Client(url=self.client.adapter.base_uri, token=file.read_text().strip(),
                                 verify=self.client.adapter._kwargs.get("verify", True))
             try:
                 data = probe.auth.token.lookup_self()["data"]
-                if policy in (data.get("policies") or []):
+                if set(data.get("policies") or []) == wanted:
                     self.report.note(f"token {display}", False)
                     return
             except (hx.Forbidden, hx.Unauthorized):
                 pass
         with translated("auth/token/create-orphan"):
             resp = self.client.auth.token.create_orphan(
-                policies=[policy], period="24h", display_name=display, renewable=True)
+                policies=[policy], period="24h", display_name=display, renewable=True,
+                no_default_policy=not default_policy)
         file.parent.mkdir(parents=True, exist_ok=True)
         file.touch(mode=0o600)
         file.chmod(0o600)
