@@ -31,15 +31,22 @@ class ProcessDied(BaseException):
 
 class CrashingStore(MemoryStore):
     """MemoryStore that dies right after its ``crash_after``-th write to the in-flight
-    journal is stored, or just before its ``crash_before``-th one would be (0: never)."""
+    journal is stored, or just before its ``crash_before``-th one would be (0: never),
+    or just before or after the status record is written (``crash_at_status``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.crash_after = 0
         self.crash_before = 0
+        self.crash_at_status: str | None = None  # "before" or "after"
         self.journal_writes = 0
 
     def write(self, logical: str, data: dict[str, Any], cas: int | None) -> int:
+        if logical == self.paths.status(REF) and self.crash_at_status == "before":
+            raise ProcessDied(logical)
+        if logical == self.paths.status(REF) and self.crash_at_status == "after":
+            super().write(logical, data, cas)
+            raise ProcessDied(logical)
         journal = logical == self.paths.inflight(REF)
         if journal and self.journal_writes + 1 == self.crash_before:
             raise ProcessDied(logical)
@@ -143,3 +150,21 @@ def test_a_finished_issuance_never_reuses_its_key(world) -> None:
     first = stored_key_pem(store)
     process(store, ca).issue(REF)
     assert not same_key(stored_key_pem(store), first)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_no_key_in_service_stays_in_the_journal_whenever_the_process_dies(
+        world, when: str) -> None:
+    """Dying just before or just after the status write: the certificate (with its key)
+    is stored and the journal's copy of the key is already gone, because a VALID
+    certificate's journal is never looked at again."""
+    store, ca = world
+    store.crash_at_status = when
+    with pytest.raises(ProcessDied):
+        process(store, ca).issue(REF)
+    assert journal(store) is None
+    assert stored_key_pem(store)
+
+    store.crash_at_status = None
+    status = process(store, ca).issue(REF)
+    assert status.state is State.VALID and journal(store) is None

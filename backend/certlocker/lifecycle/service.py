@@ -291,6 +291,11 @@ class CertificateService:
         # version falls back to reading the current one).
         version = self._store.store_certificate(
             ref, issued, expected_version=known.vault_version if known else 0)
+        # The key is in the service's path now, so the journal's copy goes before the
+        # status says VALID: a process that dies between the two leaves a certificate the
+        # next attempt issues again, never a key in service that certlocker could read
+        # (nothing looks at a VALID certificate's journal).
+        journal.clear()
         # The status carries the public leaf: certlocker cannot read certs/ back.
         info = dataclasses.replace(issued.info, vault_version=version,
                                    key_type=spec.key_type.value, issuer_name=spec.issuer,
@@ -325,10 +330,7 @@ class CertificateService:
                          "serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
                          "not_after": str(info.not_after), "vault_version": version,
                          "issuer": spec.issuer})]
-        try:
-            journal.clear()  # the in-flight key is in the service's path now
-        finally:
-            cf.wait(after)
+        cf.wait(after)
         log.info("certificate.issued", extra={
             "certificate": ref.id, "serial": info.serial, "not_after": str(info.not_after),
             "sha256_fingerprint": info.sha256_fingerprint, "vault_version": version})
