@@ -262,23 +262,23 @@ def audit_verify(ctx: click.Context, mount: str, anchors: tuple[str, ...]) -> No
     except CertlockerError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(EXIT_UNREACHABLE if exc.status == 503 else EXIT_API_ERROR)
-    shown = [r for r in results if r.head or not r.result.ok or r.lane in pinned]
+    shown = [(r.lane, r.result) for r in results
+             if r.result.head or not r.result.ok or r.lane in pinned]
     ok = all(r.result.ok for r in results)
     body = {"ok": ok, "checked": sum(r.result.checked for r in results),
-            "lanes": [{"lane": r.lane, "ok": r.result.ok, "checked": r.result.checked,
-                       "first_bad_seq": r.result.first_bad_seq, "problem": r.result.problem,
-                       "head": {"seq": r.head[0], "hash": r.head[1]} if r.head else None}
-                      for r in shown]}
+            "lanes": [{"lane": lane, "ok": v.ok, "checked": v.checked,
+                       "first_bad_seq": v.first_bad_seq, "problem": v.problem,
+                       "head": {"seq": v.head[0], "hash": v.head[1]} if v.head else None}
+                      for lane, v in shown]}
     broken = sum(not r.result.ok for r in results)
     lines = [f"ok: {body['checked']} events in {len(shown)} lane(s) verified" if ok
              else f"BROKEN: {broken} lane(s)"]
-    for r in shown:
-        if not r.result.ok:
-            lines.append(f"lane {r.lane}: BROKEN at seq {r.result.first_bad_seq}: "
-                         f"{r.result.problem}")
-        elif r.head:
-            lines.append(f"lane {r.lane}: ok, {r.result.checked} events; "
-                         f"anchor {r.lane}:{r.head[0]}:{r.head[1]}")
+    for lane, v in shown:
+        if not v.ok:
+            lines.append(f"lane {lane}: BROKEN at seq {v.first_bad_seq}: {v.problem}")
+        elif v.head:
+            lines.append(f"lane {lane}: ok, {v.checked} events; "
+                         f"anchor {lane}:{v.head[0]}:{v.head[1]}")
     _out(ctx, body, "\n".join(lines))
     if not ok:
         sys.exit(EXIT_API_ERROR)

@@ -33,7 +33,8 @@ def test_fifty_events_verify_and_link_from_genesis() -> None:
     log, store, _ = _filled(50)
     [lane] = log.verify()
     result = lane.result
-    assert lane.head == store.head() and result.ok and result.checked == 50 and result.first_bad_seq is None
+    assert result.head == store.head() and result.ok and result.checked == 50
+    assert result.first_bad_seq is None
     first = store.read(1)
     assert first is not None and first.prev_hash == GENESIS_HASH
     assert store.read(2).prev_hash == first.hash  # type: ignore[union-attr]

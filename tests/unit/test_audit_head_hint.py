@@ -100,4 +100,5 @@ def test_each_lane_keeps_its_own_folder_and_hint() -> None:
         f"audit/events-02/{seq:012d}" for seq in range(1, HINT_EVERY + 1)]
     assert kv.data["system/audit-head-02"] == {"seq": HINT_EVERY}
     assert lanes[0].head() is None and lanes[1].head() is None
-    assert lanes[2].head() == (HINT_EVERY, lanes[2].read(HINT_EVERY).hash)  # type: ignore[union-attr]
+    newest = lanes[2].read(HINT_EVERY)
+    assert newest is not None and lanes[2].head() == (HINT_EVERY, newest.hash)

@@ -171,6 +171,7 @@ class VerifyResult:
     checked: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    head: tuple[int, str] | None = None  # the head the walk went up to
 
 
 class AuditLog:
@@ -291,7 +292,6 @@ def _roll_forward(store: AuditStore, seq: int, prev: str) -> tuple[int, str]:
 class LaneResult:
     lane: int
     result: VerifyResult
-    head: tuple[int, str] | None
 
 
 def verify_lanes(lanes: Sequence[AuditStore],
@@ -304,7 +304,7 @@ def verify_lanes(lanes: Sequence[AuditStore],
     unknown = sorted(set(anchors) - set(range(len(lanes))))
     if unknown:
         raise ValueError(f"no audit lane {unknown[0]} (lanes are 0 to {len(lanes) - 1})")
-    return [LaneResult(i, verify(store, anchor=anchors.get(i)), store.head())
+    return [LaneResult(i, verify(store, anchor=anchors.get(i)))
             for i, store in enumerate(lanes)]
 
 
@@ -319,6 +319,11 @@ def verify(store: AuditStore, *, anchor: tuple[int, str] | None = None) -> Verif
     Streams the events: memory does not grow with the chain.
     """
     head = store.head()
+    return dataclasses.replace(_walk(store, head, anchor), head=head)
+
+
+def _walk(store: AuditStore, head: tuple[int, str] | None,
+          anchor: tuple[int, str] | None) -> VerifyResult:
     end = head[0] if head else 0
     if anchor is not None and anchor[0] > end:
         return VerifyResult(False, 0, end + 1,
