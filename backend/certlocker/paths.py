@@ -55,6 +55,9 @@ class VaultPaths:
     def status_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("status", environment, service)
 
+    def inflight_dir(self, environment: str | None = None, service: str | None = None) -> str:
+        return self._dir("system/inflight", environment, service)
+
     # -- system -------------------------------------------------------------------------
     def acme_account(self, directory_url: str) -> str:
         digest = hashlib.sha256(directory_url.encode()).hexdigest()[:24]

@@ -514,3 +514,22 @@ def test_a_finished_sweep_drops_emptied_old_days_from_the_index_documents(world)
     assert old.day in world.store.read_json(days)[0]["days"]
     world.reconciler.run_once()
     assert old.day not in world.store.read_json(days)[0]["days"]
+
+
+def test_the_sweep_clears_a_journal_a_dead_process_left_beside_a_valid_certificate(world):
+    """Releases that cleared the journal after the status left the key of a certificate
+    in service in ``system/inflight/`` when the worker died between the two."""
+    world.declare_in_vault(spec(1))
+    world.declare_in_vault(spec(2))
+    world.reconciler.run_once()
+    stale = {"private_key": "(the key of the certificate in service)", "order_url": "x"}
+    for i in (1, 2):
+        world.store.write_json(world.store.paths.inflight(ref(i)), stale, cas=None)
+    holder = {"holder": "api:live", "expires": world.clock.now().timestamp() + 3600}
+    world.store.write_json(world.store.paths.lease(ref(2)), holder, cas=None)
+
+    world.reconciler.run_once()
+
+    assert list(world.service.journaled()) == [ref(2)]  # c2's holder is still at work
+    assert sorted(world.issuer.issued) == ["dev.svc.c1", "dev.svc.c2"]  # none again
+    assert world.status(1).state is State.VALID

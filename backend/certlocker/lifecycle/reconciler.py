@@ -52,6 +52,8 @@ class Issuing(Protocol):
     def refs(self, caller: Store, environment: str | None = None,
              service: str | None = None) -> Iterable[CertificateRef]: ...
 
+    def journaled(self) -> Iterable[CertificateRef]: ...
+
 
 class Verifying(Protocol):
     def verify_certificate(self, ref: CertificateRef, actor: str | None = None) -> Any: ...
@@ -320,6 +322,31 @@ class Reconciler:
             except CertlockerError as exc:
                 log.warning("reconcile.index_tidy_failed", extra={"error": type(exc).__name__})
 
+    def _finish_journals(self) -> None:
+        """In-flight journals nothing else will look at again: a certificate the sweep
+        found up to date but whose journal a dead process left (releases before the
+        journal was cleared ahead of the status kept the key of a certificate in service
+        there). Each goes through ``issue`` under the lease: resumed if the certificate
+        still needs issuing, cleared if not, left alone while a live holder works on it."""
+        def still_needed(spec: CertificateSpec, status: CertificateStatus | None) -> bool:
+            return planning.decide(spec, status, self._clock.now()).needed
+
+        try:
+            journaled = list(self._certificates.journaled())
+        except CertlockerError as exc:
+            log.warning("reconcile.journals_unlisted", extra={"error": type(exc).__name__})
+            return
+        for ref in journaled:
+            if self._stop.is_set():
+                return
+            try:
+                self._certificates.issue(ref, decide=still_needed)
+            except NotFound:
+                log.warning("reconcile.journal_without_spec", extra={"certificate": ref.id})
+            except CertlockerError as exc:
+                log.warning("reconcile.journal_failed", extra={
+                    "certificate": ref.id, "error": type(exc).__name__})
+
     def start_sweep(self) -> None:
         self._sweep = iter(self._certificates.refs(self._store))
         self._sweep_wanted = False
@@ -342,6 +369,7 @@ class Reconciler:
             self._handle_all(batch, sweeping=True, report=report)
             if self._sweep is None:
                 self._tidy_indexes()
+                self._finish_journals()
                 log.info("reconcile.sweep_finished", extra={
                     "seconds": round(time.monotonic() - self._sweep_started, 3)})
         except BaseException:

@@ -131,16 +131,11 @@ class CertificateService:
     def refs(self, caller: Store, environment: str | None = None,
              service: str | None = None) -> Iterable[CertificateRef]:
         """Every declared certificate the caller may list, in path order."""
-        paths = caller.paths
-        envs = [environment] if environment else [
-            e.rstrip("/") for e in caller.list(paths.specs_dir())]
-        for env in envs:
-            services = [service] if service else [
-                s.rstrip("/") for s in caller.list(paths.specs_dir(env))]
-            for svc in services:
-                for name in caller.list(paths.specs_dir(env, svc)):
-                    if not name.endswith("/") and not name.startswith("_"):
-                        yield CertificateRef(env, svc, name)
+        return _listed(caller, caller.paths.specs_dir, environment, service)
+
+    def journaled(self) -> Iterable[CertificateRef]:
+        """Every certificate with an in-flight journal (a key not yet stored)."""
+        return _listed(self._store, self._store.paths.inflight_dir)
 
     def renew(self, caller: Store, ref: CertificateRef,
               actor: str = "operator") -> cf.Future[CertificateStatus]:
@@ -434,3 +429,16 @@ def _history(old: CertificateStatus | None) -> tuple[str, ...]:
     if old is None or old.current is None:
         return old.history if old else ()
     return ((old.current.sha256_fingerprint,) + old.history)[:20]
+
+
+def _listed(caller: Store, folder: Callable[..., str], environment: str | None = None,
+            service: str | None = None) -> Iterable[CertificateRef]:
+    """The certificates under ``folder(env, service)`` (``<root>/<env>/<service>/<name>``)."""
+    envs = [environment] if environment else [e.rstrip("/") for e in caller.list(folder())]
+    for env in envs:
+        services = [service] if service else [
+            s.rstrip("/") for s in caller.list(folder(env))]
+        for svc in services:
+            for name in caller.list(folder(env, svc)):
+                if not name.endswith("/") and not name.startswith("_"):
+                    yield CertificateRef(env, svc, name)
