@@ -16,6 +16,8 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.secrets import jwts_in
+
 pytestmark = pytest.mark.integration
 
 
