@@ -52,7 +52,7 @@ class Issuing(Protocol):
     def refs(self, caller: Store, environment: str | None = None,
              service: str | None = None) -> Iterable[CertificateRef]: ...
 
-    def journaled(self) -> Iterable[CertificateRef]: ...
+    def finish_journals(self) -> None: ...
 
 
 class Verifying(Protocol):
@@ -323,29 +323,11 @@ class Reconciler:
                 log.warning("reconcile.index_tidy_failed", extra={"error": type(exc).__name__})
 
     def _finish_journals(self) -> None:
-        """In-flight journals nothing else will look at again: a certificate the sweep
-        found up to date but whose journal a dead process left (releases before the
-        journal was cleared ahead of the status kept the key of a certificate in service
-        there). Each goes through ``issue`` under the lease: resumed if the certificate
-        still needs issuing, cleared if not, left alone while a live holder works on it."""
-        def still_needed(spec: CertificateSpec, status: CertificateStatus | None) -> bool:
-            return planning.decide(spec, status, self._clock.now()).needed
-
+        """Journals a dead process left (see ``CertificateService.finish_journals``)."""
         try:
-            journaled = list(self._certificates.journaled())
+            self._certificates.finish_journals()
         except CertlockerError as exc:
-            log.warning("reconcile.journals_unlisted", extra={"error": type(exc).__name__})
-            return
-        for ref in journaled:
-            if self._stop.is_set():
-                return
-            try:
-                self._certificates.issue(ref, decide=still_needed)
-            except NotFound:
-                log.warning("reconcile.journal_without_spec", extra={"certificate": ref.id})
-            except CertlockerError as exc:
-                log.warning("reconcile.journal_failed", extra={
-                    "certificate": ref.id, "error": type(exc).__name__})
+            log.warning("reconcile.journals_unfinished", extra={"error": type(exc).__name__})
 
     def start_sweep(self) -> None:
         self._sweep = iter(self._certificates.refs(self._store))

@@ -137,6 +137,23 @@ class CertificateService:
         """Every certificate with an in-flight journal (a key not yet stored)."""
         return _listed(self._store, self._store.paths.inflight_dir)
 
+    def finish_journals(self) -> None:
+        """Take every in-flight journal through ``issue`` under the lease: resumed if its
+        certificate still needs issuing, cleared if not, left alone while a live holder
+        works on it. For journals nothing else looks at again: a dead process's beside a
+        certificate that is up to date (releases that cleared the journal after the
+        status kept the key of a certificate in service there).
+
+        :raises CertlockerError: the journals cannot be listed."""
+        for ref in list(self.journaled()):
+            try:
+                self.issue(ref, decide=self._needed)
+            except NotFound:
+                log.warning("journal.without_spec", extra={"certificate": ref.id})
+            except CertlockerError as exc:
+                log.warning("journal.unfinished", extra={
+                    "certificate": ref.id, "error": type(exc).__name__})
+
     def renew(self, caller: Store, ref: CertificateRef,
               actor: str = "operator") -> cf.Future[CertificateStatus]:
         """Force a new issuance now (the caller must be allowed to read the spec)."""
