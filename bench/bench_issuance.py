@@ -143,7 +143,7 @@ def run(n: int = N, n_cli: int = N_CLI) -> str:
              f"in Vault; polled one at a time every {POLL * 1000:.0f} ms); gunicorn 2 workers x 8 threads, "
              "issuance_workers 8, reconciler running (measured once its start-up sweep is "
              "done, so its boot does not share the cores with the run).",
-             f"in-process: `bench/inprocess_acme.py`, one account, "
+             "in-process: `bench/inprocess_acme.py`, one account, "
              "ThreadPoolExecutor(16), 50 ms polling, answers http-01 from memory; "
              "no storage.",
              f"certbot/lego: {n_cli} sequential runs after one untimed warm-up run "

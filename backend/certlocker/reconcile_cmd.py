@@ -1,6 +1,7 @@
 """``certlocker reconcile``: the reconciler process, wired from settings.
 
-Runs beside (never inside) the gunicorn workers, with certlocker's own Vault token.
+Runs beside (never inside) the gunicorn workers, with certlocker's own Vault token,
+which it keeps alive (``token_keeper``) for every certlocker process that shares it.
 SIGTERM and SIGINT stop it cleanly: no new certificate is started, the ones in flight
 finish (their ACME orders are journalled in Vault, so a hard kill only delays them).
 """
@@ -21,14 +22,17 @@ from .lifecycle.alerts import policy_from_settings
 from .lifecycle.due_index import DueIndex
 from .lifecycle.reconciler import Options, Reconciler
 from .lifecycle.verification import AlertOnDivergence, verifier_for
+from .token_keeper import TokenKeeper
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 2, 3
 
 
-def build(settings: settings_mod.Settings, options: Options, **overrides: Any) -> Reconciler:
-    """A reconciler over ``app.build_services(settings, actor="reconciler")``."""
+def build(settings: settings_mod.Settings, options: Options,
+          **overrides: Any) -> tuple[Reconciler, TokenKeeper]:
+    """A reconciler over ``app.build_services(settings, actor="reconciler")``, and the
+    keeper of the token it uses."""
     from .app import build_services
 
     services = build_services(settings, actor="reconciler")
@@ -44,7 +48,8 @@ def build(settings: settings_mod.Settings, options: Options, **overrides: Any) -
                                   seconds=settings.verify_interval_seconds),
                               "revocations": services.revocation}
     kwargs.update(overrides)
-    return Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs)
+    return (Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs),
+            TokenKeeper(store))
 
 
 def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | None,
@@ -59,12 +64,12 @@ def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | 
                       sweep_interval=sweep_interval or settings.reconcile_sweep_seconds,
                       workers=settings.issuance_workers)
     stopping = threading.Event()
-    current: list[Reconciler] = []
+    current: list[tuple[Reconciler, TokenKeeper]] = []
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("reconcile.stopping", extra={"signal": signal.Signals(signum).name})
         stopping.set()
-        for r in current:
+        for r, _ in current:
             r.stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -79,10 +84,15 @@ def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | 
             if once or stopping.wait(delay):
                 return EXIT_UNAVAILABLE if once else EXIT_OK
             delay = min(delay * 2, 60.0)
-    reconciler = current[0]
+    reconciler, keeper = current[0]
     if stopping.is_set():
         reconciler.stop()
     log.info("reconcile.started", extra={"once": once, "interval": interval})
+    if once:
+        keeper.keep()
+    else:
+        threading.Thread(target=keeper.run, args=(stopping,), name="token-keeper",
+                         daemon=True).start()
     try:
         if once:
             report = reconciler.run_once()

@@ -237,3 +237,47 @@ def test_slack_payload_and_sigterm(stack: Stack, webhook: Any) -> None:
     events = [json.loads(line)["event"] for line in Path(proc.log_path).read_text().splitlines()
               if line.startswith("{")]
     assert "reconcile.stopping" in events and events[-1] == "reconcile.stopped"
+
+
+# -- its own Vault token --------------------------------------------------------------------
+
+def test_keeps_its_own_periodic_token_alive_past_many_periods(stack: Stack) -> None:
+    """A token of an 8 s period, as bootstrap makes certlocker's (24 h) but shorter: it
+    lapses after 8 s unless renewed. The reconciler keeps it alive and keeps working."""
+    period = 8
+    token = root(stack).auth.token.create_orphan(
+        policies=["certlocker"], no_default_policy=True, period=f"{period}s",
+        renewable=True, display_name="short-period")["auth"]["client_token"]
+    token_file = stack.state_dir / "short-period.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    proc = devstack.Proc.spawn(
+        "token-reconciler", [devstack.certlocker_binary(), "reconcile", "--interval", "1",
+                             "--sweep-interval", "2"],  # finds a spec written into Vault
+        stack.state_dir / "token-reconciler.log", marker="reconcile",
+        env={**stack.service_env(), "CERTLOCKER_VAULT_TOKEN_FILE": str(token_file)})
+    try:
+        devstack.wait_until(lambda: len(log_events(proc, "vault.token_renewed")) >= 3,
+                            6 * period, interval=0.5, what="three renewals")
+        # Three periods on, the token still works: a spec written now gets issued.
+        write_spec(stack, "token", "later", ["later.token.test"])
+        devstack.wait_until(lambda: cert_versions(stack, "token", "later") == 1, 120,
+                            interval=0.5, what="a certificate issued with the kept token")
+        assert proc.alive(), proc.log_tail()
+    finally:
+        proc.stop()
+    life = root(stack).auth.token.lookup(token)["data"]
+    assert 0 < life["ttl"] <= period and life["policies"] == ["certlocker"]
+    renewals = log_events(proc, "vault.token_renewed")
+    assert all(0 < r["ttl"] <= period and r["ttl_before"] <= period / 2 for r in renewals)
+    text = proc.log_path.read_text()
+    assert token not in text
+    assert not [e for e in log_events(proc, None)
+                if e["event"] in ("reconcile.tick_failed", "reconcile.vault_unavailable",
+                                  "vault.token_renew_failed", "vault.token_expiring")]
+
+
+def log_events(proc: devstack.Proc, event: str | None) -> list[dict[str, Any]]:
+    entries = [json.loads(line) for line in proc.log_path.read_text().splitlines()
+               if line.startswith("{")]
+    return [e for e in entries if event is None or e.get("event") == event]

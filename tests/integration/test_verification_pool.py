@@ -171,6 +171,10 @@ def test_metrics_report_expiry_and_the_stale_nodes(scene: Scene, stack) -> None:
     ready = {s.labels["condition"]: s.value for s in metrics[
         "certlocker_certificate_ready_status"] if s.labels["id"] == CERT_ID}
     assert ready["True"] == 1.0
+    # certlocker's own token: periodic (24 h from bootstrap), so it ends within a day.
+    [token] = metrics["certlocker_vault_token_expiry_timestamp_seconds"]
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    assert now < token.value <= now + 24 * 3600
     # Issued once, renewed once, possibly in different workers: multiprocess mode sums them.
     issued = sum(s.value for s in metrics["certlocker_issuance_duration_seconds_count"]
                  if s.labels["outcome"] == "success")

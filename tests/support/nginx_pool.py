@@ -230,7 +230,7 @@ class NginxPool:
             f"  uwsgi_temp_path {tmp}/uwsgi;\n"
             f"  scgi_temp_path {tmp}/scgi;\n"
             + "".join(blocks) +
-            f"}}\n")
+            "}\n")
 
 
 def _listening(ip: str, port: int) -> bool:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certlocker.metrics.collector import InventoryCollector, IssuanceMetrics, exposition
 from certlocker.metrics.summary import SummaryCache, ready_condition, row
+from certlocker.token_keeper import TokenLife
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State, TargetStatus)
 
@@ -85,12 +86,23 @@ def test_the_summary_is_rebuilt_only_when_older_than_max_age():
         return []
 
     cache = SummaryCache(loader, max_age=60, monotonic=lambda: clock[0])
-    assert cache.rows() == []  # the first scrape waits for the first build
+    assert cache.value() == []  # the first scrape waits for the first build
     for _ in range(5):
-        cache.rows()
+        cache.value()
     assert len(loads) == 1
     clock[0] = 61.0
     done.clear()
-    cache.rows()  # serves the old summary, rebuilds in the background
+    cache.value()  # serves the old summary, rebuilds in the background
     assert done.wait(5)
     assert len(loads) == 2
+
+
+def test_the_expiry_of_certlocker_token_is_exported_unless_it_never_expires():
+    life = TokenLife(ttl=3600, full=86400, renewable=True)
+    token = SummaryCache(lambda: life.expires_at(NOW), max_age=60)
+    text = exposition(InventoryCollector(SummaryCache(lambda: [], max_age=60), token)).decode()
+    [expiry] = samples(text, "certlocker_vault_token_expiry_timestamp_seconds")
+    assert expiry.value == NOW.timestamp() + 3600
+    forever = SummaryCache(lambda: TokenLife(0, 0, False).expires_at(NOW), max_age=60)
+    text = exposition(InventoryCollector(SummaryCache(lambda: [], max_age=60), forever)).decode()
+    assert not samples(text, "certlocker_vault_token_expiry_timestamp_seconds")

@@ -19,9 +19,10 @@ def _inventory(app: Flask) -> InventoryCollector:
     if collector is None:
         s = services()
         clock = SystemClock()
-        cache = SummaryCache(lambda: load_rows(s.store, clock.now()),
-                             s.settings.metrics_refresh_seconds)
-        collector = app.extensions.setdefault(_KEY, InventoryCollector(cache))
+        refresh = s.settings.metrics_refresh_seconds
+        cache = SummaryCache(lambda: load_rows(s.store, clock.now()), refresh)
+        token = SummaryCache(lambda: s.store.token_life().expires_at(clock.now()), refresh)
+        collector = app.extensions.setdefault(_KEY, InventoryCollector(cache, token))
     return collector
 
 

@@ -80,20 +80,27 @@ def _families() -> dict[str, GaugeMetricFamily]:
         "age": GaugeMetricFamily(
             "certlocker_inventory_summary_age_seconds",
             "Age of the inventory summary the gauges above were computed from."),
+        "token": GaugeMetricFamily(
+            "certlocker_vault_token_expiry_timestamp_seconds",
+            "When certlocker's own Vault token expires unless renewed (Unix seconds; "
+            "absent for a token that never expires). The reconciler renews it."),
     }
 
 
 class InventoryCollector(Collector):
-    """Certificate state gauges from the cached summary."""
+    """Certificate state gauges from the cached summary, and the expiry of certlocker's
+    own token (a cached Unix time, 0 for a token that never expires)."""
 
-    def __init__(self, cache: SummaryCache) -> None:
+    def __init__(self, cache: SummaryCache[list[CertificateRow]],
+                 token_expiry: SummaryCache[float] | None = None) -> None:
         self._cache = cache
+        self._token_expiry = token_expiry
 
     def describe(self) -> Iterable[Metric]:
         return list(_families().values())  # without samples: registering reads no Vault
 
     def collect(self) -> Iterator[Metric]:
-        rows = self._cache.rows()
+        rows = self._cache.value()
         families = _families()
         states: dict[str, int] = {}
         for r in rows or ():
@@ -104,6 +111,9 @@ class InventoryCollector(Collector):
         age = self._cache.age()
         if age is not None:
             families["age"].add_metric([], age)
+        expiry = self._token_expiry.value() if self._token_expiry is not None else None
+        if expiry:
+            families["token"].add_metric([], expiry)
         yield from families.values()
 
 

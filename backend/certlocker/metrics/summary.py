@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable, Generic, Iterator, TypeVar
 
 from ..errors import CertlockerError, InvalidInput
 from ..lifecycle.ports import Store
@@ -24,6 +24,8 @@ from ..lifecycle import renewal_info
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +101,12 @@ def load_rows(store: Store, now: dt.datetime, workers: int = 8) -> list[Certific
         return [r for r in pool.map(one, iter_refs(store)) if r is not None]
 
 
-class SummaryCache:
-    """The last summary, rebuilt in a background thread once it is older than
-    ``max_age`` seconds. A scrape never waits for a rebuild except the very first one
-    (up to ``first_wait`` seconds), and two rebuilds never run at once."""
+class SummaryCache(Generic[T]):
+    """The last summary (what ``loader`` returns), rebuilt in a background thread once
+    it is older than ``max_age`` seconds. A scrape never waits for a rebuild except the
+    very first one (up to ``first_wait`` seconds), and two rebuilds never run at once."""
 
-    def __init__(self, loader: Callable[[], list[CertificateRow]], max_age: float, *,
+    def __init__(self, loader: Callable[[], T], max_age: float, *,
                  first_wait: float = 20.0,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._loader = loader
@@ -112,12 +114,12 @@ class SummaryCache:
         self._first_wait = first_wait
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._rows: list[CertificateRow] | None = None
+        self._value: T | None = None
         self._built_at: float | None = None
         self._refreshing: threading.Thread | None = None
         self.last_duration: float | None = None
 
-    def rows(self) -> list[CertificateRow] | None:
+    def value(self) -> T | None:
         """The current summary (None if none could be built yet)."""
         with self._lock:
             stale = self._built_at is None or (
@@ -126,11 +128,11 @@ class SummaryCache:
                 self._refreshing = threading.Thread(target=self._refresh, daemon=True,
                                                     name="metrics-summary")
                 self._refreshing.start()
-            waiting = self._refreshing if self._rows is None else None
+            waiting = self._refreshing if self._value is None else None
         if waiting is not None:
             waiting.join(self._first_wait)
         with self._lock:
-            return self._rows
+            return self._value
 
     def age(self) -> float | None:
         with self._lock:
@@ -142,15 +144,15 @@ class SummaryCache:
 
     def _refresh(self) -> None:
         started = self._monotonic()
-        rows = None
+        value = None
         try:
-            rows = self._loader()
+            value = self._loader()
         except CertlockerError as exc:
             log.warning("metrics.summary_failed", extra={"error": type(exc).__name__})
         finally:
             with self._lock:
                 self._refreshing = None
-                if rows is not None:
-                    self._rows = rows
+                if value is not None:
+                    self._value = value
                     self._built_at = self._monotonic()
                     self.last_duration = self._built_at - started

@@ -18,6 +18,7 @@ from hvac.api.secrets_engines.kv_v2 import KvV2
 from ..errors import AccessDenied, AlreadyExists, Conflict, Unauthenticated, VaultWriteUncertain
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
 from ..paths import VaultPaths
+from ..token_keeper import TokenLife
 from .client import make_client, translated
 
 
@@ -239,6 +240,22 @@ class VaultStore:
                 return dict(self._client.auth.token.lookup_self()["data"])
             except hx.Forbidden as exc:  # Vault answers 403 for an unknown token
                 raise Unauthenticated("the Vault token is invalid or expired") from exc
+
+    def token_life(self) -> TokenLife:
+        """This token's remaining lifetime (``auth/token/lookup-self``)."""
+        data = self.lookup_self()
+        return TokenLife(ttl=int(data.get("ttl") or 0), renewable=bool(data.get("renewable")),
+                         full=int(data.get("period") or data.get("creation_ttl") or 0))
+
+    def renew_self(self, increment: int) -> TokenLife:
+        """``auth/token/renew-self``: a periodic token gets its period back whatever
+        ``increment`` says; any other token ``increment`` seconds, up to its max TTL."""
+        with translated("auth/token/renew-self"):
+            try:
+                self._client.auth.token.renew_self(increment=f"{increment}s")
+            except hx.Forbidden as exc:
+                raise Unauthenticated("the Vault token is invalid or expired") from exc
+        return self.token_life()
 
     def capabilities(self, api_path: str) -> set[str]:
         """``sys/capabilities-self`` for one API path."""
