@@ -134,6 +134,17 @@ class VaultUnavailable(CertlockerError):
     title = "Vault is unavailable"
 
 
+class OwnTokenRefused(AccessDenied):
+    """Vault refused certlocker's *own* token: a fault of this deployment (the token
+    lapsed or was revoked, or the certlocker policy lacks the path), never of the caller,
+    so it answers 503. Still an ``AccessDenied`` for the code that expects certlocker's
+    policy to refuse (a create-only audit seq taken, write-only ``certs/``)."""
+
+    status = 503
+    slug = "vault-token-refused"
+    title = "certlocker's Vault token was refused"
+
+
 class ConfigurationError(CertlockerError):
     """Settings are invalid; raised at start, never per request."""
 

@@ -525,8 +525,12 @@ def _paths() -> dict[str, Any]:
                              "responses": {"200": _json(_ref("Health"), "Alive")}}},
         "/readyz": {"get": {"operationId": "readyz", "tags": ["unauthenticated"],
                             "security": [],
-                            "responses": {"200": _json(_ref("Health"), "Vault reachable"),
-                                          "503": _json(_ref("Health"), "Vault unavailable")}}},
+                            "responses": {"200": _json(_ref("Health"), "Vault reachable and "
+                                                       "certlocker's own token accepted"),
+                                          "503": _json(_ref("Health"), "Vault unavailable "
+                                                       "(vault-unavailable) or certlocker's "
+                                                       "own token refused "
+                                                       "(vault-token-invalid)")}}},
         "/metrics": {"get": {"operationId": "metrics", "tags": ["unauthenticated"],
                              "security": [],
                              "responses": {"200": {"description": "Prometheus text format",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ..errors import NotFound
+from ..errors import NotFound, Unauthenticated
 from .context import services
 
 bp = Blueprint("wellknown", __name__)
@@ -35,7 +35,15 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    ok = services().store.health()
-    resp = jsonify({"status": "ready" if ok else "vault-unavailable"})
-    resp.status_code = 200 if ok else 503
+    """Ready when Vault serves and still accepts certlocker's own token: with the token
+    lapsed or revoked, every worker is up but can do nothing."""
+    store = services().store
+    status = "ready" if store.health() else "vault-unavailable"
+    if status == "ready":
+        try:
+            store.token_life()
+        except Unauthenticated:
+            status = "vault-token-invalid"
+    resp = jsonify({"status": status})
+    resp.status_code = 200 if status == "ready" else 503
     return resp

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
 from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, NotFound,
-                      RateLimited)
+                      OwnTokenRefused, RateLimited)
 from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
 from . import backoff, planning, renewal_info
@@ -167,6 +167,8 @@ class CertificateService:
         def one(ref: CertificateRef) -> CertificateView | None:
             try:
                 return self.view(caller, ref)
+            except OwnTokenRefused:
+                raise  # not the caller's doing: the whole answer would be wrong
             except (NotFound, AccessDenied):
                 return None
         return list(self._readers.map(one, refs))

@@ -13,8 +13,8 @@ import hvac.exceptions as hx
 import requests
 
 from .. import netenv
-from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, Unauthenticated,
-                      VaultUnavailable, VaultWriteUncertain)
+from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, OwnTokenRefused,
+                      Unauthenticated, VaultUnavailable, VaultWriteUncertain)
 from .transport import ConsistencyIndex, IndexedTransport, Urllib3Session
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,10 @@ NOT_APPLIED = ("node not active", "active cluster node not found", "vault is sea
 
 class WriteUncertain(requests.RequestException):
     """A non-idempotent request failed after it was sent: Vault may have applied it."""
+
+
+class OwnTokenForbidden(hx.Forbidden):
+    """Vault answered 403 to certlocker's own token (not to a caller's)."""
 
 
 def _not_applied(exc: Exception) -> bool:
@@ -63,9 +67,11 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
     (``VaultStore.write``) instead of applying it twice.
     """
 
-    def __init__(self, *args: Any, retry_seconds: float = 10.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, retry_seconds: float = 10.0, own_token: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.retry_seconds = retry_seconds
+        self.own_token = own_token  # certlocker's token: a 403 is this deployment's fault
 
     def request(self, method: str, url: str, headers: Any = None,
                 raise_exception: bool = True, **kwargs: Any) -> Any:
@@ -76,6 +82,9 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
                 return super().request(method, url, headers=dict(headers or {}),
                                        raise_exception=raise_exception, **dict(kwargs))
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised unless transient
+                if self.own_token and isinstance(exc, hx.Forbidden):
+                    raise OwnTokenForbidden(str(exc), errors=exc.errors, method=exc.method,
+                                            url=exc.url) from exc
                 if not _transient(exc):
                     raise
                 safe = method.upper() in IDEMPOTENT or _not_applied(exc)
@@ -91,10 +100,12 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
 
 
 def make_client(addr: str, token: str | None, ca_cert: str | None = None,
-                timeout: float = 10.0, retry_seconds: float = 10.0) -> hvac.Client:
+                timeout: float = 10.0, retry_seconds: float = 10.0,
+                own_token: bool = False) -> hvac.Client:
     """An hvac client over urllib3 directly (a third of requests' CPU per call), or over
     requests when a proxy is configured in the environment; both carry the process's
-    ``ConsistencyIndex``."""
+    ``ConsistencyIndex``. ``own_token``: the token is certlocker's own, so Vault refusing
+    it raises ``OwnTokenRefused`` (503), not ``AccessDenied`` (403)."""
     session: Any
     if netenv.any_set(netenv.PROXY_VARIABLES):
         session = requests.Session()
@@ -105,7 +116,8 @@ def make_client(addr: str, token: str | None, ca_cert: str | None = None,
     else:
         session = Urllib3Session(ConsistencyIndex(), ca_cert=ca_cert, maxsize=64)
     return hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout,
-                       session=session, adapter=RetryingAdapter, retry_seconds=retry_seconds)
+                       session=session, adapter=RetryingAdapter, retry_seconds=retry_seconds,
+                       own_token=own_token)
 
 
 @contextlib.contextmanager
@@ -124,6 +136,11 @@ def translated(path: str = "") -> Iterator[None]:
         raise VaultWriteUncertain(f"no answer from Vault to a write of {path}; it may "
                                   "have been applied" if path else
                                   "no answer from Vault to a write") from exc
+    except OwnTokenForbidden as exc:
+        raise OwnTokenRefused(
+            f"Vault refused certlocker's own token for {path or 'a request'}: the token is "
+            "invalid or expired, or the certlocker policy lacks the path (run `certlocker "
+            "bootstrap vault`)") from exc
     except hx.Forbidden as exc:
         raise AccessDenied(f"Vault denied access to {path}" if path else
                            "Vault denied the request") from exc

@@ -57,9 +57,11 @@ class VaultStore:
     @classmethod
     def connect(cls, addr: str, token: str | None, paths: VaultPaths,
                 ca_cert: str | None = None, keep_versions: int = 3,
-                retry_seconds: float = 10.0) -> "VaultStore":
-        return cls(make_client(addr, token, ca_cert, retry_seconds=retry_seconds), paths,
-                   keep_versions)
+                retry_seconds: float = 10.0, own_token: bool = False) -> "VaultStore":
+        """``own_token``: certlocker's own token, whose refusal is this deployment's
+        fault (``OwnTokenRefused``, 503), not the caller's (``AccessDenied``, 403)."""
+        return cls(make_client(addr, token, ca_cert, retry_seconds=retry_seconds,
+                               own_token=own_token), paths, keep_versions)
 
     def for_token(self, token: str) -> "VaultStore":
         """A store acting with another caller's token (same server, mount and retries)."""
