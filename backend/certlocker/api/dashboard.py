@@ -69,15 +69,40 @@ def session_secret(app: Flask) -> str:
     raise Conflict("the dashboard session secret could not be stored")
 
 
+def _secret(app: Flask) -> str:
+    """The session secret, resolved once per process (a Vault read on first use).
+
+    :raises CertlockerError: when Vault cannot give it now (tried again next time).
+    """
+    if not app.secret_key:
+        with _SECRET_LOCK:
+            if not app.secret_key:
+                app.secret_key = session_secret(app)
+    return str(app.secret_key)
+
+
 class _Sessions(SecureCookieSessionInterface):
-    """Flask's signed cookie sessions with the secret resolved on first use (a Vault
-    read), not at import or app creation."""
+    """Flask's signed cookie sessions with the secret resolved on first use, not at
+    import or app creation.
+
+    Flask opens the session before any view runs, outside the error handlers, so
+    nothing here may raise: a request without the cookie (every API call) gets an
+    empty session without the secret, and one whose secret cannot be had now (Vault
+    down, certlocker's token refused) a null session, signed out for that request. The
+    login view resolves the secret itself, where a failure is a proper 503."""
+
+    def open_session(self, app: Flask, request: Any):  # type: ignore[no-untyped-def]
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
     def get_signing_serializer(self, app: Flask):  # type: ignore[no-untyped-def]
-        if not app.secret_key:
-            with _SECRET_LOCK:
-                if not app.secret_key:
-                    app.secret_key = session_secret(app)
+        try:
+            _secret(app)
+        except CertlockerError as exc:
+            log.warning("dashboard.session_secret_unavailable",
+                        extra={"error": type(exc).__name__})
+            return None
         return super().get_signing_serializer(app)
 
 
@@ -93,7 +118,7 @@ bp.record_once(lambda state: _configure(state.app))
 
 
 def _fernet() -> Fernet:
-    secret = current_app.secret_key or session_secret(current_app)
+    secret = _secret(current_app)
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                info=b"certlocker dashboard token").derive(str(secret).encode())
     return Fernet(base64.urlsafe_b64encode(key))
@@ -144,16 +169,21 @@ def login() -> Response:
     except CertlockerError as exc:
         return _page("dashboard_login.html", exc.status if exc.status >= 400 else 503,
                      error=f"Vault could not check the token: {exc.title}.")
+    sealed = _fernet().encrypt(token.encode()).decode()  # first: it needs the secret
     session.clear()
-    session["t"] = _fernet().encrypt(token.encode()).decode()
+    session["t"] = sealed
     session["who"] = str(info.get("display_name") or "operator")[:200]
     return _secured(redirect(url_for("dashboard.home"), code=303))
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    session.clear()
-    return _secured(redirect(url_for("dashboard.login_form"), code=303))
+    resp = _secured(redirect(url_for("dashboard.login_form"), code=303))
+    if current_app.session_interface.is_null_session(session):
+        resp.delete_cookie(current_app.config["SESSION_COOKIE_NAME"])  # unreadable now
+    else:
+        session.clear()
+    return resp
 
 
 # -- the page -----------------------------------------------------------------------------
