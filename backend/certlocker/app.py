@@ -76,7 +76,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     clock = SystemClock()
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
                                settings.vault_ca_cert, keep_versions=settings.keep_versions,
-                               retry_seconds=settings.vault_retry_seconds, own_token=True)
+                               retry_seconds=settings.vault_retry_seconds, own_token=True,
+                               token_file=settings.vault_token_file)
     audit = AuditLog(vault_audit_lanes(store), clock)
     challenges = LocalFirstChallenges(StoreChallenges(store))
     issuers: dict[str, Issuer] = {}

@@ -82,6 +82,9 @@ class IssuerSettings:
 class Settings:
     vault_addr: str
     vault_token: str = dataclasses.field(repr=False)
+    # Where vault_token was read from (None when given directly): a rotated file is
+    # picked up by every process without a restart.
+    vault_token_file: str | None = None
     public_url: str = "http://127.0.0.1:8080"
     vault_ca_cert: str | None = None
     kv_mount: str = "certlocker"
@@ -211,6 +214,7 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
             raw["vault_token"] = Path(token_file).read_text().strip()
         except OSError as exc:
             raise ConfigurationError(f"vault_token_file: {exc.strerror}") from exc
+        raw["vault_token_file"] = str(token_file)
     issuers_raw = raw.pop("issuers", {}) or {}
     issuers = {}
     for name, conf in issuers_raw.items():

@@ -1,14 +1,18 @@
-"""certlocker's own Vault token refused: the deployment's fault, said as such.
+"""certlocker's own Vault token: refused, and rotated.
 
-A second API (real gunicorn) beside the shared stack, with a token of its own, which the
-test revokes with root. Until then it serves; after, /readyz says not ready and every
-request that needs certlocker's token answers 503 naming that token, never a 403 that
-would blame the caller.
+A second API (real gunicorn) beside the shared stack, with a token file of its own. A
+token revoked with root is the deployment's fault and said as such: /readyz says not
+ready and every request that needs certlocker's token answers 503 naming that token,
+never a 403 that would blame the caller. A token file rotated under the running API (as
+``bootstrap vault`` or a Vault Agent sink does) is picked up without a restart.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
 
 import pytest
 import requests
@@ -18,19 +22,35 @@ from tests.support.stack import CertlockerStack, devstack, free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def own_api(certlocker_stack: CertlockerStack) -> Iterator[tuple[str, str, devstack.Proc]]:
-    stack = certlocker_stack.stack
-    token = certlocker_stack.client(certlocker_stack.root_token).auth.token.create_orphan(
+class OwnApi(NamedTuple):
+    url: str
+    token: str
+    token_file: Path
+    proc: devstack.Proc
+
+
+def new_token(certlocker_stack: CertlockerStack) -> str:
+    root = certlocker_stack.client(certlocker_stack.root_token)
+    return str(root.auth.token.create_orphan(
         policies=["certlocker"], no_default_policy=True, period="1h",
-        display_name="revocable")["auth"]["client_token"]
+        display_name="revocable")["auth"]["client_token"])
+
+
+def revoke(certlocker_stack: CertlockerStack, token: str) -> None:
+    certlocker_stack.client(certlocker_stack.root_token).auth.token.revoke(token)
+
+
+@pytest.fixture
+def own_api(certlocker_stack: CertlockerStack) -> Iterator[OwnApi]:
+    stack = certlocker_stack.stack
+    token = new_token(certlocker_stack)
     token_file = stack.state_dir / "revocable.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     port = free_port()
     gunicorn = devstack.find_binary("gunicorn")
     proc = devstack.Proc.spawn(
-        "api-own-token", [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "1",
+        "api-own-token", [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "2",
                           "--threads", "4", *devstack._gunicorn_isolation(gunicorn),
                           "certlocker.app:create_app()"],
         stack.state_dir / "api-own-token.log", cwd=devstack.REPO,
@@ -39,25 +59,27 @@ def own_api(certlocker_stack: CertlockerStack) -> Iterator[tuple[str, str, devst
     try:
         url = f"http://127.0.0.1:{port}"
         devstack.wait_http(f"{url}/readyz", 60, proc=proc)
-        yield url, token, proc
+        yield OwnApi(url, token, token_file, proc)
     finally:
         proc.stop()
 
 
 def test_a_revoked_own_token_is_not_ready_and_answers_503_not_403(
-        certlocker_stack: CertlockerStack, own_api: tuple[str, str, devstack.Proc]) -> None:
-    url, token, proc = own_api
+        certlocker_stack: CertlockerStack, own_api: OwnApi) -> None:
+    url, token, _, proc = own_api
     operator = {"X-Vault-Token": certlocker_stack.operator_token}
     mint = f"{url}/v1/services/dev/own-token/credentials"
     assert requests.post(mint, headers=operator, timeout=30).status_code == 201
 
-    certlocker_stack.client(certlocker_stack.root_token).auth.token.revoke(token)
+    revoke(certlocker_stack, token)
 
     ready = requests.get(f"{url}/readyz", timeout=30)
     assert (ready.status_code, ready.json()) == (503, {"status": "vault-token-invalid"})
     assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
     refused = [
-        requests.post(mint, headers=operator, timeout=30),
+        # Several: each gunicorn worker answers some, including one that never read the
+        # dashboard's session secret from Vault before the token died.
+        *(requests.post(mint, headers=operator, timeout=30) for _ in range(8)),
         requests.post(f"{url}/v1/certificates", headers=operator, timeout=30, json={
             "environment": "dev", "service": "own-token", "name": "www",
             "dns_names": ["www.own-token.test"]}),
@@ -73,3 +95,32 @@ def test_a_revoked_own_token_is_not_ready_and_answers_503_not_403(
     assert requests.post(f"{certlocker_stack.api_url}/v1/services/dev/own-token/credentials",
                          headers=operator, timeout=30).status_code == 201
     assert token not in proc.log_path.read_text()
+
+
+def test_a_rotated_token_file_is_picked_up_without_a_restart(
+        certlocker_stack: CertlockerStack, own_api: OwnApi) -> None:
+    url, old, token_file, proc = own_api
+    operator = {"X-Vault-Token": certlocker_stack.operator_token}
+    mint = f"{url}/v1/services/dev/own-token/credentials"
+    pid_before = proc.pid
+    new = new_token(certlocker_stack)
+    staged = token_file.with_suffix(".new")
+    staged.write_text(new + "\n")
+    os.replace(staged, token_file)  # as a Vault Agent sink writes it
+    revoke(certlocker_stack, old)
+    # Every worker follows the file within a second of its next request; the old token
+    # is dead, so a request that still carried it would answer 503.
+    deadline = time.monotonic() + 10
+    answers: list[Any] = []
+    while time.monotonic() < deadline:
+        answers = [requests.post(mint, headers=operator, timeout=30).status_code
+                   for _ in range(8)]
+        if set(answers) == {201}:
+            break
+        time.sleep(0.5)
+    assert set(answers) == {201}, answers
+    assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
+    assert proc.pid == pid_before and proc.alive()
+    log = proc.log_path.read_text()
+    assert "vault.token_reloaded" in log
+    assert old not in log and new not in log

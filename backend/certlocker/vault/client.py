@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import hvac
 import hvac.adapters
@@ -57,6 +60,53 @@ def _transient(exc: Exception) -> bool:
                             hx.InternalServerError, hx.BadGateway))
 
 
+class TokenFile:
+    """certlocker's token kept in a file that something else may rotate (``bootstrap
+    vault`` replacing it, a Vault Agent token sink): every request sends the file's
+    current token. The file is looked at no more than once per ``CHECK_EVERY`` seconds
+    (one ``stat``), and read again only when it changed; an empty or unreadable file
+    leaves the last token in use."""
+
+    CHECK_EVERY = 1.0
+
+    def __init__(self, path: str, token: str,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.token = token
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._seen = self._stamp()
+        self._next_check = monotonic() + self.CHECK_EVERY
+
+    def current(self) -> str:
+        if self._monotonic() < self._next_check:
+            return self.token
+        with self._lock:
+            now = self._monotonic()
+            if now < self._next_check:
+                return self.token
+            self._next_check = now + self.CHECK_EVERY
+            stamp = self._stamp()
+            if stamp is None or stamp == self._seen:
+                return self.token
+            self._seen = stamp
+            try:
+                text = Path(self.path).read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                return self.token
+            if text and text.isprintable() and " " not in text and text != self.token:
+                self.token = text
+                log.info("vault.token_reloaded", extra={"file": self.path})
+        return self.token
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class RetryingAdapter(hvac.adapters.JSONAdapter):
     """hvac's JSON adapter, riding out a leader election or a short outage.
 
@@ -68,16 +118,19 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
     """
 
     def __init__(self, *args: Any, retry_seconds: float = 10.0, own_token: bool = False,
-                 **kwargs: Any) -> None:
+                 token_file: TokenFile | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.retry_seconds = retry_seconds
         self.own_token = own_token  # certlocker's token: a 403 is this deployment's fault
+        self.token_file = token_file
 
     def request(self, method: str, url: str, headers: Any = None,
                 raise_exception: bool = True, **kwargs: Any) -> Any:
         deadline = time.monotonic() + self.retry_seconds
         pause = 0.05
         while True:
+            if self.token_file is not None:
+                self.token = self.token_file.current()
             try:
                 return super().request(method, url, headers=dict(headers or {}),
                                        raise_exception=raise_exception, **dict(kwargs))
@@ -101,11 +154,12 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
 
 def make_client(addr: str, token: str | None, ca_cert: str | None = None,
                 timeout: float = 10.0, retry_seconds: float = 10.0,
-                own_token: bool = False) -> hvac.Client:
+                own_token: bool = False, token_file: str | None = None) -> hvac.Client:
     """An hvac client over urllib3 directly (a third of requests' CPU per call), or over
     requests when a proxy is configured in the environment; both carry the process's
     ``ConsistencyIndex``. ``own_token``: the token is certlocker's own, so Vault refusing
-    it raises ``OwnTokenRefused`` (503), not ``AccessDenied`` (403)."""
+    it raises ``OwnTokenRefused`` (503), not ``AccessDenied`` (403). ``token_file``: where
+    ``token`` came from; a rotated file is picked up (``TokenFile``)."""
     session: Any
     if netenv.any_set(netenv.PROXY_VARIABLES):
         session = requests.Session()
@@ -117,7 +171,8 @@ def make_client(addr: str, token: str | None, ca_cert: str | None = None,
         session = Urllib3Session(ConsistencyIndex(), ca_cert=ca_cert, maxsize=64)
     return hvac.Client(url=addr, token=token, verify=ca_cert or True, timeout=timeout,
                        session=session, adapter=RetryingAdapter, retry_seconds=retry_seconds,
-                       own_token=own_token)
+                       own_token=own_token,
+                       token_file=TokenFile(token_file, token or "") if token_file else None)
 
 
 @contextlib.contextmanager

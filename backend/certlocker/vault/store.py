@@ -57,11 +57,14 @@ class VaultStore:
     @classmethod
     def connect(cls, addr: str, token: str | None, paths: VaultPaths,
                 ca_cert: str | None = None, keep_versions: int = 3,
-                retry_seconds: float = 10.0, own_token: bool = False) -> "VaultStore":
+                retry_seconds: float = 10.0, own_token: bool = False,
+                token_file: str | None = None) -> "VaultStore":
         """``own_token``: certlocker's own token, whose refusal is this deployment's
-        fault (``OwnTokenRefused``, 503), not the caller's (``AccessDenied``, 403)."""
+        fault (``OwnTokenRefused``, 503), not the caller's (``AccessDenied``, 403).
+        ``token_file``: the file ``token`` was read from, followed when it is rotated."""
         return cls(make_client(addr, token, ca_cert, retry_seconds=retry_seconds,
-                               own_token=own_token), paths, keep_versions)
+                               own_token=own_token, token_file=token_file),
+                   paths, keep_versions)
 
     def for_token(self, token: str) -> "VaultStore":
         """A store acting with another caller's token (same server, mount and retries)."""
