@@ -97,7 +97,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                       backoff_policy=BackoffPolicy(
                                           base=dt.timedelta(seconds=settings.retry_base_seconds)))
     # track_version: a rotation by any gunicorn worker or replica is used by all at once.
-    keyring = KeyRing.load_or_create(_SigningKeyStore(store), clock, track_version=True)
+    # on_first_use: a worker starts (and answers 503) while Vault is down.
+    keyring = KeyRing.on_first_use(_SigningKeyStore(store), clock, track_version=True)
     credentials = CredentialService(
         store, settings.paths.service_generation,
         ServiceIdentities(store.hvac, settings.paths),

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.kv import live_versions
-from tests.support.stack import Stack, devstack
+from tests.support.stack import Stack, devstack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -148,12 +148,31 @@ def test_sealed_vault_backs_off_then_everything_is_issued_once_and_served(
             assert requests.get(f"{stack.api_url}/readyz", timeout=30).status_code == 503
             assert requests.get(f"{stack.api_url}/healthz", timeout=30).status_code == 200
 
+            # An API started while Vault is sealed (a restart, a replaced worker) stays
+            # up and says so, instead of failing to boot and taking gunicorn with it.
+            late_port = free_port()
+            gunicorn = devstack.find_binary("gunicorn")
+            spawned.append(devstack.Proc.spawn(
+                "sealed-api", [gunicorn, "--bind", f"127.0.0.1:{late_port}", "--workers",
+                               "2", "--threads", "4", *devstack._gunicorn_isolation(gunicorn),
+                               "certlocker.app:create_app()"],
+                stack.state_dir / "sealed-api.log", env=stack.service_env(),
+                cwd=devstack.REPO, marker="certlocker.app:create_app()"))
+            late_api = f"http://127.0.0.1:{late_port}"
+            devstack.wait_http(f"{late_api}/readyz", 60, status=503, proc=spawned[0])
+            for path in ("/.well-known/jwks.json", f"/v1/certificates/{cert_id}"):
+                resp = requests.get(late_api + path, timeout=30,
+                                    headers={"X-Vault-Token": stack.operator_token or ""})
+                assert resp.status_code == 503, (path, resp.text)
+                assert resp.json()["type"].endswith("/vault-unavailable"), resp.text
+            assert spawned[0].alive(), spawned[0].log_tail()
+
             spawned.append(devstack.Proc.spawn(
                 "outage-reconciler",
                 [devstack.certlocker_binary(), "reconcile", "--interval", "1"],
                 stack.state_dir / "outage-reconciler.log", env=stack.service_env(),
                 marker="reconcile"))
-            reconciler = spawned[0]
+            reconciler = spawned[1]
             devstack.wait_until(
                 lambda: len(log_events(reconciler, "reconcile.vault_unavailable")) >= 3,
                 120, interval=0.2, what="three back-off messages")
@@ -163,7 +182,7 @@ def test_sealed_vault_backs_off_then_everything_is_issued_once_and_served(
             assert not log_events(reconciler, "certificate.issued")
         finally:
             bao(stack, "operator", "unseal", unseal_key(stack))
-        reconciler = spawned[0]
+        late_api_proc, reconciler = spawned
         assert not sealed(stack)
         # Nothing was written while sealed (it could not be), and nothing stale shows as new.
         assert [cert_versions(stack, n) for n in pending] == [0] * len(pending)
@@ -174,6 +193,13 @@ def test_sealed_vault_backs_off_then_everything_is_issued_once_and_served(
 
         devstack.wait_until(all_valid, 300, interval=0.5, what="every certificate valid")
         assert reconciler.alive(), reconciler.log_tail()
+        # The API started during the outage serves now, keys and all.
+        devstack.wait_http(f"{late_api}/readyz", 60, proc=late_api_proc)
+        late_mint = requests.post(f"{late_api}/v1/services/dev/{SERVICE}/credentials",
+                                  headers={"X-Vault-Token": stack.operator_token or ""},
+                                  timeout=60)
+        assert late_mint.status_code == 201, late_mint.text
+        assert served_fingerprint(stack, cert_id, late_mint.json()["token"]) == fingerprint
     finally:
         for proc in spawned:
             proc.stop()

@@ -148,7 +148,8 @@ class SigningKey:
 class KeyRing:
     """The signing keys, cached in memory, with rotation and publication.
 
-    Thread safe. Build it with ``load_or_create``.
+    Thread safe. Build it with ``load_or_create``, or ``on_first_use`` where the store
+    may be unavailable at construction (a process that must start while Vault is down).
     """
 
     def __init__(self, store: SigningKeyStore, clock: Clock, *, alg: str = "ES256",
@@ -172,6 +173,7 @@ class KeyRing:
         self._keys: tuple[SigningKey, ...] = ()
         self._version = 0
         self._loaded_at: dt.datetime | None = None
+        self._ensured = False  # an active key is known to be stored
 
     def __repr__(self) -> str:
         return (f"KeyRing(version={self._version}, "
@@ -190,10 +192,14 @@ class KeyRing:
         :raises certlocker.errors.VaultUnavailable: from the store.
         """
         ring = cls(store, clock, **options)
-        with ring._lock:
-            ring._reload()
-            ring._write_with_retry(ring._with_active)
+        ring._ensure()
         return ring
+
+    @classmethod
+    def on_first_use(cls, store: SigningKeyStore, clock: Clock, **options: Any) -> "KeyRing":
+        """As ``load_or_create``, but the store is first read by the first use of the
+        ring (a failure then is that use's, and the next use tries again)."""
+        return cls(store, clock, **options)
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -304,6 +310,13 @@ class KeyRing:
         self._version = version
         self._loaded_at = self._clock.now()
 
+    def _ensure(self) -> None:
+        with self._lock:
+            if not self._ensured:
+                self._reload()
+                self._write_with_retry(self._with_active)
+                self._ensured = True
+
     def _sync(self) -> None:
         """Bring the copy up to date before a use; call without holding the lock.
 
@@ -312,6 +325,9 @@ class KeyRing:
         behind one another's; the document is re-read (under the lock) only when that
         version differs from the copy's.
         """
+        if not self._ensured:
+            self._ensure()
+            return
         if self._track_version:
             stored = self._store.version()
             with self._lock:
