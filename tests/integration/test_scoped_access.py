@@ -701,6 +701,10 @@ def test_bootstrap_repairs_drift(api: Api, token_copies: Path) -> None:
     replaced = (token_copies / "certlocker.token").read_text().strip()
     assert api.vault("GET", "auth/token/lookup-self", replaced).json()["data"][
         "policies"] == ["certlocker"]
+    # Renamed into place (a running certlocker follows the file), owner-only, no leftovers.
+    assert (token_copies / "certlocker.token").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in token_copies.iterdir()) == [
+        "certlocker.token", "operator.token"]
     assert "changed    auth/certlocker-prod/role/service" in lines
     assert "changed    policy certlocker-service-dev" in lines
     assert _vault_state(api) == before

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import hvac
@@ -147,9 +148,14 @@ class Bootstrapper:
                 policies=[policy], period="24h", display_name=display, renewable=True,
                 no_default_policy=not default_policy)
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.touch(mode=0o600)
-        file.chmod(0o600)
-        file.write_text(resp["auth"]["client_token"] + "\n")
+        # Written beside the file and renamed over it: a running certlocker follows the
+        # file (vault.client.TokenFile) and must never read half of it.
+        staged = file.with_name(f".{file.name}.new")
+        staged.unlink(missing_ok=True)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(resp["auth"]["client_token"] + "\n")
+        os.replace(staged, file)
         self.report.note(f"token {display}", True)
 
     # -- phase "auth" ----------------------------------------------------------------
