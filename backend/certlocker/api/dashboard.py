@@ -163,13 +163,14 @@ def login() -> Response:
     services = current_app.extensions["certlocker"]
     try:
         info = services.store.for_token(token).lookup_self()
+        # Sealed before the session is touched: the secret may need Vault.
+        sealed = _fernet().encrypt(token.encode()).decode()
     except Unauthenticated:
         return _page("dashboard_login.html", 401,
                      error="Vault did not accept this token (invalid or expired).")
     except CertlockerError as exc:
         return _page("dashboard_login.html", exc.status if exc.status >= 400 else 503,
-                     error=f"Vault could not check the token: {exc.title}.")
-    sealed = _fernet().encrypt(token.encode()).decode()  # first: it needs the secret
+                     error=f"certlocker cannot sign you in now: {exc.title}.")
     session.clear()
     session["t"] = sealed
     session["who"] = str(info.get("display_name") or "operator")[:200]
