@@ -163,6 +163,13 @@ class VaultPaths:
         named '_system'."""
         return self.api_path("specs/_system/discovery")
 
+    def reconciler_heartbeat(self, name: str) -> str:
+        """When the reconciler process ``name`` (``<host>-<pid>``) last ticked."""
+        return "system/reconcilers/" + component("reconciler", name)
+
+    def reconciler_heartbeats_dir(self) -> str:
+        return "system/reconcilers/"
+
     def dashboard_secret(self) -> str:
         """The key that signs dashboard session cookies, shared by every worker."""
         return "system/dashboard/session-secret"

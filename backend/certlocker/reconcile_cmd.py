@@ -20,6 +20,7 @@ from . import settings as settings_mod
 from .errors import CertlockerError, VaultUnavailable
 from .lifecycle.alerts import policy_from_settings
 from .lifecycle.due_index import DueIndex
+from .lifecycle.heartbeat import Heartbeats
 from .lifecycle.reconciler import Options, Reconciler
 from .lifecycle.verification import AlertOnDivergence, verifier_for
 from .token_keeper import TokenKeeper
@@ -46,7 +47,8 @@ def build(settings: settings_mod.Settings, options: Options,
     kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
                               "verifier": verifier, "verify_interval": dt.timedelta(
                                   seconds=settings.verify_interval_seconds),
-                              "revocations": services.revocation}
+                              "revocations": services.revocation,
+                              "heartbeats": Heartbeats(store)}
     kwargs.update(overrides)
     return (Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs),
             TokenKeeper(store))

@@ -96,7 +96,7 @@ def test_an_operator_sees_the_inventory_in_a_real_browser(
         text = browser.evaluate("document.body.innerText")
         html = browser.evaluate("document.documentElement.outerHTML")
         section = {s: browser.evaluate(f"document.getElementById('{s}').innerText")
-                   for s in ("inventory", "failing", "discoveries", "audit")}
+                   for s in ("inventory", "failing", "discoveries", "reconcilers", "audit")}
         cookies = browser.call("Network.getCookies",
                                urls=[certlocker_stack.api_url + "/"])["cookies"]
 
@@ -109,6 +109,9 @@ def test_an_operator_sees_the_inventory_in_a_real_browser(
         assert "file://legacy-1/etc/ssl/legacy.pem" in section["discoveries"]
         assert "certificate.issue" in section["audit"]
         assert "discovery.findings" in section["audit"]
+        [reconciler] = [p for p in certlocker_stack.stack.procs if p.name == "reconciler"]
+        assert f"-{reconciler.pid}" in section["reconcilers"]
+        assert "s ago" in section["reconcilers"]
         assert token not in html and token not in text
 
         [cookie] = [c for c in cookies if c["name"] == "certlocker_session"]

@@ -175,7 +175,18 @@ def test_metrics_report_expiry_and_the_stale_nodes(scene: Scene, stack) -> None:
     [token] = metrics["certlocker_vault_token_expiry_timestamp_seconds"]
     now = dt.datetime.now(dt.timezone.utc).timestamp()
     assert now < token.value <= now + 24 * 3600
+    # The stack's one reconciler (60 s ticks) has reported in, sweep and all.
+    [tick] = metrics["certlocker_reconciler_last_tick_timestamp_seconds"]
+    [sweep] = metrics["certlocker_reconciler_last_sweep_timestamp_seconds"]
+    assert tick.labels == sweep.labels and tick.labels["reconciler"].endswith(
+        f"-{reconciler_pid(stack)}")
+    assert now - 180 < sweep.value <= tick.value <= now
     # Issued once, renewed once, possibly in different workers: multiprocess mode sums them.
     issued = sum(s.value for s in metrics["certlocker_issuance_duration_seconds_count"]
                  if s.labels["outcome"] == "success")
     assert issued >= 2
+
+
+def reconciler_pid(stack: CertlockerStack) -> int:
+    [proc] = [p for p in stack.stack.procs if p.name == "reconciler"]
+    return int(proc.pid)

@@ -31,7 +31,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from ..clock import SystemClock
 from ..errors import CertlockerError, Conflict, Unauthenticated
-from ..lifecycle import inventory
+from ..lifecycle import heartbeat, inventory
 from ..lifecycle.verification import target_views
 from ..models import State
 
@@ -43,6 +43,7 @@ INVENTORY_LIMIT = 200
 EXPIRING_WITHIN = dt.timedelta(days=30)
 AUDIT_EVENTS = 15
 DISCOVERIES = 50
+RECONCILER_QUIET = dt.timedelta(minutes=10)  # no tick for this long: shown as a problem
 _SECRET_LOCK = threading.Lock()
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
@@ -222,6 +223,7 @@ def home() -> Response:
         "failing": [r for r in rows if r["failing"]],
         "discoveries": _discoveries(store, now),
         "events": _audit(services, store),
+        "reconcilers": _reconcilers(services, now),
         "counts": {
             "total": len(rows),
             "valid": sum(r["status"] == State.VALID.value for r in rows),
@@ -289,6 +291,20 @@ def _discoveries(store: Any, now: dt.datetime) -> Section:
                      "days_left": (d.not_after - now).days,
                      "sources": [s.source for s in d.sources]})
     return Section(rows, more=len(found) > DISCOVERIES)
+
+
+def _reconcilers(services: Any, now: dt.datetime) -> Section:
+    """Each reconciler's heartbeat, read with certlocker's own token: the same public
+    facts as ``/metrics``, which needs no token at all."""
+    try:
+        beats = heartbeat.recorded(services.store, since=now - dt.timedelta(days=1))
+    except CertlockerError as exc:
+        return Section(denied=exc.detail)
+    return Section([{"name": b.name, "started_at": b.started_at,
+                     "tick_age": int((now - b.last_tick_at).total_seconds()),
+                     "sweep_age": int((now - b.last_sweep_at).total_seconds())
+                     if b.last_sweep_at else None,
+                     "quiet": now - b.last_tick_at > RECONCILER_QUIET} for b in beats])
 
 
 def _audit(services: Any, store: Any) -> Section:

@@ -3,9 +3,12 @@ certificates and targets but holds no secret)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, Flask, Response, current_app
 
 from ..clock import SystemClock
+from ..lifecycle import heartbeat
 from ..metrics.collector import CONTENT_TYPE, InventoryCollector, exposition
 from ..metrics.summary import SummaryCache, load_rows
 from .context import services
@@ -22,7 +25,10 @@ def _inventory(app: Flask) -> InventoryCollector:
         refresh = s.settings.metrics_refresh_seconds
         cache = SummaryCache(lambda: load_rows(s.store, clock.now()), refresh)
         token = SummaryCache(lambda: s.store.token_life().expires_at(clock.now()), refresh)
-        collector = app.extensions.setdefault(_KEY, InventoryCollector(cache, token))
+        reconcilers = SummaryCache(lambda: heartbeat.recorded(
+            s.store, since=clock.now() - dt.timedelta(days=1)), refresh)
+        collector = app.extensions.setdefault(
+            _KEY, InventoryCollector(cache, token, reconcilers))
     return collector
 
 

@@ -30,6 +30,7 @@ from ..models import CertificateRef, CertificateSpec, CertificateStatus
 from . import alerts, planning, revocation, verification
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
+from .heartbeat import Heartbeats
 from .ports import Store
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,10 @@ class Reconciler:
                  policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
                  rng: random.Random | None = None, verifier: Verifying | None = None,
                  verify_interval: dt.timedelta | None = None,
-                 revocations: FollowingUp | None = None) -> None:
+                 revocations: FollowingUp | None = None,
+                 heartbeats: Heartbeats | None = None) -> None:
         self._store = store
+        self._heartbeats = heartbeats
         self._clock = clock or SystemClock()
         self._expiry = ExpiryIndex(store, self._clock)
         self._revocations = revocations
@@ -119,6 +122,7 @@ class Reconciler:
         self._sweep: Iterator[CertificateRef] | None = None
         self._sweep_wanted = True  # at start-up, and again after a sweep broke off
         self._sweep_started = 0.0
+        self._swept = False  # a sweep finished since the last heartbeat
         self._pool = cf.ThreadPoolExecutor(max_workers=options.workers,
                                            thread_name_prefix="reconcile")
 
@@ -352,6 +356,7 @@ class Reconciler:
             if self._sweep is None:
                 self._tidy_indexes()
                 self._finish_journals()
+                self._swept = True
                 log.info("reconcile.sweep_finished", extra={
                     "seconds": round(time.monotonic() - self._sweep_started, 3)})
         except BaseException:
@@ -360,6 +365,15 @@ class Reconciler:
         return report
 
     # -- the loop ----------------------------------------------------------------------
+    def _beat(self) -> None:
+        """Record a finished tick (and whether a sweep finished since the last one)."""
+        if self._heartbeats is None:
+            return
+        swept, self._swept = self._swept, False
+        self._heartbeats.beat(swept=swept)
+        if swept:
+            self._heartbeats.forget_departed()
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -375,6 +389,7 @@ class Reconciler:
         self.start_sweep()
         report = self.sweep_step(None)
         tick = self.tick()
+        self._beat()
         for outcome, count in tick.outcomes.items():
             report.outcomes[outcome] = report.outcomes.get(outcome, 0) + count
         report.alerts += tick.alerts
@@ -394,6 +409,7 @@ class Reconciler:
                 swept = self.sweep_step(self.options.sweep_batch)
                 report = self.tick()
                 failures = 0
+                self._beat()
                 if report.handled or swept.handled:
                     log.info("reconcile.tick", extra={
                         "due": report.outcomes, "swept": swept.outcomes,

@@ -27,6 +27,7 @@ from prometheus_client import generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..lifecycle.heartbeat import Heartbeat
 from ..lifecycle.verification import SEVERITY
 from ..models import CertificateRef
 from .summary import CertificateRow, SummaryCache
@@ -80,6 +81,14 @@ def _families() -> dict[str, GaugeMetricFamily]:
         "age": GaugeMetricFamily(
             "certlocker_inventory_summary_age_seconds",
             "Age of the inventory summary the gauges above were computed from."),
+        "tick": GaugeMetricFamily(
+            "certlocker_reconciler_last_tick_timestamp_seconds",
+            "When each reconciler process last finished a tick (Unix seconds); processes "
+            "silent for a day drop out.", labels=["reconciler"]),
+        "sweep": GaugeMetricFamily(
+            "certlocker_reconciler_last_sweep_timestamp_seconds",
+            "When each reconciler process last finished a full sweep of the inventory.",
+            labels=["reconciler"]),
         "token": GaugeMetricFamily(
             "certlocker_vault_token_expiry_timestamp_seconds",
             "When certlocker's own Vault token expires unless renewed (Unix seconds; "
@@ -88,13 +97,16 @@ def _families() -> dict[str, GaugeMetricFamily]:
 
 
 class InventoryCollector(Collector):
-    """Certificate state gauges from the cached summary, and the expiry of certlocker's
-    own token (a cached Unix time, 0 for a token that never expires)."""
+    """Certificate state gauges from the cached summary; the expiry of certlocker's own
+    token (a cached Unix time, 0 for a token that never expires); the reconcilers'
+    heartbeats."""
 
     def __init__(self, cache: SummaryCache[list[CertificateRow]],
-                 token_expiry: SummaryCache[float] | None = None) -> None:
+                 token_expiry: SummaryCache[float] | None = None,
+                 reconcilers: SummaryCache[list[Heartbeat]] | None = None) -> None:
         self._cache = cache
         self._token_expiry = token_expiry
+        self._reconcilers = reconcilers
 
     def describe(self) -> Iterable[Metric]:
         return list(_families().values())  # without samples: registering reads no Vault
@@ -114,6 +126,11 @@ class InventoryCollector(Collector):
         expiry = self._token_expiry.value() if self._token_expiry is not None else None
         if expiry:
             families["token"].add_metric([], expiry)
+        beats = self._reconcilers.value() if self._reconcilers is not None else None
+        for beat in beats or ():
+            families["tick"].add_metric([beat.name], beat.last_tick_at.timestamp())
+            if beat.last_sweep_at is not None:
+                families["sweep"].add_metric([beat.name], beat.last_sweep_at.timestamp())
         yield from families.values()
 
 
