@@ -42,7 +42,7 @@ import ssl
 import re
 import time
 import warnings
-from typing import Collection, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -232,6 +232,8 @@ def verify_targets(
     timeout: float = 3.0,
     parallelism: int = 64,
     anchors: TrustAnchors | None = None,
+    rechecks: int = 3,
+    recheck_pause: float = 0.5,
 ) -> list[TargetStatus]:
     """Probe every target, every pool node separately, ``parallelism`` at a time.
 
@@ -243,6 +245,12 @@ def verify_targets(
 
     Each probe is bounded by ``timeout`` once the name is resolved (the stdlib resolver
     has no timeout of its own; pools given by IP skip it).
+
+    A node found ``stale`` is probed ``rechecks`` more times, ``recheck_pause`` apart:
+    after a graceful reload nginx's and HAProxy's old workers keep accepting for a
+    moment, so one handshake can meet the old certificate on a node that has moved on.
+    Only a node that never serves the older certificate again is reported by what it
+    serves now; otherwise it stays ``stale``, saying on how many handshakes.
     """
     anchors = anchors or TrustAnchors.system()
     jobs = [job for target in targets for job in _expand(target)]
@@ -250,14 +258,19 @@ def verify_targets(
         return []
     history_set = frozenset(history)
 
+    def once(job: _Job) -> TargetStatus:
+        try:
+            served = probe(job.address, job.sni, job.ip, timeout, anchors)
+            return classify(expected, history_set, served, None, now)
+        except (OSError, ValueError) as exc:
+            return classify(expected, history_set, None, _describe(exc), now)
+
     def run(job: _Job) -> TargetStatus:
         if job.invalid is not None:
             return TargetStatus(job.report, UNREACHABLE, None, now, job.invalid)
-        try:
-            served = probe(job.address, job.sni, job.ip, timeout, anchors)
-            result = classify(expected, history_set, served, None, now)
-        except (OSError, ValueError) as exc:
-            result = classify(expected, history_set, None, _describe(exc), now)
+        result = once(job)
+        if result.status == STALE and rechecks > 0:
+            result = _recheck_stale(result, lambda: once(job), rechecks, recheck_pause)
         detail = result.detail
         if job.pool_name:
             detail = f"{job.pool_name}: {detail}" if detail else job.pool_name
@@ -267,6 +280,19 @@ def verify_targets(
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers,
                                                thread_name_prefix="verify") as pool:
         return list(pool.map(run, jobs))
+
+
+def _recheck_stale(first: TargetStatus, again: Callable[[], TargetStatus], times: int,
+                   pause: float) -> TargetStatus:
+    later = []
+    for _ in range(times):
+        time.sleep(pause)
+        later.append(again())
+    stale = 1 + sum(r.status == STALE for r in later)
+    if stale == 1:
+        return later[-1]  # it was mid-reload: what it serves now
+    return dataclasses.replace(
+        first, detail=_short(f"{first.detail}, on {stale} of {times + 1} handshakes"))
 
 
 def split_address(address: str) -> tuple[str, int]:
