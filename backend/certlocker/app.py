@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 from typing import Any
 
 from flask import Flask
@@ -36,6 +37,7 @@ from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import Verifier, verifier_for
 from .metrics.collector import IssuanceMetrics
 from .settings import Settings
+from .token_keeper import TokenKeeper
 from .vault.audit_store import vault_audit_lanes
 from .vault.identity import ServiceIdentities
 from .vault.pki import PkiSigner
@@ -122,7 +124,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["certlocker"] = services or build_services(settings)
+    if services is None:
+        services = build_services(settings)
+        # Each worker keeps the token alive too, so an API without a long-running
+        # reconciler does not lapse; a renewal by one leaves the others nothing to do.
+        threading.Thread(target=TokenKeeper(services.store).run, args=(threading.Event(),),
+                         name="token-keeper", daemon=True).start()
+    app.extensions["certlocker"] = services
 
     from .api import (audit, bundles, certificates, credentials, dashboard, discovery,
                       lifecycle_actions, metrics, openapi, problems, system, verification,

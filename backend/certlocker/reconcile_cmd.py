@@ -1,7 +1,7 @@
 """``certlocker reconcile``: the reconciler process, wired from settings.
 
 Runs beside (never inside) the gunicorn workers, with certlocker's own Vault token,
-which it keeps alive (``token_keeper``) for every certlocker process that shares it.
+which it keeps alive (``token_keeper``) as each API worker does.
 SIGTERM and SIGINT stop it cleanly: no new certificate is started, the ones in flight
 finish (their ACME orders are journalled in Vault, so a hard kill only delays them).
 """

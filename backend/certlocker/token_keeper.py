@@ -1,9 +1,11 @@
 """Keeping certlocker's own Vault token alive.
 
 ``bootstrap`` gives certlocker a periodic token (24 h): it lives for as long as it is
-renewed within each period, and certlocker stops working the moment it lapses. The
-reconciler process runs a :class:`TokenKeeper`, which renews the token once less than
-half of its lifetime is left (as Vault Agent does for the tokens it holds), and warns
+renewed within each period, and certlocker stops working the moment it lapses. Every
+certlocker process (each API worker, the reconciler) runs a :class:`TokenKeeper` in a
+thread of its own, which renews the token once less than half of its lifetime is left
+(as Vault Agent does for the tokens it holds; one process's renewal leaves the others
+nothing to do), and warns
 while the token cannot be kept: not renewable, or a renewal that no longer gives the
 full lifetime back (an explicit max TTL is near).
 """

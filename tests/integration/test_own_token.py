@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -29,10 +30,10 @@ class OwnApi(NamedTuple):
     proc: devstack.Proc
 
 
-def new_token(certlocker_stack: CertlockerStack) -> str:
+def new_token(certlocker_stack: CertlockerStack, period: str = "1h") -> str:
     root = certlocker_stack.client(certlocker_stack.root_token)
     return str(root.auth.token.create_orphan(
-        policies=["certlocker"], no_default_policy=True, period="1h",
+        policies=["certlocker"], no_default_policy=True, period=period,
         display_name="revocable")["auth"]["client_token"])
 
 
@@ -40,20 +41,21 @@ def revoke(certlocker_stack: CertlockerStack, token: str) -> None:
     certlocker_stack.client(certlocker_stack.root_token).auth.token.revoke(token)
 
 
-@pytest.fixture
-def own_api(certlocker_stack: CertlockerStack) -> Iterator[OwnApi]:
+@contextmanager
+def api_with_token(certlocker_stack: CertlockerStack, token: str, name: str,
+                   workers: int = 2) -> Iterator[OwnApi]:
+    """A gunicorn API beside the shared stack whose token file holds ``token``."""
     stack = certlocker_stack.stack
-    token = new_token(certlocker_stack)
-    token_file = stack.state_dir / "revocable.token"
+    token_file = stack.state_dir / f"{name}.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     port = free_port()
     gunicorn = devstack.find_binary("gunicorn")
     proc = devstack.Proc.spawn(
-        "api-own-token", [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                          "--threads", "4", *devstack._gunicorn_isolation(gunicorn),
-                          "certlocker.app:create_app()"],
-        stack.state_dir / "api-own-token.log", cwd=devstack.REPO,
+        name, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+               "--threads", "4", *devstack._gunicorn_isolation(gunicorn),
+               "certlocker.app:create_app()"],
+        stack.state_dir / f"{name}.log", cwd=devstack.REPO,
         env={**stack.service_env(), "CERTLOCKER_VAULT_TOKEN_FILE": str(token_file)},
         marker="certlocker.app:create_app()")
     try:
@@ -62,6 +64,12 @@ def own_api(certlocker_stack: CertlockerStack) -> Iterator[OwnApi]:
         yield OwnApi(url, token, token_file, proc)
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def own_api(certlocker_stack: CertlockerStack) -> Iterator[OwnApi]:
+    with api_with_token(certlocker_stack, new_token(certlocker_stack), "api-own-token") as api:
+        yield api
 
 
 def test_a_revoked_own_token_is_not_ready_and_answers_503_not_403(
@@ -124,3 +132,22 @@ def test_a_rotated_token_file_is_picked_up_without_a_restart(
     log = proc.log_path.read_text()
     assert "vault.token_reloaded" in log
     assert old not in log and new not in log
+
+
+def test_an_api_without_a_reconciler_keeps_its_token_alive(
+        certlocker_stack: CertlockerStack) -> None:
+    """A token of an 8 s period, as bootstrap makes certlocker's (24 h) but shorter."""
+    period = 8
+    token = new_token(certlocker_stack, f"{period}s")
+    with api_with_token(certlocker_stack, token, "api-short-token", workers=1) as api:
+        time.sleep(3 * period)
+        assert requests.get(f"{api.url}/readyz", timeout=30).status_code == 200
+        mint = requests.post(f"{api.url}/v1/services/dev/own-token/credentials",
+                             headers={"X-Vault-Token": certlocker_stack.operator_token},
+                             timeout=30)
+        assert mint.status_code == 201, mint.text
+        log = api.proc.log_path.read_text()
+    assert log.count("vault.token_renewed") >= 3
+    assert token not in log
+    life = certlocker_stack.client(certlocker_stack.root_token).auth.token.lookup(token)
+    assert 0 < life["data"]["ttl"] <= period

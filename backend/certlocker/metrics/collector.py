@@ -92,7 +92,7 @@ def _families() -> dict[str, GaugeMetricFamily]:
         "token": GaugeMetricFamily(
             "certlocker_vault_token_expiry_timestamp_seconds",
             "When certlocker's own Vault token expires unless renewed (Unix seconds; "
-            "absent for a token that never expires). The reconciler renews it."),
+            "absent for a token that never expires). certlocker renews it."),
     }
 
 
