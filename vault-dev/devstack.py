@@ -739,6 +739,17 @@ def _gunicorn_isolation(gunicorn: str) -> list[str]:
     return ["--no-control-socket"] if "--no-control-socket" in help_text else []
 
 
+def spawn_api(name: str, port: int, log_path: Path, env: Mapping[str, str], *,
+              workers: int = 2, threads: int = 8) -> "Proc":
+    """The certlocker API under gunicorn on ``127.0.0.1:port`` (``env`` gives its
+    settings); not yet waited for."""
+    gunicorn = find_binary("gunicorn")
+    return Proc.spawn(name, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers",
+                             str(workers), "--threads", str(threads), "--timeout", "120",
+                             *_gunicorn_isolation(gunicorn), "certlocker.app:create_app()"],
+                      log_path, env=env, cwd=REPO, marker="certlocker.app:create_app()")
+
+
 # --------------------------------------------------------------------------- the stack
 
 class Stack:
@@ -904,13 +915,8 @@ class Stack:
                 raise DevStackError(f"certlocker bootstrap vault did not write {path}")
             os.chmod(path, 0o600)
         self.operator_token = self.operator_token_file.read_text().strip()
-        gunicorn = find_binary("gunicorn")
-        api = Proc.spawn("api", [gunicorn, "--bind", f"127.0.0.1:{self.ports['api']}",
-                                 "--workers", "2", "--threads", "8", "--timeout", "120",
-                                 *_gunicorn_isolation(gunicorn),
-                                 "certlocker.app:create_app()"],
-                         self.state_dir / "api.log", env=self.service_env(), cwd=REPO,
-                         marker="certlocker.app:create_app()")
+        api = spawn_api("api", self.ports["api"], self.state_dir / "api.log",
+                        self.service_env())
         self._add(api)
         wait_http(f"{self.api_url}/readyz", timeout, proc=api)
         _run_certlocker(["bootstrap", "auth"], self.admin_env(), log)

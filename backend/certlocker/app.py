@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import threading
 from typing import Any
 
 from flask import Flask
@@ -128,8 +127,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         services = build_services(settings)
         # Each worker keeps the token alive too, so an API without a long-running
         # reconciler does not lapse; a renewal by one leaves the others nothing to do.
-        threading.Thread(target=TokenKeeper(services.store).run, args=(threading.Event(),),
-                         name="token-keeper", daemon=True).start()
+        TokenKeeper(services.store).start()
     app.extensions["certlocker"] = services
 
     from .api import (audit, bundles, certificates, credentials, dashboard, discovery,

@@ -93,8 +93,7 @@ def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | 
     if once:
         keeper.keep()
     else:
-        threading.Thread(target=keeper.run, args=(stopping,), name="token-keeper",
-                         daemon=True).start()
+        keeper.start(stopping)
     try:
         if once:
             report = reconciler.run_once()

@@ -84,6 +84,13 @@ class TokenKeeper:
             return min(max(life.ttl / 4, CHECK_AT_LEAST_EVERY), CHECK_AT_MOST_EVERY)
         return min(max(life.ttl - life.full / 2, CHECK_AT_LEAST_EVERY), CHECK_AT_MOST_EVERY)
 
+    def start(self, stop: threading.Event | None = None) -> threading.Thread:
+        """``run`` in a daemon thread of its own (until ``stop``, else the process's end)."""
+        thread = threading.Thread(target=self.run, args=(stop or threading.Event(),),
+                                  name="token-keeper", daemon=True)
+        thread.start()
+        return thread
+
     def run(self, stop: threading.Event) -> None:
         """``keep`` on its own schedule until ``stop`` is set: a tick that runs for
         minutes (a long sweep, a slow ACME server) never delays a renewal."""

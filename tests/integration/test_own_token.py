@@ -50,14 +50,10 @@ def api_with_token(certlocker_stack: CertlockerStack, token: str, name: str,
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     port = free_port()
-    gunicorn = devstack.find_binary("gunicorn")
-    proc = devstack.Proc.spawn(
-        name, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-               "--threads", "4", *devstack._gunicorn_isolation(gunicorn),
-               "certlocker.app:create_app()"],
-        stack.state_dir / f"{name}.log", cwd=devstack.REPO,
-        env={**stack.service_env(), "CERTLOCKER_VAULT_TOKEN_FILE": str(token_file)},
-        marker="certlocker.app:create_app()")
+    proc = devstack.spawn_api(
+        name, port, stack.state_dir / f"{name}.log",
+        {**stack.service_env(), "CERTLOCKER_VAULT_TOKEN_FILE": str(token_file)},
+        workers=workers, threads=4)
     try:
         url = f"http://127.0.0.1:{port}"
         devstack.wait_http(f"{url}/readyz", 60, proc=proc)

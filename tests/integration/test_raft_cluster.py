@@ -275,13 +275,7 @@ def test_a_lost_node_and_a_step_down_during_bursts_lose_nothing_and_issue_nothin
         return served_key_types(cluster).count(key_type)
 
     api2_port = free_port()
-    gunicorn = devstack.find_binary("gunicorn")
-    api2 = devstack.Proc.spawn(
-        "api-2", [gunicorn, "--bind", f"127.0.0.1:{api2_port}", "--workers", "2",
-                  "--threads", "8", "--timeout", "120",
-                  *devstack._gunicorn_isolation(gunicorn), "certlocker.app:create_app()"],
-        stack.state_dir / "api-2.log", env=env(node2), cwd=devstack.REPO,
-        marker="certlocker.app:create_app()")
+    api2 = devstack.spawn_api("api-2", api2_port, stack.state_dir / "api-2.log", env(node2))
     procs = [api2]
     try:
         devstack.wait_http(f"http://127.0.0.1:{api2_port}/readyz", 60, proc=api2)

@@ -20,7 +20,7 @@ import pytest
 
 from certlocker.clock import parse_rfc3339
 from tests.support.kv import live_versions
-from tests.support.stack import Stack, devstack, free_port
+from tests.support.stack import Stack, devstack, free_port, log_events
 
 pytestmark = pytest.mark.integration
 
@@ -272,12 +272,7 @@ def test_keeps_its_own_periodic_token_alive_past_many_periods(stack: Stack) -> N
     assert all(0 < r["ttl"] <= period and r["ttl_before"] <= period / 2 for r in renewals)
     text = proc.log_path.read_text()
     assert token not in text
-    assert not [e for e in log_events(proc, None)
+    assert not [e for e in log_events(proc)
                 if e["event"] in ("reconcile.tick_failed", "reconcile.vault_unavailable",
                                   "vault.token_renew_failed", "vault.token_expiring")]
 
-
-def log_events(proc: devstack.Proc, event: str | None) -> list[dict[str, Any]]:
-    entries = [json.loads(line) for line in proc.log_path.read_text().splitlines()
-               if line.startswith("{")]
-    return [e for e in entries if event is None or e.get("event") == event]

@@ -8,7 +8,6 @@ Specs are written straight into Vault with the root token, before the outage.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 from typing import Any, Iterator
@@ -19,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.kv import live_versions
-from tests.support.stack import Stack, devstack, free_port
+from tests.support.stack import Stack, devstack, free_port, log_events
 
 pytestmark = pytest.mark.integration
 
@@ -92,12 +91,6 @@ def cert_versions(stack: Stack, name: str) -> int:
     return live_versions(root(stack), MOUNT, f"certs/dev/{SERVICE}/{name}")
 
 
-def log_events(proc: devstack.Proc, event: str) -> list[dict[str, Any]]:
-    entries = [json.loads(line) for line in proc.log_path.read_text().splitlines()
-               if line.startswith("{")]
-    return [e for e in entries if e.get("event") == event]
-
-
 def operator(stack: Stack, method: str, path: str, **kwargs: Any) -> requests.Response:
     assert stack.operator_token is not None
     return requests.request(method, stack.api_url + path, timeout=60,
@@ -151,13 +144,9 @@ def test_sealed_vault_backs_off_then_everything_is_issued_once_and_served(
             # An API started while Vault is sealed (a restart, a replaced worker) stays
             # up and says so, instead of failing to boot and taking gunicorn with it.
             late_port = free_port()
-            gunicorn = devstack.find_binary("gunicorn")
-            spawned.append(devstack.Proc.spawn(
-                "sealed-api", [gunicorn, "--bind", f"127.0.0.1:{late_port}", "--workers",
-                               "2", "--threads", "4", *devstack._gunicorn_isolation(gunicorn),
-                               "certlocker.app:create_app()"],
-                stack.state_dir / "sealed-api.log", env=stack.service_env(),
-                cwd=devstack.REPO, marker="certlocker.app:create_app()"))
+            spawned.append(devstack.spawn_api("sealed-api", late_port,
+                                              stack.state_dir / "sealed-api.log",
+                                              stack.service_env(), threads=4))
             late_api = f"http://127.0.0.1:{late_port}"
             devstack.wait_http(f"{late_api}/readyz", 60, status=503, proc=spawned[0])
             for path in ("/.well-known/jwks.json", f"/v1/certificates/{cert_id}"):

@@ -34,6 +34,13 @@ from devstack import Proc, Stack, free_port  # noqa: E402
 SHARED_PEBBLE_ENV = {"PEBBLE_WFE_NONCEREJECT": "0"}
 
 
+def log_events(proc: Proc, event: str | None = None) -> list[dict[str, Any]]:
+    """The JSON log lines of a certlocker process (those of ``event`` only, if given)."""
+    entries = [json.loads(line) for line in proc.log_path.read_text().splitlines()
+               if line.startswith("{")]
+    return [e for e in entries if event is None or e.get("event") == event]
+
+
 @dataclasses.dataclass(frozen=True)
 class OpenBao:
     """A running ``bao server -dev``: in-memory, unsealed, KV v2 mounted at ``secret/``."""
