@@ -102,30 +102,34 @@ def test_a_revoked_own_token_is_not_ready_and_answers_503_not_403(
 
 
 def test_a_rotated_token_file_is_picked_up_without_a_restart(
-        certlocker_stack: CertlockerStack, own_api: OwnApi) -> None:
-    url, old, token_file, proc = own_api
-    operator = {"X-Vault-Token": certlocker_stack.operator_token}
-    mint = f"{url}/v1/services/dev/own-token/credentials"
-    pid_before = proc.pid
-    new = new_token(certlocker_stack)
-    staged = token_file.with_suffix(".new")
-    staged.write_text(new + "\n")
-    os.replace(staged, token_file)  # as a Vault Agent sink writes it
-    revoke(certlocker_stack, old)
-    # Every worker follows the file within a second of its next request; the old token
-    # is dead, so a request that still carried it would answer 503.
-    deadline = time.monotonic() + 10
-    answers: list[Any] = []
-    while time.monotonic() < deadline:
-        answers = [requests.post(mint, headers=operator, timeout=30).status_code
-                   for _ in range(8)]
-        if set(answers) == {201}:
-            break
-        time.sleep(0.5)
-    assert set(answers) == {201}, answers
-    assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
-    assert proc.pid == pid_before and proc.alive()
-    log = proc.log_path.read_text()
+        certlocker_stack: CertlockerStack) -> None:
+    # One worker: once it answers /readyz it has read the old token (a second worker
+    # still booting would read the rotated file at start and have nothing to follow).
+    with api_with_token(certlocker_stack, new_token(certlocker_stack), "api-rotated",
+                        workers=1) as api:
+        url, old, token_file, proc = api
+        operator = {"X-Vault-Token": certlocker_stack.operator_token}
+        mint = f"{url}/v1/services/dev/own-token/credentials"
+        pid_before = proc.pid
+        new = new_token(certlocker_stack)
+        staged = token_file.with_suffix(".new")
+        staged.write_text(new + "\n")
+        os.replace(staged, token_file)  # as a Vault Agent sink writes it
+        revoke(certlocker_stack, old)
+        # The worker follows the file within a second of its next request; the old
+        # token is dead, so a request that still carried it would answer 503.
+        deadline = time.monotonic() + 10
+        answers: list[Any] = []
+        while time.monotonic() < deadline:
+            answers = [requests.post(mint, headers=operator, timeout=30).status_code
+                       for _ in range(8)]
+            if set(answers) == {201}:
+                break
+            time.sleep(0.5)
+        assert set(answers) == {201}, answers
+        assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
+        assert proc.pid == pid_before and proc.alive()
+        log = proc.log_path.read_text()
     assert "vault.token_reloaded" in log
     assert old not in log and new not in log
 
