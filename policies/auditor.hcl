@@ -25,3 +25,9 @@ path "@MOUNT@/data/audit/*" {
 path "@MOUNT@/metadata/audit/*" {
   capabilities = ["read", "list"]
 }
+path "@MOUNT@/data/grants/*" {
+  capabilities = ["read"]
+}
+path "@MOUNT@/metadata/grants/*" {
+  capabilities = ["read", "list"]
+}

@@ -24,6 +24,14 @@ path "@MOUNT@/metadata/specs/*" {
   capabilities = ["read", "list"]
 }
 
+# Name grants: which names each service may carry (written by administrators).
+path "@MOUNT@/data/grants/*" {
+  capabilities = ["read"]
+}
+path "@MOUNT@/metadata/grants/*" {
+  capabilities = ["read", "list"]
+}
+
 # Status is what certlocker observed.
 path "@MOUNT@/data/status/*" {
   capabilities = ["create", "read", "update"]

@@ -40,3 +40,11 @@ path "@MOUNT@/data/system/dns/*" {
 path "@MOUNT@/data/system/acme/eab/*" {
   capabilities = ["create", "update"]
 }
+
+# Name grants: the names each service may carry (docs/vault-by-hand.md, "Name grants").
+path "@MOUNT@/data/grants/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "@MOUNT@/metadata/grants/*" {
+  capabilities = ["read", "list", "delete"]
+}

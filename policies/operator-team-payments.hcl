@@ -13,3 +13,9 @@ path "@MOUNT@/data/status/+/payments-*" {
 path "@MOUNT@/metadata/status/+/payments-*" {
   capabilities = ["read", "list"]
 }
+
+# The names granted to the team's services: readable, never writable by the team (an
+# administrator grants names; default deny).
+path "@MOUNT@/data/grants/+/payments-*" {
+  capabilities = ["read"]
+}

@@ -40,6 +40,7 @@ from .token_keeper import TokenKeeper
 from .vault.audit_store import vault_audit_lanes
 from .vault.identity import ServiceIdentities
 from .vault.pki import PkiSigner
+from .specs import SpecRules
 from .vault.store import VaultStore
 
 
@@ -78,7 +79,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
                                settings.vault_ca_cert, keep_versions=settings.keep_versions,
                                retry_seconds=settings.vault_retry_seconds, own_token=True,
-                               token_file=settings.vault_token_file)
+                               token_file=settings.vault_token_file,
+                               spec_rules=SpecRules.from_settings(settings))
     audit = AuditLog(vault_audit_lanes(store), clock)
     challenges = LocalFirstChallenges(StoreChallenges(store))
     issuers: dict[str, Issuer] = {}
@@ -131,11 +133,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["certlocker"] = services
 
     from .api import (audit, bundles, certificates, credentials, dashboard, discovery,
-                      lifecycle_actions, metrics, openapi, problems, system, verification,
-                      wellknown)
+                      grants, lifecycle_actions, metrics, openapi, problems, system,
+                      verification, wellknown)
 
     problems.init_app(app)
     for module in (wellknown, certificates, lifecycle_actions, verification, bundles,
-                   credentials, system, audit, discovery, metrics, openapi, dashboard):
+                   credentials, grants, system, audit, discovery, metrics, openapi,
+                   dashboard):
         app.register_blueprint(module.bp)
     return app

@@ -76,6 +76,27 @@ class AccessDenied(CertlockerError):
     title = "Access denied"
 
 
+class NamesRefused(AccessDenied):
+    """The service is not granted some names of a spec (``ownership``); ``refused`` lists
+    each with its reason."""
+
+    slug = "names-not-granted"
+    title = "Names not granted to this service"
+
+    def __init__(self, detail: str, refused: list[dict[str, str]]) -> None:
+        self.refused = refused
+        super().__init__(detail)
+        self.extra["refused"] = refused
+
+
+class GrantCorrupt(CertlockerError):
+    """A name grant record in Vault does not parse: it grants nothing."""
+
+    status = 409
+    slug = "grant-invalid"
+    title = "The name grant in Vault is invalid"
+
+
 class NotFound(CertlockerError):
     status = 404
     slug = "not-found"

@@ -32,6 +32,8 @@ class State(str, enum.Enum):
     FAILED = "failed"  # the last attempt failed; see last_error / next_attempt_at
     REVOKED = "revoked"
     RETIRED = "retired"
+    INVALID = "invalid"  # the spec stored in Vault does not parse: never ordered
+    REFUSED = "refused"  # the service is not granted every name: never ordered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,13 @@ class CertificateSpec:
     targets: tuple[Target, ...] = ()
     owner: str | None = None
     contact: str | None = None
+    # Why the record stored for this certificate is not a valid spec (``specs.from_record``):
+    # such a spec has no names and is never ordered. None for every valid spec.
+    problem: str | None = None
+
+    @classmethod
+    def invalid(cls, ref: CertificateRef, problem: str) -> "CertificateSpec":
+        return cls(ref=ref, dns_names=(), issuer="", problem=problem)
 
     def to_json(self) -> dict[str, Any]:
         return {

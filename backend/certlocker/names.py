@@ -16,7 +16,8 @@ from .errors import InvalidInput
 
 # Environment, service and certificate names: one DNS-label-like token. No dots (the
 # certificate id joins the three with dots), no slashes, no uppercase, no leading '_'.
-_COMPONENT = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+COMPONENT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+_COMPONENT = re.compile(COMPONENT_PATTERN)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 MAX_DNS_NAME = 253
 MAX_DNS_NAMES = 100

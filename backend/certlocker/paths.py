@@ -48,6 +48,18 @@ class VaultPaths:
         and revoking at the CA needs the certificate."""
         return "system/leaves/" + self._ref(ref)
 
+    # -- name ownership (ownership.py) ----------------------------------------------------
+    def grant(self, environment: str, service: str) -> str:
+        """The names an administrator granted a service (plain KV fields)."""
+        return (f"grants/{component('environment', environment)}/"
+                f"{component('service', service)}")
+
+    def name_claim(self, key: str) -> str:
+        """Which service holds a name (``ownership.claim_key`` gives ``key``)."""
+        if not key or len(key) > 253 or not all(c.isalnum() or c in "-._" for c in key):
+            raise ValueError(f"not a claim key: {key[:64]!r}")
+        return "system/names/" + key
+
     # -- listings -------------------------------------------------------------------------
     def specs_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("specs", environment, service)

@@ -19,15 +19,22 @@ from certlocker.errors import AlreadyExists, Conflict, NotFound
 from certlocker.models import (CertificateRef, CertificateSpec, CertificateStatus,
                                IssuedCertificate)
 from certlocker.paths import VaultPaths
+from certlocker.specs import PERMISSIVE, SpecRules, from_record
 
 
 class MemoryStore:
-    def __init__(self, paths: VaultPaths | None = None) -> None:
+    def __init__(self, paths: VaultPaths | None = None,
+                 spec_rules: SpecRules = PERMISSIVE) -> None:
         self.paths = paths or VaultPaths()
+        self.spec_rules = spec_rules
         self._lock = threading.RLock()
         self._data: dict[str, list[str]] = {}  # path -> versions, as JSON (as Vault keeps)
         self.calls: collections.Counter[str] = collections.Counter()
         self.paths_read: list[str] = []
+
+    def capabilities(self, api_path: str) -> set[str]:
+        """A memory store has no policies: it may do anything, as Vault's root token."""
+        return {"root"}
 
     # -- generic KV v2 ---------------------------------------------------------------
     def read(self, logical: str) -> tuple[dict[str, Any] | None, int]:
@@ -89,7 +96,7 @@ class MemoryStore:
     def read_spec(self, ref: CertificateRef) -> tuple[CertificateSpec, int] | None:
         self.calls["read_spec"] += 1
         data, version = self.read(self.paths.spec(ref))
-        return (CertificateSpec.from_json(data), version) if data else None
+        return (from_record(data, ref, self.spec_rules), version) if data else None
 
     def create_spec(self, spec: CertificateSpec) -> int:
         try:
@@ -120,3 +127,14 @@ class MemoryStore:
         if data is None:
             raise NotFound(logical)
         return data
+
+
+def grant(store: Any, *specs: CertificateSpec) -> None:
+    """An administrator grants each spec's service the spec's names (``grants/<env>/
+    <service>``, merged with what was granted before), as `bao kv put` would: for tests
+    that write specs straight into the store, where no declaration grants them."""
+    for spec in specs:
+        path = store.paths.grant(spec.ref.environment, spec.ref.service)
+        doc, version = store.read_json(path)
+        names = list(dict.fromkeys([*((doc or {}).get("dns_names") or []), *spec.dns_names]))
+        store.write(path, {**(doc or {}), "dns_names": names}, cas=version)

@@ -30,7 +30,7 @@ from certlocker.models import (AriWindow, CertificateInfo, CertificateRef, Certi
                                CertificateStatus, KeyType, State)
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme, ari_id_of
-from tests.support.memory_store import MemoryStore
+from tests.support.memory_store import MemoryStore, grant
 from tests.unit.test_acme_requests import Accounts, Challenges, Journal
 
 REF = CertificateRef("dev", "web", "www")
@@ -145,7 +145,7 @@ class Setup:
             self.store, {"fake": _issuer(self.ca, self.challenges)}, clock=self.clock,
             workers=1, due_index=self.due)
         self.store.create_spec(CertificateSpec(REF, ("www.example.test",), "fake"))
-
+        grant(self.store, CertificateSpec(REF, ("www.example.test",), "fake"))
     def status(self) -> CertificateStatus:
         found = self.store.read_status(REF)
         assert found is not None

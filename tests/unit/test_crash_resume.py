@@ -20,7 +20,7 @@ from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import CertificateRef, CertificateSpec, State
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
-from tests.support.memory_store import MemoryStore
+from tests.support.memory_store import MemoryStore, grant
 
 REF = CertificateRef("dev", "web", "www")
 
@@ -83,6 +83,7 @@ def process(store: MemoryStore, ca: FakeAcme) -> CertificateService:
 def world() -> tuple[CrashingStore, FakeAcme]:
     store = CrashingStore()
     store.create_spec(CertificateSpec(REF, ("www.example.test",), "fake"))
+    grant(store, CertificateSpec(REF, ("www.example.test",), "fake"))
     return store, FakeAcme()
 
 

@@ -28,7 +28,7 @@ from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State)
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
-from tests.support.memory_store import MemoryStore
+from tests.support.memory_store import MemoryStore, grant
 
 REF = CertificateRef("dev", "web", "www")
 SPEC = CertificateSpec(REF, ("www.example.test",), "fake")
@@ -86,6 +86,8 @@ def service(store: MemoryStore):
 
 def test_declaring_a_new_certificate_writes_no_status_and_reads_as_pending(
         store: MemoryStore, service: CertificateService) -> None:
+    grant(store, SPEC)
+    store.calls.clear()
     future, pending = service.declare_with_status(store, SPEC)
     assert pending.state is State.PENDING
     assert store.read_status(REF) is None
@@ -93,6 +95,15 @@ def test_declaring_a_new_certificate_writes_no_status_and_reads_as_pending(
     assert service.scheduled == [REF]  # type: ignore[attr-defined]
     assert service.first == [True]  # type: ignore[attr-defined]
     assert store.calls["write"] == 1  # the spec; no due index and no audit configured
+    # the names were granted: the declaration read the grant and who holds the name
+    assert store.paths.grant("dev", "web") in store.paths_read
+
+
+def test_an_administrators_declaration_grants_the_service_its_names(
+        store: MemoryStore, service: CertificateService) -> None:
+    service.declare_with_status(store, SPEC)  # the memory store may do anything: an admin
+    grant_doc, _ = store.read_json(store.paths.grant("dev", "web"))
+    assert grant_doc is not None and grant_doc["dns_names"] == ["www.example.test"]
 
 
 def test_redeclaring_over_a_retired_tombstone_resets_it_to_pending(
@@ -114,6 +125,7 @@ def test_redeclaring_over_a_retired_tombstone_resets_it_to_pending(
 def test_an_issuance_keeps_the_leaf_in_the_status_and_writes_no_leaf_document(
         store: MemoryStore) -> None:
     store.create_spec(SPEC)
+    grant(store, SPEC)
     with service_over(store, FakeAcme()) as service:
         status = service.issue(REF)
     assert status.state is State.VALID and status.current is not None
@@ -124,10 +136,12 @@ def test_an_issuance_keeps_the_leaf_in_the_status_and_writes_no_leaf_document(
 
 def test_a_fresh_issuance_costs_these_storage_calls(store: MemoryStore) -> None:
     """A regression guard on the round trips of one issuance, not a timing: lease read
-    and write, spec, status, journal load, ACME account load; then the journal (once),
+    and write, spec, grant and name holder, status, journal load, ACME account load;
+    then the journal (once),
     the http-01 answer, the certificate, the status, the expiry index entry, the lease
     release; and the journal and answer removed (no due index or audit configured)."""
     store.create_spec(SPEC)
+    grant(store, SPEC)
     with service_over(store, FakeAcme()) as service:
         service.issue(REF)  # the first also creates the ACME account: not counted
         store.calls.clear()
@@ -139,11 +153,14 @@ def test_a_fresh_issuance_costs_these_storage_calls(store: MemoryStore) -> None:
 def test_a_just_declared_certificate_skips_the_reads_its_first_lease_makes_needless(
         store: MemoryStore) -> None:
     """Its lease is created without reading it first, and a lease that had never existed
-    means no journal to resume and no status to replace: spec and account are the only
-    reads; the writes are those of any issuance."""
+    means no journal to resume and no status to replace: spec, the service's grant, who
+    holds each name and the account are the only reads; the writes are those of any
+    issuance (the name was claimed by the first issuance)."""
     store.create_spec(SPEC)
+    grant(store, SPEC)
     other = CertificateSpec(CertificateRef("dev", "web", "other"), SPEC.dns_names, "fake")
     store.create_spec(other)
+    grant(store, other)
     with service_over(store, FakeAcme()) as service:
         service.issue(other.ref)  # creates the ACME account: not counted
         store.calls.clear()
@@ -151,7 +168,8 @@ def test_a_just_declared_certificate_skips_the_reads_its_first_lease_makes_needl
         status = service.issue(REF, first_lease=True)
     assert status.state is State.VALID
     ours = [p for p in store.paths_read if not p.startswith("system/challenges/")]
-    assert ours == [store.paths.spec(REF)]  # the fake CA reads the answer: not ours
+    assert ours == [store.paths.spec(REF), store.paths.grant("dev", "web"),
+                    store.paths.name_claim("www.example.test")]  # the CA's read: not ours
     assert store.calls["write"] == 7
     assert store.versions(store.paths.cert(REF)) == 1
 
@@ -162,6 +180,7 @@ def test_a_wrong_guess_of_a_first_lease_reads_and_resumes_as_usual(
     create-only lease write fail; the issuance then reads the lease, the journal and the
     status as always, and reuses the journaled key."""
     store.create_spec(SPEC)
+    grant(store, SPEC)
     key = keys.to_pem(keys.generate(SPEC.key_type))
     store.write_json(store.paths.lease(REF), {"holder": None, "expires": 0}, cas=0)
     store.write_json(store.paths.inflight(REF), {
@@ -180,6 +199,7 @@ def test_a_wrong_guess_of_a_first_lease_reads_and_resumes_as_usual(
 def test_another_holders_lease_is_respected_when_a_first_lease_was_guessed(
         store: MemoryStore) -> None:
     store.create_spec(SPEC)
+    grant(store, SPEC)
     store.write_json(store.paths.lease(REF), {"holder": "elsewhere", "expires": 2e9}, cas=0)
     with service_over(store, FakeAcme()) as service:
         status = service.issue(REF, first_lease=True)
@@ -189,6 +209,7 @@ def test_another_holders_lease_is_respected_when_a_first_lease_was_guessed(
 
 def test_older_records_without_the_leaf_use_the_leaf_document(store: MemoryStore) -> None:
     store.create_spec(SPEC)
+    grant(store, SPEC)
     with service_over(store, FakeAcme()) as service:
         status = service.issue(REF)
     assert status.current is not None and status.current.leaf_pem is not None
@@ -271,6 +292,7 @@ def test_answers_whose_cleanup_failed_are_bounded_in_memory() -> None:
 def test_an_issuance_through_the_local_first_store_leaves_no_answer_behind(
         store: MemoryStore) -> None:
     store.create_spec(SPEC)
+    grant(store, SPEC)
     challenges = LocalFirstChallenges(StoreChallenges(store))
     with service_over(store, FakeAcme(), challenges) as service:
         assert service.issue(REF).state is State.VALID

@@ -17,7 +17,7 @@ from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, KeyType, State)
 from tests.support.memory_issuer import MemoryIssuer
-from tests.support.memory_store import MemoryStore
+from tests.support.memory_store import MemoryStore, grant
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -69,6 +69,7 @@ class World:
     def declare_in_vault(self, s: CertificateSpec) -> None:
         """As an operator writing the spec straight into Vault: no status, no hint."""
         self.store.create_spec(s)
+        grant(self.store, s)
 
     def status(self, i: int | str) -> CertificateStatus:
         found = self.store.read_status(ref(i))
@@ -212,6 +213,7 @@ def _inventory(size: int, due_every: int) -> tuple[World, list[str]]:
     future = "system/schedule/{}/{}/".format(*slot_of(T0 + dt.timedelta(days=30)))
     past = "system/schedule/{}/{}/".format(*slot_of(T0 - dt.timedelta(days=10)))
     hint = json.dumps({"at": "2030-01-01T00:00:00Z"})
+    store.seed(store.paths.grant("dev", "svc"), json.dumps({"zones": ["test"]}))
     due = []
     for i in range(size):
         r, name = ref(i), f"c{i}.test"

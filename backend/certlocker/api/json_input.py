@@ -7,13 +7,11 @@ from typing import Any
 
 from flask import request
 
-from .. import names
+from .. import specs
 from ..errors import InvalidInput, MalformedRequest, PayloadTooLarge, UnsupportedMediaType
-from ..models import CertificateRef, CertificateSpec, KeyType, Target
+from ..models import CertificateSpec
 from ..settings import Settings
-
-SPEC_FIELDS = {"environment", "service", "name", "dns_names", "issuer", "key_type",
-               "renew_before", "targets", "owner", "contact"}
+from ..specs import SpecRules
 
 
 def json_body(max_bytes: int) -> dict[str, Any]:
@@ -37,76 +35,10 @@ def json_body(max_bytes: int) -> dict[str, Any]:
 
 
 def certificate_spec(body: dict[str, Any], settings: Settings) -> CertificateSpec:
-    """:raises InvalidInput: naming the first bad field."""
-    unknown = set(body) - SPEC_FIELDS
-    if unknown:
-        raise InvalidInput(sorted(unknown)[0], "is not a known field")
-    env = names.component("environment", body.get("environment"))
-    if env not in settings.environments:
-        raise InvalidInput("environment", f"must be one of {', '.join(settings.environments)}")
-    ref = CertificateRef(env, names.component("service", body.get("service")),
-                         names.component("name", body.get("name")))
-    issuer_name = body.get("issuer") or settings.default_issuer
-    if not isinstance(issuer_name, str) or issuer_name not in settings.issuers:
-        raise InvalidInput("issuer", f"must be one of {', '.join(sorted(settings.issuers))}")
-    issuer = settings.issuers[issuer_name]
-    dns = names.dns_names("dns_names", body.get("dns_names"),
-                          allow_wildcard=issuer.challenge == "dns-01")
-    key_type = body.get("key_type") or settings.default_key_type.value
-    try:
-        key = KeyType(key_type)
-    except ValueError:
-        raise InvalidInput("key_type", "must be one of " + ", ".join(
-            k.value for k in KeyType)) from None
-    return CertificateSpec(
-        ref=ref, dns_names=dns, issuer=issuer_name, key_type=key,
-        renew_before=_optional_str("renew_before", body.get("renew_before"), 32),
-        targets=_targets(body.get("targets")),
-        owner=_optional_str("owner", body.get("owner"), 200),
-        contact=_optional_str("contact", body.get("contact"), 200),
-    )
+    """The one spec parser (``certlocker.specs``), with the deployment's rules.
 
-
-def _optional_str(field: str, value: Any, limit: int) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
-        raise InvalidInput(field, f"must be a printable string of at most {limit} characters")
-    return value
-
-
-def _targets(value: Any) -> tuple[Target, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or len(value) > 1000:
-        raise InvalidInput("targets", "must be a list of at most 1000 targets")
-    out = []
-    for i, item in enumerate(value):
-        field = f"targets/{i}"
-        if isinstance(item, str):
-            item = {"address": item}
-        if not isinstance(item, dict):
-            raise InvalidInput(field, "must be an object with an address")
-        address = item.get("address")
-        if not isinstance(address, str) or ":" not in address:
-            raise InvalidInput(f"{field}/address", "must be host:port")
-        host, _, port = address.rpartition(":")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise InvalidInput(f"{field}/address", "must end with a port from 1 to 65535")
-        host = host.strip("[]")
-        try:
-            host = names.ip_address(f"{field}/address", host)
-        except InvalidInput:
-            host = names.dns_name(f"{field}/address", host, allow_wildcard=False)
-        sni = item.get("sni")
-        if sni is not None:
-            sni = names.dns_name(f"{field}/sni", sni, allow_wildcard=False)
-        ips = item.get("ips") or []
-        if not isinstance(ips, list) or len(ips) > 256:
-            raise InvalidInput(f"{field}/ips", "must be a list of at most 256 addresses")
-        out.append(Target(f"{host}:{port}", sni, tuple(
-            names.ip_address(f"{field}/ips/{j}", ip) for j, ip in enumerate(ips))))
-    return tuple(out)
+    :raises InvalidInput: naming the first bad field."""
+    return specs.parse(body, SpecRules.from_settings(settings))
 
 
 MAX_WAIT = 120.0

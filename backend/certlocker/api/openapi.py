@@ -8,15 +8,17 @@ rely on"); every error is an RFC 9457 problem document.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from .. import __version__
 from ..delivery.formats import FORMATS
 from ..lifecycle.inventory import DEFAULT_LIMIT, MAX_LIMIT
 from ..models import KeyType, State
+from ..ownership import grant_schema
+from ..specs import PERMISSIVE, SpecRules, declaration_schema
+from .context import services
 
 bp = Blueprint("openapi", __name__)
 
@@ -57,7 +59,7 @@ OPERATOR = [{"vaultToken": []}, {"bearerVaultToken": []}]
 SERVICE_CREDENTIAL = [{"serviceCredential": []}]
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(rules: SpecRules) -> dict[str, Any]:
     time = {"type": "string", "format": "date-time"}
     return {
         "Problem": {
@@ -81,36 +83,16 @@ def _schemas() -> dict[str, Any]:
         "DnsName": {"type": "string", "maxLength": 253,
                     "description": "a DNS name; IDNs are stored as A-labels; a wildcard "
                                    "only as the whole leftmost label"},
-        "TargetInput": {
-            "oneOf": [
-                {"type": "string", "description": "host:port"},
-                {"type": "object", "required": ["address"], "additionalProperties": False,
-                 "properties": {"address": {"type": "string"},
-                                "sni": {"type": "string"},
-                                "ips": {"type": "array", "items": {"type": "string"},
-                                        "maxItems": 256}}},
-            ],
-        },
-        "CertificateDeclaration": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["environment", "service", "name", "dns_names"],
-            "properties": {
-                "environment": _ref("Name"),
-                "service": _ref("Name"),
-                "name": _ref("Name"),
-                "dns_names": {"type": "array", "items": _ref("DnsName"), "minItems": 1,
-                              "maxItems": 100},
-                "issuer": {"type": "string", "description": "default: the deployment's"},
-                "key_type": {"type": "string", "enum": [k.value for k in KeyType]},
-                "renew_before": {"type": "string", "maxLength": 32,
-                                 "description": "a duration (720h, 30d) or a fraction of "
-                                                "the lifetime (0.33)"},
-                "targets": {"type": "array", "items": _ref("TargetInput"), "maxItems": 1000},
-                "owner": {"type": "string", "maxLength": 200},
-                "contact": {"type": "string", "maxLength": 200},
-            },
-        },
+        "CertificateDeclaration": declaration_schema(rules),
+        "Grant": grant_schema(),
+        "GrantAnswer": {
+            "allOf": [_ref("Grant"), {
+                "type": "object", "required": ["environment", "service", "version"],
+                "properties": {"environment": {"type": "string"},
+                               "service": {"type": "string"},
+                               "version": {"type": "integer",
+                                           "description": "KV version; 0: no grant"},
+                               "vault": {"type": "object"}}}]},
         "Current": {
             "type": "object",
             "required": ["serial", "not_before", "not_after", "sha256_fingerprint", "issuer"],
@@ -224,7 +206,7 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def _paths() -> dict[str, Any]:
+def _paths(rules: SpecRules) -> dict[str, Any]:
     cert_answer = {
         "200": _json(_ref("Certificate"), "Done (valid or failed) for an existing "
                                           "certificate"),
@@ -308,6 +290,28 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Certificate"), "Revoked"),
                               "202": _json(_ref("Certificate"), "Revocation running"),
                               **_problems(400, 401, 403, 404, 409, 413, 415, 502, 503)},
+            },
+        },
+        "/v1/grants/{environment}/{service}": {
+            "parameters": [
+                {"name": "environment", "in": "path", "required": True,
+                 "schema": _ref("Name")},
+                {"name": "service", "in": "path", "required": True, "schema": _ref("Name")}],
+            "get": {
+                "operationId": "showGrant", "tags": ["grants"],
+                "summary": "The names granted to a service (none: default deny)",
+                "security": OPERATOR,
+                "responses": {"200": _json(_ref("GrantAnswer"), "The grant"),
+                              **_problems(400, 401, 403, 409, 503)},
+            },
+            "put": {
+                "operationId": "replaceGrant", "tags": ["grants"],
+                "summary": "Replace the names granted to a service (administrators)",
+                "security": OPERATOR,
+                "requestBody": {"required": True, "content": {JSON: {
+                    "schema": _ref("Grant")}}},
+                "responses": {"200": _json(_ref("GrantAnswer"), "The grant"),
+                              **_problems(400, 401, 403, 413, 415, 503)},
             },
         },
         "/v1/certificates/cleanup": {
@@ -450,7 +454,7 @@ def _paths() -> dict[str, Any]:
                 "security": OPERATOR, "parameters": [SHA256, WAIT],
                 "requestBody": {"required": True, "content": {JSON: {"schema": {
                     "type": "object", "required": ["environment", "service", "name"],
-                    "properties": {k: v for k, v in _schemas()["CertificateDeclaration"][
+                    "properties": {k: v for k, v in _schemas(rules)["CertificateDeclaration"][
                         "properties"].items() if k != "dns_names"}}}}},
                 "responses": {**cert_answer,
                               **_problems(400, 401, 403, 404, 409, 413, 415, 503)},
@@ -543,8 +547,8 @@ def _paths() -> dict[str, Any]:
     }
 
 
-@functools.cache
-def document() -> dict[str, Any]:
+def document(rules: SpecRules = PERMISSIVE) -> dict[str, Any]:
+    """The document for a deployment's spec rules (its environments and issuers)."""
     statuses = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503)
     return {
         "openapi": "3.1.0",
@@ -553,9 +557,9 @@ def document() -> dict[str, Any]:
                                 "OpenBao. Every error is an RFC 9457 problem document."},
         "servers": [{"url": "/"}],
         "security": OPERATOR,
-        "paths": _paths(),
+        "paths": _paths(rules),
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(rules),
             "responses": {f"Problem{s}": {"description": _PROBLEM_TEXT[s], "content": {
                 PROBLEM: {"schema": _ref("Problem")}}} for s in statuses},
             "securitySchemes": {
@@ -587,6 +591,11 @@ _PROBLEM_TEXT = {400: "Invalid input: `detail` and `field` name the bad field or
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    resp = jsonify(document())
+    app = current_app
+    doc = app.extensions.get("certlocker.openapi")
+    if doc is None:
+        doc = app.extensions["certlocker.openapi"] = document(
+            SpecRules.from_settings(services().settings))
+    resp = jsonify(doc)
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp

@@ -36,7 +36,8 @@ def init_app(app: Flask) -> None:
         if exc.status >= 500:
             log.warning("request.failed", extra={"error": type(exc).__name__,
                                                   "detail": exc.detail, "path": request.path})
-        extra = {k: v for k, v in exc.extra.items() if isinstance(v, (str, int, float))}
+        extra = {k: v for k, v in exc.extra.items()
+                 if isinstance(v, (str, int, float)) or k == "refused"}
         resp = problem(exc.status, exc.title, exc.detail, exc.type, **extra)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:

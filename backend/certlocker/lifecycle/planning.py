@@ -16,6 +16,7 @@ from . import alerts, reissue, renewal_info
 log = logging.getLogger(__name__)
 
 INACTIVE = (State.REVOKED, State.RETIRED)
+INVALID_SPEC = "invalid-spec"
 
 
 def decide(spec: CertificateSpec, status: CertificateStatus | None,
@@ -29,6 +30,8 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
     """
     if status is not None and status.state in INACTIVE:
         return reissue.Decision(False, status.state.value)
+    if spec.problem is not None:  # never ordered: the stored record does not parse
+        return reissue.Decision(False, INVALID_SPEC)
     current = status.current if status else None
     issued_key_type = None
     issued_by = spec.issuer  # unknown in records older than issuer_name: skip the check
@@ -64,7 +67,8 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     decision = decide(spec, status, now)
     if decision.needed:
         return now
-    if status is None or decision.reason in (State.REVOKED.value, State.RETIRED.value):
+    if status is None or decision.reason in (State.REVOKED.value, State.RETIRED.value,
+                                             INVALID_SPEC):
         return None
     candidates: list[dt.datetime] = []
     if decision.reason == reissue.IN_BACKOFF and status.next_attempt_at is not None:

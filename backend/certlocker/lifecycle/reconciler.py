@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 from ..clock import Clock, SystemClock
 from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
                       VaultUnavailable)
-from ..models import CertificateRef, CertificateSpec, CertificateStatus
+from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 from . import alerts, planning, revocation, verification
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
@@ -54,6 +54,8 @@ class Issuing(Protocol):
              service: str | None = None) -> Iterable[CertificateRef]: ...
 
     def finish_journals(self) -> None: ...
+
+    def mark_invalid(self, spec: CertificateSpec) -> CertificateStatus: ...
 
 
 class Verifying(Protocol):
@@ -144,6 +146,17 @@ class Reconciler:
         spec = found[0]
         got = self._store.read_status(ref)
         status = got[0] if got else None
+        if spec.problem is not None:
+            # Recorded on the certificate (once per reason), never ordered, and no hint:
+            # a changed spec is found again by the sweep or the spec watch.
+            if status is None or status.state is not State.INVALID or \
+                    status.last_error != spec.problem:
+                self._certificates.mark_invalid(spec)
+            if hint is not None:
+                self._due.remove(hint)
+            return planning.INVALID_SPEC
+        if status is not None and status.state is State.INVALID and status.current is not None:
+            status = self._restore_valid(ref, status)
         if (sweeping and self._revocations is not None and status is not None
                 and status.revocation is not None
                 and status.revocation.phase not in revocation.FINAL):
@@ -189,6 +202,19 @@ class Reconciler:
         if hint is not None and new != hint:
             self._due.remove(hint)
         return outcome
+
+    def _restore_valid(self, ref: CertificateRef,
+                       status: CertificateStatus) -> CertificateStatus:
+        """The spec parses again: the certificate it had is current again (a reissue, if
+        the fixed spec needs one, follows from the decision as usual)."""
+        def change(old: CertificateStatus | None) -> CertificateStatus:
+            if old is None or old.state is not State.INVALID:
+                raise _AlreadyClaimed()
+            return old.replace(state=State.VALID, last_error=None)
+        try:
+            return self._certificates.update_status(ref, change)
+        except _AlreadyClaimed:
+            return status
 
     def _refresh_renewal_info(self, spec: CertificateSpec,
                               status: CertificateStatus | None) -> CertificateStatus | None:

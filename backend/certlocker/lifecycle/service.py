@@ -20,13 +20,15 @@ from typing import Callable, Iterable, Mapping
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
-from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, NotFound,
-                      OwnTokenRefused, RateLimited)
+from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, NamesRefused,
+                      NotFound, OwnTokenRefused, RateLimited)
 from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
+from ..ownership import summary
 from . import backoff, planning, renewal_info
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
+from .name_grants import NameOwnership, OperatorStore
 from .observe import IssuanceObserver, NoObserver
 from .ports import Store
 from .vault_adapters import StoreJournal, StoreLease
@@ -51,8 +53,10 @@ class CertificateService:
                  issuance_timeout: float = 300, audit: Auditor | None = None,
                  actor: str = "certlocker", observer: IssuanceObserver | None = None,
                  due_index: DueIndex | None = None,
-                 backoff_policy: backoff.BackoffPolicy = backoff.DEFAULT_POLICY) -> None:
+                 backoff_policy: backoff.BackoffPolicy = backoff.DEFAULT_POLICY,
+                 ownership: NameOwnership | None = None) -> None:
         self._store = store
+        self.ownership = ownership or NameOwnership(store, audit=audit, clock=clock)
         self._backoff = backoff_policy
         self._due = due_index
         self._clock = clock or SystemClock()
@@ -72,7 +76,7 @@ class CertificateService:
                                            thread_name_prefix="side-writes")
 
     # -- operator actions (caller's token) ---------------------------------------------
-    def declare(self, caller: Store, spec: CertificateSpec,
+    def declare(self, caller: OperatorStore, spec: CertificateSpec,
                 actor: str = "operator") -> cf.Future[CertificateStatus]:
         """Record the spec with the caller's token, mark it pending, start issuance.
 
@@ -81,7 +85,7 @@ class CertificateService:
         """
         return self.declare_with_status(caller, spec, actor)[0]
 
-    def declare_with_status(self, caller: Store, spec: CertificateSpec,
+    def declare_with_status(self, caller: OperatorStore, spec: CertificateSpec,
                             actor: str = "operator",
                             ) -> tuple[cf.Future[CertificateStatus], CertificateStatus]:
         """``declare``, also returning the pending status as of the declaration.
@@ -89,8 +93,10 @@ class CertificateService:
         A certificate never declared before has no status record: ``view`` shows the
         absence as pending, so nothing is written for it. A status left by an earlier
         life of the same name (a retired tombstone) is reset to pending, keeping its
-        history. Raises as ``declare``.
+        history. Raises as ``declare``, and ``NamesRefused`` when the service is not
+        granted every name (nothing is written then).
         """
+        self.ownership.admit(caller, spec, actor)
         try:
             caller.create_spec(spec)
         except CertlockerError as exc:
@@ -124,9 +130,12 @@ class CertificateService:
         found = caller.read_spec(ref)
         if found is None:
             raise NotFound(f"no certificate {ref.id}")
-        status = caller.read_status(ref)
-        return CertificateView(found[0], status[0] if status else
-                               CertificateStatus(state=State.PENDING))
+        spec = found[0]
+        got = caller.read_status(ref)
+        status = got[0] if got else CertificateStatus(state=State.PENDING)
+        if spec.problem is not None:  # shown at once, before the reconciler records it
+            status = status.replace(state=State.INVALID, last_error=spec.problem)
+        return CertificateView(spec, status)
 
     def refs(self, caller: Store, environment: str | None = None,
              service: str | None = None) -> Iterable[CertificateRef]:
@@ -285,10 +294,18 @@ class CertificateService:
         if found is None:
             raise NotFound(f"no certificate {ref.id}")
         spec = found[0]
+        if spec.problem is not None:
+            return self.mark_invalid(spec)
         issuer = self._issuers.get(spec.issuer)
         if issuer is None:
             return self._hint(spec, self._fail(ref, IssuanceFailed(
                 f"issuer {spec.issuer!r} is not configured", retryable=False)))
+        # Name ownership again under the lease, before any order: a spec written straight
+        # into Vault, or a grant withdrawn since the declaration, never reaches the CA.
+        refused = self.ownership.enforce(spec)
+        if refused:
+            return self._hint(spec, self._fail(ref, NamesRefused(
+                summary(refused), [r.to_json() for r in refused])))
         # Read once under the lease: the stored version is the check-and-set for both the
         # certificate and the status written after it (a race falls back to re-reading).
         before = None if first else self._store.read_status(ref)
@@ -373,6 +390,31 @@ class CertificateService:
             found = self._store.read_status(spec.ref)
             return found[0] if found else status
 
+    def mark_invalid(self, spec: CertificateSpec) -> CertificateStatus:
+        """Record that the stored spec does not parse (once per reason): its status says
+        ``invalid`` with the reason; the certificate already served, if any, stays in
+        ``current``. Nothing is ordered for it until the spec is fixed."""
+        assert spec.problem is not None
+
+        def update(old: CertificateStatus | None) -> CertificateStatus:
+            base = old or CertificateStatus(State.PENDING)
+            if base.state is State.INVALID and base.last_error == spec.problem:
+                raise _Superseded()
+            return base.replace(state=State.INVALID, last_error=spec.problem,
+                                next_attempt_at=None, updated_at=self._clock.now())
+
+        try:
+            status = self._set_status(spec.ref, update)
+        except _Superseded:
+            found = self._store.read_status(spec.ref)
+            return found[0] if found else CertificateStatus(State.INVALID,
+                                                            last_error=spec.problem)
+        log.warning("spec.invalid", extra={"certificate": spec.ref.id,
+                                           "error": spec.problem[:300]})
+        audited(self._audit, self._actor, "spec.invalid", spec.ref.id, "failure",
+                reason=spec.problem[:500])
+        return status
+
     def _fail(self, ref: CertificateRef, exc: CertlockerError) -> CertificateStatus:
         now = self._clock.now()
 
@@ -384,7 +426,8 @@ class CertificateService:
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             # The current certificate (if any) is still the one served: VALID, not ISSUING;
             # a revoked one stays REVOKED until its replacement is stored.
-            state = (State.FAILED if base.current is None else
+            state = (State.REFUSED if isinstance(exc, NamesRefused) else
+                     State.FAILED if base.current is None else
                      State.REVOKED if base.state is State.REVOKED else State.VALID)
             return base.replace(state=state,
                                 last_error=exc.detail, attempts=attempts, updated_at=now,

@@ -18,6 +18,7 @@ from hvac.api.secrets_engines.kv_v2 import KvV2
 from ..errors import AccessDenied, AlreadyExists, Conflict, Unauthenticated, VaultWriteUncertain
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
 from ..paths import VaultPaths
+from ..specs import PERMISSIVE, SpecRules, from_record
 from ..token_keeper import TokenLife
 from .client import make_client, translated
 
@@ -36,10 +37,12 @@ class VaultStore:
     """
 
     def __init__(self, client: hvac.Client | None, paths: VaultPaths, keep_versions: int = 3,
-                 *, adapter: hvac.adapters.Adapter | None = None) -> None:
+                 *, adapter: hvac.adapters.Adapter | None = None,
+                 spec_rules: SpecRules = PERMISSIVE) -> None:
         """``client``, or only its ``adapter``: the full client (a few dozen engine
         objects, built per operator request otherwise) is then built on first use of
-        anything but KV v2."""
+        anything but KV v2. ``spec_rules``: what a spec read back must satisfy (the
+        deployment's environments and issuers)."""
         if client is None and adapter is None:
             raise ValueError("a client or an adapter is needed")
         self._built = client
@@ -47,6 +50,7 @@ class VaultStore:
         self._kv = client.secrets.kv.v2 if client is not None else KvV2(adapter)
         self.paths = paths
         self.keep_versions = keep_versions  # of certs/...: older versions are destroyed
+        self.spec_rules = spec_rules
 
     @property
     def _client(self) -> hvac.Client:
@@ -58,19 +62,21 @@ class VaultStore:
     def connect(cls, addr: str, token: str | None, paths: VaultPaths,
                 ca_cert: str | None = None, keep_versions: int = 3,
                 retry_seconds: float = 10.0, own_token: bool = False,
-                token_file: str | None = None) -> "VaultStore":
+                token_file: str | None = None,
+                spec_rules: SpecRules = PERMISSIVE) -> "VaultStore":
         """``own_token``: certlocker's own token, whose refusal is this deployment's
         fault (``OwnTokenRefused``, 503), not the caller's (``AccessDenied``, 403).
         ``token_file``: the file ``token`` was read from, followed when it is rotated."""
         return cls(make_client(addr, token, ca_cert, retry_seconds=retry_seconds,
                                own_token=own_token, token_file=token_file),
-                   paths, keep_versions)
+                   paths, keep_versions, spec_rules=spec_rules)
 
     def for_token(self, token: str) -> "VaultStore":
         """A store acting with another caller's token (same server, mount and retries)."""
         adapter = self._adapter
         theirs = type(adapter)(base_uri=adapter.base_uri, token=token, **_adapter_options(adapter))
-        return VaultStore(None, self.paths, self.keep_versions, adapter=theirs)
+        return VaultStore(None, self.paths, self.keep_versions, adapter=theirs,
+                          spec_rules=self.spec_rules)
 
     # -- generic KV v2 -------------------------------------------------------------------
     def read(self, logical: str) -> Versioned | None:
@@ -165,10 +171,13 @@ class VaultStore:
 
     # -- certificates ----------------------------------------------------------------------
     def read_spec(self, ref: CertificateRef) -> tuple[CertificateSpec, int] | None:
+        """The spec at ``specs/<env>/<service>/<name>`` (capability: read), through the one
+        spec parser: a record written with the Vault CLI that does not parse comes back
+        as a spec with ``problem`` set, never as an exception."""
         got = self.read(self.paths.spec(ref))
         if got is None or not got.data:
             return None
-        return CertificateSpec.from_json(got.data), got.version
+        return from_record(got.data, ref, self.spec_rules), got.version
 
     def create_spec(self, spec: CertificateSpec) -> int:
         """Create ``specs/<env>/<service>/<name>`` if absent.
