@@ -691,6 +691,7 @@ def bootstrap(phase: str, policies_dir: str, token_file: str | None,
             boot.kv_mount()
             boot.auth_mounts()
             boot.policies()
+            boot.grant_declared_names()
             if token_file:
                 boot.token(Path(token_file), "certlocker", "certlocker",
                            default_policy=False)

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from tests.support.audit_trail import stored_events
-from tests.support.kv import live_versions
+from tests.support.kv import grant_names, live_versions
 from tests.support.stack import Stack, devstack, free_port
 
 pytestmark = pytest.mark.integration
@@ -229,6 +229,8 @@ def pebble_issued(stack: Stack) -> int:
 
 
 def declare_all(cluster: Cluster, key_type: str) -> None:
+    grant_names(root(cluster), MOUNT, "dev", SERVICE, [f"c{i}.{SERVICE}.test"
+                                                        for i in range(COUNT)])
     for i in range(COUNT):
         root(cluster).secrets.kv.v2.create_or_update_secret(
             mount_point=MOUNT, path=f"specs/dev/{SERVICE}/c{i}",

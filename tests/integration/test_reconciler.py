@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from certlocker.clock import parse_rfc3339
-from tests.support.kv import live_versions
+from tests.support.kv import grant_names, live_versions
 from tests.support.stack import Stack, devstack, free_port, log_events
 
 pytestmark = pytest.mark.integration
@@ -49,6 +49,7 @@ def root(stack: Stack) -> Any:
 
 def write_spec(stack: Stack, service: str, name: str, dns_names: list[str],
                issuer: str = "pebble", **extra: Any) -> None:
+    grant_names(root(stack), MOUNT, "dev", service, dns_names)
     root(stack).secrets.kv.v2.create_or_update_secret(
         mount_point=MOUNT, path=f"specs/dev/{service}/{name}",
         secret={"environment": "dev", "service": service, "name": name,

@@ -428,6 +428,10 @@ def test_team_operator_manages_its_services_only(api: Api) -> None:
     _declared(api, "prod", "web")
     web_credential = api.mint("prod", "web")["token"]
     team = api.child_token("certlocker-operator-team-payments")
+    # default deny: an administrator grants the team's service its names first
+    granted = api.call("PUT", "/v1/grants/prod/payments-api", stack.operator_token,
+                       json={"zones": ["payments-api.prod.test"]})
+    assert granted.status_code == 200, granted.text
 
     ok = api.declare(team, "prod", "payments-api")
     assert ok.status_code in (201, 202), ok.text

@@ -17,7 +17,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.support.kv import live_versions
+from tests.support.kv import grant_names, live_versions
 from tests.support.stack import Stack, devstack, free_port, log_events
 
 pytestmark = pytest.mark.integration
@@ -69,6 +69,7 @@ def sealed(stack: Stack) -> bool:
 
 
 def write_spec(stack: Stack, name: str) -> None:
+    grant_names(root(stack), MOUNT, "dev", SERVICE, [f"{name}.{SERVICE}.test"])
     root(stack).secrets.kv.v2.create_or_update_secret(
         mount_point=MOUNT, path=f"specs/dev/{SERVICE}/{name}",
         secret={"environment": "dev", "service": SERVICE, "name": name,

@@ -85,24 +85,29 @@ class NameOwnership:
         return refusals(spec.dns_names, ref.service, grant, holders), holders
 
     # -- enforcing -----------------------------------------------------------------------
-    def admit(self, caller: OperatorStore, spec: CertificateSpec, actor: str) -> None:
-        """Check a declaration. Names not granted are granted when the caller may write
-        the service's grant (an administrator's declaration grants its names); names
-        held by another service stay refused unless shared.
+    def admit(self, caller: OperatorStore, spec: CertificateSpec,
+              actor: str) -> tuple[str, ...]:
+        """Check a declaration; return the names the caller's declaration grants.
+
+        Names not granted are granted when the caller may write the service's grant (an
+        administrator's declaration grants its names): those are returned, for
+        ``add_names`` once the spec is written. Names held by another service stay
+        refused unless shared.
 
         :raises NamesRefused: naming each refused name (audited as denied).
         """
         refused = self.refused(spec)
-        missing = [r.name for r in refused if r.reason == NOT_GRANTED]
+        missing = tuple(r.name for r in refused if r.reason == NOT_GRANTED)
         if missing and self._may_grant(caller, spec.ref):
-            self.add_names(caller, spec.ref.environment, spec.ref.service, missing,
-                           actor=actor, subject=spec.ref.id)
-            refused = self.refused(spec)
+            refused = tuple(r for r in refused if r.reason != NOT_GRANTED)
+        else:
+            missing = ()
         if refused:
             detail = summary(refused)
             audited(self._audit, actor, "spec.create", spec.ref.id, "denied",
                     reason=detail[:500])
             raise NamesRefused(detail, [r.to_json() for r in refused])
+        return missing
 
     def claim(self, spec: CertificateSpec,
               holders: dict[str, str | None] | None = None) -> None:

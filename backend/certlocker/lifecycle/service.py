@@ -96,13 +96,16 @@ class CertificateService:
         history. Raises as ``declare``, and ``NamesRefused`` when the service is not
         granted every name (nothing is written then).
         """
-        self.ownership.admit(caller, spec, actor)
+        granting = self.ownership.admit(caller, spec, actor)
         try:
             caller.create_spec(spec)
         except CertlockerError as exc:
             audited(self._audit, actor, "spec.create", spec.ref.id, "denied"
                     if exc.status in (401, 403) else "failure", reason=exc.detail)
             raise
+        if granting:  # an administrator's declaration grants its names, before any order
+            self.ownership.add_names(caller, spec.ref.environment, spec.ref.service,
+                                     granting, actor=actor, subject=spec.ref.id)
         recorded = self._side.submit(
             audited, self._audit, actor, "spec.create", spec.ref.id, "success",
             details={"dns_names": list(spec.dns_names), "issuer": spec.issuer,

@@ -15,11 +15,16 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import hvac
 import hvac.exceptions as hx
 
+from ..errors import InvalidInput
+from ..models import CertificateRef
+from ..ownership import parse_grant
 from ..settings import Settings
+from ..specs import SpecRules, from_record
 from .client import translated
 from .pki import sign_policy
 
@@ -126,6 +131,67 @@ class Bootstrapper:
                     continue
                 self.client.sys.create_or_update_policy(name, hcl)
             self.report.note(f"policy {name}", True)
+
+    def grant_declared_names(self) -> None:
+        """Grant every service the names its certificates already carry (name ownership
+        is default deny: without this, an upgrade would refuse every renewal of a
+        certificate issued before it). Only issued names: a spec written but never
+        issued gets nothing, so nobody gains a name by writing a spec before an upgrade.
+        A grant that covers them is left alone."""
+        mount, paths = self.settings.kv_mount, self.settings.paths
+        kv = self.client.secrets.kv.v2
+        # Names only: bootstrap's settings may not carry the issuers (an admin's shell).
+        rules = SpecRules(environments=tuple(self.settings.environments))
+
+        def listed(folder: str) -> list[str]:
+            with translated(f"{mount}/metadata/{folder}"):
+                try:
+                    return list(kv.list_secrets(path=folder, mount_point=mount)["data"]["keys"])
+                except hx.InvalidPath:
+                    return []
+
+        def read(path: str) -> dict[str, Any] | None:
+            with translated(f"{mount}/data/{path}"):
+                try:
+                    return dict(kv.read_secret_version(path=path, mount_point=mount,
+                                                       raise_on_deleted_version=True)[
+                        "data"]["data"] or {})
+                except hx.InvalidPath:
+                    return None
+
+        granted = 0
+        for env in (e.rstrip("/") for e in listed(paths.specs_dir()) if e.endswith("/")):
+            for service in (s.rstrip("/") for s in listed(paths.specs_dir(env))
+                            if s.endswith("/")):
+                wanted: list[str] = []
+                for name in listed(paths.specs_dir(env, service)):
+                    if name.endswith("/") or name.startswith("_"):
+                        continue
+                    ref = CertificateRef(env, service, name)
+                    record, status = read(paths.spec(ref)), read(paths.status(ref))
+                    current = (status or {}).get("current") or {}
+                    if record and current.get("dns_names"):
+                        spec = from_record(record, ref, rules)
+                        wanted.extend(n for n in spec.dns_names
+                                      if n in current["dns_names"])
+                try:
+                    grant = parse_grant(read(paths.grant(env, service)))
+                except InvalidInput:
+                    log.warning("bootstrap.grant_invalid", extra={"grant": f"{env}/{service}"})
+                    continue
+                missing = [n for n in dict.fromkeys(wanted) if not grant.covers(n)]
+                if not missing:
+                    continue
+                with translated(f"{mount}/data/{paths.grant(env, service)}"):
+                    kv.create_or_update_secret(path=paths.grant(env, service),
+                                               secret=grant.with_names(missing).to_record(),
+                                               mount_point=mount)
+                log.info("bootstrap.granted", extra={"grant": f"{env}/{service}",
+                                                     "names": missing})
+                granted += 1
+        self.report.note(f"name grants covering issued certificates ({granted} services "
+                         "granted)" if granted else
+                         "name grants covering issued certificates", bool(granted))
 
     def token(self, file: Path, policy: str, display: str, *,
               default_policy: bool = True) -> None:
