@@ -295,6 +295,52 @@ def _anchor(text: str) -> tuple[int, tuple[int, str]]:
 
 
 @main.group()
+def grants() -> None:
+    """Which names a service may carry (administrators grant; default deny)."""
+
+
+def _grant_text(body: dict[str, Any]) -> str:
+    lines = [f"grants/{body['environment']}/{body['service']} (version {body['version']})"]
+    for field in ("dns_names", "zones", "shared"):
+        lines.append(f"  {field:<10} {', '.join(body[field]) or '-'}")
+    return "\n".join(lines)
+
+
+@grants.command("show")
+@click.argument("environment")
+@click.argument("service")
+@click.pass_context
+def grants_show(ctx: click.Context, environment: str, service: str) -> None:
+    """The names granted to SERVICE in ENVIRONMENT."""
+    body = ctx.obj["api"].call("GET", f"/v1/grants/{environment}/{service}")
+    _out(ctx, body, _grant_text(body))
+
+
+@grants.command("add")
+@click.argument("environment")
+@click.argument("service")
+@click.option("--dns", "dns_names", multiple=True, help="an exact name (repeatable)")
+@click.option("--zone", "zones", multiple=True,
+              help="a zone and every name under it (repeatable)")
+@click.option("--shared", multiple=True,
+              help="a name the service may carry while another holds it (repeatable)")
+@click.pass_context
+def grants_add(ctx: click.Context, environment: str, service: str,
+               dns_names: tuple[str, ...], zones: tuple[str, ...],
+               shared: tuple[str, ...]) -> None:
+    """Add names to SERVICE's grant (needs an administrator's Vault token)."""
+    if not (dns_names or zones or shared):
+        raise click.UsageError("name at least one --dns, --zone or --shared")
+    api = ctx.obj["api"]
+    current = api.call("GET", f"/v1/grants/{environment}/{service}")
+    merged = {field: list(dict.fromkeys([*current[field], *extra]))
+              for field, extra in (("dns_names", dns_names), ("zones", zones),
+                                   ("shared", shared))}
+    body = api.call("PUT", f"/v1/grants/{environment}/{service}", json=merged)
+    _out(ctx, body, _grant_text(body))
+
+
+@main.group()
 def credentials() -> None:
     """Service credentials (JWTs for Vault's JWT auth)."""
 

@@ -262,3 +262,27 @@ def test_bootstrap_grants_the_names_certificates_already_carry_on_upgrade(
     legacy = call(stack, "GET", "/v1/grants/prod/legacy").json()
     assert legacy["dns_names"] == ["www.legacy.prod.test"]
     assert call(stack, "GET", "/v1/grants/prod/legacy-new").json()["version"] == 0
+
+
+def test_grants_from_the_cli(certlocker_stack: CertlockerStack) -> None:
+    stack = certlocker_stack
+    team = team_token(stack)
+
+    def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**stack.env, **({"VAULT_TOKEN": token} if token else {})}
+        return subprocess.run([devstack.certlocker_binary(), *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    request = ("request", "prod", "payments-cli", "www", "--dns", "www.cli.pay.test")
+    refused = cli(*request, token=team)
+    assert refused.returncode != 0
+    assert "www.cli.pay.test is not granted to service payments-cli" in refused.stderr
+    denied = cli("grants", "add", "prod", "payments-cli", "--zone", "cli.pay.test",
+                 token=team)
+    assert denied.returncode != 0
+    added = cli("grants", "add", "prod", "payments-cli", "--zone", "cli.pay.test")
+    assert added.returncode == 0, added.stderr
+    assert "zones      cli.pay.test" in added.stdout
+    shown = cli("--json", "grants", "show", "prod", "payments-cli", token=team)
+    assert json.loads(shown.stdout)["zones"] == ["cli.pay.test"]
+    assert cli(*request, token=team).returncode == 0
