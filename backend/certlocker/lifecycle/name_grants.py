@@ -25,6 +25,9 @@ from .ports import Store
 log = logging.getLogger(__name__)
 
 GRANT_WRITE = ("update", "create")
+# Concurrent administrator declarations for one service each add their names with
+# check-and-set: every round one of them wins, so this covers that many at once.
+ADD_ATTEMPTS = 32
 
 
 class OperatorStore(Store, CallerStore, Protocol):
@@ -146,12 +149,14 @@ class NameOwnership:
 
         :raises AccessDenied: Vault refuses the caller."""
         path = caller.paths.grant(environment, service)
-        for _ in range(5):
+        for _ in range(ADD_ATTEMPTS):
             try:
                 grant, version = self.grant(environment, service, reader=caller)
             except GrantCorrupt:
                 grant, version = NO_GRANT, caller.read_json(path)[1]
             updated = grant.with_names(dns_names)
+            if updated == grant:
+                return grant  # a concurrent declaration granted them already
             try:
                 caller.write(path, updated.to_record(), cas=version)
             except Conflict:
