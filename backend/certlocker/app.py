@@ -86,7 +86,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         if conf.type == "acme":
             issuers[name] = AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or ""),
                                        challenges, timeout=settings.issuance_timeout_seconds,
-                                       secrets=StoreIssuerSecrets(store, name))
+                                       secrets=StoreIssuerSecrets(store, name),
+                                       audit=audit, actor=actor)
         elif conf.type == "vault-pki":
             issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
                                                            conf.pki_role or ""))
