@@ -127,8 +127,22 @@ def test_the_operator_may_keep_the_certificate_valid_at_the_ca(certlocker_stack:
     assert resp.json()["retirement"]["steps"]["revocation"] == "not requested"
     assert resp.json()["retirement"]["reason"] is None
     assert pebble_status(stack, issued["current"]["serial"]) == "Valid"
-    bad = api(stack, "DELETE", "/v1/certificates/prod.rtk.www", json={"revoke": "no"})
-    assert bad.status_code == 400 and bad.json()["field"] == "revoke"
+    for kwargs, field in (({"json": {"revoke": "no"}}, "revoke"),
+                          ({"json": {"revoke": False, "why": 1}}, "why"),
+                          ({"params": {"revoke": "maybe"}}, "revoke"),
+                          ({"params": {"force": "1"}}, "force")):
+        bad = api(stack, "DELETE", "/v1/certificates/prod.rtk.www", **kwargs)
+        assert bad.status_code == 400, (kwargs, bad.text)
+        assert bad.headers["Content-Type"].startswith("application/problem+json")
+        assert bad.json()["field"] == field
+    for data, headers in (("[]", {"Content-Type": "application/json"}),
+                          ("{", {"Content-Type": "application/json"}),
+                          ("revoke=false", {"Content-Type": "text/plain"})):
+        bad = requests.delete(f"{stack.api_url}/v1/certificates/prod.rtk.www", data=data,
+                              headers={"X-Vault-Token": stack.operator_token, **headers},
+                              timeout=60)
+        assert 400 <= bad.status_code < 500, bad.text
+        assert bad.headers["Content-Type"].startswith("application/problem+json")
 
 
 def test_retiring_the_service_s_last_certificate_revokes_its_credentials(

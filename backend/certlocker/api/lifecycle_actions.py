@@ -82,7 +82,7 @@ def _retire_revoke(max_bytes: int) -> bool:
         if raw not in ("true", "false"):
             raise InvalidInput("revoke", "must be true or false")
         revoke = raw == "true"
-    if request.content_length or request.mimetype == "application/json":
+    if request.content_length or request.headers.get("Transfer-Encoding"):
         body = json_body(max_bytes)
         unknown = set(body) - RETIRE_FIELDS
         if unknown:
