@@ -28,7 +28,7 @@ from .lifecycle.alerts import policy_from_settings as alert_policy
 from .lifecycle.backoff import BackoffPolicy
 from .lifecycle.due_index import DueIndex
 from .lifecycle.issuer_secrets import StoreIssuerSecrets
-from .lifecycle.retirement import RetirementService
+from .lifecycle.retirement import RetiredRecords, RetirementService
 from .lifecycle.revocation import RevocationService
 from .lifecycle.service import HOLDER, CertificateService
 from .lifecycle.local_challenges import LocalFirstChallenges
@@ -88,7 +88,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         if conf.type == "acme":
             issuers[name] = AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or ""),
                                        challenges, timeout=settings.issuance_timeout_seconds,
-                                       secrets=StoreIssuerSecrets(store, name))
+                                       secrets=StoreIssuerSecrets(store, name),
+                                       audit=audit, actor=actor)
         elif conf.type == "vault-pki":
             issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
                                                            conf.pki_role or ""))
@@ -98,7 +99,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                       audit=audit, actor=actor, observer=IssuanceMetrics(),
                                       due_index=DueIndex(store, alert_policy(settings)),
                                       backoff_policy=BackoffPolicy(
-                                          base=dt.timedelta(seconds=settings.retry_base_seconds)))
+                                          base=dt.timedelta(seconds=settings.retry_base_seconds)),
+                                      retired=RetiredRecords(store))
     # track_version: a rotation by any gunicorn worker or replica is used by all at once.
     # on_first_use: a worker starts (and answers 503) while Vault is down.
     keyring = KeyRing.on_first_use(_SigningKeyStore(store), clock, track_version=True)
@@ -116,7 +118,11 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         verifier=verifier_for(settings, store, certificates.update_status, audit, clock=clock),
         revocation=RevocationService(store, certificates, verify_targets, audit=audit,
                                      actor=actor, replace_timeout=lease_ttl),
-        retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit))
+        retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit,
+                                     issuers=issuers, credentials=credentials,
+                                     probe=verify_targets, actor=actor,
+                                     probe_timeout=float(settings.verify_timeout_seconds),
+                                     names=certificates.ownership))
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:

@@ -165,13 +165,21 @@ def revoke(ctx: click.Context, cert_id: str, reason: str, replace: bool | None,
 
 @main.command()
 @click.argument("cert_id")
+@click.option("--no-revoke", is_flag=True,
+              help="leave the certificate valid at the CA (it is revoked by default)")
 @click.pass_context
-def retire(ctx: click.Context, cert_id: str) -> None:
-    """Stop managing a certificate and destroy its key material in Vault."""
-    body = ctx.obj["api"].call("DELETE", f"/v1/certificates/{cert_id}")
+def retire(ctx: click.Context, cert_id: str, no_revoke: bool) -> None:
+    """Stop managing a certificate: revoke it at the CA, destroy its key material in
+    Vault, revoke the service's credentials with its last certificate."""
+    body = ctx.obj["api"].call("DELETE", f"/v1/certificates/{cert_id}",
+                               params={"revoke": "false" if no_revoke else "true"})
     last = body.get("last") or {}
+    steps = (body.get("retirement") or {}).get("steps") or {}
     _out(ctx, body, f"retired:     {body['id']} at {body.get('retired_at')}\n"
-                    f"last serial: {last.get('serial')}")
+                    f"last serial: {last.get('serial')}\n"
+                    f"phase:       {(body.get('retirement') or {}).get('phase')}\n"
+                    f"revocation:  {steps.get('revocation')}\n"
+                    f"credentials: {steps.get('credentials')}")
 
 
 @main.command()

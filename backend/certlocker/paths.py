@@ -60,6 +60,14 @@ class VaultPaths:
             raise ValueError(f"not a claim key: {key[:64]!r}")
         return "system/names/" + key
 
+    def retirement(self, ref: CertificateRef) -> str:
+        """The retirement record (phase, steps, the spec as it was): kept for good."""
+        return "system/retirements/" + self._ref(ref)
+
+    def retiring(self, ref: CertificateRef) -> str:
+        """Present while a retirement is unfinished: what the reconciler follows up."""
+        return "system/retiring/" + self._ref(ref)
+
     # -- listings -------------------------------------------------------------------------
     def specs_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("specs", environment, service)
@@ -69,6 +77,13 @@ class VaultPaths:
 
     def inflight_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("system/inflight", environment, service)
+
+    def retirements_dir(self, environment: str | None = None,
+                        service: str | None = None) -> str:
+        return self._dir("system/retirements", environment, service)
+
+    def retiring_dir(self, environment: str | None = None, service: str | None = None) -> str:
+        return self._dir("system/retiring", environment, service)
 
     # -- system -------------------------------------------------------------------------
     def acme_account(self, directory_url: str) -> str:

@@ -48,6 +48,7 @@ def build(settings: settings_mod.Settings, options: Options,
                               "verifier": verifier, "verify_interval": dt.timedelta(
                                   seconds=settings.verify_interval_seconds),
                               "revocations": services.revocation,
+                              "retirements": services.retirement,
                               "heartbeats": Heartbeats(store)}
     kwargs.update(overrides)
     return (Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs),

@@ -127,8 +127,8 @@ def test_a_port_range_scan_records_exactly_the_shadow_certificates(
     assert result["managed"] == [{
         "sha256_fingerprint": managed["cert"]["current"]["sha256_fingerprint"],
         "certificate_id": "prod.disc-web.www", "source": f"tls:127.0.0.1:{base}"}]
-    assert result["counts"] == {"managed": 1, "unmanaged": 2, "ca_certificates": 0,
-                                "errors": 1}
+    assert result["counts"] == {"managed": 1, "retired": 0, "unmanaged": 2,
+                                "ca_certificates": 0, "errors": 1}
     assert result["errors"] == {"tls-error": 1}
 
     listed = _mine(certlocker_stack, set(fleet["shadows"].values()))

@@ -286,3 +286,23 @@ def test_grants_from_the_cli(certlocker_stack: CertlockerStack) -> None:
     shown = cli("--json", "grants", "show", "prod", "payments-cli", token=team)
     assert json.loads(shown.stdout)["zones"] == ["cli.pay.test"]
     assert cli(*request, token=team).returncode == 0
+
+
+def test_a_retired_certificate_lets_go_of_its_names(
+        certlocker_stack: CertlockerStack) -> None:
+    stack = certlocker_stack
+    name = "moved.prod.test"
+    assert declare(stack, stack.operator_token, "old-owner", "www", [name]).status_code == 201
+    granted = call(stack, "PUT", "/v1/grants/prod/payments-new", json={"dns_names": [name]})
+    assert granted.status_code == 200, granted.text
+    team = team_token(stack)
+    held = problem(declare(stack, team, "payments-new", "www", [name]), 403)
+    assert held["refused"][0]["reason"] == "held-by-another-service"
+
+    retired = call(stack, "DELETE", "/v1/certificates/prod.old-owner.www?revoke=false")
+    assert retired.status_code in (200, 202), retired.text
+    devstack.wait_until(lambda: call(stack, "GET", "/v1/certificates/prod.old-owner.www")
+                        .json().get("retirement", {}).get("phase") in ("verifying", "done"),
+                        60, what="the retirement to pass its destroying step")
+    moved = declare(stack, team, "payments-new", "www", [name])
+    assert moved.status_code == 201, moved.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -13,6 +14,7 @@ from ..lifecycle import inventory
 from ..lifecycle.service import CertificateView
 from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
+from ..errors import Conflict
 from .context import caller, services
 from .json_input import certificate_spec, json_body, wait_seconds
 
@@ -50,6 +52,9 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
         "vault": {"path": paths.api_path(paths.cert(spec.ref))},
         "targets": targets,
         "revocation": status.revocation.to_json() if status.revocation else None,
+        "history": list(status.history),
+        "retired_at": status.to_json()["retired_at"],
+        "retirement": view.retirement,
     }
 
 
@@ -109,12 +114,23 @@ def index() -> Response:
         refs = s.certificates.expiring_refs(now + query.expiring_within, query.environment,
                                             query.service)
     else:
-        refs = s.certificates.refs(who.store, query.environment, query.service)
+        refs = listed_refs(s, who.store, query.environment, query.service, query.status)
     found = inventory.page(refs, lambda chunk: s.certificates.views(who.store, chunk),
                            query, now)
     return jsonify({"items": [render(v, s.store.paths) for v in found.items],
                     "next_cursor": found.next_cursor, "offset": query.offset,
                     "limit": query.limit})
+
+
+def listed_refs(s: Any, store: Any, environment: str | None = None,
+                service: str | None = None, status: State | None = None) -> Any:
+    """The declared certificates the caller may list, and the retired ones (their specs
+    are gone; each is re-read with the caller's token). ``?status=retired`` needs only
+    the latter."""
+    retired = s.retirement.records.refs(environment, service)
+    if status is State.RETIRED:
+        return retired
+    return itertools.chain(s.certificates.refs(store, environment, service), retired)
 
 
 @bp.get("/<cert_id>")
@@ -134,7 +150,10 @@ def renew(cert_id: str) -> Response:
     # auditor could force issuances. Vault decides, on the caller's token.
     authorize(who.store, s.store, ref, s.audit, who.display_name, "certificate.renew",
               ("update",))
-    before = s.certificates.view(who.store, ref).status.current
+    seen = s.certificates.view(who.store, ref)
+    if seen.status.state is State.RETIRED:
+        raise Conflict(f"{ref.id} is retired; declare it again to issue it")
+    before = seen.status.current
     future = s.certificates.renew(who.store, ref, actor=who.display_name)
     return _answer(future, ref, wait, created=False,
                    previous=before.sha256_fingerprint if before else None)

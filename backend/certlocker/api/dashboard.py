@@ -33,6 +33,7 @@ from ..clock import SystemClock
 from ..errors import CertlockerError, Conflict, Unauthenticated
 from ..lifecycle import heartbeat, inventory
 from ..lifecycle.verification import target_views
+from .certificates import listed_refs
 from ..models import State
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def home() -> Response:
 def _inventory(services: Any, store: Any, now: dt.datetime) -> Section:
     query = inventory.Query(limit=INVENTORY_LIMIT)
     try:
-        found = inventory.page(services.certificates.refs(store),
+        found = inventory.page(listed_refs(services, store),
                                lambda refs: services.certificates.views(store, refs), query, now)
     except CertlockerError as exc:
         return Section(denied=exc.detail)
@@ -251,7 +252,9 @@ def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
     spec, status = view.spec, view.status
     current = status.current
     targets = [t.to_json() for t in target_views(spec.targets, status.targets)]
-    bad_targets = [t for t in targets if t["status"] != "ok"]
+    retired = status.state == State.RETIRED  # only nodes still serving it are bad
+    bad_targets = [t for t in targets if (t["status"] == "serving-retired" if retired
+                                          else t["status"] != "ok")]
     nodes = {n.address: n for n in status.targets}
     for t in bad_targets:
         node = nodes.get(t["address"])
@@ -263,7 +266,8 @@ def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
         "status": status.state.value,
         "not_after": current.not_after if current else None,
         "days_left": (current.not_after - now).days if current else None,
-        "expiring_soon": bool(current and current.not_after - now <= EXPIRING_WITHIN),
+        "expiring_soon": bool(current and not retired
+                              and current.not_after - now <= EXPIRING_WITHIN),
         "expired": bool(current and current.not_after <= now),
         "last_error": status.last_error,
         "targets": targets,

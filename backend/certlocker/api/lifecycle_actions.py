@@ -6,7 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from ..clock import rfc3339
 from ..errors import InvalidInput, NotFound
@@ -17,6 +17,7 @@ from .json_input import json_body, wait_seconds
 
 bp = Blueprint("lifecycle_actions", __name__, url_prefix="/v1/certificates")
 REVOKE_FIELDS = {"reason", "replace"}
+RETIRE_FIELDS = {"revoke"}
 
 
 @bp.post("/<cert_id>/revoke")
@@ -51,10 +52,46 @@ def revoke(cert_id: str) -> Response:
 
 @bp.delete("/<cert_id>")
 def retire(cert_id: str) -> Response:
+    """Retire: 200 once every step up to checking the targets is done, 202 while a step
+    waits for the reconciler (the CA could not be reached: see ``retirement``)."""
+    s = services()
     ref = CertificateRef.parse_id(cert_id)
+    revoke = _retire_revoke(s.settings.max_request_bytes)
     who = caller()
-    tombstone = services().retirement.retire(who.store, ref, actor=who.display_name)
-    return jsonify(_tombstone(ref, tombstone))
+    status, record = s.retirement.retire(who.store, ref, actor=who.display_name,
+                                         revoke=revoke)
+    resp = jsonify(_tombstone(ref, status, record.view() if record else None))
+    resp.status_code = 202 if record is not None and record.phase in _WAITING else 200
+    return resp
+
+
+_WAITING = ("requested", "revoking", "credentials", "destroying")
+
+
+def _retire_revoke(max_bytes: int) -> bool:
+    """``revoke`` from ``?revoke=true|false`` or a JSON body ``{"revoke": false}``;
+    True when neither says.
+
+    :raises InvalidInput: for anything else."""
+    revoke: object = True
+    raw = request.args.get("revoke")
+    for key in request.args:
+        if key != "revoke":
+            raise InvalidInput(key[:64], "is not a parameter of a retirement")
+    if raw is not None:
+        if raw not in ("true", "false"):
+            raise InvalidInput("revoke", "must be true or false")
+        revoke = raw == "true"
+    if request.content_length or request.headers.get("Transfer-Encoding"):
+        body = json_body(max_bytes)
+        unknown = set(body) - RETIRE_FIELDS
+        if unknown:
+            raise InvalidInput(sorted(unknown)[0][:64], "is not a field of a retirement")
+        if "revoke" in body:
+            if not isinstance(body["revoke"], bool):
+                raise InvalidInput("revoke", "must be true or false")
+            revoke = body["revoke"]
+    return bool(revoke)
 
 
 @bp.get("/cleanup")
@@ -74,11 +111,13 @@ def _describe(ref: CertificateRef, status: CertificateStatus | None) -> dict[str
     return body
 
 
-def _tombstone(ref: CertificateRef, status: CertificateStatus) -> dict[str, Any]:
+def _tombstone(ref: CertificateRef, status: CertificateStatus,
+               retirement: dict[str, Any] | None = None) -> dict[str, Any]:
     current = status.current
     return {"id": ref.id, "status": status.state.value,
             "retired_at": rfc3339(status.retired_at) if status.retired_at else None,
             "last": None if current is None else {
                 "serial": current.serial, "sha256_fingerprint": current.sha256_fingerprint,
-                "not_after": rfc3339(current.not_after)}}
-
+                "not_after": rfc3339(current.not_after)},
+            "retirement": retirement,
+            "targets": [t.to_json() for t in status.targets]}

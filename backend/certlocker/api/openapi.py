@@ -146,6 +146,12 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                              "certlocker/data/certs/prod/api/api"}}},
                 "targets": {"type": "array", "items": _ref("TargetStatus")},
                 "revocation": _nullable({"type": "object"}),
+                "history": {"type": "array", "items": {"type": "string"}, "description":
+                            "SHA-256 fingerprints of earlier certificates, newest first"},
+                "retired_at": _nullable(time),
+                "retirement": _nullable({"type": "object", "description":
+                                         "phase, steps and per-node targets of the "
+                                         "retirement (retired certificates only)"}),
             },
         },
         "CertificateList": {
@@ -262,18 +268,30 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
             },
             "delete": {
                 "operationId": "retireCertificate", "tags": ["certificates"],
-                "summary": "Stop managing the certificate (the audit trail stays)",
-                "security": OPERATOR, "parameters": [CERT_ID],
-                "responses": {"200": _json({"type": "object", "required": ["id", "status"],
-                                            "properties": {
-                                                "id": {"type": "string"},
-                                                "status": {"type": "string"},
-                                                "retired_at": _nullable(
-                                                    {"type": "string",
-                                                     "format": "date-time"}),
-                                                "last": _nullable({"type": "object"})}},
-                                           "Retired"),
-                              **_problems(401, 403, 404, 409, 503)},
+                "summary": "Retire: revoke at the CA (unless revoke=false), revoke the "
+                           "service's credentials with its last certificate, destroy the "
+                           "material; it stays listed as retired",
+                "security": OPERATOR,
+                "parameters": [CERT_ID, {"name": "revoke", "in": "query",
+                                         "schema": {"type": "string",
+                                                    "enum": ["true", "false"]}}],
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False,
+                               "properties": {"revoke": {"type": "boolean"}}}}}},
+                "responses": {**{code: _json({"type": "object", "required": ["id", "status"],
+                                              "properties": {
+                                                  "id": {"type": "string"},
+                                                  "status": {"type": "string"},
+                                                  "retired_at": _nullable(
+                                                      {"type": "string",
+                                                       "format": "date-time"}),
+                                                  "last": _nullable({"type": "object"}),
+                                                  "retirement": _nullable({"type": "object"}),
+                                                  "targets": {"type": "array"}}},
+                                             what)
+                                 for code, what in (("200", "Retired"), (
+                                     "202", "Retired; a step waits for the reconciler"))},
+                              **_problems(400, 401, 403, 404, 409, 415, 503)},
             },
         },
         "/v1/certificates/{cert_id}/revoke": {

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 from ..audit.recorder import audited
 from ..errors import AccessDenied
 from ..lifecycle.verification import verifier_for
-from ..models import CertificateRef
+from ..models import CertificateRef, State
 from .certificates import render
 from .context import caller, services
 
@@ -23,11 +23,14 @@ def verify(cert_id: str) -> Response:
     ref = CertificateRef.parse_id(cert_id)
     who = caller()
     try:
-        s.certificates.view(who.store, ref)
+        seen = s.certificates.view(who.store, ref)
     except AccessDenied as exc:
         audited(s.audit, who.display_name, "delivery.verify", ref.id, "denied",
                 reason=exc.detail)
         raise
+    if seen.status.state is State.RETIRED:  # nodes still serving it are reported
+        s.retirement.verify(ref, actor=who.display_name)
+        return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))
     verifier = s.verifier or verifier_for(s.settings, s.store, s.certificates.update_status,
                                           s.audit)
     verifier.verify_certificate(ref, actor=who.display_name)

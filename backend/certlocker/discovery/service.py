@@ -29,7 +29,7 @@ from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
 from ..errors import CertlockerError, Conflict, NotFound
 from ..lifecycle.ports import Store
-from ..models import CertificateRef
+from ..models import CertificateRef, State
 from .files import FoundCertificate
 from .records import ADOPTED, Adoption, Discovery, merge
 from .scan import DEFAULT_EXPIRING_WITHIN, Endpoint, ScanError, match_inventory, \
@@ -39,6 +39,18 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 1000  # found items named in one scan document; counts are always complete
 PROGRESS_EVERY = 1.0  # seconds between progress writes to Vault
+
+
+class KnownFingerprints(dict[str, str]):
+    """Fingerprint -> certificate id, and the ids of the certificates that are retired:
+    a node serving one of those serves a certificate nobody manages any more."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = (),
+                 retired: Iterable[str] = ()) -> None:
+        super().__init__()
+        for fp, cert_id in pairs:
+            self.setdefault(fp, cert_id)
+        self.retired = set(retired)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,7 @@ class Recorded:
     ca_certificates: int
     errors: Counter[str]
     error_samples: tuple[dict[str, Any], ...]
+    retired: tuple[tuple[str, str, str], ...] = ()  # (fingerprint, certificate id, source)
 
     def to_json(self, now: dt.datetime, expiring_within: dt.timedelta) -> dict[str, Any]:
         by_fp = {d.sha256_fingerprint: d for d in self.unmanaged}
@@ -59,7 +72,10 @@ class Recorded:
                         for fp, cid, src in self.managed[:MAX_LISTED]],
             "unmanaged": [{**_brief(by_fp[fp], now, expiring_within), "source": src}
                           for fp, src in self.unmanaged_sources[:MAX_LISTED]],
+            "retired": [{"sha256_fingerprint": fp, "certificate_id": cid, "source": src}
+                        for fp, cid, src in self.retired[:MAX_LISTED]],
             "counts": {"managed": len(self.managed),
+                       "retired": len(self.retired),
                        "unmanaged": len(self.unmanaged_sources),
                        "ca_certificates": self.ca_certificates,
                        "errors": sum(self.errors.values())},
@@ -82,11 +98,14 @@ class DiscoveryService:
                                             thread_name_prefix="discovery-scan")
 
     # -- the inventory side -------------------------------------------------------------
-    def known_fingerprints(self) -> dict[str, str]:
+    def known_fingerprints(self) -> KnownFingerprints:
         """SHA-256 fingerprint -> certificate id of everything certlocker issued that is
-        still recorded in a status (current and history). Reads every status record
-        (``read_workers`` at a time): a scan costs one pass over the inventory."""
+        still recorded in a status (current and history), with the retired ones named.
+        Reads every status record (``read_workers`` at a time): a scan costs one pass
+        over the inventory."""
         from ..metrics.summary import iter_refs
+
+        retired: set[str] = set()
 
         def one(ref: CertificateRef) -> list[tuple[str, str]]:
             try:
@@ -98,6 +117,8 @@ class DiscoveryService:
             if found is None:
                 return []
             status = found[0]
+            if status.state is State.RETIRED:
+                retired.add(ref.id)
             fps = list(status.history)
             if status.current is not None:
                 fps.insert(0, status.current.sha256_fingerprint)
@@ -105,13 +126,11 @@ class DiscoveryService:
                 fps.append(status.revocation.sha256_fingerprint)
             return [(fp.lower(), ref.id) for fp in fps]
 
-        index: dict[str, str] = {}
         with cf.ThreadPoolExecutor(max_workers=self._read_workers,
                                    thread_name_prefix="discovery-index") as pool:
-            for pairs in pool.map(one, iter_refs(self._store)):
-                for fp, cert_id in pairs:
-                    index.setdefault(fp, cert_id)
-        return index
+            pairs = [pair for found in pool.map(one, iter_refs(self._store))
+                     for pair in found]
+        return KnownFingerprints(pairs, retired)
 
     # -- recording ----------------------------------------------------------------------
     def record(self, found: Iterable[FoundCertificate | ScanError],
@@ -131,12 +150,16 @@ class DiscoveryService:
                 if len(samples) < 50:
                     samples.append(item.to_json())
         managed: list[tuple[str, str, str]] = []
+        retired: list[tuple[str, str, str]] = []
+        retired_ids = getattr(index, "retired", set())
         sources: list[tuple[str, str]] = []
         stored: dict[str, Discovery] = {}
         ca = 0
         for c in match_inventory(items, index, expiring_within=self.expiring_within, now=now):
             fp = c.found.sha256_fingerprint.lower()
-            if c.managed:
+            if c.managed and c.certificate_id in retired_ids:
+                retired.append((fp, c.certificate_id or "", c.found.source))
+            elif c.managed:
                 managed.append((fp, c.certificate_id or "", c.found.source))
             elif c.found.is_ca:
                 ca += 1
@@ -144,7 +167,7 @@ class DiscoveryService:
                 stored[fp] = self._merge(c.found, now)
                 sources.append((fp, c.found.source))
         return Recorded(tuple(managed), tuple(stored.values()), tuple(sources), ca, errors,
-                        tuple(samples))
+                        tuple(samples), tuple(retired))
 
     def _merge(self, found: FoundCertificate, now: dt.datetime) -> Discovery:
         path = self._store.paths.discovered(found.sha256_fingerprint)

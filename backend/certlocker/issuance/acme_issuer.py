@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import josepy as jose
 import requests
@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import netenv
+from ..audit.recorder import Auditor, NoAudit, audited
 from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
@@ -38,6 +39,10 @@ USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
+#: RFC 8555 section 6.7: the CA does not know the account the request was signed for
+ACCOUNT_GONE = "accountDoesNotExist"
+
+T = TypeVar("T")
 
 
 class AccountStore(Protocol):
@@ -79,10 +84,12 @@ class AcmeIssuer:
                  secrets: IssuerSecrets | None = None,
                  dns_provider: DnsProvider | None = None,
                  caa_lookup: caa.Lookup | None = None,
-                 transport: requests.adapters.BaseAdapter | None = None) -> None:
+                 transport: requests.adapters.BaseAdapter | None = None,
+                 audit: Auditor | None = None, actor: str = "certlocker") -> None:
         """``secrets`` gives EAB and dns-01 credentials from Vault; ``dns_provider``
         defaults to the one ``settings.dns`` names; ``caa_lookup`` to a resolver at
-        ``settings.caa_resolver``; ``transport``, when given, carries every HTTP request.
+        ``settings.caa_resolver``; ``transport``, when given, carries every HTTP request;
+        ``audit`` records each account this process registers at the CA (as ``actor``).
 
         :raises ConfigurationError: when dns-01 is chosen and no provider can be built.
         """
@@ -99,8 +106,11 @@ class AcmeIssuer:
                 settings.name, settings.dns, self._dns_credentials))
         self._timeout = timeout
         self._sleep = sleep
+        self._audit = audit or NoAudit()
+        self._actor = actor
         self._lock = threading.Lock()
         self._client: client.ClientV2 | None = None
+        self._account_version = 0  # the stored account document the client was built from
 
     # -- account -----------------------------------------------------------------------
     def client(self) -> client.ClientV2:
@@ -114,25 +124,41 @@ class AcmeIssuer:
     def _connect(self) -> client.ClientV2:
         doc, version = self._accounts.load()
         if doc is None:
-            key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-            doc = {"key": key.to_json(), "uri": None, "directory": self.settings.directory_url}
+            doc = self._new_account_document()
             try:
                 version = self._accounts.save(doc, cas=0)
             except Conflict:  # another replica created it first: use theirs
                 doc, version = self._accounts.load()
                 assert doc is not None
+        return self._open(doc, version)
+
+    def _new_account_document(self, replaces: str | None = None) -> dict[str, Any]:
+        key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+        doc: dict[str, Any] = {"key": key.to_json(), "uri": None,
+                               "directory": self.settings.directory_url}
+        if replaces:
+            doc["replaces"] = replaces
+        return doc
+
+    def _open(self, doc: dict[str, Any], version: int) -> client.ClientV2:
+        """A client for the stored account ``doc`` (at ``version``), registering its key
+        at the CA when the document has no account URL yet. Whoever registers (one
+        ``newAccount`` that creates the account; a replica racing with the same key is
+        answered with the existing one) records ``acme.account.registered``."""
         key = jose.JWK.from_json(doc["key"])
         # The CA bundle variables are read here, once (see http.session_for).
         net = _Network(key=key, alg=jose.ES256, user_agent=USER_AGENT,
                        verify_ssl=self.settings.ca_bundle or netenv.ca_bundle() or True,
                        timeout=30)
         net.session = session_for(self._transport)
+        created = False
         try:
             directory = client.ClientV2.get_directory(self.settings.directory_url, net)
             acme = client.ClientV2(directory, net)
             if doc.get("uri"):
                 net.account = messages.RegistrationResource(
                     uri=doc["uri"], body=messages.Registration())
+                self._account_version = version
                 return acme
             contact = (f"mailto:{self.settings.contact}",) if self.settings.contact else ()
             registration = messages.NewRegistration(
@@ -140,6 +166,7 @@ class AcmeIssuer:
                 external_account_binding=self._eab(key, directory))
             try:
                 regr = acme.new_account(registration)
+                created = True
             except acme_errors.ConflictError as exc:  # key already registered
                 regr = messages.RegistrationResource(uri=exc.location,
                                                      body=messages.Registration())
@@ -148,38 +175,93 @@ class AcmeIssuer:
             raise _translate(exc, "cannot reach or register with the ACME directory") from exc
         doc = dict(doc, uri=regr.uri)
         try:
-            self._accounts.save(doc, cas=version)
-        except Conflict:
-            pass  # a replica stored the same account URI concurrently
+            self._account_version = self._accounts.save(doc, cas=version)
+        except Conflict:  # a replica stored the same account URI concurrently
+            self._account_version = self._accounts.load()[1]
+        if created:
+            log.info("acme.account.registered", extra={
+                "issuer": self.name, "account": regr.uri, "replaces": doc.get("replaces")})
+            audited(self._audit, self._actor, "acme.account.registered",
+                    f"acme-account:{self.name}", "success", details={
+                        "issuer": self.name, "directory": self.settings.directory_url,
+                        "account": regr.uri, "replaces": doc.get("replaces"),
+                        "external_account_binding": bool(self.settings.eab)})
         return acme
+
+    def _with_account(self, operation: Callable[[client.ClientV2], T]) -> T:
+        """Run ``operation`` with the account; when the CA answers that it does not know
+        the account (its state was reset), recover it (``_recover``) and run it once
+        more. Raises acme's errors as they come."""
+        acme = self.client()
+        try:
+            return operation(acme)
+        except messages.Error as exc:
+            if exc.code != ACCOUNT_GONE:
+                raise
+            log.warning("acme.account.unknown_to_ca", extra={
+                "issuer": self.name, "account": getattr(acme.net.account, "uri", None)})
+        return operation(self._recover(acme))
+
+    def _recover(self, stale: client.ClientV2) -> client.ClientV2:
+        """The account after the CA forgot ``stale``'s: the one another process stored
+        since this one read it (the version in Vault moved on), else a new account,
+        registered once for all processes. The new key is claimed in Vault with
+        check-and-set before it is registered, so of several processes that meet the
+        forgotten account at once, one registers and the others pick its account up.
+
+        :raises IssuanceFailed: when the CA cannot be reached or refuses the account.
+        """
+        with self._lock:
+            if self._client is not None and self._client is not stale:
+                return self._client  # another thread of this process recovered already
+            doc, version = self._accounts.load()
+            if doc is not None and version != self._account_version:
+                log.info("acme.account.reloaded", extra={"issuer": self.name,
+                                                         "account": doc.get("uri")})
+            else:
+                fresh = self._new_account_document(
+                    replaces=(doc or {}).get("uri") or getattr(stale.net.account, "uri", None))
+                try:
+                    version = self._accounts.save(fresh, cas=version)
+                    doc = fresh
+                except Conflict:  # another process claimed the replacement first
+                    doc, version = self._accounts.load()
+                    assert doc is not None
+            self._client = None
+            self._client = self._open(doc, version)
+            return self._client
 
     # -- issuance ----------------------------------------------------------------------
     def issue(self, request: IssueRequest, journal: Journal) -> IssuedCertificate:
-        acme = self.client()
         deadline = time.monotonic() + self._timeout
-        state = journal.load() or {}
         try:
-            orderr = self._resume(acme, request, state, journal)
-            resumed = orderr is not None
-            if orderr is None:
-                self._check_caa(acme, request)
-                key = self._journaled_key(request, state) or keys.generate(request.key_type)
-                # newOrder names only the identifiers (RFC 8555 section 7.4); the key
-                # reaches the CA with the CSR at finalization. So one journal write, after
-                # the order exists and before anything is answered or finalized, makes
-                # the key and the order durable before the CA hears of the key. A crash
-                # before it leaves an order nobody answers, which expires at the CA.
-                orderr = self._new_order(acme, keys.csr_pem(key, request.dns_names),
-                                         request.replaces)
-                journal.save({"private_key": keys.to_pem(key), "order_url": orderr.uri,
-                              "dns_names": list(request.dns_names), "issuer": self.name,
-                              "key_type": request.key_type.value})
-            else:
-                key = keys.from_pem(state["private_key"])
-            body = self._drive(acme, orderr, deadline, resumed=resumed)
-            fullchain = self._download(acme, body)
+            return self._with_account(
+                lambda acme: self._issue_with(acme, request, journal, deadline))
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise _translate(exc, "ACME issuance failed") from exc
+
+    def _issue_with(self, acme: client.ClientV2, request: IssueRequest, journal: Journal,
+                    deadline: float) -> IssuedCertificate:
+        state = journal.load() or {}
+        orderr = self._resume(acme, request, state, journal)
+        resumed = orderr is not None
+        if orderr is None:
+            self._check_caa(acme, request)
+            key = self._journaled_key(request, state) or keys.generate(request.key_type)
+            # newOrder names only the identifiers (RFC 8555 section 7.4); the key
+            # reaches the CA with the CSR at finalization. So one journal write, after
+            # the order exists and before anything is answered or finalized, makes
+            # the key and the order durable before the CA hears of the key. A crash
+            # before it leaves an order nobody answers, which expires at the CA.
+            orderr = self._new_order(acme, keys.csr_pem(key, request.dns_names),
+                                     request.replaces)
+            journal.save({"private_key": keys.to_pem(key), "order_url": orderr.uri,
+                          "dns_names": list(request.dns_names), "issuer": self.name,
+                          "key_type": request.key_type.value})
+        else:
+            key = keys.from_pem(state["private_key"])
+        body = self._drive(acme, orderr, deadline, resumed=resumed)
+        fullchain = self._download(acme, body)
         return _bundle(key, fullchain)
 
     def _new_order(self, acme: client.ClientV2, csr_pem: bytes,
@@ -261,7 +343,7 @@ class AcmeIssuer:
         """
         cert = x509.load_pem_x509_certificate(certificate_pem.encode())
         try:
-            self.client().revoke(cert, reason)
+            self._with_account(lambda acme: acme.revoke(cert, reason))
         except messages.Error as exc:
             if exc.code == "alreadyRevoked":
                 return

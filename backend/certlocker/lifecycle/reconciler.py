@@ -66,6 +66,10 @@ class FollowingUp(Protocol):
     def follow_up(self, ref: CertificateRef) -> CertificateStatus: ...
 
 
+class FollowingUpAll(Protocol):
+    def follow_up_all(self) -> int: ...
+
+
 class AlertSink(Protocol):
     def send(self, alert: alerts.Alert) -> None: ...
 
@@ -106,8 +110,10 @@ class Reconciler:
                  rng: random.Random | None = None, verifier: Verifying | None = None,
                  verify_interval: dt.timedelta | None = None,
                  revocations: FollowingUp | None = None,
-                 heartbeats: Heartbeats | None = None) -> None:
+                 heartbeats: Heartbeats | None = None,
+                 retirements: FollowingUpAll | None = None) -> None:
         self._store = store
+        self._retirements = retirements
         self._heartbeats = heartbeats
         self._clock = clock or SystemClock()
         self._expiry = ExpiryIndex(store, self._clock)
@@ -359,6 +365,16 @@ class Reconciler:
         except CertlockerError as exc:
             log.warning("reconcile.journals_unfinished", extra={"error": type(exc).__name__})
 
+    def _finish_retirements(self) -> None:
+        """Retirements a request left unfinished (the CA unreachable, a crash) and those
+        whose nodes still serve the retired certificate (``retirement.follow_up_all``)."""
+        if self._retirements is None:
+            return
+        try:
+            self._retirements.follow_up_all()
+        except CertlockerError as exc:
+            log.warning("reconcile.retirements_unfinished", extra={"error": type(exc).__name__})
+
     def start_sweep(self) -> None:
         self._sweep = iter(self._certificates.refs(self._store))
         self._sweep_wanted = False
@@ -382,6 +398,7 @@ class Reconciler:
             if self._sweep is None:
                 self._tidy_indexes()
                 self._finish_journals()
+                self._finish_retirements()
                 self._swept = True
                 log.info("reconcile.sweep_finished", extra={
                     "seconds": round(time.monotonic() - self._sweep_started, 3)})

@@ -16,7 +16,7 @@ import random
 import socket
 import time
 import uuid
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
@@ -41,10 +41,19 @@ HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 @dataclasses.dataclass(frozen=True)
 class CertificateView:
-    """A spec with its status: what the API and CLI show."""
+    """A spec with its status: what the API and CLI show. A retired certificate's spec
+    is the one it had; ``retirement`` is its retirement record's view."""
 
     spec: CertificateSpec
     status: CertificateStatus
+    retirement: dict[str, Any] | None = None
+
+
+class RetiredLookup(Protocol):
+    """``lifecycle.retirement.RetiredRecords``: the spec a retired certificate had."""
+
+    def lookup(self, ref: CertificateRef, status: CertificateStatus
+               ) -> tuple[CertificateSpec, dict[str, Any] | None] | None: ...
 
 
 class CertificateService:
@@ -54,9 +63,11 @@ class CertificateService:
                  actor: str = "certlocker", observer: IssuanceObserver | None = None,
                  due_index: DueIndex | None = None,
                  backoff_policy: backoff.BackoffPolicy = backoff.DEFAULT_POLICY,
-                 ownership: NameOwnership | None = None) -> None:
+                 ownership: NameOwnership | None = None,
+                 retired: RetiredLookup | None = None) -> None:
         self._store = store
         self.ownership = ownership or NameOwnership(store, audit=audit, clock=clock)
+        self._retired = retired
         self._backoff = backoff_policy
         self._due = due_index
         self._clock = clock or SystemClock()
@@ -129,16 +140,24 @@ class CertificateService:
         return future, pending
 
     def view(self, caller: Store, ref: CertificateRef) -> CertificateView:
-        """:raises NotFound: :raises AccessDenied:"""
+        """A retired certificate, whose spec is gone, is shown with the spec it had
+        (the caller's read of its status decides whether they may see it).
+
+        :raises NotFound: :raises AccessDenied:"""
         found = caller.read_spec(ref)
+        status = caller.read_status(ref) if found is not None or self._retired else None
+        if status is not None and status[0].state is State.RETIRED and self._retired:
+            retired = self._retired.lookup(ref, status[0])
+            if retired is not None:
+                return CertificateView(found[0] if found else retired[0], status[0],
+                                       retirement=retired[1])
         if found is None:
             raise NotFound(f"no certificate {ref.id}")
         spec = found[0]
-        got = caller.read_status(ref)
-        status = got[0] if got else CertificateStatus(state=State.PENDING)
+        current = status[0] if status else CertificateStatus(state=State.PENDING)
         if spec.problem is not None:  # shown at once, before the reconciler records it
-            status = status.replace(state=State.INVALID, last_error=spec.problem)
-        return CertificateView(spec, status)
+            current = current.replace(state=State.INVALID, last_error=spec.problem)
+        return CertificateView(spec, current)
 
     def refs(self, caller: Store, environment: str | None = None,
              service: str | None = None) -> Iterable[CertificateRef]:

@@ -34,10 +34,12 @@ from .ports import Store
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+#: a retired certificate's nodes (lifecycle.retirement): still serving it, or not
+SERVING_RETIRED, CLEAR = "serving-retired", "clear"
 #: worst first: the status a pool shows is the worst status of its nodes
-SEVERITY = (probes.EXPIRED, probes.MISMATCH, probes.STALE, probes.UNREACHABLE,
-            probes.CHAIN_INCOMPLETE, UNKNOWN, probes.OK)
-DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN}
+SEVERITY = (SERVING_RETIRED, probes.EXPIRED, probes.MISMATCH, probes.STALE,
+            probes.UNREACHABLE, probes.CHAIN_INCOMPLETE, UNKNOWN, CLEAR, probes.OK)
+DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN, CLEAR}
 #: per-node entries kept in one audit event (details are capped at 8 KiB)
 MAX_AUDITED_NODES = 40
 
