@@ -38,7 +38,10 @@ def _time(name: str) -> dt.datetime | None:
         return None
     try:
         parsed = parse_rfc3339(value) if len(value) <= 64 else None
-    except ValueError:
+        if parsed is not None and parsed.tzinfo is not None:
+            # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: refused, not a 500 later
+            parsed = parsed.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         parsed = None
     if parsed is None or parsed.tzinfo is None:
         raise InvalidInput(name, "must be an RFC 3339 time with a zone, e.g. "

@@ -200,7 +200,10 @@ def _finding(field: str, item: Any, host: str) -> FoundCertificate:
     for key in ("not_before", "not_after"):
         try:
             value = parse_rfc3339(item[key]) if isinstance(item[key], str) else None
-        except ValueError:
+            if value is not None and value.tzinfo is not None:
+                # out of range in UTC: refused here, not stored to break every listing
+                value = value.astimezone(dt.timezone.utc)
+        except (ValueError, OverflowError):
             value = None
         if value is None or value.tzinfo is None:
             raise InvalidInput(f"{field}/{key}", "must be an RFC 3339 time with a zone")

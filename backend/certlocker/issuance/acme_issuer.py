@@ -38,6 +38,8 @@ USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
+# A CA's Retry-After past this is taken as this: a timedelta of 10^30 s overflows.
+MAX_RETRY_AFTER = dt.timedelta(days=365)
 
 
 class AccountStore(Protocol):
@@ -428,7 +430,7 @@ class AcmeIssuer:
         section 7.5.1), whichever is longer; never past the deadline."""
         wait = delay
         retry_after = response.headers.get("Retry-After")
-        if retry_after and retry_after.isdigit():
+        if retry_after and retry_after.isascii() and retry_after.isdigit():
             wait = max(wait, min(float(retry_after), POLL_MAX * 5))
         if time.monotonic() + wait > deadline:
             raise IssuanceFailed("timed out waiting for the CA", acme_code="timeout")
@@ -465,8 +467,11 @@ def _retry_after(value: str | None) -> dt.timedelta | None:
     """An HTTP ``Retry-After`` (delta-seconds or an HTTP date) as a duration from now."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return dt.timedelta(seconds=int(value.strip()))
+    digits = value.strip()
+    if digits.isascii() and digits.isdigit():
+        if len(digits) > 12:  # int() of thousands of digits raises; any such wait is "long"
+            return MAX_RETRY_AFTER
+        return min(dt.timedelta(seconds=int(digits)), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
