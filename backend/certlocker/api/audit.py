@@ -16,9 +16,10 @@ from flask import Blueprint, Response, jsonify, request
 from .. import access
 from ..clock import parse_rfc3339, rfc3339
 from ..errors import InvalidInput
-from .context import require, services
+from .context import authenticate_first, require, services
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
+authenticate_first(bp)
 MAX_LIMIT = 1000
 _TEXT_FILTERS = ("certificate", "actor", "action")
 

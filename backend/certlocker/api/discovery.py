@@ -34,10 +34,11 @@ from ..errors import Conflict, InvalidInput
 from ..lifecycle.inventory import parse_duration
 from ..models import State
 from .certificates import render
-from .context import Caller, require, services
+from .context import Caller, authenticate_first, require, services
 from .json_input import certificate_spec, json_body, wait_seconds
 
 bp = Blueprint("discovery", __name__, url_prefix="/v1/discovery")
+authenticate_first(bp)
 
 MAX_TARGETS = 256
 MAX_FINDINGS = 500
