@@ -746,6 +746,7 @@ def spawn_api(name: str, port: int, log_path: Path, env: Mapping[str, str], *,
     gunicorn = find_binary("gunicorn")
     return Proc.spawn(name, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers",
                              str(workers), "--threads", str(threads), "--timeout", "120",
+                             "--worker-class", "certlocker.gunicorn_worker.ThreadWorker",
                              *_gunicorn_isolation(gunicorn), "certlocker.app:create_app()"],
                       log_path, env=env, cwd=REPO, marker="certlocker.app:create_app()")
 
@@ -775,6 +776,8 @@ class Stack:
         self.procs: list[Proc] = []
         self.root_token: str | None = None
         self.operator_token: str | None = None
+        #: what Prometheus presents at /metrics (``Authorization: Bearer``)
+        self.metrics_token: str | None = None
         self.ca_bundle: Path | None = None
         self.notes: list[str] = []
 
@@ -807,6 +810,10 @@ class Stack:
     def operator_token_file(self) -> Path:
         return self.state_dir / "operator.token"
 
+    @property
+    def metrics_token_file(self) -> Path:
+        return self.state_dir / "metrics.token"
+
     # -- environments for the certlocker processes
     def admin_env(self) -> dict[str, str]:
         """Environment for ``certlocker bootstrap ...``: Vault address and the root token."""
@@ -832,6 +839,8 @@ class Stack:
             "CERTLOCKER_ISSUERS__PEBBLE__CONTACT": PEBBLE_CONTACT,
             "CERTLOCKER_DEFAULT_ISSUER": "pebble",
             "CERTLOCKER_LOG_FORMAT": "json",
+            **({"CERTLOCKER_METRICS_TOKEN_FILE": str(self.metrics_token_file)}
+               if self.metrics_token_file.is_file() else {}),
             **self.extra_env,
         })
         for var in ("VAULT_TOKEN", "BAO_TOKEN", "VAULT_ADDR", "BAO_ADDR"):
@@ -854,6 +863,8 @@ class Stack:
                         "PEBBLE_MGMT_URL": self.pebble_mgmt_url})
         if any(p.name == "api" for p in self.procs):
             env["CERTLOCKER_URL"] = self.api_url
+            if self.metrics_token:
+                env["CERTLOCKER_METRICS_TOKEN_FILE"] = str(self.metrics_token_file)
         return env
 
     # -- lifecycle
@@ -915,6 +926,8 @@ class Stack:
                 raise DevStackError(f"certlocker bootstrap vault did not write {path}")
             os.chmod(path, 0o600)
         self.operator_token = self.operator_token_file.read_text().strip()
+        self.metrics_token = secrets.token_urlsafe(32)
+        _write_private(self.metrics_token_file, self.metrics_token.encode())
         api = spawn_api("api", self.ports["api"], self.state_dir / "api.log",
                         self.service_env())
         self._add(api)
@@ -982,6 +995,8 @@ def _next_steps(stack: Stack, env_file: Path) -> str:
         lines += ["  curl -H \"X-Vault-Token: $VAULT_TOKEN\" \"$VAULT_ADDR/v1/sys/health\""]
     if any(p.name == "api" for p in stack.procs):
         lines += ["  curl \"$CERTLOCKER_URL/readyz\"",
+                  "  curl -H \"Authorization: Bearer $(cat \"$CERTLOCKER_METRICS_TOKEN_FILE\")\" "
+                  "\"$CERTLOCKER_URL/metrics\"",
                   "  certlocker request dev web web --dns web.test   # issued by Pebble",
                   "  certlocker list",
                   "  certlocker credentials mint dev web"]

@@ -98,8 +98,8 @@ class Settings:
     default_key_type: KeyType = KeyType.EC_P256
     issuance_workers: int = 8
     issuance_timeout_seconds: int = 300
-    # How long one Vault call rides out a Raft leader election, a restart or a seal
-    # before it fails with 503 (the reconciler then backs off as a whole).
+    # How long one Vault call rides out a Raft leader election or a restart before it
+    # fails with 503 (the reconciler then backs off as a whole); a seal is not waited for.
     vault_retry_seconds: int = 10
     # First delay after a failed issuance; doubles per failure, capped by the lifetime.
     retry_base_seconds: int = 300
@@ -112,6 +112,11 @@ class Settings:
     verify_grace_seconds: int = 3600  # divergence after delivery tolerated this long
     verify_interval_seconds: int = 900  # the reconciler re-checks every target this often
     metrics_refresh_seconds: int = 60  # the /metrics inventory summary is at most this old
+    # When set, GET /metrics needs "Authorization: Bearer <metrics_token>": the metrics
+    # name every team's certificates and target addresses. Read from metrics_token_file
+    # at start when given.
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    metrics_token_file: str | None = None
     # reconciler and alerts (lifecycle/reconciler.py, lifecycle/alerts.py, notify.py)
     reconcile_sweep_seconds: int = 3600  # full inventory sweep that repairs due-index hints
     alert_max_attempts: int = 5  # consecutive failures before a human is told
@@ -181,6 +186,11 @@ class Settings:
             issuer.validate()
         if self.default_issuer and self.default_issuer not in self.issuers:
             raise ConfigurationError(f"default_issuer {self.default_issuer!r} is not configured")
+        if self.metrics_token is not None and not (
+                16 <= len(self.metrics_token) <= 4096 and self.metrics_token.isascii()
+                and self.metrics_token.isprintable() and " " not in self.metrics_token):
+            raise ConfigurationError("metrics_token must be 16 to 4096 printable ASCII "
+                                     "characters without spaces")
         if self.session_secret is not None and len(self.session_secret) < 32:
             raise ConfigurationError("session_secret must be at least 32 characters")
         if self.log_format not in ("json", "text"):
@@ -215,6 +225,12 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
         except OSError as exc:
             raise ConfigurationError(f"vault_token_file: {exc.strerror}") from exc
         raw["vault_token_file"] = str(token_file)
+    metrics_file = raw.get("metrics_token_file")
+    if metrics_file and not raw.get("metrics_token"):
+        try:
+            raw["metrics_token"] = Path(metrics_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"metrics_token_file: cannot read {metrics_file}") from exc
     issuers_raw = raw.pop("issuers", {}) or {}
     issuers = {}
     for name, conf in issuers_raw.items():

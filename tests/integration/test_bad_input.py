@@ -416,3 +416,137 @@ def test_fuzzed_queries_and_ids_never_produce_a_5xx(certlocker_stack: Certlocker
             if resp.status_code >= 500:
                 failures.append((i, resp.request.url, resp.status_code, resp.text[:200]))
     assert not failures, failures
+
+
+# -- issue #14, "Smaller" ----------------------------------------------------------------
+
+FORGED_JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"  # the shape, not valid
+
+
+@pytest.mark.parametrize("method, path, payload", [
+    ("POST", "/v1/certificates", {"environment": "nope", "service": "a", "name": "b"}),
+    ("POST", "/v1/certificates", "not an object"),
+    ("POST", "/v1/certificates/dev.badinput.x/revoke", {"reason": "nope", "x": 1}),
+    ("POST", "/v1/certificates/dev.badinput.x/renew?wait=-1", None),
+    ("POST", "/v1/discovery/scans", {"endpoints": "nope"}),
+    ("POST", "/v1/discovery/findings", {"host": "a b"}),
+    ("GET", "/v1/discovery?state=nope", None),
+    ("GET", "/v1/audit?limit=0", None),
+    ("POST", "/v1/services/nope/web/credentials", None),
+    ("PUT", "/v1/grants/nope/web", {"dns_names": "x"}),
+    ("GET", "/v1/grants/nope/web", None),
+], ids=["declare-env", "declare-shape", "revoke", "renew-wait", "scan",
+        "findings", "discovery-query", "audit-query", "mint-env", "grant-put", "grant-get"])
+@pytest.mark.parametrize("token", [None, "hvs.not-a-real-token"], ids=["none", "invalid"])
+def test_an_unauthenticated_request_is_refused_before_its_input_is_read(
+        certlocker_stack: CertlockerStack, method: str, path: str, payload: Any,
+        token: str | None) -> None:
+    """A 400 would tell a stranger what a valid request looks like (the configured
+    environments, fields, issuers); no or a bad token is a 401 whatever the input."""
+    headers = {"X-Vault-Token": token} if token else {}
+    resp = requests.request(method, certlocker_stack.api_url + path, headers=headers,
+                            timeout=30, **({} if payload is None else {"json": payload}))
+    doc = assert_problem(resp, 401)
+    assert "dev" not in doc["detail"] and "prod" not in doc["detail"], doc
+
+
+def test_a_forged_service_credential_is_refused_before_the_bundle_request_is_read(
+        certlocker_stack: CertlockerStack) -> None:
+    resp = requests.post(certlocker_stack.api_url + "/v1/certificates/dev.badinput.x/bundle",
+                         json={"format": "no-such-format", "extra": 1}, timeout=30,
+                         headers={"Authorization": f"Bearer {FORGED_JWT}"})
+    assert_problem(resp, 401)
+
+
+@pytest.mark.parametrize("raw, key", [
+    ('{"environment": "dev", "service": "badinput", "name": "%s", "name": "%s-2", '
+     '"dns_names": ["%s.example.test"]}', "name"),
+    ('{"environment": "dev", "service": "badinput", "name": "%s", '
+     '"dns_names": ["%s.example.test"], "targets": [{"address": "127.0.0.1:1", '
+     '"address": "127.0.0.2:1"}]}', "address"),
+], ids=["top-level", "nested"])
+def test_duplicate_json_keys_are_refused_naming_the_key(
+        certlocker_stack: CertlockerStack, http: requests.Session, root: hvac.Client,
+        unchanged: None, raw: str, key: str) -> None:
+    name = fresh_name()
+    data = raw.replace("%s", name).encode()
+    resp = http.post(certlocker_stack.api_url + "/v1/certificates", data=data, timeout=30,
+                     headers={"Content-Type": "application/json"})
+    doc = assert_problem(resp, 400, key)
+    assert "more than once" in doc["detail"]
+    assert not spec_exists(root, "dev", "badinput", name)
+
+
+OVERFLOWING = "55m86584d5705060s07m998981240w6m"  # the reviewer's: billions of weeks
+
+
+@pytest.mark.parametrize("path, field", [
+    (f"/v1/certificates?expiring_within={OVERFLOWING}", "expiring_within"),
+    (f"/v1/discovery?expiring_within={OVERFLOWING}", "expiring_within"),
+    ("/v1/audit?since=0001-01-01T00:00:00%2B01:00", "since"),
+    ("/v1/audit?until=9999-12-31T23:59:59-01:00", "until"),
+])
+def test_overflowing_durations_and_times_in_queries_are_400(
+        certlocker_stack: CertlockerStack, http: requests.Session, path: str,
+        field: str) -> None:
+    assert_problem(http.get(certlocker_stack.api_url + path, timeout=30), 400, field)
+
+
+def test_a_finding_outside_the_years_utc_can_hold_is_400(
+        certlocker_stack: CertlockerStack, http: requests.Session) -> None:
+    finding = {"sha256_fingerprint": "ab" * 32, "subject": "CN=far.test",
+               "dns_names": ["far.test"], "issuer": "CN=far.test", "serial": "0a",
+               "not_before": "2020-01-01T00:00:00Z",
+               "not_after": "9999-12-31T23:59:59-01:00", "source": "file:/etc/far.pem",
+               "is_ca": False}
+    resp = http.post(certlocker_stack.api_url + "/v1/discovery/findings", timeout=30,
+                     json={"host": "far-1", "findings": [finding]})
+    assert_problem(resp, 400, "findings/0/not_after")
+    listing = http.get(certlocker_stack.api_url + "/v1/discovery?state=all", timeout=30)
+    assert listing.status_code == 200, listing.text
+
+
+def test_metrics_need_the_scrape_token(certlocker_stack: CertlockerStack) -> None:
+    url = certlocker_stack.api_url + "/metrics"
+    assert certlocker_stack.metrics_token, "the dev stack sets a metrics token"
+    assert_problem(requests.get(url, timeout=30), 401)
+    assert_problem(requests.get(url, headers={"Authorization": "Bearer wrong-token"},
+                                timeout=30), 401)
+    assert_problem(requests.get(url, timeout=30, headers={
+        "X-Vault-Token": certlocker_stack.operator_token}), 401)
+    ok = requests.get(url, headers=certlocker_stack.metrics_headers(), timeout=30)
+    assert ok.status_code == 200 and ok.headers["Content-Type"].startswith("text/plain")
+    assert "certlocker_certificates" in ok.text
+
+
+def _raw_http(certlocker_stack: CertlockerStack, request: bytes) -> tuple[int, dict, bytes]:
+    import socket
+
+    host, port = certlocker_stack.api_url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /v1/certificates?x=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-H%d: v\r\n" % i for i in range(150)) + b"\r\n", 431),
+    (b"GARBAGE\r\n\r\n", 400),
+], ids=["request-line", "header-size", "header-count", "not-http"])
+def test_gunicorns_own_refusals_are_problem_documents(
+        certlocker_stack: CertlockerStack, request_bytes: bytes, status: int) -> None:
+    got, headers, body = _raw_http(certlocker_stack, request_bytes)
+    assert got == status, body[:300]
+    assert headers["content-type"] == "application/problem+json"
+    doc = json.loads(body)
+    assert PROBLEM_KEYS <= set(doc) and doc["status"] == status, doc
+    assert b"aaaa" not in body and b"<html" not in body

@@ -9,11 +9,15 @@ events. The token never appears in the page or in the cookie.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import http.server
 import socket
+import threading
+import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -160,3 +164,81 @@ def test_a_bad_token_is_refused_and_every_worker_reads_the_session(
     forged = requests.get(url + "/", cookies={"certlocker_session": "x.y.z"}, timeout=30,
                           allow_redirects=False)
     assert forged.status_code == 303 and forged.headers["Location"].endswith("/login")
+
+
+@contextlib.contextmanager
+def _foreign_page(html: str) -> Iterator[str]:
+    """Another origin (another port) serving ``html`` at /: the attacker's page."""
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _settled_at(browser: Any) -> str | None:
+    """The page's URL once it has loaded; None while it is navigating."""
+    try:
+        return browser.evaluate("document.readyState == 'complete' ? location.href : null")
+    except RuntimeError:  # "Inspected target navigated or closed"
+        return None
+
+
+def test_a_login_form_posted_from_another_origin_is_refused_in_a_real_browser(
+        certlocker_stack: Any, tmp_path: Path) -> None:
+    """Login CSRF: a page elsewhere posts ITS token into the operator's browser, who
+    would then work (and paste secrets) in the attacker's session."""
+    url = certlocker_stack.api_url
+    attacker_token = certlocker_stack.operator_token  # any token Vault accepts
+    page = (f'<form method="post" action="{url}/login"><input name="token" '
+            f'value="{attacker_token}"></form><script>document.forms[0].submit()</script>')
+    with _foreign_page(page) as evil, running_chromium(tmp_path) as browser:
+        browser.events.clear()
+        browser.call("Page.navigate", url=evil + "/")
+        deadline = time.monotonic() + 30  # the page posts its form as it loads
+        while _settled_at(browser) != url + "/login":
+            assert time.monotonic() < deadline, _settled_at(browser)
+            time.sleep(0.1)
+        assert "cross-site" in browser.evaluate("document.body.innerText")
+        cookies = browser.call("Network.getCookies", urls=[url + "/"])["cookies"]
+        assert not [c for c in cookies if c["name"] == "certlocker_session"], cookies
+        browser.navigate(url + "/")
+        assert browser.evaluate("location.pathname") == "/login"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.test"},
+    {"Origin": "null"},
+    {"Origin": "http://127.0.0.1:1"},
+    {"Referer": "http://evil.test/page"},
+    {"Origin": "garbage:::"},
+], ids=["foreign-origin", "null-origin", "other-port", "foreign-referer", "garbage"])
+def test_a_cross_site_login_or_logout_is_a_403_problem_and_sets_no_cookie(
+        certlocker_stack: Any, headers: dict[str, str]) -> None:
+    url = certlocker_stack.api_url
+    for path in ("/login", "/logout"):
+        resp = requests.post(url + path, data={"token": certlocker_stack.operator_token},
+                             headers=headers, timeout=30, allow_redirects=False)
+        assert resp.status_code == 403, (path, resp.status_code, resp.text[:300])
+        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        assert "Set-Cookie" not in resp.headers
+        assert certlocker_stack.operator_token not in resp.text
+    same = requests.post(url + "/login", data={"token": certlocker_stack.operator_token},
+                         headers={"Origin": url}, timeout=30, allow_redirects=False)
+    assert same.status_code == 303 and "certlocker_session=" in same.headers["Set-Cookie"]
+

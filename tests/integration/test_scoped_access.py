@@ -462,6 +462,10 @@ def test_auditor_reads_inventory_but_changes_nothing_and_reads_no_keys(api: Api)
     _problem(api.declare(auditor, "prod", "audited", name="more"), 403)
     _problem(api.call("POST", "/v1/services/prod/audited/credentials", auditor), 403)
     _problem(api.call("POST", "/v1/certificates/prod.audited.tls/renew", auditor), 403)
+    # verify dials every target and writes status and audit: not read-only either
+    denied = _problem(api.call("POST", "/v1/certificates/prod.audited.tls/verify", auditor),
+                      403)
+    assert "update" in denied["detail"]
     assert api.read_cert(auditor, "prod", "audited").status_code == 403
     assert api.vault("LIST", f"{KV}/metadata/certs/prod", auditor).status_code == 403
     assert api.vault("GET", f"{KV}/data/system/jwt/signing-keys",

@@ -133,7 +133,8 @@ def test_verify_needs_a_token_that_may_read_the_spec(scene: Scene, stack) -> Non
 def scrape(stack: CertlockerStack) -> dict[str, list]:
     import requests
 
-    resp = requests.get(f"{stack.api_url}/metrics", timeout=30)
+    resp = requests.get(f"{stack.api_url}/metrics", headers=stack.metrics_headers(),
+                        timeout=30)
     assert resp.status_code == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
     out: dict[str, list] = {}

@@ -43,7 +43,8 @@ def running_observability_stack(state_dir: Path) -> Iterator[CertlockerStack]:
                               operator_token=stack.operator_token,
                               directory_url=stack.directory_url, ca_bundle=stack.ca_bundle,
                               state_dir=Path(state_dir),
-                              env={**os.environ, **stack.client_env()})
+                              env={**os.environ, **stack.client_env()},
+                              metrics_token=stack.metrics_token)
     finally:
         stack.down()
 

@@ -116,6 +116,11 @@ class CertlockerStack:
     #: VAULT_ADDR, VAULT_TOKEN (operator), VAULT_ROOT_TOKEN, ACME_DIRECTORY_URL,
     #: ACME_CA_BUNDLE, PEBBLE_MGMT_URL
     env: Mapping[str, str] = dataclasses.field(repr=False)
+    #: what a scrape of /metrics presents as ``Authorization: Bearer``
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
+
+    def metrics_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token else {}
 
     def client(self, token: str | None = None) -> Any:
         """An ``hvac.Client`` with ``token`` (default: the operator token)."""
@@ -191,4 +196,5 @@ def running_certlocker(state_dir: Path) -> Iterator[CertlockerStack]:
                               root_token=stack.root_token, operator_token=stack.operator_token,
                               directory_url=stack.directory_url, ca_bundle=stack.ca_bundle,
                               state_dir=Path(state_dir),
-                              env={**os.environ, **stack.client_env()})
+                              env={**os.environ, **stack.client_env()},
+                              metrics_token=stack.metrics_token)

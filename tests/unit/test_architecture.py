@@ -20,6 +20,7 @@ DOORS = {
     "werkzeug": ("api",),
     "prometheus_client": ("metrics",),
     "dns": ("issuance",),
+    "gunicorn": ("gunicorn_worker.py",),
 }
 #: the pure domain imports none of the doors' libraries
 DOMAIN = ("models.py", "names.py", "paths.py", "clock.py", "errors.py", "lifecycle",

@@ -99,6 +99,19 @@ def test_renewal_info_parses_the_window_explanation_and_retry_after() -> None:
         start, end, "https://ca.test/incident", dt.timedelta(hours=1))
 
 
+@pytest.mark.parametrize("retry_after", ["9" * 30, "9" * 5000])
+def test_a_retry_after_too_long_for_a_timedelta_is_taken_as_a_year(retry_after: str) -> None:
+    store = Challenges()
+    ca = FakeAcme(http01=store, ari=True)
+    acme = _issuer(ca, store)
+    issued = acme.issue(_request(), Journal())
+    ca.windows[ari_id_of(x509.load_pem_x509_certificate(issued.certificate.encode()))] = (
+        T0, T0 + DAY)
+    ca.ari_retry_after = retry_after
+    window = acme.renewal_info(issued.certificate)
+    assert window is not None and window.retry_after == dt.timedelta(days=365)
+
+
 def test_renewal_info_is_none_without_renewal_info_in_the_directory() -> None:
     store = Challenges()
     ca = FakeAcme(http01=store)

@@ -121,6 +121,9 @@ def test_durations(raw: str, seconds: int) -> None:
     ({"expiring_within": "0d"}, "expiring_within"),
     ({"expiring_within": "-1d"}, "expiring_within"),
     ({"expiring_within": "99999w"}, "expiring_within"),
+    # issue #14: too large for a timedelta (was an OverflowError, a 500)
+    ({"expiring_within": "55m86584d5705060s07m998981240w6m"}, "expiring_within"),
+    ({"expiring_within": "999999999w" * 40}, "expiring_within"),
     ({"expiring_within": ""}, "expiring_within"),
     ({"limit": "0"}, "limit"),
     ({"limit": "1001"}, "limit"),

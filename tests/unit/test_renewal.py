@@ -150,6 +150,8 @@ def test_parse_renew_before_accepts(text: str, parsed: Duration | Fraction) -> N
         pytest.param("30w", id="an unknown unit"),
         pytest.param("abc%", id="a percentage without a number"),
         pytest.param("1" * 100 + "d", id="an absurdly long value"),
+        pytest.param("9" * 63 + "d", id="too long for a timedelta (was an OverflowError)"),
+        pytest.param("3651d", id="over ten years"),
     ],
 )
 def test_parse_renew_before_rejects_with_the_field_named(text: str) -> None:

@@ -16,9 +16,10 @@ from flask import Blueprint, Response, jsonify, request
 from .. import access
 from ..clock import parse_rfc3339, rfc3339
 from ..errors import InvalidInput
-from .context import require, services
+from .context import authenticate_first, require, services
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
+authenticate_first(bp)
 MAX_LIMIT = 1000
 _TEXT_FILTERS = ("certificate", "actor", "action")
 
@@ -38,7 +39,10 @@ def _time(name: str) -> dt.datetime | None:
         return None
     try:
         parsed = parse_rfc3339(value) if len(value) <= 64 else None
-    except ValueError:
+        if parsed is not None and parsed.tzinfo is not None:
+            # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: refused, not a 500 later
+            parsed = parsed.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
         parsed = None
     if parsed is None or parsed.tzinfo is None:
         raise InvalidInput(name, "must be an RFC 3339 time with a zone, e.g. "

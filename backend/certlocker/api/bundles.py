@@ -75,11 +75,13 @@ def bundle(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
     credential = _service_credential()
-    wanted = bundle_request.parse(_fields(), ref)
     login = ServiceLogin(s.store, s.settings.jwt_role)
     subject = f"certificate:{ref.id}"
-    details = {"format": wanted.spec.name}
+    # Vault accepts the credential (login) before the request is read: a forged or
+    # revoked one is refused without learning what a valid request looks like.
     with login.session(credential, ref.environment) as session:
+        wanted = bundle_request.parse(_fields(), ref)
+        details = {"format": wanted.spec.name}
         try:
             stored = login.read_bundle(session, ref)
         except AccessDenied:

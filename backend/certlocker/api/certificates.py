@@ -15,10 +15,11 @@ from ..lifecycle.service import CertificateView
 from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
 from ..errors import Conflict
-from .context import caller, services
+from .context import authenticate_first, caller, services
 from .json_input import certificate_spec, json_body, wait_seconds
 
 bp = Blueprint("certificates", __name__, url_prefix="/v1/certificates")
+authenticate_first(bp)
 
 
 def render(view: CertificateView, paths: Any) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from .. import access, names
 from ..clock import SystemClock, rfc3339
 from ..credentials.tokens import MintedToken
 from ..errors import InvalidInput, Unauthenticated
-from .context import Caller, caller, services
+from .context import Caller, authenticate_first, caller, services
 
 bp = Blueprint("credentials", __name__, url_prefix="/v1/services")
+# refresh authenticates with the service's own credential, not a Vault token
+authenticate_first(bp, exempt=("credentials.refresh",))
 
 
 def _target(env: str, service: str) -> tuple[str, str]:

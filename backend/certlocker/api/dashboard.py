@@ -21,6 +21,7 @@ import logging
 import secrets
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -30,7 +31,7 @@ from flask import (Blueprint, Flask, Response, current_app, redirect, render_tem
 from flask.sessions import SecureCookieSessionInterface
 
 from ..clock import SystemClock
-from ..errors import CertlockerError, Conflict, Unauthenticated
+from ..errors import AccessDenied, CertlockerError, Conflict, Unauthenticated
 from ..lifecycle import heartbeat, inventory
 from ..lifecycle.verification import target_views
 from .certificates import listed_refs
@@ -139,7 +140,9 @@ def _session_token() -> str | None:
 def _secured(resp: Response) -> Response:
     resp.headers["Content-Security-Policy"] = _CSP
     resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on
+    # the login form's own POST, and the origin check could not tell it from a forgery.
+    resp.headers["Referrer-Policy"] = "same-origin"
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -152,6 +155,40 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
 
 # -- login / logout -----------------------------------------------------------------------
 
+def _origin(url: str) -> str | None:
+    """``scheme://host:port`` of ``url``, default port spelled out; None if unparsable."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname or port is None:
+        return None
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
+
+
+def _refuse_cross_site() -> None:
+    """Login CSRF: a foreign page must not post its own token into an operator's browser
+    (who would then act, and type secrets, as the attacker). Browsers send ``Origin``
+    with every POST; without it (an old browser) the ``Referer`` is checked. A request
+    with neither is no browser's cross-site form. The own origin is ``public_url``'s
+    or the one the browser addressed (``Host``).
+
+    :raises AccessDenied: for another origin, or ``Origin: null`` (a sandboxed page).
+    """
+    claimed = request.headers.get("Origin")
+    if claimed is None:
+        claimed = request.headers.get("Referer")
+        if claimed is None:
+            return
+    origin = _origin(claimed)
+    own = {_origin(current_app.extensions["certlocker"].settings.public_url),
+           _origin(request.host_url)}
+    if origin is None or origin not in own:
+        log.warning("dashboard.cross_site_refused", extra={"path": request.path})
+        raise AccessDenied("cross-site request refused: use the dashboard's own page")
+
+
 @bp.get("/login")
 def login_form() -> Response:
     return _page("dashboard_login.html")
@@ -159,6 +196,7 @@ def login_form() -> Response:
 
 @bp.post("/login")
 def login() -> Response:
+    _refuse_cross_site()
     token = (request.form.get("token") or "").strip()
     if not token or len(token) > 4096 or not token.isprintable():
         return _page("dashboard_login.html", 400, error="Enter your Vault token.")
@@ -181,6 +219,7 @@ def login() -> Response:
 
 @bp.post("/logout")
 def logout() -> Response:
+    _refuse_cross_site()
     resp = _secured(redirect(url_for("dashboard.login_form"), code=303))
     if current_app.session_interface.is_null_session(session):
         resp.delete_cookie(current_app.config["SESSION_COOKIE_NAME"])  # unreadable now

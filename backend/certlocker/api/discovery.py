@@ -34,10 +34,11 @@ from ..errors import Conflict, InvalidInput
 from ..lifecycle.inventory import parse_duration
 from ..models import State
 from .certificates import render
-from .context import Caller, require, services
+from .context import Caller, authenticate_first, require, services
 from .json_input import certificate_spec, json_body, wait_seconds
 
 bp = Blueprint("discovery", __name__, url_prefix="/v1/discovery")
+authenticate_first(bp)
 
 MAX_TARGETS = 256
 MAX_FINDINGS = 500
@@ -200,7 +201,10 @@ def _finding(field: str, item: Any, host: str) -> FoundCertificate:
     for key in ("not_before", "not_after"):
         try:
             value = parse_rfc3339(item[key]) if isinstance(item[key], str) else None
-        except ValueError:
+            if value is not None and value.tzinfo is not None:
+                # out of range in UTC: refused here, not stored to break every listing
+                value = value.astimezone(dt.timezone.utc)
+        except (ValueError, OverflowError):
             value = None
         if value is None or value.tzinfo is None:
             raise InvalidInput(f"{field}/{key}", "must be an RFC 3339 time with a zone")

@@ -12,10 +12,11 @@ from flask import Blueprint, Response, jsonify
 from .. import names
 from ..errors import InvalidInput
 from ..ownership import Grant, parse_grant
-from .context import caller, services
+from .context import authenticate_first, caller, services
 from .json_input import json_body
 
 bp = Blueprint("grants", __name__, url_prefix="/v1/grants")
+authenticate_first(bp)
 
 
 def _render(environment: str, service: str, grant: Grant, version: int) -> Response:

@@ -26,11 +26,32 @@ def json_body(max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes or (request.content_length is None and len(raw) >= max_bytes):
         raise PayloadTooLarge(f"the body must be at most {max_bytes} bytes")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as dup:
+        raise InvalidInput(dup.key, "appears more than once in the body") from None
     except (ValueError, RecursionError):
         raise MalformedRequest("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise MalformedRequest("the body must be a JSON object")
+    return body
+
+
+class _DuplicateKey(Exception):
+    """A JSON object names a key twice: parsers disagree on which one counts (the
+    last for Python, the first for others), so a check and a use could see different
+    values. Not a ValueError, so it is not mistaken for malformed JSON."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key[:64]
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise _DuplicateKey(key)
+        body[key] = value
     return body
 
 

@@ -12,10 +12,11 @@ from ..clock import rfc3339
 from ..errors import InvalidInput, NotFound
 from ..models import CertificateRef, CertificateStatus
 from .certificates import render
-from .context import caller, services
+from .context import authenticate_first, caller, services
 from .json_input import json_body, wait_seconds
 
 bp = Blueprint("lifecycle_actions", __name__, url_prefix="/v1/certificates")
+authenticate_first(bp)
 REVOKE_FIELDS = {"reason", "replace"}
 RETIRE_FIELDS = {"revoke"}
 

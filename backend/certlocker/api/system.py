@@ -7,9 +7,10 @@ from flask import Blueprint, Response, jsonify
 from .. import access
 from ..audit.recorder import audited
 from ..clock import rfc3339
-from .context import require, services
+from .context import authenticate_first, require, services
 
 bp = Blueprint("system", __name__, url_prefix="/v1/system")
+authenticate_first(bp)
 
 SUBJECT = "system:jwt-signing-keys"
 

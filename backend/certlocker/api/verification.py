@@ -5,29 +5,28 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ..audit.recorder import audited
-from ..errors import AccessDenied
+from ..lifecycle.revocation import authorize
 from ..lifecycle.verification import verifier_for
 from ..models import CertificateRef, State
 from .certificates import render
-from .context import caller, services
+from .context import authenticate_first, caller, services
 
 bp = Blueprint("verification", __name__, url_prefix="/v1/certificates")
+authenticate_first(bp)
 
 
 @bp.post("/<cert_id>/verify")
 def verify(cert_id: str) -> Response:
-    """The caller must be allowed to read the spec (Vault decides, with their token);
-    the probes and the status write run with certlocker's own token."""
+    """The caller must hold update on the spec (Vault decides, with their token): a
+    verification dials every target and writes status and audit, so a read-only token
+    (an auditor's) may not trigger it. The probes and the status write run with
+    certlocker's own token."""
     s = services()
     ref = CertificateRef.parse_id(cert_id)
     who = caller()
-    try:
-        seen = s.certificates.view(who.store, ref)
-    except AccessDenied as exc:
-        audited(s.audit, who.display_name, "delivery.verify", ref.id, "denied",
-                reason=exc.detail)
-        raise
+    authorize(who.store, s.store, ref, s.audit, who.display_name, "delivery.verify",
+              ("update",))
+    seen = s.certificates.view(who.store, ref)  # 404 for a certificate that does not exist
     if seen.status.state is State.RETIRED:  # nodes still serving it are reported
         s.retirement.verify(ref, actor=who.display_name)
         return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))

@@ -43,6 +43,8 @@ POLL_MAX = 1.0
 ACCOUNT_GONE = "accountDoesNotExist"
 
 T = TypeVar("T")
+# A CA's Retry-After past this is taken as this: a timedelta of 10^30 s overflows.
+MAX_RETRY_AFTER = dt.timedelta(days=365)
 
 
 class AccountStore(Protocol):
@@ -510,7 +512,7 @@ class AcmeIssuer:
         section 7.5.1), whichever is longer; never past the deadline."""
         wait = delay
         retry_after = response.headers.get("Retry-After")
-        if retry_after and retry_after.isdigit():
+        if retry_after and retry_after.isascii() and retry_after.isdigit():
             wait = max(wait, min(float(retry_after), POLL_MAX * 5))
         if time.monotonic() + wait > deadline:
             raise IssuanceFailed("timed out waiting for the CA", acme_code="timeout")
@@ -547,8 +549,11 @@ def _retry_after(value: str | None) -> dt.timedelta | None:
     """An HTTP ``Retry-After`` (delta-seconds or an HTTP date) as a duration from now."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return dt.timedelta(seconds=int(value.strip()))
+    digits = value.strip()
+    if digits.isascii() and digits.isdigit():
+        if len(digits) > 12:  # int() of thousands of digits raises; any such wait is "long"
+            return MAX_RETRY_AFTER
+        return min(dt.timedelta(seconds=int(digits)), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

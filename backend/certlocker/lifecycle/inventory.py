@@ -71,10 +71,10 @@ def parse_duration(field: str, raw: str) -> dt.timedelta:
     if not raw or pos != len(raw):
         raise InvalidInput(field, "must be a duration such as 720h, 30d or 1d12h "
                                   "(units s, m, h, d, w)")
-    duration = dt.timedelta(seconds=seconds)
-    if not dt.timedelta(0) < duration <= MAX_DURATION:
+    # Compared as a number first: a timedelta of billions of weeks overflows (a 500).
+    if not 0 < seconds <= MAX_DURATION.total_seconds():
         raise InvalidInput(field, "must be more than 0s and at most 3650d")
-    return duration
+    return dt.timedelta(seconds=seconds)
 
 
 def parse_query(args: Mapping[str, str]) -> Query:

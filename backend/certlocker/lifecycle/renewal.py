@@ -36,6 +36,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[dhms])+$")
 _NUMBER = re.compile(r"^\d*\.?\d+$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_DURATION = dt.timedelta(days=3650)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +103,9 @@ def parse_renew_before(value: str) -> Duration | Fraction:
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
         if seconds <= 0:
             raise InvalidInput(_FIELD, "a duration must be longer than zero")
+        # Checked as a number: a timedelta of 10^60 days overflows instead of refusing.
+        if seconds > MAX_DURATION.total_seconds():
+            raise InvalidInput(_FIELD, "a duration must be at most 3650d")
         return Duration(dt.timedelta(seconds=seconds))
     raise InvalidInput(
         _FIELD, "must be a duration such as '30d', '720h', '1h30m' or a fraction such as "

@@ -55,6 +55,16 @@ def _not_applied(exc: Exception) -> bool:
     return False
 
 
+def _sealed(exc: Exception) -> bool:
+    """Vault answered 503 "Vault is sealed": it stays so until an operator (or auto-
+    unseal) acts, minutes rather than the seconds of an election, so waiting
+    ``retry_seconds`` per call only holds every request for nothing."""
+    if not isinstance(exc, hx.VaultDown):
+        return False
+    text = " ".join(str(e) for e in (exc.errors or [])) or str(exc)
+    return "vault is sealed" in text.lower()
+
+
 def _transient(exc: Exception) -> bool:
     return isinstance(exc, (requests.ConnectionError, requests.Timeout, hx.VaultDown,
                             hx.InternalServerError, hx.BadGateway))
@@ -110,11 +120,12 @@ class TokenFile:
 class RetryingAdapter(hvac.adapters.JSONAdapter):
     """hvac's JSON adapter, riding out a leader election or a short outage.
 
-    A request Vault certainly did not apply (connection refused, sealed, standby without
-    an active node) is retried with growing pauses for up to ``retry_seconds``; so is any
-    transient failure of a read. A write that failed after it was sent is not retried
-    here: it raises ``WriteUncertain`` so the caller can read back what landed
-    (``VaultStore.write``) instead of applying it twice.
+    A request Vault certainly did not apply (connection refused, standby without an
+    active node) is retried with growing pauses for up to ``retry_seconds``; so is any
+    transient failure of a read. A sealed Vault is not waited for (``_sealed``). A write
+    that failed after it was sent is not retried here: it raises ``WriteUncertain`` so
+    the caller can read back what landed (``VaultStore.write``) instead of applying it
+    twice.
     """
 
     def __init__(self, *args: Any, retry_seconds: float = 10.0, own_token: bool = False,
@@ -138,7 +149,7 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
                 if self.own_token and isinstance(exc, hx.Forbidden):
                     raise OwnTokenForbidden(str(exc), errors=exc.errors, method=exc.method,
                                             url=exc.url) from exc
-                if not _transient(exc):
+                if not _transient(exc) or _sealed(exc):
                     raise
                 safe = method.upper() in IDEMPOTENT or _not_applied(exc)
                 if safe and time.monotonic() + pause < deadline:
@@ -208,7 +219,12 @@ def translated(path: str = "") -> Iterator[None]:
         if "check-and-set" in text:
             raise Conflict(f"{path} was changed by another writer") from exc
         raise VaultUnavailable(f"Vault rejected a request for {path}: {text[:300]}") from exc
-    except (hx.VaultDown, hx.InternalServerError, hx.BadGateway, hx.VaultNotInitialized,
+    except hx.VaultDown as exc:
+        if _sealed(exc):
+            raise VaultUnavailable("Vault is sealed: nothing can be read or written until "
+                                   "it is unsealed") from exc
+        raise VaultUnavailable(f"Vault is unavailable ({type(exc).__name__})") from exc
+    except (hx.InternalServerError, hx.BadGateway, hx.VaultNotInitialized,
             hx.RateLimitExceeded, hx.UnexpectedError) as exc:
         raise VaultUnavailable(f"Vault is unavailable ({type(exc).__name__})") from exc
     except hx.VaultError as exc:
