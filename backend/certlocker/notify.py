@@ -19,6 +19,7 @@ import requests
 from .errors import AlertDeliveryFailed, CertlockerError
 from .lifecycle.alerts import Alert
 from .settings import Settings
+from .urllib3_send import failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Webhook:
             resp = requests.post(self._url, json=self.payload(alert), headers=headers,
                                  timeout=self._timeout, allow_redirects=False)
         except requests.RequestException as exc:
-            raise AlertDeliveryFailed(f"webhook unreachable ({type(exc).__name__})",
+            raise AlertDeliveryFailed(f"webhook unreachable ({failure_reason(exc)})",
                                       (self.name,)) from None
         if not 200 <= resp.status_code < 300:
             raise AlertDeliveryFailed(f"webhook answered HTTP {resp.status_code}", (self.name,))

@@ -24,6 +24,7 @@ from .. import netenv
 from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
+from ..urllib3_send import failure_reason
 from ..x509info import info_from_pem, split_pem_chain
 from . import ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
@@ -498,7 +499,7 @@ def _translate(exc: Exception, context: str) -> IssuanceFailed:
         return IssuanceFailed(f"{context}: {code}: {exc.detail or ''}".strip(),
                               acme_code=code, retryable=retryable)
     if isinstance(exc, requests.RequestException):
-        return IssuanceFailed(f"{context}: cannot reach the CA ({type(exc).__name__})",
+        return IssuanceFailed(f"{context}: cannot reach the CA ({failure_reason(exc)})",
                               acme_code="connection")
     return IssuanceFailed(f"{context}: {type(exc).__name__}: {exc}"[:500])
 
