@@ -287,8 +287,10 @@ class CertificateService:
         spec = found[0]
         issuer = self._issuers.get(spec.issuer)
         if issuer is None:
+            # This deployment's settings, not the CA, refuse: retried, so a configuration
+            # deployed later takes over without an operator renewing every certificate.
             return self._hint(spec, self._fail(ref, IssuanceFailed(
-                f"issuer {spec.issuer!r} is not configured", retryable=False)))
+                f"issuer {spec.issuer!r} is not configured")))
         # Read once under the lease: the stored version is the check-and-set for both the
         # certificate and the status written after it (a race falls back to re-reading).
         before = None if first else self._store.read_status(ref)
@@ -374,7 +376,13 @@ class CertificateService:
             return found[0] if found else status
 
     def _fail(self, ref: CertificateRef, exc: CertlockerError) -> CertificateStatus:
+        """Record a failed attempt. A retryable one is tried again after a backoff; one
+        the CA or a check refused for good (``IssuanceFailed.retryable`` False: a CAA
+        record, a rejected identifier) is not retried until an operator asks (renew) or
+        the certificate is declared again, so no retry storm and no retries-exhausted
+        alert for what retrying cannot fix."""
         now = self._clock.now()
+        retryable = not isinstance(exc, IssuanceFailed) or exc.retryable
 
         def update(old: CertificateStatus | None) -> CertificateStatus:
             attempts = (old.attempts if old else 0) + 1
@@ -386,13 +394,18 @@ class CertificateService:
             # a revoked one stays REVOKED until its replacement is stored.
             state = (State.FAILED if base.current is None else
                      State.REVOKED if base.state is State.REVOKED else State.VALID)
+            if not retryable:  # waits for an operator's renew or a new declaration
+                return base.replace(state=state, last_error=exc.detail, attempts=attempts,
+                                    updated_at=now, next_attempt_at=None, retryable=False)
             return base.replace(state=state,
                                 last_error=exc.detail, attempts=attempts, updated_at=now,
+                                retryable=True,
                                 next_attempt_at=backoff.next_attempt(
                                     attempts, now, lifetime, self._rng,
                                     retry_after=retry_after, policy=self._backoff))
 
-        log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail})
+        log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail,
+                                              "retryable": retryable})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
                 reason=exc.detail[:500])
         return self._set_status(ref, update)
