@@ -106,11 +106,30 @@ def request(ctx: click.Context, environment: str, service: str, name: str,
 @main.command("list")
 @click.option("--environment", default=None)
 @click.option("--service", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="show at most this many (default: all, page after page)")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=1000, show_default=True,
+              help="certificates per API request")
 @click.pass_context
-def list_(ctx: click.Context, environment: str | None, service: str | None) -> None:
-    """List the inventory."""
-    params = {k: v for k, v in {"environment": environment, "service": service}.items() if v}
-    body = ctx.obj["api"].call("GET", "/v1/certificates", params=params)
+def list_(ctx: click.Context, environment: str | None, service: str | None,
+          limit: int | None, page_size: int) -> None:
+    """List the inventory: every certificate, following the API's pages to the end."""
+    params: dict[str, Any] = {k: v for k, v in {"environment": environment,
+                                                "service": service}.items() if v}
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        want = page_size if limit is None else min(page_size, limit - len(items))
+        page = ctx.obj["api"].call("GET", "/v1/certificates", params={
+            **params, "limit": want, **({"cursor": cursor} if cursor else {})})
+        items += page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor or (limit is not None and len(items) >= limit):
+            break
+    body = {"items": items, "next_cursor": cursor}
+    if cursor:
+        click.echo(f"note: showing the first {len(items)}; there are more (drop --limit "
+                   "for all)", err=True)
     rows = [f"{'ID':40} {'STATUS':9} {'EXPIRES':22} NAMES"]
     for c in body["items"]:
         rows.append(f"{c['id']:40} {c['status']:9} "
@@ -575,10 +594,13 @@ def discovery() -> None:
 @click.pass_context
 def discovery_list(ctx: click.Context, expiring_within: str | None, state: str) -> None:
     """List discovered certificates, soonest expiry first."""
-    params = {"state": state}
+    params = {"state": state, "limit": "1000"}
     if expiring_within:
         params["expiring_within"] = expiring_within
     body = ctx.obj["api"].call("GET", "/v1/discovery", params=params)
+    if body.get("total", 0) > len(body["items"]):
+        click.echo(f"note: showing the {len(body['items'])} soonest to expire of "
+                   f"{body['total']}; narrow with --expiring-within", err=True)
     rows = [f"{'SHA-256':16} {'STATE':9} {'EXPIRES':22} {'':8} {'SUBJECT':32} SOURCES"]
     for d in body["items"]:
         flag = "EXPIRED" if d["expired"] else ("EXPIRING" if d["expiring_soon"] else "")

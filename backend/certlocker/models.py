@@ -296,6 +296,7 @@ class CertificateStatus:
     revocation: Revocation | None = None  # the last revocation (lifecycle.revocation)
     retired_at: dt.datetime | None = None  # set with state retired (a tombstone)
     ari: AriWindow | None = None  # the CA's renewal window (lifecycle.renewal_info)
+    retryable: bool = True  # False: the last failure is a refusal that retrying won't fix
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -311,6 +312,7 @@ class CertificateStatus:
             "history": list(self.history),
             "alerted": self.alerted,
             "ari": self.ari.to_json() if self.ari else None,
+            "retryable": self.retryable,
         }
 
     @classmethod
@@ -331,6 +333,7 @@ class CertificateStatus:
                         if data.get("revocation") else None),
             retired_at=parse_rfc3339(data["retired_at"]) if data.get("retired_at") else None,
             ari=AriWindow.from_json(data["ari"]) if data.get("ari") else None,
+            retryable=data.get("retryable") is not False,
         )
 
     def replace(self, **changes: Any) -> "CertificateStatus":

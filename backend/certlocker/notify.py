@@ -3,7 +3,12 @@
 Secrets (the SMTP password, a webhook bearer token) come from Vault
 (``system/alerting``: ``smtp_password``, ``webhook_token``) or, failing that, from the
 settings (``CERTLOCKER_SMTP_PASSWORD``, ``CERTLOCKER_ALERT_WEBHOOK_TOKEN``). Neither they
-nor the webhook URL (Slack's carry a token) are ever logged or put in an error.
+nor the webhook URL (Slack's carry a token) are ever logged, audited or put in an error.
+
+Every delivery on every channel is an audit event ``alert.deliver`` (subject: the
+certificate; outcome success or failure; details: channel and alert kind; the reason of a
+failure is the channel's own error text, which names no URL and no secret), so the trail
+shows who was told what, and when telling failed.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Any, Protocol, Sequence
 
 import requests
 
+from .audit.recorder import Auditor, NoAudit, audited
 from .errors import AlertDeliveryFailed, CertlockerError
 from .lifecycle.alerts import Alert
 from .settings import Settings
+from .urllib3_send import failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ class Webhook:
             resp = requests.post(self._url, json=self.payload(alert), headers=headers,
                                  timeout=self._timeout, allow_redirects=False)
         except requests.RequestException as exc:
-            raise AlertDeliveryFailed(f"webhook unreachable ({type(exc).__name__})",
+            raise AlertDeliveryFailed(f"webhook unreachable ({failure_reason(exc)})",
                                       (self.name,)) from None
         if not 200 <= resp.status_code < 300:
             raise AlertDeliveryFailed(f"webhook answered HTTP {resp.status_code}", (self.name,))
@@ -94,10 +101,13 @@ class Email:
 
 
 class Notifier:
-    """Sends an alert on every configured channel."""
+    """Sends an alert on every configured channel, auditing each delivery as ``actor``."""
 
-    def __init__(self, channels: Sequence[Channel]) -> None:
+    def __init__(self, channels: Sequence[Channel], *, audit: Auditor | None = None,
+                 actor: str = "certlocker") -> None:
         self.channels = tuple(channels)
+        self._audit = audit or NoAudit()
+        self._actor = actor
 
     def send(self, alert: Alert) -> None:
         """Deliver on every channel; a channel that fails is logged.
@@ -107,6 +117,7 @@ class Notifier:
         """
         failed = []
         for channel in self.channels:
+            details = {"channel": channel.name, "kind": alert.kind}
             try:
                 channel.send(alert)
             except AlertDeliveryFailed as exc:
@@ -114,12 +125,19 @@ class Notifier:
                 log.warning("alert.channel_failed", extra={
                     "channel": channel.name, "certificate": alert.certificate,
                     "error": exc.detail})
+                audited(self._audit, self._actor, "alert.deliver", alert.certificate,
+                        "failure", reason=exc.detail, details=details)
+            else:
+                audited(self._audit, self._actor, "alert.deliver", alert.certificate,
+                        "success", details=details)
         if self.channels and len(failed) == len(self.channels):
             raise AlertDeliveryFailed("no alert channel accepted the alert", tuple(failed))
 
 
-def from_settings(settings: Settings, secrets: dict[str, Any] | None = None) -> Notifier:
-    """Channels from settings; ``secrets`` is the ``system/alerting`` document (or None)."""
+def from_settings(settings: Settings, secrets: dict[str, Any] | None = None, *,
+                  audit: Auditor | None = None, actor: str = "certlocker") -> Notifier:
+    """Channels from settings; ``secrets`` is the ``system/alerting`` document (or None);
+    deliveries are audited on ``audit`` as ``actor``."""
     secrets = secrets or {}
     channels: list[Channel] = []
     if settings.alert_webhook_url:
@@ -131,7 +149,7 @@ def from_settings(settings: Settings, secrets: dict[str, Any] | None = None) -> 
                               settings.smtp_to, username=settings.smtp_username,
                               password=secrets.get("smtp_password") or settings.smtp_password,
                               starttls=settings.smtp_starttls))
-    return Notifier(channels)
+    return Notifier(channels, audit=audit, actor=actor)
 
 
 def load_secrets(read_json: Any, path: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def build(settings: settings_mod.Settings, options: Options,
     store = services.store
     secrets = notify.load_secrets(store.read_json, store.paths.alerting_secrets())
     policy = policy_from_settings(settings)
-    notifier = notify.from_settings(settings, secrets)
+    notifier = notify.from_settings(settings, secrets, audit=services.audit, actor="reconciler")
     verifier = verifier_for(settings, store, services.certificates.update_status,
                             services.audit, on_divergence=AlertOnDivergence(notifier)
                             if notifier is not None else None)  # alerts, unlike the API's

@@ -172,3 +172,53 @@ def test_caa_permits_and_the_certificate_is_issued(dns_pebble: Pebble, bind: Bin
     issuer = make_issuer(dns_pebble, bind, store, caa_identities=("pebble.test",))
     issued = issuer.issue(request(*names), MemoryJournal())
     assert sans(issued.certificate) == set(names)
+
+
+def test_a_caa_refusal_is_not_retried_by_the_reconciler(dns_pebble: Pebble, bind: Bind,
+                                                        store) -> None:  # type: ignore[no-untyped-def]
+    """Against the real BIND, Pebble and OpenBao: a certificate whose name CAA forbids
+    fails once, its status says it is not retried, and a month of reconciler passes
+    makes no second attempt and sends one ``issuance-refused`` alert, never
+    ``retries-exhausted``."""
+    import datetime as dt
+
+    from certlocker.clock import FixedClock
+    from certlocker.lifecycle import alerts
+    from certlocker.lifecycle.due_index import DueIndex
+    from certlocker.lifecycle.reconciler import Options, Reconciler
+    from certlocker.lifecycle.service import CertificateService
+    from certlocker.models import CertificateSpec, State
+
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+    policy = alerts.AlertPolicy(max_attempts=2)
+    due = DueIndex(store, policy, clock)
+    service = CertificateService(store, {ISSUER: make_issuer(
+        dns_pebble, bind, store, caa_identities=("pebble.test",))}, clock=clock, workers=1,
+        due_index=due)
+    sent: list[alerts.Alert] = []
+
+    class Sink:
+        def send(self, alert: alerts.Alert) -> None:
+            sent.append(alert)
+
+    reconciler = Reconciler(store, service, due, notifier=Sink(), clock=clock,
+                            options=Options(workers=1), policy=policy)
+    ref = CertificateRef("dev", "caa", "refused")
+    store.create_spec(CertificateSpec(ref, ("www.deny.example.test",), ISSUER))
+    try:
+        reconciler.handle(ref)
+        status, _ = store.read_status(ref)
+        assert (status.state, status.attempts, status.retryable) == (State.FAILED, 1, False)
+        assert status.next_attempt_at is None
+        assert status.last_error.startswith("www.deny.example.test:")
+        for _ in range(6):
+            clock.advance(dt.timedelta(days=5))
+            reconciler.handle(ref)
+        status, _ = store.read_status(ref)
+        assert status.attempts == 1
+        assert [a.kind for a in sent] == [alerts.ISSUANCE_REFUSED]
+    finally:
+        reconciler.close()
+        service.shutdown()
+        store.destroy(store.paths.spec(ref))
+        store.destroy(store.paths.status(ref))

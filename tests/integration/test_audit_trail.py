@@ -138,6 +138,33 @@ def test_cli_lists_events_for_an_auditor(stack, acted) -> None:
     assert cli(stack, "audit", "list", token=team).returncode == 1
 
 
+def test_audit_verify_catches_an_event_rewritten_and_then_restored(stack, acted) -> None:
+    """An event edited and then written back word for word hashes as before, but KV v2
+    keeps the versions: an event is created once, so a version 3 is tampering."""
+    auditor = token(stack, "certlocker-auditor", "ann")
+    assert cli(stack, "audit", "verify", token=auditor).returncode == 0
+    root = stack.client(stack.root_token).secrets.kv.v2
+    victim = min(stored_events(stack.client(stack.root_token), MOUNT),
+                 key=lambda e: (e["lane"], e["seq"]))
+    path = lane_path(victim["lane"], victim["seq"])
+    original = root.read_secret_version(path=path, mount_point=MOUNT,
+                                        raise_on_deleted_version=True)["data"]["data"]
+    forged = {**json.loads(original["json"]), "actor": "someone-else"}
+    root.create_or_update_secret(path=path, secret={"json": json.dumps(forged)},
+                                 mount_point=MOUNT)
+    root.create_or_update_secret(path=path, secret=original, mount_point=MOUNT)
+    try:
+        restored = cli(stack, "--json", "audit", "verify", token=auditor)
+        assert restored.returncode == 1, restored.stdout
+        [broken] = [r for r in json.loads(restored.stdout)["lanes"] if not r["ok"]]
+        assert (broken["lane"], broken["first_bad_seq"]) == (victim["lane"], victim["seq"])
+        assert "version 3" in broken["problem"] and "rewritten" in broken["problem"]
+    finally:  # back to one version for the tests after this one
+        root.delete_metadata_and_all_versions(path=path, mount_point=MOUNT)
+        root.create_or_update_secret(path=path, secret=original, cas=0, mount_point=MOUNT)
+    assert cli(stack, "audit", "verify", token=auditor).returncode == 0
+
+
 def test_audit_verify_catches_a_truncation_an_edit_and_a_deletion(stack, acted) -> None:
     # Nothing may append while we tamper: the reconciler verifies on its own schedule.
     next(p for p in stack.stack.procs if p.name == "reconciler").stop()

@@ -76,3 +76,34 @@ def test_every_lifecycle_command_exists(certlocker_stack: Any) -> None:
     for command in ("request", "list", "show", "renew", "revoke", "retire", "credentials",
                     "scan", "verify", "audit", "discovery"):
         assert f"  {command} " in out, command
+
+
+def test_list_follows_every_page(certlocker_stack: Any, issued: dict[str, Any]) -> None:
+    """More certificates than one API page (100 by default): every one is listed, page
+    after page, and ``--limit`` says that there are more."""
+    root = certlocker_stack.client(certlocker_stack.root_token)
+    names = [f"n{i:03d}" for i in range(101)]
+    for name in names:  # specs written straight into Vault are a supported declaration
+        root.secrets.kv.v2.create_or_update_secret(
+            path=f"specs/prod/cli-bulk/{name}", mount_point="certlocker", secret={
+                "environment": "prod", "service": "cli-bulk", "name": name,
+                "dns_names": [f"{name}.cli-bulk.test"], "issuer": issued["issuer"],
+                "key_type": "ec-p256"})
+    try:
+        listed = cli(certlocker_stack, "--json", "list", "--service", "cli-bulk")
+        assert listed.returncode == 0, listed.stderr
+        assert [c["name"] for c in json.loads(listed.stdout)["items"]] == names
+
+        paged = cli(certlocker_stack, "--json", "list", "--service", "cli-bulk",
+                    "--page-size", "40")
+        assert paged.returncode == 0, paged.stderr
+        assert [c["name"] for c in json.loads(paged.stdout)["items"]] == names
+
+        table = cli(certlocker_stack, "list", "--service", "cli-bulk", "--limit", "50")
+        assert table.returncode == 0, table.stderr
+        assert len(table.stdout.splitlines()) == 1 + 50
+        assert "there are more" in table.stderr
+    finally:
+        for name in names:
+            root.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=f"specs/prod/cli-bulk/{name}", mount_point="certlocker")

@@ -237,6 +237,34 @@ def test_the_cli_adopts_too(certlocker_stack: Any, fleet: dict[str, Any],
     assert json.loads(done.stdout)["certificate"]["dns_names"] == ["shadow-old.disc.test"]
 
 
+def test_a_default_openssl_self_signed_certificate_served_is_unmanaged(
+        certlocker_stack: Any, tmp_path: pathlib.Path) -> None:
+    """The most common shadow certificate: ``openssl req -x509`` with its defaults sets
+    CA:TRUE. Served by nginx, it must be recorded as unmanaged, not counted as a CA."""
+    name = "openssl-default.disc.test"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", f"/CN={name}",
+                    "-keyout", str(tmp_path / f"{name}.key"),
+                    "-out", str(tmp_path / f"{name}.crt")],
+                   check=True, capture_output=True, timeout=60)
+    cert = x509.load_pem_x509_certificate((tmp_path / f"{name}.crt").read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    port = free_port_block(1)
+    nginx = start_nginx(tmp_path, tls_server(port, tmp_path, name), [port])
+    try:
+        resp = api(certlocker_stack, "POST", "/v1/discovery/scans?wait=90", json={
+            "endpoints": [f"127.0.0.1:{port}"], "timeout": 5})
+    finally:
+        stop_nginx(nginx)
+    assert resp.status_code == 201, resp.text
+    result = resp.json()["result"]
+    assert [u["sha256_fingerprint"] for u in result["unmanaged"]] == [fingerprint(cert)]
+    assert result["counts"]["ca_certificates"] == 0
+    listed = _mine(certlocker_stack, {fingerprint(cert)})[fingerprint(cert)]
+    assert listed["state"] == "unmanaged" and listed["is_ca"] is True
+    assert [s["source"] for s in listed["sources"]] == [f"tls:127.0.0.1:{port}"]
+
+
 def test_a_team_operator_may_not_scan_and_bad_input_is_a_problem(
         certlocker_stack: Any, fleet: dict[str, Any]) -> None:
     root = certlocker_stack.client(certlocker_stack.root_token)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 
 from certlocker.clock import parse_rfc3339
 from tests.support.kv import grant_names, live_versions
@@ -30,7 +31,8 @@ MOUNT = "certlocker"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(tmp_path_factory.mktemp("reconciler-stack"), devstack.free_ports(),
-                  pebble_env={"PEBBLE_WFE_NONCEREJECT": "0"})
+                  pebble_env={"PEBBLE_WFE_NONCEREJECT": "0"},
+                  extra_env={"CERTLOCKER_METRICS_REFRESH_SECONDS": "2"})
     stack.up()
     try:
         for proc in stack.procs:
@@ -216,6 +218,15 @@ def test_a_failing_certificate_alerts_once_by_webhook_and_email(stack: Stack, we
     assert "dev.alerts.broken" in mails[0]["Subject"]
     assert status(stack, "alerts", "broken")["alerted"] == "retries-exhausted"
     assert not any("hook-secret-123" in out or url in out for out in outputs)
+    # Each delivery is in the audit trail: who was told, on which channel; no secret.
+    events = requests.get(f"{stack.api_url}/v1/audit", timeout=30,
+                          headers={"X-Vault-Token": stack.operator_token or ""},
+                          params={"action": "alert.deliver",
+                                  "certificate": "dev.alerts.broken"}).json()["items"]
+    assert sorted((e["actor"], e["outcome"], e["details"]["channel"], e["details"]["kind"])
+                  for e in events) == [("reconciler", "success", "email", "retries-exhausted"),
+                                       ("reconciler", "success", "webhook", "retries-exhausted")]
+    assert "hook-secret-123" not in json.dumps(events) and url not in json.dumps(events)
 
 
 def test_slack_payload_and_sigterm(stack: Stack, webhook: Any) -> None:
@@ -238,6 +249,37 @@ def test_slack_payload_and_sigterm(stack: Stack, webhook: Any) -> None:
     events = [json.loads(line)["event"] for line in Path(proc.log_path).read_text().splitlines()
               if line.startswith("{")]
     assert "reconcile.stopping" in events and events[-1] == "reconcile.stopped"
+
+
+def test_the_reconcilers_failures_reach_the_apis_metrics(stack: Stack) -> None:
+    """The reconciler serves no /metrics; its failure counts travel in its heartbeat
+    record in Vault, which the API's /metrics exports per reconciler process."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from certlocker.lifecycle.heartbeat import process_name
+
+    closed = free_port()
+    write_spec(stack, "metrics", "broken", ["broken.metrics.test"], issuer="broken")
+    proc = devstack.Proc.spawn(
+        "failing-reconciler", [devstack.certlocker_binary(), "reconcile", "--once"],
+        stack.state_dir / "failing-reconciler.log", marker="reconcile",
+        env={**stack.service_env(),
+             "CERTLOCKER_ISSUERS__BROKEN__DIRECTORY_URL": f"https://127.0.0.1:{closed}/dir"})
+    try:
+        assert proc.popen is not None and proc.popen.wait(timeout=300) == 0, proc.log_tail()
+        name = f"{process_name().rsplit('-', 1)[0]}-{proc.popen.pid}"
+    finally:
+        proc.stop()
+    assert status(stack, "metrics", "broken")["attempts"] == 1
+
+    def issuance_failures() -> float | None:
+        text = requests.get(f"{stack.api_url}/metrics", timeout=30).text
+        return next((s.value for f in text_string_to_metric_families(text)
+                     for s in f.samples if s.name == "certlocker_reconciler_failures_total"
+                     and s.labels == {"reconciler": name, "kind": "issuance"}), None)
+
+    # at least ours (the once-run also retries what earlier tests left failing)
+    assert devstack.wait_until(issuance_failures, 60, what="the reconciler's failures") >= 1
 
 
 # -- its own Vault token --------------------------------------------------------------------

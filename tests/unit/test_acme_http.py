@@ -111,3 +111,35 @@ def test_a_refused_connection_is_requests_connection_error(session: LeanSession)
         port = probe.getsockname()[1]
     with pytest.raises(requests.ConnectionError):
         session.request("GET", f"http://127.0.0.1:{port}/", timeout=5, verify=True)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_refused_connection_is_not_reported_as_a_timeout(session: LeanSession) -> None:
+    from certlocker.urllib3_send import failure_reason
+
+    with pytest.raises(requests.ConnectionError) as caught:
+        session.request("GET", f"http://127.0.0.1:{_closed_port()}/", timeout=5, verify=True)
+    assert not isinstance(caught.value, requests.Timeout)
+    assert failure_reason(caught.value) == "connection refused"
+
+
+def test_an_issuer_whose_ca_refuses_says_connection_refused() -> None:
+    from certlocker.errors import IssuanceFailed
+    from certlocker.issuance.acme_issuer import AcmeIssuer
+    from certlocker.issuance.base import IssueRequest
+    from certlocker.models import CertificateRef, KeyType
+    from certlocker.settings import IssuerSettings
+    from tests.support.acme_helpers import MemoryAccounts, MemoryJournal
+
+    conf = IssuerSettings(name="down", directory_url=f"http://127.0.0.1:{_closed_port()}/dir")
+    issuer = AcmeIssuer(conf, MemoryAccounts(), object(), timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(IssuanceFailed) as caught:
+        issuer.issue(IssueRequest(CertificateRef("dev", "web", "www"), ("www.example.test",),
+                                  KeyType.EC_P256), MemoryJournal())
+    assert "connection refused" in caught.value.detail
+    assert "Timeout" not in caught.value.detail

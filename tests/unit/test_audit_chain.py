@@ -51,6 +51,17 @@ def test_edit_one_field_of_event_17_is_found_at_17() -> None:
     assert "edited" in (result.problem or "")
 
 
+def test_an_event_rewritten_and_restored_is_found_by_its_stored_version() -> None:
+    """The content is back, so the hashes agree; the storage's third version of an event
+    written once gives it away. The stored form does not carry the version."""
+    _, store, _ = _filled(50)
+    store.events[17] = dataclasses.replace(store.events[17], stored_version=3)
+    result = verify(store)
+    assert not result.ok and result.first_bad_seq == 17 and result.checked == 16
+    assert "version 3" in (result.problem or "")
+    assert "stored_version" not in store.events[17].to_json()
+
+
 def test_edit_with_rehash_breaks_the_next_link() -> None:
     _, store, _ = _filled(50)
     forged = AuditEvent.create(**{**store.events[17].body(), "actor": "mallory"})

@@ -73,6 +73,19 @@ def test_record_stores_only_unmanaged_leaves() -> None:
     assert [d.sha256_fingerprint for d in svc.entries()] == ["a" * 64]
 
 
+def test_a_self_signed_ca_certificate_served_on_a_port_is_unmanaged() -> None:
+    """``openssl req -x509`` marks its certificate CA:TRUE; served, it is a server's leaf.
+    The same CA flag in a file is a chain certificate, counted, not recorded."""
+    store = MemoryStore()
+    svc = DiscoveryService(store, clock=FixedClock(NOW))
+    result = svc.record([found("e", "tls:h:5", ca=True), found("f", "file:/ca.pem", ca=True)],
+                        known={})
+    assert [(d.sha256_fingerprint[0], d.is_ca) for d in result.unmanaged] == [("e", True)]
+    assert result.unmanaged_sources == (("e" * 64, "tls:h:5"),)
+    assert result.ca_certificates == 1
+    assert store.list("discovered/") == ["e" * 64]
+
+
 def test_adoption_happens_once() -> None:
     store = MemoryStore()
     svc = DiscoveryService(store, clock=FixedClock(NOW))

@@ -92,9 +92,41 @@ def test_the_summary_is_rebuilt_only_when_older_than_max_age():
     assert len(loads) == 1
     clock[0] = 61.0
     done.clear()
-    cache.value()  # serves the old summary, rebuilds in the background
-    assert done.wait(5)
+    cache.value()  # too old to serve: this scrape waits for the rebuild
+    assert done.is_set()
     assert len(loads) == 2
+
+
+def test_a_rare_scrape_never_gets_a_summary_older_than_the_refresh_interval():
+    """The reported case: refresh every 10 s, the worker next scraped 296 s later. It
+    must answer with a summary built after the scrape asked, not the 296-second-old one;
+    and a rebuild that fails leaves no stale gauges, only the age of the last summary."""
+    clock = [0.0]
+    fail = [False]
+
+    def loader():
+        if fail[0]:
+            from certlocker.errors import VaultUnavailable
+            raise VaultUnavailable("sealed")
+        return [dataclasses.replace(row(SPEC, CertificateStatus(State.VALID, current=INFO),
+                                        NOW), issuer=f"built-at-{clock[0]:g}")]
+
+    cache = SummaryCache(loader, max_age=10, first_wait=5, monotonic=lambda: clock[0])
+    collector = InventoryCollector(cache)
+    assert [r.issuer for r in cache.value()] == ["built-at-0"]
+    clock[0] = 296.0
+    text = exposition(collector).decode()
+    [expiry] = samples(text, "certlocker_certificate_expiration_timestamp_seconds")
+    assert expiry.labels["issuer"] == "built-at-296"
+    [age] = samples(text, "certlocker_inventory_summary_age_seconds")
+    assert age.value <= 10
+
+    fail[0] = True
+    clock[0] = 600.0
+    text = exposition(collector).decode()
+    assert samples(text, "certlocker_certificate_expiration_timestamp_seconds") == []
+    [age] = samples(text, "certlocker_inventory_summary_age_seconds")
+    assert age.value == 600 - 296
 
 
 def test_the_expiry_of_certlocker_token_is_exported_unless_it_never_expires():

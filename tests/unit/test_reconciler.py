@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from certlocker.clock import FixedClock
-from certlocker.errors import AlertDeliveryFailed, VaultUnavailable
+from certlocker.errors import AlertDeliveryFailed, IssuanceFailed, VaultUnavailable
 from certlocker.lifecycle import alerts, backoff, planning, reissue
 from certlocker.lifecycle.due_index import DueIndex, Hint, slot_of
 from certlocker.lifecycle.expiry_index import ExpiryIndex
@@ -302,6 +302,35 @@ def test_a_failing_certificate_backs_off_alerts_once_and_does_not_stop_others():
         assert [(a.certificate, a.kind) for a in w.alerts.sent] == [
             ("dev.svc.cbad", alerts.RETRIES_EXHAUSTED)]
         assert w.status("bad").alerted == alerts.RETRIES_EXHAUSTED
+    finally:
+        w.close()
+
+
+def test_a_refusal_that_is_not_retryable_is_not_retried_and_says_so():
+    """A CAA refusal (``IssuanceFailed(retryable=False)``) is tried once: the status says
+    it is not retried, the alert tells of the refusal (not of exhausted retries), and
+    weeks of reconciling make no second attempt. An operator's renew tries again."""
+    w = World(policy=alerts.AlertPolicy(max_attempts=2))
+    try:
+        w.issuer.fail_with = IssuanceFailed("www.c1.test: CAA issue records permit none",
+                                            acme_code="caa", retryable=False)
+        w.declare_in_vault(spec(1))
+        w.reconciler.run_once()
+        refused = w.status(1)
+        assert (refused.state, refused.attempts, refused.retryable) == (State.FAILED, 1, False)
+        assert refused.next_attempt_at is None and "CAA" in (refused.last_error or "")
+        assert planning.decide(spec(1), refused, T0).reason == reissue.REFUSED
+        for _ in range(30):
+            w.clock.advance(dt.timedelta(days=1))
+            w.reconciler.run_once()
+        assert w.status(1).attempts == 1
+        assert [(a.certificate, a.kind) for a in w.alerts.sent] == [
+            ("dev.svc.c1", alerts.ISSUANCE_REFUSED)]
+        assert w.hints() == []
+
+        w.issuer.fail_with = None  # the CAA record was fixed
+        renewed = w.service.renew(w.store, ref(1)).result(timeout=10)
+        assert renewed.state == State.VALID and renewed.retryable
     finally:
         w.close()
 

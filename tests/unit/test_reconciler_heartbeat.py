@@ -116,3 +116,35 @@ def test_the_heartbeats_are_exported() -> None:
     assert len(ticks) == 2 and len(sweeps) == 1
     assert 'reconciler="rec-1"' in sweeps[0]
     assert float(sweeps[0].rsplit(" ", 1)[1]) == T0.timestamp()
+
+
+def test_the_reconcilers_failure_counts_reach_metrics_through_its_heartbeat() -> None:
+    """The reconciler serves no /metrics: what failed in it is counted in its heartbeat
+    record, which the API's /metrics reads."""
+    from certlocker.errors import IssuanceFailed
+    from certlocker.models import CertificateRef, CertificateSpec
+
+    store, clock = MemoryStore(), FixedClock(T0)
+    due = DueIndex(store, clock=clock)
+    issuer = MemoryIssuer(not_before=T0)
+    issuer.fail_with = IssuanceFailed("cannot reach the CA (connection refused)")
+    service = CertificateService(store, {"test": issuer}, clock=clock, workers=1,
+                                 due_index=due)
+    reconciler = Reconciler(store, service, due, clock=clock, options=Options(workers=1),
+                            heartbeats=Heartbeats(store, clock, name="rec-1"))
+    store.create_spec(CertificateSpec(CertificateRef("dev", "svc", "a"), ("a.test",), "test"))
+    try:
+        reconciler.run_once()
+        clock.advance(dt.timedelta(days=1))  # past the backoff: tried and failed again
+        reconciler.tick()
+        reconciler._beat()
+    finally:
+        reconciler.close()
+        service.shutdown()
+    [beat] = recorded(store)
+    assert beat.failures["issuance"] == 2 and beat.failures["tick"] == 0
+    collector = InventoryCollector(SummaryCache(lambda: [], max_age=60),
+                                   reconcilers=SummaryCache(lambda: recorded(store), 60))
+    text = exposition(collector).decode()
+    assert ('certlocker_reconciler_failures_total{kind="issuance",reconciler="rec-1"} 2.0'
+            in text.splitlines())

@@ -48,6 +48,7 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
         "current": current,
         "last_error": status.last_error,
         "attempts": status.attempts,
+        "retryable": status.retryable,
         "next_attempt_at": status.to_json()["next_attempt_at"],
         "updated_at": status.to_json()["updated_at"],
         "vault": {"path": paths.api_path(paths.cert(spec.ref))},

@@ -138,6 +138,9 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "current": _nullable(_ref("Current")),
                 "last_error": _nullable({"type": "string"}),
                 "attempts": {"type": "integer"},
+                "retryable": {"type": "boolean", "description":
+                              "false: the last failure is a refusal (CAA, a rejected "
+                              "name) that is not retried until renewed or redeclared"},
                 "next_attempt_at": _nullable(time),
                 "updated_at": _nullable(time),
                 "vault": {"type": "object", "required": ["path"], "properties": {

@@ -66,6 +66,9 @@ class AuditEvent:
     hash: str
     # Where the event is stored, not part of it: not hashed and not stored in the event.
     lane: int = dataclasses.field(default=0, compare=False)
+    # The storage's version of the record (KV v2: 1 for an event created once and never
+    # written again), when the storage keeps versions; not part of the event either.
+    stored_version: int = dataclasses.field(default=1, compare=False)
 
     @classmethod
     def create(cls, *, seq: int, time: str, actor: str, action: str, subject: str,
@@ -114,9 +117,11 @@ class AuditEvent:
         return parse_rfc3339(self.time)
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form (without ``lane``, which the storage path gives)."""
+        """The stored form (without ``lane``, which the storage path gives, and
+        ``stored_version``, which the storage keeps)."""
         data = dataclasses.asdict(self)
         del data["lane"]
+        del data["stored_version"]
         return data
 
     def to_view(self) -> dict[str, Any]:
@@ -124,7 +129,7 @@ class AuditEvent:
         return {**self.to_json(), "lane": self.lane}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "AuditEvent":
+    def from_json(cls, data: Mapping[str, Any], stored_version: int = 1) -> "AuditEvent":
         """Load a stored event as is (no re-hashing: ``verify`` judges it).
 
         :raises KeyError: a field is missing.
@@ -133,7 +138,7 @@ class AuditEvent:
             seq=int(data["seq"]), time=data["time"], actor=data["actor"],
             action=data["action"], subject=data["subject"], outcome=data["outcome"],
             reason=data.get("reason"), details=dict(data.get("details") or {}),
-            prev_hash=data["prev_hash"], hash=data["hash"],
+            prev_hash=data["prev_hash"], hash=data["hash"], stored_version=stored_version,
         )
 
 
@@ -311,10 +316,12 @@ def verify_lanes(lanes: Sequence[AuditStore],
 def verify(store: AuditStore, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
     """Walk the whole chain from seq 1 to the head and report the first broken link.
 
-    Detects an edited event (its hash no longer matches its fields), a deleted or
-    inserted event (a gap in seq, or a ``prev_hash`` that does not match the event
-    before), reordered events (a seq out of place), and a head pointer that disagrees
-    with the last event. With ``anchor=(seq, hash)`` it also checks that the event at
+    Detects an edited event (its hash no longer matches its fields), a rewritten one
+    even when its content was put back (the storage holds a version after the first: an
+    event is created once, so any later version, or a deleted or destroyed current one,
+    is tampering), a deleted or inserted event (a gap in seq, or a ``prev_hash`` that
+    does not match the event before), reordered events (a seq out of place), and a head
+    pointer that disagrees with the last event. With ``anchor=(seq, hash)`` it also checks that the event at
     that seq still exists with that hash, which is how a truncated tail is caught.
     Streams the events: memory does not grow with the chain.
     """
@@ -342,6 +349,10 @@ def _walk(store: AuditStore, head: tuple[int, str] | None,
         if event.computed_hash() != event.hash:
             return VerifyResult(False, checked, event.seq,
                                 "hash does not match the event's fields (edited)")
+        if event.stored_version != 1:
+            return VerifyResult(False, checked, event.seq,
+                                f"stored as version {event.stored_version} of an event "
+                                "written once (rewritten, even if its content is back)")
         if event.prev_hash != prev_hash:
             return VerifyResult(False, checked, event.seq,
                                 "prev_hash does not match the previous event's hash")

@@ -57,6 +57,13 @@ class FoundCertificate:
     source: str  # "file:/path" or "tls:host:port"
     is_ca: bool
 
+    @property
+    def served(self) -> bool:
+        """Presented as the leaf of a TLS handshake. Whatever its CA flag says, such a
+        certificate identifies a server: a default ``openssl req -x509`` self-signed
+        certificate carries CA:TRUE and is the most common shadow certificate of all."""
+        return self.source.startswith("tls:")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "sha256_fingerprint": self.sha256_fingerprint,

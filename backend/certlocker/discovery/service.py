@@ -6,8 +6,9 @@ certlocker's own token (operators are authorized by the API before it gets here)
 - ``known_fingerprints`` maps every certificate certlocker issued (each status record's
   current certificate and its history) to the certificate id;
 - ``record`` classifies what a scan or a file report found against it and stores every
-  certificate certlocker did not issue at ``discovered/<sha256>`` (CA certificates, e.g.
-  the intermediates of a fullchain file, are counted, not recorded);
+  certificate certlocker did not issue at ``discovered/<sha256>`` (CA certificates found
+  in files, e.g. the intermediates of a fullchain file, are counted, not recorded; a
+  certificate served on a TLS port is a server's leaf and recorded whatever its CA flag);
 - ``start_scan`` runs an endpoint scan in a small per-process pool and keeps its progress
   and result at ``system/discovery/scans/<id>``, so any worker or replica can answer a
   poll.
@@ -135,7 +136,8 @@ class DiscoveryService:
     # -- recording ----------------------------------------------------------------------
     def record(self, found: Iterable[FoundCertificate | ScanError],
                known: dict[str, str] | None = None) -> Recorded:
-        """Classify ``found`` and store each unmanaged leaf at ``discovered/<sha256>``.
+        """Classify ``found`` and store each unmanaged leaf (each certificate served on a
+        TLS port, and each non-CA certificate found in a file) at ``discovered/<sha256>``.
 
         :raises Conflict: a record kept changing under us (ten lost races).
         """
@@ -161,7 +163,7 @@ class DiscoveryService:
                 retired.append((fp, c.certificate_id or "", c.found.source))
             elif c.managed:
                 managed.append((fp, c.certificate_id or "", c.found.source))
-            elif c.found.is_ca:
+            elif c.found.is_ca and not c.found.served:
                 ca += 1
             else:
                 stored[fp] = self._merge(c.found, now)

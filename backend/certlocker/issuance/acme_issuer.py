@@ -25,6 +25,7 @@ from ..audit.recorder import Auditor, NoAudit, audited
 from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
+from ..urllib3_send import failure_reason
 from ..x509info import info_from_pem, split_pem_chain
 from . import ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
@@ -585,7 +586,7 @@ def _translate(exc: Exception, context: str) -> IssuanceFailed:
         return IssuanceFailed(f"{context}: {code}: {exc.detail or ''}".strip(),
                               acme_code=code, retryable=retryable)
     if isinstance(exc, requests.RequestException):
-        return IssuanceFailed(f"{context}: cannot reach the CA ({type(exc).__name__})",
+        return IssuanceFailed(f"{context}: cannot reach the CA ({failure_reason(exc)})",
                               acme_code="connection")
     return IssuanceFailed(f"{context}: {type(exc).__name__}: {exc}"[:500])
 

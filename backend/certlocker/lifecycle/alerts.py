@@ -19,6 +19,7 @@ from .backoff import exhausted
 
 RETRIES_EXHAUSTED = "retries-exhausted"
 EXPIRY_NEAR = "expiry-near"
+ISSUANCE_REFUSED = "issuance-refused"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +67,17 @@ def effective_floor(current: CertificateInfo, policy: AlertPolicy) -> dt.timedel
 
 def evaluate(status: CertificateStatus | None, now: dt.datetime,
              policy: AlertPolicy = DEFAULT_POLICY) -> str | None:
-    """The alert this status calls for, or None. Exhausted retries win over expiry."""
+    """The alert this status calls for, or None. Exhausted retries win over expiry; a
+    refusal that is not retried (``status.retryable`` False) is told at once, and is
+    outranked by expiry, which it never reaches by retrying."""
     if status is None:
         return None
     current = status.current
+    if not status.retryable and status.last_error:
+        if current is not None and current.not_after - now <= effective_floor(current,
+                                                                               policy):
+            return EXPIRY_NEAR
+        return ISSUANCE_REFUSED
     if status.attempts >= policy.max_attempts:
         return RETRIES_EXHAUSTED
     if current is not None and exhausted(status.attempts, now, current.not_after,
@@ -93,6 +101,9 @@ def build(ref: CertificateRef, status: CertificateStatus, kind: str,
     if kind == RETRIES_EXHAUSTED:
         summary = (f"certlocker: {ref.id} failed {status.attempts} issuance attempts in a "
                    f"row; retries continue")
+    elif kind == ISSUANCE_REFUSED:
+        summary = (f"certlocker: issuance of {ref.id} was refused and is not retried; fix "
+                   f"the cause, then renew it")
     else:
         summary = f"certlocker: {ref.id} expires at {rfc3339(not_after) if not_after else '?'}"
     if status.last_error:

@@ -30,7 +30,7 @@ from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 from . import alerts, planning, revocation, verification
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
-from .heartbeat import Heartbeats
+from .heartbeat import FAILURE_KINDS, Heartbeats
 from .ports import Store
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ class Reconciler:
         self._sweep_wanted = True  # at start-up, and again after a sweep broke off
         self._sweep_started = 0.0
         self._swept = False  # a sweep finished since the last heartbeat
+        self._failures = dict.fromkeys(FAILURE_KINDS, 0)  # since start, for the heartbeat
+        self._failures_lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(max_workers=options.workers,
                                            thread_name_prefix="reconcile")
 
@@ -285,6 +287,7 @@ class Reconciler:
                     self._certificates.update_status(ref, release)
                 except _AlreadyClaimed:
                     pass
+                self._count_failure("alert-delivery")
                 return True
         if report is not None:
             report.alerts += 1
@@ -298,16 +301,28 @@ class Reconciler:
             raise
         except Exception as exc:  # one broken certificate never stops the loop
             outcome = ERROR
+            self._count_failure("certificate")
             log.error("reconcile.certificate_error", extra={
                 "certificate": ref.id, "error": type(exc).__name__,
                 "detail": exc.detail if isinstance(exc, CertlockerError) else None})
             if hint is not None:
                 self._postpone(hint)
         else:
+            if outcome == FAILED:
+                self._count_failure("issuance")
             if outcome not in (UP_TO_DATE, STOPPED, planning.reissue.IN_BACKOFF):
                 log.info("reconcile.certificate", extra={"certificate": ref.id,
                                                          "outcome": outcome})
         return outcome
+
+    def _count_failure(self, kind: str) -> None:
+        with self._failures_lock:
+            self._failures[kind] = self._failures.get(kind, 0) + 1
+
+    def failures(self) -> dict[str, int]:
+        """Failures by kind (``heartbeat.FAILURE_KINDS``) since this process started."""
+        with self._failures_lock:
+            return dict(self._failures)
 
     def _postpone(self, hint: Hint) -> None:
         try:
@@ -413,7 +428,7 @@ class Reconciler:
         if self._heartbeats is None:
             return
         swept, self._swept = self._swept, False
-        self._heartbeats.beat(swept=swept)
+        self._heartbeats.beat(swept=swept, failures=self.failures())
         if swept:
             self._heartbeats.forget_departed()
 
@@ -461,12 +476,14 @@ class Reconciler:
                 wait = self.options.interval
             except VaultUnavailable as exc:
                 failures += 1
+                self._count_failure("vault-unavailable")
                 wait = min(self.options.interval * 2 ** min(failures, 16),
                            self.options.vault_backoff_max)
                 log.warning("reconcile.vault_unavailable", extra={
                     "error": exc.detail, "retry_in": round(wait, 1)})
             except Exception as exc:
                 wait = self.options.interval
+                self._count_failure("tick")
                 log.error("reconcile.tick_failed", extra={"error": type(exc).__name__})
             wait *= 1 + self._rng.uniform(-self.options.jitter, self.options.jitter)
             if deadline is not None:

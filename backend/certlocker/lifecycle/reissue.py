@@ -18,7 +18,10 @@ turns any trigger into ``Decision(False, "in-backoff", trigger=...)``, so a fail
 certificate is not retried on every reconcile pass, not even an expired one (hammering a
 CA that refuses us does not help, and the alert comes from ``backoff.exhausted``). The
 reconciler should clear ``next_attempt_at`` when an operator edits the spec, so a fix
-is tried at once. With no trigger the answer is ``up-to-date``.
+is tried at once. A failure that retrying cannot fix (``status.retryable`` False: a CAA
+refusal, a rejected identifier) gates every trigger the same way with no end:
+``Decision(False, "refused", trigger=...)`` until an operator renews or redeclares.
+With no trigger the answer is ``up-to-date``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ ISSUER_CHANGED = "issuer-changed"
 EXPIRED = "expired"
 RENEWAL_DUE = "renewal-due"
 IN_BACKOFF = "in-backoff"
+REFUSED = "refused"
 UP_TO_DATE = "up-to-date"
 
 
@@ -128,6 +132,8 @@ def needs_reissue(
     trigger = next((name for name, check in CHECKS if check(facts)), None)
     if trigger is None:
         return Decision(False, UP_TO_DATE)
+    if status is not None and not status.retryable:
+        return Decision(False, REFUSED, trigger=trigger)
     if status is not None and status.next_attempt_at is not None \
             and status.next_attempt_at > now:
         return Decision(False, IN_BACKOFF, trigger=trigger)

@@ -320,8 +320,10 @@ class CertificateService:
             return self.mark_invalid(spec)
         issuer = self._issuers.get(spec.issuer)
         if issuer is None:
+            # This deployment's settings, not the CA, refuse: retried, so a configuration
+            # deployed later takes over without an operator renewing every certificate.
             return self._hint(spec, self._fail(ref, IssuanceFailed(
-                f"issuer {spec.issuer!r} is not configured", retryable=False)))
+                f"issuer {spec.issuer!r} is not configured")))
         # Name ownership again under the lease, before any order: a spec written straight
         # into Vault, or a grant withdrawn since the declaration, never reaches the CA.
         refused = self.ownership.enforce(spec)
@@ -438,7 +440,13 @@ class CertificateService:
         return status
 
     def _fail(self, ref: CertificateRef, exc: CertlockerError) -> CertificateStatus:
+        """Record a failed attempt. A retryable one is tried again after a backoff; one
+        the CA or a check refused for good (``IssuanceFailed.retryable`` False: a CAA
+        record, a rejected identifier) is not retried until an operator asks (renew) or
+        the certificate is declared again, so no retry storm and no retries-exhausted
+        alert for what retrying cannot fix."""
         now = self._clock.now()
+        retryable = not isinstance(exc, IssuanceFailed) or exc.retryable
 
         def update(old: CertificateStatus | None) -> CertificateStatus:
             attempts = (old.attempts if old else 0) + 1
@@ -451,13 +459,18 @@ class CertificateService:
             state = (State.REFUSED if isinstance(exc, NamesRefused) else
                      State.FAILED if base.current is None else
                      State.REVOKED if base.state is State.REVOKED else State.VALID)
+            if not retryable:  # waits for an operator's renew or a new declaration
+                return base.replace(state=state, last_error=exc.detail, attempts=attempts,
+                                    updated_at=now, next_attempt_at=None, retryable=False)
             return base.replace(state=state,
                                 last_error=exc.detail, attempts=attempts, updated_at=now,
+                                retryable=True,
                                 next_attempt_at=backoff.next_attempt(
                                     attempts, now, lifetime, self._rng,
                                     retry_after=retry_after, policy=self._backoff))
 
-        log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail})
+        log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail,
+                                              "retryable": retryable})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
                 reason=exc.detail[:500])
         return self._set_status(ref, update)

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..lifecycle.heartbeat import Heartbeat
@@ -56,7 +56,7 @@ class IssuanceMetrics:
             RENEWAL_FAILURES.labels(ref.id, ref.environment, ref.service, ref.name).inc()
 
 
-def _families() -> dict[str, GaugeMetricFamily]:
+def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
     return {
         "expiration": GaugeMetricFamily(
             "certlocker_certificate_expiration_timestamp_seconds",
@@ -89,6 +89,12 @@ def _families() -> dict[str, GaugeMetricFamily]:
             "certlocker_reconciler_last_sweep_timestamp_seconds",
             "When each reconciler process last finished a full sweep of the inventory.",
             labels=["reconciler"]),
+        "reconciler_failures": CounterMetricFamily(
+            "certlocker_reconciler_failures",
+            "Failures in each reconciler process since it started, by kind: issuance "
+            "(attempts that failed), certificate (handling broke), alert-delivery, "
+            "vault-unavailable, tick; from its heartbeat in Vault.",
+            labels=["reconciler", "kind"]),
         "token": GaugeMetricFamily(
             "certlocker_vault_token_expiry_timestamp_seconds",
             "When certlocker's own Vault token expires unless renewed (Unix seconds; "
@@ -131,10 +137,13 @@ class InventoryCollector(Collector):
             families["tick"].add_metric([beat.name], beat.last_tick_at.timestamp())
             if beat.last_sweep_at is not None:
                 families["sweep"].add_metric([beat.name], beat.last_sweep_at.timestamp())
+            for kind, count in sorted(beat.failures.items()):
+                families["reconciler_failures"].add_metric([beat.name, kind], count)
         yield from families.values()
 
 
-def _add(families: dict[str, GaugeMetricFamily], r: CertificateRow) -> None:
+def _add(families: dict[str, GaugeMetricFamily | CounterMetricFamily],
+         r: CertificateRow) -> None:
     labels = [r.ref.id, r.ref.environment, r.ref.service, r.ref.name, r.issuer]
     if r.not_after is not None:
         families["expiration"].add_metric(labels, r.not_after.timestamp())

@@ -102,57 +102,110 @@ def load_rows(store: Store, now: dt.datetime, workers: int = 8) -> list[Certific
 
 
 class SummaryCache(Generic[T]):
-    """The last summary (what ``loader`` returns), rebuilt in a background thread once
-    it is older than ``max_age`` seconds. A scrape never waits for a rebuild except the
-    very first one (up to ``first_wait`` seconds), and two rebuilds never run at once."""
+    """The last summary (what ``loader`` returns), never older than ``max_age`` plus one
+    computation.
+
+    A background thread rebuilds it every ``max_age`` seconds for as long as someone has
+    asked within ``keep_warm`` seconds, so a process scraped regularly answers at once
+    with a summary at most ``max_age`` + one rebuild old, however rarely each process
+    (each gunicorn worker) is scraped. A summary older than that (the first scrape, one
+    after a quiet spell, a rebuild that failed because Vault was away) is never served:
+    the scrape waits up to ``first_wait`` seconds for a rebuild and gets None if none
+    came. ``age`` says how old the last summary is either way, for an alert. Two
+    rebuilds never run at once."""
 
     def __init__(self, loader: Callable[[], T], max_age: float, *,
-                 first_wait: float = 20.0,
+                 first_wait: float = 20.0, keep_warm: float | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._loader = loader
         self._max_age = max_age
         self._first_wait = first_wait
+        self._keep_warm = keep_warm if keep_warm is not None else max(300.0, 5 * max_age)
         self._monotonic = monotonic
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._value: T | None = None
         self._built_at: float | None = None
-        self._refreshing: threading.Thread | None = None
+        self._tried_at: float | None = None  # end of the last rebuild, built or not
+        self._asked_at = monotonic()
+        self._wanted = False  # a scrape waits for a rebuild now
+        self._loading = False
+        self._generation = 0  # rebuilds finished
+        self._worker: threading.Thread | None = None
         self.last_duration: float | None = None
 
     def value(self) -> T | None:
-        """The current summary (None if none could be built yet)."""
-        with self._lock:
-            stale = self._built_at is None or (
-                self._monotonic() - self._built_at >= self._max_age)
-            if stale and self._refreshing is None:
-                self._refreshing = threading.Thread(target=self._refresh, daemon=True,
-                                                    name="metrics-summary")
-                self._refreshing.start()
-            waiting = self._refreshing if self._value is None else None
-        if waiting is not None:
-            waiting.join(self._first_wait)
-        with self._lock:
-            return self._value
+        """The current summary; None when none is young enough (see the class)."""
+        with self._cond:
+            self._asked_at = self._monotonic()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, daemon=True,
+                                                name="metrics-summary")
+                self._worker.start()
+            if self._fresh():
+                return self._value
+            seen = self._generation
+            if not self._loading:
+                self._wanted = True
+                self._cond.notify_all()
+            deadline = time.monotonic() + self._first_wait
+            while self._generation == seen or (self._loading and not self._fresh()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._value if self._fresh() else None
 
     def age(self) -> float | None:
-        with self._lock:
+        with self._cond:
             return None if self._built_at is None else self._monotonic() - self._built_at
 
     def refresh_now(self) -> None:
-        """Rebuild in the calling thread (tests, and the first scrape's fallback)."""
+        """Rebuild in the calling thread (tests)."""
         self._refresh()
 
+    def _fresh(self) -> bool:
+        if self._built_at is None:
+            return False
+        return self._monotonic() - self._built_at <= self._max_age + (self.last_duration or 0)
+
+    def _run(self) -> None:
+        """Rebuild every ``max_age`` while asked for; end after ``keep_warm`` unasked."""
+        while True:
+            with self._cond:
+                while True:
+                    now = self._monotonic()
+                    if now - self._asked_at > self._keep_warm:
+                        self._worker = None
+                        return
+                    if self._wanted or self._tried_at is None:
+                        break
+                    due_in = self._tried_at + self._max_age - now
+                    if due_in <= 0:
+                        break
+                    self._cond.wait(min(due_in, self._keep_warm))
+                self._wanted = False
+            self._refresh()
+
     def _refresh(self) -> None:
+        with self._cond:
+            if self._loading:
+                return
+            self._loading = True
         started = self._monotonic()
         value = None
         try:
             value = self._loader()
         except CertlockerError as exc:
             log.warning("metrics.summary_failed", extra={"error": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - the worker thread must go on
+            log.error("metrics.summary_failed", extra={"error": type(exc).__name__})
         finally:
-            with self._lock:
-                self._refreshing = None
+            with self._cond:
+                self._loading = False
+                self._tried_at = self._monotonic()
                 if value is not None:
                     self._value = value
-                    self._built_at = self._monotonic()
+                    self._built_at = self._tried_at
                     self.last_duration = self._built_at - started
+                self._generation += 1
+                self._cond.notify_all()

@@ -3,7 +3,9 @@ each event created once (check-and-set 0).
 
 certlocker's policy grants only ``create`` and ``read`` on ``audit/``, so an event can
 never be rewritten by certlocker itself; an edit or delete by anyone with more rights
-is caught by ``certlocker audit verify`` (the hash chains). A head *hint* per lane at
+is caught by ``certlocker audit verify``: the hash chains, and the KV v2 version each
+event is read at (always 1 for an event never written again, so a rewrite whose content
+was restored still shows). A head *hint* per lane at
 ``system/audit-head[-NN]`` saves scanning; ``head`` rolls forward past it, because a
 writer may crash between creating an event and moving the hint.
 """
@@ -98,8 +100,10 @@ class VaultAuditStore:
         return max((int(k) for k in keys if k.isdigit()), default=0)
 
     def read(self, seq: int) -> AuditEvent | None:
-        doc, _ = self._store.read_json(self._key(seq))
-        return AuditEvent.from_json(doc) if doc else None
+        """The event at ``seq`` with the KV v2 version it was read at; None when absent
+        or its current version is deleted or destroyed."""
+        doc, version = self._store.read_json(self._key(seq))
+        return AuditEvent.from_json(doc, stored_version=version) if doc else None
 
     def range(self, start_seq: int, end_seq: int) -> Iterator[AuditEvent]:
         for seq in range(max(1, start_seq), end_seq + 1):

@@ -18,6 +18,7 @@ import requests
 from .. import netenv
 from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, OwnTokenRefused,
                       Unauthenticated, VaultUnavailable, VaultWriteUncertain)
+from ..urllib3_send import failure_reason
 from .transport import ConsistencyIndex, IndexedTransport, Urllib3Session
 
 log = logging.getLogger(__name__)
@@ -230,4 +231,4 @@ def translated(path: str = "") -> Iterator[None]:
     except hx.VaultError as exc:
         raise VaultUnavailable(f"Vault error ({type(exc).__name__})") from exc
     except requests.RequestException as exc:
-        raise VaultUnavailable(f"cannot reach Vault ({type(exc).__name__})") from exc
+        raise VaultUnavailable(f"cannot reach Vault ({failure_reason(exc)})") from exc
