@@ -40,8 +40,9 @@ _PATTERN = re.compile(r"^(\*|(\*\.)?(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-
 
 @dataclasses.dataclass(frozen=True)
 class Refusal:
-    """Why an endpoint may not be contacted: ``rule`` is ``port``, ``host`` or
-    ``network``; ``endpoint`` is the endpoint as it was named."""
+    """Why an endpoint may not be contacted: ``rule`` is ``port``, ``host``, ``network``
+    (or ``address`` for one that does not parse); ``endpoint`` is the endpoint as it
+    was named."""
 
     endpoint: str
     rule: str
@@ -135,7 +136,7 @@ def check_target(policy: TargetPolicy, target: Target) -> Refusal | None:
     try:
         host, port = split_address(target.address)
     except ValueError:
-        return Refusal(target.address[:100], "port", "not a host:port address")
+        return Refusal(target.address[:100], "address", "not a host:port address")
     refusal = check(policy, host, port, target.ips)
     return dataclasses.replace(refusal, endpoint=target.address) if refusal else None
 
