@@ -841,11 +841,23 @@ class Stack:
             "CERTLOCKER_LOG_FORMAT": "json",
             **({"CERTLOCKER_METRICS_TOKEN_FILE": str(self.metrics_token_file)}
                if self.metrics_token_file.is_file() else {}),
+            **self.target_allow_list(),
             **self.extra_env,
         })
         for var in ("VAULT_TOKEN", "BAO_TOKEN", "VAULT_ADDR", "BAO_ADDR"):
             env.pop(var, None)  # certlocker runs with its own token, never root
         return env
+
+    def target_allow_list(self) -> dict[str, str]:
+        """The dev stack's target allow-list: any name, any loopback address, any port
+        but OpenBao's own two (its API and cluster listeners), which no spec or scan may
+        reach. Production settings start from an empty list (nothing allowed)."""
+        vault = self.ports["vault"]
+        ports = ",".join(f"{lo}-{hi}" for lo, hi in ((1, vault - 1), (vault + 2, 65535))
+                         if lo <= hi)
+        return {"CERTLOCKER_TARGETS__ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+                "CERTLOCKER_TARGETS__ALLOWED_PORTS": ports,
+                "CERTLOCKER_TARGETS__ALLOWED_HOSTS": "*"}
 
     def client_env(self) -> dict[str, str]:
         """What ``.env`` exports: for an operator's shell or a test's subprocess."""

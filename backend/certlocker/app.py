@@ -20,7 +20,7 @@ from .clock import SystemClock
 from .credentials.keys import KeyRing
 from .credentials.service import CredentialService
 from .credentials.tokens import TokenMinter
-from .delivery.verify import verify_targets
+from .delivery.verify import under_policy
 from .issuance.acme_issuer import AcmeIssuer
 from .issuance.base import Issuer
 from .issuance.vault_pki import VaultPkiIssuer
@@ -31,6 +31,7 @@ from .lifecycle.issuer_secrets import StoreIssuerSecrets
 from .lifecycle.retirement import RetiredRecords, RetirementService
 from .lifecycle.revocation import RevocationService
 from .lifecycle.service import HOLDER, CertificateService
+from .lifecycle.target_allowlist import AllowList
 from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import Verifier, verifier_for
@@ -72,6 +73,8 @@ class Services:
     verifier: Verifier
     revocation: RevocationService
     retirement: RetirementService
+    #: the target allow-list in force (settings + the administrator's Vault document)
+    targets: AllowList
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
@@ -113,16 +116,20 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                        default_ttl=settings.jwt_ttl_seconds),
         audit=audit)
     lease_ttl = settings.issuance_timeout_seconds + 60
+    targets = AllowList(settings.targets, store,
+                        refresh=float(settings.targets_refresh_seconds))
     return Services(
         settings, store, challenges, certificates, keyring, credentials, audit,
-        verifier=verifier_for(settings, store, certificates.update_status, audit, clock=clock),
-        revocation=RevocationService(store, certificates, verify_targets, audit=audit,
+        verifier=verifier_for(settings, store, certificates.update_status, audit, clock=clock,
+                              policy=targets),
+        revocation=RevocationService(store, certificates, under_policy(targets), audit=audit,
                                      actor=actor, replace_timeout=lease_ttl),
         retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit,
                                      issuers=issuers, credentials=credentials,
-                                     probe=verify_targets, actor=actor,
+                                     probe=under_policy(targets), actor=actor,
                                      probe_timeout=float(settings.verify_timeout_seconds),
-                                     names=certificates.ownership))
+                                     names=certificates.ownership),
+        targets=targets)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:

@@ -97,6 +97,23 @@ class GrantCorrupt(CertlockerError):
     title = "The name grant in Vault is invalid"
 
 
+class TargetForbidden(CertlockerError):
+    """A target or scan endpoint lies outside the administrator's allow-list
+    (``delivery.target_policy``). ``field`` is where the request named it, ``target``
+    the endpoint and ``rule`` the rule it breaks: ``port``, ``host`` or ``network``."""
+
+    status = 403
+    slug = "target-forbidden"
+    title = "Target not allowed"
+
+    def __init__(self, field: str, target: str, rule: str, reason: str) -> None:
+        self.field = field
+        self.target = target[:200]
+        self.rule = rule
+        super().__init__(f"{field}: {self.target}: {reason}", field=field,
+                         target=self.target, rule=rule)
+
+
 class NotFound(CertlockerError):
     status = 404
     slug = "not-found"

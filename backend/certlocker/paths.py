@@ -190,6 +190,13 @@ class VaultPaths:
         named '_system'."""
         return self.api_path("specs/_system/discovery")
 
+    def target_policy(self) -> str:
+        """The administrator's extension of the target allow-list (``allowed_networks``,
+        ``allowed_ports``, ``allowed_hosts``). Under ``specs/_system/`` so the admin
+        policy's ``specs/*`` writes it and certlocker's reads it, and no team operator's
+        ``specs/+/team-*`` reaches it; listings skip ``_`` entries."""
+        return "specs/_system/target-policy"
+
     def reconciler_heartbeat(self, name: str) -> str:
         """When the reconciler process ``name`` (``<host>-<pid>``) last ticked."""
         return "system/reconcilers/" + component("reconciler", name)

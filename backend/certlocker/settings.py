@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
+from .delivery.target_policy import KEYS as TARGET_KEYS, TargetPolicy
 from .errors import ConfigurationError
 from .models import KeyType
 from .names import component
@@ -131,6 +132,12 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = dataclasses.field(default=None, repr=False)
     smtp_starttls: bool = False
+    # Where verification, revocation checks and discovery scans may connect ([targets]
+    # allowed_networks, allowed_ports, allowed_hosts; delivery/target_policy.py). Empty:
+    # nowhere. An administrator's Vault document can extend it (lifecycle/target_allowlist.py),
+    # re-read at most every targets_refresh_seconds.
+    targets: TargetPolicy = TargetPolicy()
+    targets_refresh_seconds: int = 30
     # Signs dashboard session cookies; None: generated once and kept in Vault
     # (system/dashboard/session-secret) so every worker and replica agrees.
     session_secret: str | None = dataclasses.field(default=None, repr=False)
@@ -193,6 +200,8 @@ class Settings:
                                      "characters without spaces")
         if self.session_secret is not None and len(self.session_secret) < 32:
             raise ConfigurationError("session_secret must be at least 32 characters")
+        if not 0 <= self.targets_refresh_seconds <= 3600:
+            raise ConfigurationError("targets.refresh_seconds must be between 0 and 3600")
         if self.log_format not in ("json", "text"):
             raise ConfigurationError("log_format must be json or text")
         return self
@@ -244,6 +253,7 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
             issuers[name] = IssuerSettings(name=name, **conf)
         except TypeError as exc:
             raise ConfigurationError(f"issuers.{name}: {exc}") from exc
+    _target_settings(raw)
     fields = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(raw) - fields
     if unknown:
@@ -253,7 +263,7 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds", "keep_versions",
                 "max_request_bytes", "verify_timeout_seconds", "verify_parallelism",
                 "verify_grace_seconds", "metrics_refresh_seconds", "verify_interval_seconds",
-                "vault_retry_seconds", "retry_base_seconds"):
+                "vault_retry_seconds", "retry_base_seconds", "targets_refresh_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])
@@ -271,6 +281,27 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     if not raw.get("default_issuer") and len(issuers) == 1:
         raw["default_issuer"] = next(iter(issuers))
     return Settings(issuers=issuers, **raw).validate()
+
+
+def _target_settings(raw: dict[str, Any]) -> None:
+    """``[targets]`` (or ``CERTLOCKER_TARGETS__*``) into ``targets`` and
+    ``targets_refresh_seconds``; every entry is validated here, at start."""
+    table = raw.pop("targets", None)
+    if table is None:
+        return
+    if not isinstance(table, Mapping):
+        raise ConfigurationError("targets must be a table: allowed_networks, allowed_ports, "
+                                 "allowed_hosts, refresh_seconds")
+    unknown = set(table) - {*TARGET_KEYS, "refresh_seconds"}
+    if unknown:
+        raise ConfigurationError(f"unknown settings: targets.{', targets.'.join(sorted(unknown))}")
+    try:
+        raw["targets"] = TargetPolicy.parse(*(_as_list(table.get(key) or [])
+                                              for key in TARGET_KEYS))
+    except ValueError as exc:
+        raise ConfigurationError(f"targets.{exc}") from None
+    if "refresh_seconds" in table:
+        raw["targets_refresh_seconds"] = table["refresh_seconds"]
 
 
 def _alert_settings(raw: dict[str, Any]) -> None:

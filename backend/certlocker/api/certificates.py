@@ -8,10 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from ..audit.recorder import audited
+from ..errors import TargetForbidden
 from ..lifecycle.revocation import authorize
 from ..clock import SystemClock
 from ..lifecycle import inventory
 from ..lifecycle.service import CertificateView
+from ..lifecycle.target_allowlist import require_allowed
 from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
 from ..errors import Conflict
@@ -99,6 +102,12 @@ def declare() -> Response:
     wait = wait_seconds()
     spec = certificate_spec(json_body(s.settings.max_request_bytes), s.settings)
     who = caller()
+    try:
+        require_allowed(s.targets(), spec.targets)
+    except TargetForbidden as exc:
+        audited(s.audit, who.display_name, "spec.create", spec.ref.id, "denied",
+                reason=exc.detail)
+        raise
     future, pending = s.certificates.declare_with_status(who.store, spec,
                                                          actor=who.display_name)
     return _answer(future, spec.ref, wait, created=True,

@@ -29,9 +29,10 @@ from ..audit.recorder import audited
 from ..clock import parse_rfc3339
 from ..discovery.files import FoundCertificate
 from ..discovery.service import DiscoveryService
-from ..discovery.scan import expand_targets
-from ..errors import Conflict, InvalidInput
+from ..discovery.scan import expand_targets, first_refusal
+from ..errors import Conflict, InvalidInput, TargetForbidden
 from ..lifecycle.inventory import parse_duration
+from ..lifecycle.target_allowlist import require_allowed
 from ..models import State
 from .certificates import render
 from .context import Caller, authenticate_first, require, services
@@ -56,7 +57,8 @@ def discovery_service() -> DiscoveryService:
     with _lock:
         if "certlocker.discovery" not in ext:
             s = services()
-            ext["certlocker.discovery"] = DiscoveryService(s.store, audit=s.audit)
+            ext["certlocker.discovery"] = DiscoveryService(s.store, audit=s.audit,
+                                                           policy=s.targets)
         return ext["certlocker.discovery"]
 
 
@@ -116,6 +118,11 @@ def start_scan() -> Response:
     parallelism = int(_number(body, "parallelism", s.settings.verify_parallelism, 1, 256,
                               integer=True))
     who = _authorize_update("discovery.scan", "discovery")
+    refusal = first_refusal(s.targets(), endpoints)
+    if refusal is not None:
+        audited(s.audit, who.display_name, "discovery.scan", "discovery", "denied",
+                reason=str(refusal)[:300])
+        raise TargetForbidden("endpoints", refusal.endpoint, refusal.rule, refusal.reason)
     scan_id, future = discovery_service().start_scan(
         endpoints, targets=targets, timeout=timeout, parallelism=parallelism, sni=sni,
         actor=who.display_name)
@@ -267,6 +274,7 @@ def adopt(sha256: str) -> Response:
     if not found.dns_names:
         raise Conflict("the discovered certificate names no DNS names to manage")
     spec = certificate_spec({**body, "dns_names": list(found.dns_names)}, s.settings)
+    require_allowed(s.targets(), spec.targets)
     future = s.certificates.declare(who.store, spec, actor=who.display_name)
     adopted = svc.mark_adopted(found.sha256_fingerprint, spec.ref.id, who.display_name)
     audited(s.audit, who.display_name, "discovery.adopt", spec.ref.id, "success",

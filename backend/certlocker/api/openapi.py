@@ -113,7 +113,8 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "sni": _nullable({"type": "string"}),
                 "ips": {"type": "array", "items": {"type": "string"}},
                 "status": {"type": "string", "description": "ok | stale | mismatch | "
-                           "expired | unreachable | chain-incomplete | unknown"},
+                           "expired | unreachable | chain-incomplete | forbidden "
+                           "(outside the target allow-list: never contacted) | unknown"},
                 "served_sha256": _nullable({"type": "string"}),
                 "checked_at": _nullable(time),
             },

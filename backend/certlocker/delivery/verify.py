@@ -18,6 +18,9 @@ Statuses, in order of precedence (the first that applies wins):
                       a client needs to reach a trusted root
 ``ok``                the current leaf with a usable chain
 
+and, with an allow-list (``delivery.target_policy``), ``forbidden``: the node lies
+outside it and was never contacted.
+
 Chain completeness is decided offline from the certificates the server sent (Python
 3.11's ``ssl`` exposes them through the private ``_sslobj.get_unverified_chain()``,
 public as ``SSLSocket.get_unverified_chain()`` from 3.13): following signatures from
@@ -49,6 +52,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ..models import CertificateInfo, Target, TargetStatus
+from . import target_policy
+from .target_policy import FORBIDDEN, Refusal, Resolver, TargetPolicy, system_resolver
 
 OK = "ok"
 STALE = "stale"
@@ -150,7 +155,7 @@ def missing_issuer(chain: Sequence[bytes], anchors: TrustAnchors) -> str | None:
     return current.issuer.rfc4514_string()
 
 
-def probe(address: str, sni: str | None, ip: str | None, timeout: float,
+def probe(address: str, sni: str | None, ip: str | Sequence[str] | None, timeout: float,
           anchors: TrustAnchors | None = None) -> Served:
     """Complete one TLS handshake and describe what the server sent.
 
@@ -160,8 +165,9 @@ def probe(address: str, sni: str | None, ip: str | None, timeout: float,
     afterwards by fingerprint and by ``missing_issuer``.
 
     ``address`` is ``host:port`` (``[v6]:port``; the port defaults to 443). ``ip``, when
-    given, is dialled instead of resolving the host (one node of a pool). SNI is ``sni``,
-    else the host when it is a name. ``timeout`` bounds connect plus handshake.
+    given, is dialled instead of resolving the host (one node of a pool, or the addresses
+    the allow-list checked, tried in turn until one connects). SNI is ``sni``, else the
+    host when it is a name. ``timeout`` bounds connect plus handshake.
 
     :raises OSError: (including ``ssl.SSLError`` and ``TimeoutError``) when the
         connection or handshake fails. ``ValueError`` for an unparseable address.
@@ -170,7 +176,8 @@ def probe(address: str, sni: str | None, ip: str | None, timeout: float,
     server_name = sni or (None if _is_ip(host) else host)
     deadline = time.monotonic() + timeout
     context = _client_context()
-    with socket.create_connection((ip or host, port), timeout=timeout) as raw:
+    candidates = (ip,) if isinstance(ip, str) else tuple(ip or ()) or (host,)
+    with _connect(candidates, port, timeout) as raw:
         raw.settimeout(max(0.001, deadline - time.monotonic()))
         with context.wrap_socket(raw, server_hostname=server_name) as tls:
             leaf = tls.getpeercert(binary_form=True)
@@ -234,6 +241,8 @@ def verify_targets(
     anchors: TrustAnchors | None = None,
     rechecks: int = 3,
     recheck_pause: float = 0.5,
+    policy: TargetPolicy | None = None,
+    resolve: Resolver = system_resolver,
 ) -> list[TargetStatus]:
     """Probe every target, every pool node separately, ``parallelism`` at a time.
 
@@ -251,6 +260,11 @@ def verify_targets(
     moment, so one handshake can meet the old certificate on a node that has moved on.
     Only a node that never serves the older certificate again is reported by what it
     serves now; otherwise it stays ``stale``, saying on how many handshakes.
+
+    With a ``policy``, every node is admitted (``target_policy.admit``) before each
+    connection: one outside it is reported ``forbidden`` with the reason and never
+    contacted, and a name is resolved once with ``resolve`` and dialled at the addresses
+    that were checked.
     """
     anchors = anchors or TrustAnchors.system()
     jobs = [job for target in targets for job in _expand(target)]
@@ -260,7 +274,14 @@ def verify_targets(
 
     def once(job: _Job) -> TargetStatus:
         try:
-            served = probe(job.address, job.sni, job.ip, timeout, anchors)
+            dial: str | Sequence[str] | None = job.ip
+            if policy is not None:
+                admitted = target_policy.admit(policy, job.host, job.port, pinned=job.ip,
+                                               resolve=resolve)
+                if isinstance(admitted, Refusal):
+                    return TargetStatus("", FORBIDDEN, None, now, _short(admitted.reason))
+                dial = admitted
+            served = probe(job.address, job.sni, dial, timeout, anchors)
             return classify(expected, history_set, served, None, now)
         except (OSError, ValueError) as exc:
             return classify(expected, history_set, None, _describe(exc), now)
@@ -282,6 +303,17 @@ def verify_targets(
         return list(pool.map(run, jobs))
 
 
+def under_policy(policy: Callable[[], TargetPolicy],
+                 resolve: Resolver = system_resolver) -> Callable[..., list[TargetStatus]]:
+    """``verify_targets`` under the allow-list ``policy()`` answers at each call: what the
+    verifier and the revocation check run, so no path probes an unchecked address."""
+    def verify(expected: CertificateInfo, history: Collection[str],
+               targets: Sequence[Target], **options: object) -> list[TargetStatus]:
+        return verify_targets(expected, history, targets, policy=policy(), resolve=resolve,
+                              **options)  # type: ignore[arg-type]
+    return verify
+
+
 def _recheck_stale(first: TargetStatus, again: Callable[[], TargetStatus], times: int,
                    pause: float) -> TargetStatus:
     later = []
@@ -295,30 +327,7 @@ def _recheck_stale(first: TargetStatus, again: Callable[[], TargetStatus], times
         first, detail=_short(f"{first.detail}, on {stale} of {times + 1} handshakes"))
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` to (host, port); a bare host gets port 443.
-
-    :raises ValueError: if the port is not a number in 1..65535 or the host is empty.
-    """
-    text = address.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"invalid address {address[:100]!r}")
-        port_text = rest[1:] if rest else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif ":" in text:
-        host, port_text = text, ""  # a bare IPv6 address
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise ValueError(f"invalid address {address[:100]!r}")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"invalid port in {address[:100]!r}")
-    return host, int(port_text)
+split_address = target_policy.split_address  # one parser: what is checked is what is dialled
 
 
 def join_address(host: str, port: int) -> str:
@@ -331,6 +340,8 @@ class _Job:
     address: str
     sni: str | None
     ip: str | None
+    host: str = ""
+    port: int = DEFAULT_PORT
     pool_name: str | None = None
     invalid: str | None = None
 
@@ -341,10 +352,24 @@ def _expand(target: Target) -> list[_Job]:
     except ValueError as exc:
         return [_Job(target.address, target.address, None, None, invalid=str(exc))]
     if not target.ips:
-        return [_Job(target.address, target.address, target.sni, None)]
+        return [_Job(target.address, target.address, target.sni, None, host, port)]
     name = target.sni or host
-    return [_Job(join_address(ip, port), target.address, target.sni, ip, pool_name=name)
+    return [_Job(join_address(ip, port), target.address, target.sni, ip, host, port,
+                 pool_name=name)
             for ip in target.ips]
+
+
+def _connect(candidates: Sequence[str], port: int, timeout: float) -> socket.socket:
+    """The first of ``candidates`` that accepts a TCP connection (as
+    ``socket.create_connection`` tries a name's addresses in turn)."""
+    error: OSError | None = None
+    for host in candidates:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
 @functools.lru_cache(maxsize=1)

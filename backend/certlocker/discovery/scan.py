@@ -6,6 +6,9 @@ endpoint with bounded parallelism and records the served leaf. Certificate verif
 is off on purpose: discovery inventories what is served, including expired, self-signed
 and mis-named certificates; it trusts nothing it sees and sends nothing secret.
 
+With an allow-list (``delivery.target_policy``) an endpoint outside it is never
+contacted (``forbidden``), and a name is dialled only at the addresses that were checked.
+
 ``match_inventory`` compares what was found with the inventory by SHA-256 fingerprint;
 certificates that are not in it are *unmanaged* (shadow) certificates.
 """
@@ -21,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+from ..delivery.target_policy import Refusal, Resolver, TargetPolicy, admit, check, \
+    system_resolver
 from ..errors import InvalidInput
 from ..names import dns_name
 from .files import FoundCertificate, describe_der
@@ -37,7 +42,8 @@ class ScanError:
     """An endpoint that served no certificate.
 
     ``reason``: ``timeout``, ``refused``, ``unreachable``, ``dns``, ``tls-error``
-    (handshake failed, e.g. a legacy-only or non-TLS service) or ``no-certificate``.
+    (handshake failed, e.g. a legacy-only or non-TLS service), ``no-certificate`` or
+    ``forbidden`` (outside the allow-list: never contacted; ``detail`` says why).
     """
 
     host: str
@@ -101,14 +107,25 @@ def expand_targets(spec: Sequence[str], *, limit: int = MAX_ENDPOINTS) -> list[E
     return list(endpoints)
 
 
+def first_refusal(policy: TargetPolicy, endpoints: Iterable[Endpoint]) -> Refusal | None:
+    """The first endpoint outside ``policy`` by its static rules (names unresolved)."""
+    for host, port in endpoints:
+        refusal = check(policy, host, port)
+        if refusal is not None:
+            return refusal
+    return None
+
+
 def scan_endpoints(endpoints: Iterable[Endpoint], timeout: float = 5.0,
                    parallelism: int = 32, sni: str | None = None,
-                   progress: Progress | None = None) -> list[FoundCertificate | ScanError]:
+                   progress: Progress | None = None, policy: TargetPolicy | None = None,
+                   resolve: Resolver = system_resolver) -> list[FoundCertificate | ScanError]:
     """Handshake with every endpoint and return what each served, in input order.
 
     ``timeout`` bounds the TCP connect and each read of the handshake. ``sni`` is sent to
     every endpoint when given; otherwise a DNS-name host is sent as SNI and an IP address
     sends none. ``progress(done, total)`` is called from worker threads as each finishes.
+    ``policy``: the allow-list every endpoint is admitted by before it is dialled.
     """
     items = list(endpoints)
     total = len(items)
@@ -118,7 +135,7 @@ def scan_endpoints(endpoints: Iterable[Endpoint], timeout: float = 5.0,
     context = _context()
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, min(parallelism, total))) as pool:
-        futures = {pool.submit(probe, host, port, timeout, sni, context): i
+        futures = {pool.submit(probe, host, port, timeout, sni, context, policy, resolve): i
                    for i, (host, port) in enumerate(items)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
@@ -129,12 +146,19 @@ def scan_endpoints(endpoints: Iterable[Endpoint], timeout: float = 5.0,
 
 
 def probe(host: str, port: int, timeout: float, sni: str | None = None,
-          context: ssl.SSLContext | None = None) -> FoundCertificate | ScanError:
+          context: ssl.SSLContext | None = None, policy: TargetPolicy | None = None,
+          resolve: Resolver = system_resolver) -> FoundCertificate | ScanError:
     """One TLS handshake; returns the served leaf's facts or why there was none."""
     ctx = context or _context()
     server_name = sni or (None if _is_ip(host) else host)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
+        dial: tuple[str, ...] = (host,)
+        if policy is not None:
+            admitted = admit(policy, host, port, resolve=resolve)
+            if isinstance(admitted, Refusal):
+                return ScanError(host, port, "forbidden", admitted.reason)
+            dial = admitted
+        with _connect(dial, port, timeout) as raw:
             raw.settimeout(timeout)
             with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
                 der = tls.getpeercert(binary_form=True)
@@ -181,6 +205,18 @@ def match_inventory(found: Iterable[FoundCertificate | ScanError],
             expiring_soon=item.not_after - at <= expiring_within,
             expired=item.not_after <= at))
     return out
+
+
+def _connect(candidates: Sequence[str], port: int, timeout: float) -> socket.socket:
+    """The first of ``candidates`` that accepts a TCP connection."""
+    error: OSError | None = None
+    for host in candidates:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            error = exc
+    assert error is not None
+    raise error
 
 
 def _context() -> ssl.SSLContext:

@@ -24,10 +24,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
+from ..delivery.target_policy import TargetPolicy
 from ..errors import CertlockerError, Conflict, NotFound
 from ..lifecycle.ports import Store
 from ..models import CertificateRef, State
@@ -89,8 +90,12 @@ class DiscoveryService:
     def __init__(self, store: Store, *, audit: Auditor | None = None,
                  clock: Clock | None = None, max_scans: int = 2,
                  expiring_within: dt.timedelta = DEFAULT_EXPIRING_WITHIN,
-                 read_workers: int = 8) -> None:
+                 read_workers: int = 8,
+                 policy: Callable[[], TargetPolicy] | None = None) -> None:
+        """``policy`` answers the target allow-list in force; the API always passes one
+        (None, for tests of the bookkeeping alone, scans anything)."""
         self._store = store
+        self._policy = policy
         self._audit = audit or NoAudit()
         self._clock = clock or SystemClock()
         self.expiring_within = expiring_within
@@ -290,7 +295,8 @@ class DiscoveryService:
             self._write_scan(doc)
             results = scan_endpoints(endpoints, timeout=doc["timeout"],
                                      parallelism=doc["parallelism"], sni=doc["sni"],
-                                     progress=progress)
+                                     progress=progress,
+                                     policy=self._policy() if self._policy else None)
             recorded = self.record(results)
         except Exception as exc:  # noqa: BLE001 - a background job reports, never raises
             detail = (exc.detail if isinstance(exc, CertlockerError)

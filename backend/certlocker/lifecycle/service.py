@@ -531,10 +531,12 @@ def _history(old: CertificateStatus | None) -> tuple[str, ...]:
 def _listed(caller: Store, folder: Callable[..., str], environment: str | None = None,
             service: str | None = None) -> Iterable[CertificateRef]:
     """The certificates under ``folder(env, service)`` (``<root>/<env>/<service>/<name>``)."""
-    envs = [environment] if environment else [e.rstrip("/") for e in caller.list(folder())]
+    # '_' entries are administrators' documents (specs/_system/...), never certificates.
+    envs = [environment] if environment else [
+        e.rstrip("/") for e in caller.list(folder()) if not e.startswith("_")]
     for env in envs:
         services = [service] if service else [
-            s.rstrip("/") for s in caller.list(folder(env))]
+            s.rstrip("/") for s in caller.list(folder(env)) if not s.startswith("_")]
         for svc in services:
             for name in caller.list(folder(env, svc)):
                 if not name.endswith("/") and not name.startswith("_"):

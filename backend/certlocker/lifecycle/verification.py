@@ -11,6 +11,10 @@ The decisions are pure functions (``target_views``, ``worst``, ``divergent``,
 ``audit_details``); the orchestrator gets its ports (store, status writer, probe, trust
 anchors, auditor, clock, divergence hook) in its constructor. No Flask, no hvac.
 
+Only targets inside the administrator's allow-list are probed (``policy``): the others
+are reported ``forbidden`` with the reason and never contacted, and the probe re-checks
+each name's resolved addresses before it connects (``delivery.verify.under_policy``).
+
 Delivery time is the current certificate's ``not_before``: for ACME CAs that is the
 moment of issuance (Let's Encrypt backdates it by an hour, which only shortens the grace).
 """
@@ -26,10 +30,13 @@ from typing import Any, Callable, Collection, Iterable, Mapping, Protocol, Seque
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, rfc3339
+from ..delivery import target_policy
 from ..delivery import verify as probes
+from ..delivery.target_policy import FORBIDDEN, TargetPolicy
 from ..errors import Conflict, NotFound
 from ..models import CertificateInfo, CertificateRef, CertificateStatus, Target, TargetStatus
 from .ports import Store
+from .target_allowlist import AllowList
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +45,14 @@ UNKNOWN = "unknown"
 SERVING_RETIRED, CLEAR = "serving-retired", "clear"
 #: worst first: the status a pool shows is the worst status of its nodes
 SEVERITY = (SERVING_RETIRED, probes.EXPIRED, probes.MISMATCH, probes.STALE,
-            probes.UNREACHABLE, probes.CHAIN_INCOMPLETE, UNKNOWN, CLEAR, probes.OK)
-DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN, CLEAR}
+            probes.UNREACHABLE, probes.CHAIN_INCOMPLETE, FORBIDDEN, UNKNOWN, CLEAR, probes.OK)
+#: a forbidden node was never contacted: nothing is known about its delivery
+DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN, CLEAR, FORBIDDEN}
 #: per-node entries kept in one audit event (details are capped at 8 KiB)
 MAX_AUDITED_NODES = 40
 
 StatusChange = Callable[[CertificateStatus | None], CertificateStatus]
+PolicySource = Callable[[], TargetPolicy]
 
 
 class Probe(Protocol):
@@ -122,6 +131,35 @@ def target_views(targets: Sequence[Target],
             next(iter(served)) if len(served) == 1 else None,
             max(checked) if checked else None, nodes))
     return views
+
+
+def screen(targets: Sequence[Target], policy: TargetPolicy,
+           now: dt.datetime) -> tuple[tuple[Target, ...], list[TargetStatus]]:
+    """Split ``targets`` into what may be probed and a ``forbidden`` result for every node
+    that may not (a pool keeps its allowed nodes). Names are not resolved here: the
+    probe checks the addresses it is about to dial."""
+    allowed: list[Target] = []
+    refused: list[TargetStatus] = []
+    for target in targets:
+        whole = target_policy.check_target(policy, dataclasses.replace(target, ips=()))
+        if whole is not None or not target.ips:
+            if whole is None:
+                allowed.append(target)
+            else:
+                refused += [TargetStatus(a, FORBIDDEN, None, now, whole.reason)
+                            for a in node_addresses(target)]
+            continue
+        _, port = probes.split_address(target.address)
+        keep = []
+        for ip, address in zip(target.ips, node_addresses(target)):
+            refusal = target_policy.check(policy, ip, port)
+            if refusal is None:
+                keep.append(ip)
+            else:
+                refused.append(TargetStatus(address, FORBIDDEN, None, now, refusal.reason))
+        if keep:
+            allowed.append(dataclasses.replace(target, ips=tuple(keep)))
+    return tuple(allowed), refused
 
 
 def divergent(status: CertificateStatus, now: dt.datetime,
@@ -253,7 +291,9 @@ class Verifier:
     """Verify one certificate's targets and record the outcome (certlocker's own token).
 
     ``update_status(ref, change)`` is the check-and-set read-modify-write of the status
-    (``CertificateService.update_status``).
+    (``CertificateService.update_status``). ``policy`` answers the target allow-list in
+    force (``AllowList``); ``verifier_for`` always passes one, None (tests of the
+    orchestration alone) probes every target.
     """
 
     def __init__(self, store: Store, update_status: Callable[[CertificateRef, StatusChange],
@@ -264,8 +304,9 @@ class Verifier:
                  timeout: float = 5.0, parallelism: int = 32,
                  grace: dt.timedelta = dt.timedelta(hours=1),
                  on_divergence: DivergenceHook | None = None,
-                 actor: str = "certlocker") -> None:
+                 actor: str = "certlocker", policy: PolicySource | None = None) -> None:
         self._store = store
+        self._policy = policy
         self._update_status = update_status
         self._probe = probe
         self._anchors = anchors
@@ -299,9 +340,13 @@ class Verifier:
                 raise Conflict(f"{ref.id} has no issued certificate to verify yet")
             expected = status.current
             now = self._clock.now()
-            results = self._probe(expected, status.history, spec.targets, now=now,
-                                  timeout=self._timeout, parallelism=self._parallelism,
-                                  anchors=self._anchors(spec.issuer)) if spec.targets else []
+            targets, results = tuple(spec.targets), []
+            if self._policy is not None and targets:
+                targets, results = screen(targets, self._policy(), now)
+            if targets:
+                results += self._probe(expected, status.history, targets, now=now,
+                                       timeout=self._timeout, parallelism=self._parallelism,
+                                       anchors=self._anchors(spec.issuer))
 
             def change(old: CertificateStatus | None) -> CertificateStatus:
                 if old is None or old.current is None or (
@@ -347,11 +392,15 @@ class Verifier:
 def verifier_for(settings: Any, store: Store,
                  update_status: Callable[[CertificateRef, StatusChange], CertificateStatus],
                  audit: Auditor | None = None, *, clock: Clock | None = None,
-                 on_divergence: DivergenceHook | None = None) -> Verifier:
+                 on_divergence: DivergenceHook | None = None,
+                 policy: PolicySource | None = None) -> Verifier:
     """A ``Verifier`` configured from ``Settings`` (timeouts, parallelism, grace, each
-    issuer's ``trust_roots``)."""
+    issuer's ``trust_roots``, the target allow-list: ``policy``, else the settings'
+    extended by the administrator's Vault document)."""
+    policy = policy or AllowList(settings.targets, store,
+                                 refresh=float(settings.targets_refresh_seconds))
     return Verifier(
-        store, update_status,
+        store, update_status, probe=probes.under_policy(policy), policy=policy,
         anchors=load_anchors({n: i.trust_roots for n, i in settings.issuers.items()}),
         audit=audit, clock=clock, timeout=float(settings.verify_timeout_seconds),
         parallelism=settings.verify_parallelism,
