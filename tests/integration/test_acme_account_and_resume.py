@@ -20,6 +20,7 @@ from certlocker.settings import IssuerSettings
 from devstack import free_port, wait_until
 from tests.support.acme_helpers import (CountingTransport, Http01Responder, MemoryAccounts,
                                         MemoryJournal, http01_responder, root_store)
+from tests.support.memory_store import grant
 from tests.support.stack import Pebble, running_pebble
 
 pytestmark = pytest.mark.integration
@@ -118,7 +119,9 @@ def test_a_crash_resumes_the_same_order_with_the_same_key(
     store = root_store(openbao)
     ref = CertificateRef("dev", "crash", f"at-{crash_at}")
     names = (f"{crash_at}.crash.test",)
-    store.create_spec(CertificateSpec(ref, names, "pebble", KeyType.EC_P256))
+    spec = CertificateSpec(ref, names, "pebble", KeyType.EC_P256)
+    store.create_spec(spec)
+    grant(store, spec)
     transport = CountingTransport()
     issuer = AcmeIssuer(settings_for(nonce_pebble), MemoryAccounts(), responder, timeout=120,
                         transport=transport)

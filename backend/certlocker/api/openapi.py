@@ -55,6 +55,10 @@ SERVICE = {"name": "service", "in": "path", "required": True, "schema": _ref("Na
 SHA256 = {"name": "sha256", "in": "path", "required": True,
           "description": "SHA-256 fingerprint of the discovered leaf",
           "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+GRANT_PATH = [{"name": "environment", "in": "path", "required": True,
+               "schema": {"$ref": "#/components/schemas/Name"}},
+              {"name": "service", "in": "path", "required": True,
+               "schema": {"$ref": "#/components/schemas/Name"}}]
 OPERATOR = [{"vaultToken": []}, {"bearerVaultToken": []}]
 SERVICE_CREDENTIAL = [{"serviceCredential": []}]
 
@@ -315,21 +319,17 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
             },
         },
         "/v1/grants/{environment}/{service}": {
-            "parameters": [
-                {"name": "environment", "in": "path", "required": True,
-                 "schema": _ref("Name")},
-                {"name": "service", "in": "path", "required": True, "schema": _ref("Name")}],
             "get": {
                 "operationId": "showGrant", "tags": ["grants"],
                 "summary": "The names granted to a service (none: default deny)",
-                "security": OPERATOR,
+                "security": OPERATOR, "parameters": GRANT_PATH,
                 "responses": {"200": _json(_ref("GrantAnswer"), "The grant"),
                               **_problems(400, 401, 403, 409, 503)},
             },
             "put": {
                 "operationId": "replaceGrant", "tags": ["grants"],
                 "summary": "Replace the names granted to a service (administrators)",
-                "security": OPERATOR,
+                "security": OPERATOR, "parameters": GRANT_PATH,
                 "requestBody": {"required": True, "content": {JSON: {
                     "schema": _ref("Grant")}}},
                 "responses": {"200": _json(_ref("GrantAnswer"), "The grant"),
