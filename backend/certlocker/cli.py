@@ -74,6 +74,10 @@ def _describe(cert: dict[str, Any]) -> str:
                   f"sha256:      {cur['sha256_fingerprint']}"]
     if cert.get("last_error"):
         lines.append(f"last error:  {cert['last_error']}")
+    if cert.get("renewal_failing"):
+        left = cert.get("remaining_validity_seconds")
+        lines.append(f"renewal:     failing, next attempt {cert.get('next_attempt_at') or '-'}"
+                     + (f", {left // 3600} h of validity left" if left is not None else ""))
     lines.append(f"vault path:  {cert['vault']['path']}")
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ class State(str, enum.Enum):
     FAILED = "failed"  # the last attempt failed; see last_error / next_attempt_at
     REVOKED = "revoked"
     RETIRED = "retired"
+    EXPIRED = "expired"  # never stored: shown when now is past not_after (lifecycle.shown)
 
 
 @dataclasses.dataclass(frozen=True)

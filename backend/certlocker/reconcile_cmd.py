@@ -44,13 +44,14 @@ def build(settings: settings_mod.Settings, options: Options,
     verifier = verifier_for(settings, store, services.certificates.update_status,
                             services.audit, on_divergence=AlertOnDivergence(notifier)
                             if notifier is not None else None)  # alerts, unlike the API's
+    verify_interval = dt.timedelta(seconds=settings.verify_interval_seconds)
     kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
-                              "verifier": verifier, "verify_interval": dt.timedelta(
-                                  seconds=settings.verify_interval_seconds),
+                              "verifier": verifier, "verify_interval": verify_interval,
                               "revocations": services.revocation,
                               "heartbeats": Heartbeats(store)}
     kwargs.update(overrides)
-    return (Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs),
+    return (Reconciler(store, services.certificates,
+                       DueIndex(store, policy, verify_interval=verify_interval), **kwargs),
             TokenKeeper(store))
 
 
