@@ -832,6 +832,8 @@ class Stack:
             "CERTLOCKER_ISSUERS__PEBBLE__CONTACT": PEBBLE_CONTACT,
             "CERTLOCKER_DEFAULT_ISSUER": "pebble",
             "CERTLOCKER_LOG_FORMAT": "json",
+            # Every target re-checked within a minute of any change (DESIGN: state is true).
+            "CERTLOCKER_VERIFY_INTERVAL_SECONDS": "60",
             **self.extra_env,
         })
         for var in ("VAULT_TOKEN", "BAO_TOKEN", "VAULT_ADDR", "BAO_ADDR"):

@@ -55,14 +55,15 @@ def build(settings: settings_mod.Settings, options: Options,
             TokenKeeper(store))
 
 
-def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | None,
-         duration: float | None) -> int:
+def main(*, once: bool, interval: float | None, jitter: float,
+         sweep_interval: float | None, duration: float | None) -> int:
     try:
         settings = settings_mod.load()
     except CertlockerError as exc:
         print(f"error: {exc.detail}")
         return EXIT_CONFIG
     logs.configure(settings.log_format, settings.log_level)
+    interval = interval or float(settings.reconcile_interval_seconds)
     options = Options(interval=interval, jitter=jitter,
                       sweep_interval=sweep_interval or settings.reconcile_sweep_seconds,
                       workers=settings.issuance_workers)
