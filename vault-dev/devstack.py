@@ -842,6 +842,8 @@ class Stack:
             **({"CERTLOCKER_METRICS_TOKEN_FILE": str(self.metrics_token_file)}
                if self.metrics_token_file.is_file() else {}),
             **self.target_allow_list(),
+            # Every target re-checked within a minute of any change (DESIGN: state is true).
+            "CERTLOCKER_VERIFY_INTERVAL_SECONDS": "60",
             **self.extra_env,
         })
         for var in ("VAULT_TOKEN", "BAO_TOKEN", "VAULT_ADDR", "BAO_ADDR"):

@@ -96,11 +96,13 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         elif conf.type == "vault-pki":
             issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
                                                            conf.pki_role or ""))
+    verify_every = dt.timedelta(seconds=settings.verify_interval_seconds)
     certificates = CertificateService(store, issuers, clock=clock,
                                       workers=settings.issuance_workers,
                                       issuance_timeout=settings.issuance_timeout_seconds,
                                       audit=audit, actor=actor, observer=IssuanceMetrics(),
-                                      due_index=DueIndex(store, alert_policy(settings)),
+                                      due_index=DueIndex(store, alert_policy(settings),
+                                                         verify_interval=verify_every),
                                       backoff_policy=BackoffPolicy(
                                           base=dt.timedelta(seconds=settings.retry_base_seconds)),
                                       retired=RetiredRecords(store))

@@ -74,6 +74,10 @@ def _describe(cert: dict[str, Any]) -> str:
                   f"sha256:      {cur['sha256_fingerprint']}"]
     if cert.get("last_error"):
         lines.append(f"last error:  {cert['last_error']}")
+    if cert.get("renewal_failing"):
+        left = cert.get("remaining_validity_seconds")
+        lines.append(f"renewal:     failing, next attempt {cert.get('next_attempt_at') or '-'}"
+                     + (f", {left // 3600} h of validity left" if left is not None else ""))
     lines.append(f"vault path:  {cert['vault']['path']}")
     return "\n".join(lines)
 
@@ -787,20 +791,21 @@ def bootstrap(phase: str, policies_dir: str, token_file: str | None,
 
 @main.command()
 @click.option("--once", is_flag=True, help="one full sweep and one tick, then exit")
-@click.option("--interval", default=60.0, show_default=True, help="seconds between ticks")
+@click.option("--interval", type=float, default=None,
+              help="seconds between ticks [default: reconcile_interval_seconds, 60]")
 @click.option("--jitter", default=0.1, show_default=True,
               help="+/- this fraction of the interval")
 @click.option("--sweep-interval", type=float, default=None,
               help="seconds between full sweeps [default: reconcile_sweep_seconds]")
 @click.option("--duration", type=float, default=None,
               help="stop after this many seconds (default: run until SIGTERM)")
-def reconcile(once: bool, interval: float, jitter: float, sweep_interval: float | None,
-              duration: float | None) -> None:
+def reconcile(once: bool, interval: float | None, jitter: float,
+              sweep_interval: float | None, duration: float | None) -> None:
     """Run the reconciler: issue, reissue and renew every certificate toward its spec
     (certlocker's settings and Vault token, as the API)."""
     from .reconcile_cmd import main as run
 
-    if interval <= 0 or not 0 <= jitter < 1:
+    if (interval is not None and interval <= 0) or not 0 <= jitter < 1:
         raise click.UsageError("--interval must be > 0 and --jitter in [0, 1)")
     sys.exit(run(once=once, interval=interval, jitter=jitter, sweep_interval=sweep_interval,
                  duration=duration))

@@ -34,6 +34,7 @@ class State(str, enum.Enum):
     RETIRED = "retired"
     INVALID = "invalid"  # the spec stored in Vault does not parse: never ordered
     REFUSED = "refused"  # the service is not granted every name: never ordered
+    EXPIRED = "expired"  # never stored: shown when now is past not_after (lifecycle.shown)
 
 
 @dataclasses.dataclass(frozen=True)

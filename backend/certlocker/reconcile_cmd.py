@@ -44,25 +44,27 @@ def build(settings: settings_mod.Settings, options: Options,
     verifier = verifier_for(settings, store, services.certificates.update_status,
                             services.audit, on_divergence=AlertOnDivergence(notifier)
                             if notifier is not None else None)  # alerts, unlike the API's
+    verify_interval = dt.timedelta(seconds=settings.verify_interval_seconds)
     kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
-                              "verifier": verifier, "verify_interval": dt.timedelta(
-                                  seconds=settings.verify_interval_seconds),
+                              "verifier": verifier, "verify_interval": verify_interval,
                               "revocations": services.revocation,
                               "retirements": services.retirement,
                               "heartbeats": Heartbeats(store)}
     kwargs.update(overrides)
-    return (Reconciler(store, services.certificates, DueIndex(store, policy), **kwargs),
+    return (Reconciler(store, services.certificates,
+                       DueIndex(store, policy, verify_interval=verify_interval), **kwargs),
             TokenKeeper(store))
 
 
-def main(*, once: bool, interval: float, jitter: float, sweep_interval: float | None,
-         duration: float | None) -> int:
+def main(*, once: bool, interval: float | None, jitter: float,
+         sweep_interval: float | None, duration: float | None) -> int:
     try:
         settings = settings_mod.load()
     except CertlockerError as exc:
         print(f"error: {exc.detail}")
         return EXIT_CONFIG
     logs.configure(settings.log_format, settings.log_level)
+    interval = interval or float(settings.reconcile_interval_seconds)
     options = Options(interval=interval, jitter=jitter,
                       sweep_interval=sweep_interval or settings.reconcile_sweep_seconds,
                       workers=settings.issuance_workers)

@@ -120,6 +120,8 @@ class Settings:
     metrics_token_file: str | None = None
     # reconciler and alerts (lifecycle/reconciler.py, lifecycle/alerts.py, notify.py)
     reconcile_sweep_seconds: int = 3600  # full inventory sweep that repairs due-index hints
+    # Seconds between reconciler ticks: how late a due retry or verification can start.
+    reconcile_interval_seconds: int = 60
     alert_max_attempts: int = 5  # consecutive failures before a human is told
     alert_expiry_floor_seconds: int = 7 * 86400  # alert when expiry is closer than this
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)
@@ -305,8 +307,8 @@ def _target_settings(raw: dict[str, Any]) -> None:
 
 
 def _alert_settings(raw: dict[str, Any]) -> None:
-    for key in ("reconcile_sweep_seconds", "alert_max_attempts", "alert_expiry_floor_seconds",
-                "smtp_port"):
+    for key in ("reconcile_sweep_seconds", "reconcile_interval_seconds", "alert_max_attempts",
+                "alert_expiry_floor_seconds", "smtp_port"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])

@@ -64,8 +64,10 @@ def run(query: Query, removed: frozenset[CertificateRef] = frozenset()) -> list[
     ({"issuer": "internal"}, ["prod.web.shop"]),
     ({"expiring_within": "720h"}, ["dev.api.www", "prod.api.old", "prod.api.www"]),
     ({"expiring_within": "2d"}, ["dev.api.www", "prod.api.old"]),
+    # Past not_after is expired, whatever state was stored (prod.api.old is stored valid).
     ({"expiring_within": "30d", "environment": "prod", "status": "valid"},
-     ["prod.api.old", "prod.api.www"]),
+     ["prod.api.www"]),
+    ({"status": "expired"}, ["prod.api.old"]),
 ])
 def test_filters_select_exactly_the_matching_certificates(args, expected) -> None:
     assert run(parse_query(args)) == expected
@@ -139,3 +141,20 @@ def test_invalid_parameters_are_named(args, field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_query(args)
     assert caught.value.field == field
+
+
+def test_failed_selects_certificates_whose_renewal_is_failing() -> None:
+    """A renewal that keeps failing leaves the stored state valid (the current certificate
+    is still served); ``?status=failed`` must list it, expired or not."""
+    failing = dataclasses.replace(BY_REF[CertificateRef("prod", "api", "www")], status=(
+        CertificateStatus(state=State.VALID, last_error="CA unreachable", attempts=3,
+                          current=BY_REF[CertificateRef("prod", "api", "www")].status.current)))
+    expired = dataclasses.replace(BY_REF[CertificateRef("prod", "api", "old")], status=(
+        BY_REF[CertificateRef("prod", "api", "old")].status.replace(last_error="CA down")))
+    views = {v.spec.ref: v for v in (failing, expired)}
+    found = page(list(views), lambda refs: [views[r] for r in refs],
+                 parse_query({"status": "failed"}), NOW)
+    assert [v.spec.ref.id for v in found.items] == ["prod.api.old", "prod.api.www"]
+    shown_expired = page(list(views), lambda refs: [views[r] for r in refs],
+                         parse_query({"status": "expired"}), NOW)
+    assert [v.spec.ref.id for v in shown_expired.items] == ["prod.api.old"]

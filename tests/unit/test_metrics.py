@@ -38,7 +38,8 @@ def test_ready_follows_the_stored_certificate():
 
 def test_the_exposition_carries_expiry_renewal_ready_and_target_states():
     status = CertificateStatus(State.VALID, current=INFO, targets=(
-        TargetStatus("10.0.0.1:443", "ok"), TargetStatus("10.0.0.2:443", "stale")))
+        TargetStatus("10.0.0.1:443", "ok", "aa" * 32, NOW),
+        TargetStatus("10.0.0.2:443", "stale", "bb" * 32, NOW)))
     cache = SummaryCache(lambda: [row(SPEC, status, NOW)], max_age=60)
     text = exposition(InventoryCollector(cache)).decode()
     [expiry] = samples(text, "certlocker_certificate_expiration_timestamp_seconds")
@@ -53,6 +54,27 @@ def test_the_exposition_carries_expiry_renewal_ready_and_target_states():
     states = {s.labels["address"]: s.labels["state"]
               for s in samples(text, "certlocker_target_verification_state")}
     assert states == {"10.0.0.1:443": "ok", "10.0.0.2:443": "stale"}
+
+
+def test_states_are_true_now_not_as_stored():
+    """Past not_after the certificate counts as expired, a failing renewal shows, and a
+    node result judged against the previous certificate is never exported as ok."""
+    renewed = dataclasses.replace(INFO, sha256_fingerprint="cc" * 32,
+                                  not_before=NOW - dt.timedelta(minutes=1))
+    old_ok = TargetStatus("10.0.0.1:443", "ok", "aa" * 32, NOW - dt.timedelta(minutes=5))
+    rows = [row(SPEC, CertificateStatus(State.VALID, current=renewed, targets=(old_ok,)), NOW),
+            row(dataclasses.replace(SPEC, ref=CertificateRef("prod", "web", "old")),
+                CertificateStatus(State.VALID, current=dataclasses.replace(
+                    INFO, not_after=NOW - dt.timedelta(hours=1)), last_error="CA down",
+                    attempts=4), NOW)]
+    text = exposition(InventoryCollector(SummaryCache(lambda: rows, max_age=60))).decode()
+    [node] = samples(text, "certlocker_target_verification_state")
+    assert node.labels["state"] == "unverified"
+    counts = {s.labels["state"]: s.value for s in samples(text, "certlocker_certificates")}
+    assert counts == {"valid": 1.0, "expired": 1.0}
+    failing = {s.labels["name"]: s.value
+               for s in samples(text, "certlocker_certificate_renewal_failing")}
+    assert failing == {"www": 0.0, "old": 1.0}
 
 
 def test_issuance_outcomes_are_counted():

@@ -447,7 +447,8 @@ class CountingVerifier:
         assert found is not None
         now = self.world.clock.now()
         self.world.service.update_status(r, lambda old: old.replace(targets=tuple(
-            TargetStatus(t.address, "ok", "ab", now) for t in found[0].targets)))
+            TargetStatus(t.address, "ok", old.current.sha256_fingerprint, now)
+            for t in found[0].targets)))
 
 
 def test_a_certificate_with_targets_is_verified_and_rescheduled_for_the_next_check():
@@ -463,12 +464,12 @@ def test_a_certificate_with_targets_is_verified_and_rescheduled_for_the_next_che
         world.declare_in_vault(spec(2))  # no targets: never verified
         world.reconciler.run_once()
         assert verifier.calls == ["dev.svc.c1"]
-        # Nothing is due before the interval has passed...
-        world.clock.advance(dt.timedelta(minutes=14))
+        # Nothing is due before the interval (less one tick: 60 s +10 %) has passed...
+        world.clock.advance(dt.timedelta(minutes=13))
         world.reconciler.tick()
         assert verifier.calls == ["dev.svc.c1"]
         # ...and the due index brings it back once it has, without a sweep.
-        world.clock.advance(dt.timedelta(minutes=2))
+        world.clock.advance(dt.timedelta(minutes=1))
         world.reconciler.tick()
         assert verifier.calls == ["dev.svc.c1", "dev.svc.c1"]
     finally:
@@ -525,6 +526,55 @@ def test_a_declared_issuance_removes_the_declarations_hint_once_done(world):
     world.store.calls.clear()
     assert world.reconciler.tick().outcomes == {}
     assert world.store.calls["read_spec"] == 0
+
+
+def test_a_declared_issuance_keeps_its_retry_filed_in_the_same_minute():
+    """A retry base under a minute puts the first retry in the declaration's own minute
+    slot: the same hint. Removing the declaration's hint must not remove the retry."""
+    from certlocker.errors import IssuanceFailed
+
+    w = World(backoff_policy=backoff.BackoffPolicy(base=dt.timedelta(seconds=5)))
+    try:
+        w.issuer.fail_with = IssuanceFailed("the CA is down", retryable=True)
+        status = w.service.declare(w.store, spec(1)).result(timeout=10)
+        assert status.last_error and status.next_attempt_at == T0 + dt.timedelta(seconds=5)
+        assert w.hints() == [w.due.hint_for(ref(1), T0).path(w.store)]  # the retry's
+        w.issuer.fail_with = None
+        w.clock.advance(dt.timedelta(seconds=5))
+        w.reconciler.tick()
+        assert w.issuer.issued == ["dev.svc.c1"]  # retried on time, without a sweep
+        assert w.status(1).state is State.VALID
+    finally:
+        w.close()
+
+
+def test_an_issuance_through_the_api_files_the_first_verification():
+    """A certificate issued by an API worker (not the reconciler) is verified on the
+    reconciler's next tick, not at the next hourly sweep; after a renewal too."""
+    from certlocker.models import Target
+
+    interval = dt.timedelta(minutes=15)
+    w = World()
+    w.due.verify_interval = interval
+    verifier = CountingVerifier(w)
+    w.reconciler = Reconciler(w.store, w.service, w.due, clock=w.clock,
+                              options=Options(workers=2), verifier=verifier,
+                              verify_interval=interval)
+    try:
+        assert w.service.declare(w.store, spec(1, targets=(Target("127.0.0.1:443"),))
+                                 ).result(timeout=10).state is State.VALID
+        w.reconciler.tick()
+        assert verifier.calls == ["dev.svc.c1"]
+        w.clock.advance(dt.timedelta(minutes=3))
+        w.reconciler.tick()
+        assert verifier.calls == ["dev.svc.c1"]  # checked 3 min ago, against this one
+        w.issuer.not_before = w.clock.now()
+        renewed = w.service.renew(w.store, ref(1)).result(timeout=10)
+        assert renewed.current.sha256_fingerprint != w.status(1).history[0]
+        w.reconciler.tick()
+        assert verifier.calls == ["dev.svc.c1"] * 2  # the renewal made it due at once
+    finally:
+        w.close()
 
 
 def test_a_declared_issuance_the_reconciler_took_over_is_not_issued_again(world):

@@ -196,13 +196,45 @@ def test_a_scheduled_pass_verifies_nodes_never_or_long_ago_checked():
 
     hour = dt.timedelta(hours=1)
     status = CertificateStatus(State.VALID, current=info("aa" * 32), targets=tuple(
-        TargetStatus(a, "ok", None, NOW - dt.timedelta(minutes=10))
+        TargetStatus(a, "ok", "aa" * 32, NOW - dt.timedelta(minutes=10))
         for t in (POOL, SINGLE) for a in node_addresses(t)))
     assert not verification_due((POOL, SINGLE), status, NOW, hour)
     assert verification_due((POOL, SINGLE), status, NOW + hour, hour)
     assert verification_due((POOL, Target("10.9.9.9:443")), status, NOW, hour)
     assert not verification_due((), status, NOW, hour)
     assert not verification_due((POOL,), CertificateStatus(State.PENDING), NOW, hour)
+
+
+def test_after_a_renewal_every_node_is_due_at_once_and_never_shown_ok():
+    """Results judged against the previous certificate are facts about it: a renewal makes
+    the certificate due for verification now, and until then no node reads ok."""
+    from certlocker.lifecycle.verification import (UNVERIFIED, next_verification_at,
+                                                   outdated, verification_due)
+
+    hour = dt.timedelta(hours=1)
+    checked = NOW - dt.timedelta(minutes=2)
+    old_results = (TargetStatus("10.0.0.1:8443", "ok", "aa" * 32, checked),
+                   TargetStatus("10.0.0.2:8443", "stale", "99" * 32, checked),
+                   TargetStatus("10.0.0.3:8443", "ok", "aa" * 32, checked),
+                   TargetStatus("10.0.1.1:443", "unreachable", None, checked))
+    before = CertificateStatus(State.VALID, current=info("aa" * 32), targets=old_results)
+    assert not verification_due((POOL, SINGLE), before, NOW, hour)
+    renewed = before.replace(current=info("bb" * 32, issued=NOW - dt.timedelta(minutes=1)))
+    assert verification_due((POOL, SINGLE), renewed, NOW, hour)
+    assert next_verification_at((POOL, SINGLE), renewed, NOW, hour) == NOW
+    assert all(outdated(t, renewed.current) for t in old_results)
+    pool, single = target_views((POOL, SINGLE), renewed.targets, renewed.current)
+    assert {n.status for n in pool.nodes} == {UNVERIFIED}
+    assert pool.status == UNVERIFIED and single.status == UNVERIFIED
+    assert [n.checked_at for n in pool.nodes] == [checked] * 3  # the age stays visible
+    assert "predates" in (pool.nodes[0].detail or "")
+    # A result newer than the certificate that contradicts it (ok for another leaf,
+    # stale for this one) was judged against another certificate too.
+    later = NOW - dt.timedelta(seconds=10)
+    assert outdated(TargetStatus("x:1", "ok", "aa" * 32, later), renewed.current)
+    assert outdated(TargetStatus("x:1", "stale", "bb" * 32, later), renewed.current)
+    assert not outdated(TargetStatus("x:1", "ok", "bb" * 32, later), renewed.current)
+    assert not outdated(TargetStatus("x:1", "stale", "aa" * 32, later), renewed.current)
 
 
 def test_divergence_becomes_one_alert_naming_the_nodes():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as dt
 import itertools
 from typing import Any
 
@@ -12,7 +13,7 @@ from ..audit.recorder import audited
 from ..errors import TargetForbidden
 from ..lifecycle.revocation import authorize
 from ..clock import SystemClock
-from ..lifecycle import inventory
+from ..lifecycle import inventory, shown
 from ..lifecycle.service import CertificateView
 from ..lifecycle.target_allowlist import require_allowed
 from ..lifecycle.verification import target_views
@@ -25,9 +26,13 @@ bp = Blueprint("certificates", __name__, url_prefix="/v1/certificates")
 authenticate_first(bp)
 
 
-def render(view: CertificateView, paths: Any) -> dict[str, Any]:
-    """The contract of DESIGN.md: other tools rely on these names."""
+def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
+           ) -> dict[str, Any]:
+    """The contract of DESIGN.md: other tools rely on these names. ``status`` and the
+    targets are what is true at ``now`` (``lifecycle.shown``), not only what was stored."""
     spec, status = view.spec, view.status
+    now = now or SystemClock().now()
+    remaining = shown.remaining_validity(status, now)
     current = None
     if status.current is not None:
         c = status.current.to_json()
@@ -35,7 +40,8 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
                                      "sha256_fingerprint", "issuer")}
         current["vault_version"] = c["vault_version"]
     # A pool target's status is its worst node's; "nodes" has each node's own result.
-    targets = [v.to_json() for v in target_views(spec.targets, status.targets)]
+    targets = [v.to_json() for v in target_views(spec.targets, status.targets,
+                                                  status.current)]
     return {
         "id": spec.ref.id,
         "environment": spec.ref.environment,
@@ -47,9 +53,12 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
         "renew_before": spec.renew_before,
         "owner": spec.owner,
         "contact": spec.contact,
-        "status": status.state.value,
+        "status": shown.shown_state(status, now).value,
         "current": current,
         "last_error": status.last_error,
+        "renewal_failing": shown.renewal_failing(status),
+        "remaining_validity_seconds": int(remaining.total_seconds())
+        if remaining is not None else None,
         "attempts": status.attempts,
         "retryable": status.retryable,
         "next_attempt_at": status.to_json()["next_attempt_at"],
@@ -128,7 +137,7 @@ def index() -> Response:
         refs = listed_refs(s, who.store, query.environment, query.service, query.status)
     found = inventory.page(refs, lambda chunk: s.certificates.views(who.store, chunk),
                            query, now)
-    return jsonify({"items": [render(v, s.store.paths) for v in found.items],
+    return jsonify({"items": [render(v, s.store.paths, now) for v in found.items],
                     "next_cursor": found.next_cursor, "offset": query.offset,
                     "limit": query.limit})
 

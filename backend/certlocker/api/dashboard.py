@@ -32,7 +32,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from ..clock import SystemClock
 from ..errors import AccessDenied, CertlockerError, Conflict, Unauthenticated
-from ..lifecycle import heartbeat, inventory
+from ..lifecycle import heartbeat, inventory, shown
 from ..lifecycle.verification import target_views
 from .certificates import listed_refs
 from ..models import State
@@ -290,19 +290,18 @@ def _inventory(services: Any, store: Any, now: dt.datetime) -> Section:
 def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
     spec, status = view.spec, view.status
     current = status.current
-    targets = [t.to_json() for t in target_views(spec.targets, status.targets)]
+    views = target_views(spec.targets, status.targets, current)
+    targets = [t.to_json() for t in views]
+    for t, v in zip(targets, views):  # a single node's detail (unverified: why)
+        t["detail"] = v.nodes[0].detail if len(v.nodes) == 1 else None
     retired = status.state == State.RETIRED  # only nodes still serving it are bad
     bad_targets = [t for t in targets if (t["status"] == "serving-retired" if retired
                                           else t["status"] != "ok")]
-    nodes = {n.address: n for n in status.targets}
-    for t in bad_targets:
-        node = nodes.get(t["address"])
-        t["detail"] = node.detail if node is not None else None
     return {
         "id": spec.ref.id,
         "dns_names": list(spec.dns_names),
         "issuer": spec.issuer,
-        "status": status.state.value,
+        "status": shown.shown_state(status, now).value,
         "not_after": current.not_after if current else None,
         "days_left": (current.not_after - now).days if current else None,
         "expiring_soon": bool(current and not retired
@@ -311,7 +310,9 @@ def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
         "last_error": status.last_error,
         "targets": targets,
         "bad_targets": bad_targets,
-        "failing": status.state == State.FAILED or bool(bad_targets),
+        "renewal_failing": shown.renewal_failing(status),
+        "next_attempt_at": status.next_attempt_at,
+        "failing": shown.failing(status) or bool(bad_targets),
     }
 
 

@@ -118,7 +118,8 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "ips": {"type": "array", "items": {"type": "string"}},
                 "status": {"type": "string", "description": "ok | stale | mismatch | "
                            "expired | unreachable | chain-incomplete | forbidden "
-                           "(outside the target allow-list: never contacted) | unknown"},
+                           "(outside the target allow-list: never contacted) | unknown | "
+                           "unverified (the last result predates the current certificate)"},
                 "served_sha256": _nullable({"type": "string"}),
                 "checked_at": _nullable(time),
             },
@@ -139,9 +140,15 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "renew_before": _nullable({"type": "string"}),
                 "owner": _nullable({"type": "string"}),
                 "contact": _nullable({"type": "string"}),
-                "status": {"type": "string", "enum": [s.value for s in State]},
+                "status": {"type": "string", "enum": [s.value for s in State],
+                           "description": "derived when answered: `expired` once past "
+                                          "the current certificate's not_after"},
                 "current": _nullable(_ref("Current")),
                 "last_error": _nullable({"type": "string"}),
+                "renewal_failing": {"type": "boolean", "description":
+                                    "the last issuance attempt failed; retried at "
+                                    "next_attempt_at"},
+                "remaining_validity_seconds": _nullable({"type": "integer", "minimum": 0}),
                 "attempts": {"type": "integer"},
                 "retryable": {"type": "boolean", "description":
                               "false: the last failure is a refusal (CAA, a rejected "
@@ -237,7 +244,8 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                 "parameters": [
                     {"name": "environment", "in": "query", "schema": _ref("Name")},
                     {"name": "service", "in": "query", "schema": _ref("Name")},
-                    {"name": "status", "in": "query",
+                    {"name": "status", "in": "query", "description": "the shown status; "
+                     "`failed` also selects certificates whose renewal is failing",
                      "schema": {"type": "string", "enum": [s.value for s in State]}},
                     {"name": "issuer", "in": "query", "schema": {"type": "string"}},
                     {"name": "expiring_within", "in": "query",

@@ -20,6 +20,7 @@ from ..models import CertificateRef, CertificateSpec, CertificateStatus
 from . import alerts
 from .day_folders import DayFolders
 from .planning import next_action_at
+from .verification import next_verification_at
 from .ports import Store
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,14 @@ class Hint:
 
 class DueIndex:
     def __init__(self, store: Store, policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 verify_interval: dt.timedelta | None = None) -> None:
+        """``verify_interval``: every hint also covers the certificate's next
+        served-certificate check, so a change made anywhere (an API worker's renewal)
+        brings the reconciler to verify it, not only the reconciler's own passes."""
         self._store = store
         self.policy = policy
+        self.verify_interval = verify_interval
         self.days = DayFolders(store, "schedule", store.paths.schedule_dir(), clock=clock)
 
     def hint_for(self, ref: CertificateRef, at: dt.datetime) -> Hint:
@@ -79,6 +85,10 @@ class DueIndex:
         so an hourly pass over the inventory does not add a KV version per certificate.
         """
         at = next_action_at(spec, status, now, self.policy)
+        if self.verify_interval is not None:
+            check = next_verification_at(spec.targets, status, now, self.verify_interval)
+            if check is not None and (at is None or check < at):
+                at = check  # now, after a change: the targets serve what?
         if also_at is not None and (at is None or also_at < at):
             at = also_at  # e.g. the next served-certificate verification
         if at is None:

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 from .. import names
 from ..errors import InvalidInput
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
+from .shown import matches_state
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -121,7 +122,7 @@ def matches(view: ViewLike, query: Query, now: dt.datetime) -> bool:
         return False
     if query.service and spec.ref.service != query.service:
         return False
-    if query.status and status.state != query.status:
+    if query.status and not matches_state(status, query.status, now):
         return False
     if query.issuer and spec.issuer != query.issuer:
         return False

@@ -236,13 +236,23 @@ class Reconciler:
         except Conflict:
             return status  # a concurrent status write; the next pass asks again
 
+    def _verify_every(self) -> dt.timedelta:
+        """The verification interval less one (jittered) tick: a check falls due on the
+        last tick before the interval is over, not on the first one after it, so no node
+        goes unchecked for longer than ``verify_interval``."""
+        assert self._verify_interval is not None
+        tick = dt.timedelta(seconds=self.options.interval * (1 + self.options.jitter))
+        return max(dt.timedelta(0), self._verify_interval - tick)
+
     def _verify(self, ref: CertificateRef, spec: CertificateSpec,
                 status: CertificateStatus | None) -> dt.datetime | None:
-        """Verify the served certificate on every target node when a check is due;
-        return when the next one is due. A failed probe is a result, not an error."""
+        """Verify the served certificate on every target node when a check is due (at
+        once after a change of certificate); return when the next one is due. A failed
+        probe is a result, not an error."""
         assert self._verifier is not None and self._verify_interval is not None
         now = self._clock.now()
-        if verification.verification_due(spec.targets, status, now, self._verify_interval):
+        every = self._verify_every()
+        if verification.verification_due(spec.targets, status, now, every):
             try:
                 self._verifier.verify_certificate(ref, actor="reconciler")
             except Conflict:
@@ -250,7 +260,7 @@ class Reconciler:
             got = self._store.read_status(ref)
             status = got[0] if got else status
         return verification.next_verification_at(spec.targets, status, self._clock.now(),
-                                                 self._verify_interval)
+                                                 every)
 
     def _alert(self, ref: CertificateRef, status: CertificateStatus | None,
                report: Report | None) -> bool:

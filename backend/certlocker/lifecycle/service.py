@@ -70,6 +70,8 @@ class CertificateService:
         self._retired = retired
         self._backoff = backoff_policy
         self._due = due_index
+        # Declarations' hints while their issuance runs -> filed again by it (_hint)?
+        self._refiled: dict[Hint, bool] = {}
         self._clock = clock or SystemClock()
         self._expiry = ExpiryIndex(store, self._clock)
         self._rng = random.Random()
@@ -246,9 +248,16 @@ class CertificateService:
         """The issuance a declaration queued. A reconciler may have taken it over while it
         waited (the declaration's hint is due at once), so it is decided again under the
         lease; once the certificate is issued, or its failure has filed its retry, the
-        declaration's hint is removed so the reconciler does not look again."""
-        status = self.issue(ref, decide=self._needed, first_lease=first_lease)
-        if (hint is not None and self._due is not None
+        declaration's hint is removed so the reconciler does not look again, unless the
+        issuance filed its next action (a retry, a first verification) in the same
+        minute: that is the same hint now, and removing it would lose the action."""
+        if hint is not None:
+            self._refiled[hint] = False
+        try:
+            status = self.issue(ref, decide=self._needed, first_lease=first_lease)
+        finally:
+            refiled = self._refiled.pop(hint, False) if hint is not None else False
+        if (hint is not None and self._due is not None and not refiled
                 and (status.state is State.VALID or status.last_error)):
             self._due.remove(hint)
         return status
@@ -478,7 +487,9 @@ class CertificateService:
     def _hint(self, spec: CertificateSpec, status: CertificateStatus) -> CertificateStatus:
         """File the due-index hint for the certificate's next action (retry or renewal)."""
         if self._due is not None:
-            self._due.schedule_quietly(spec, status, self._clock.now())
+            filed = self._due.schedule_quietly(spec, status, self._clock.now())
+            if filed is not None and filed in self._refiled:
+                self._refiled[filed] = True  # a declaration's hint, filed again
         return status
 
     def update_status(self, ref: CertificateRef,

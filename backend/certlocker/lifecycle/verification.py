@@ -43,11 +43,14 @@ log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 #: a retired certificate's nodes (lifecycle.retirement): still serving it, or not
 SERVING_RETIRED, CLEAR = "serving-retired", "clear"
+#: shown for a node whose last result predates the current certificate (``outdated``)
+UNVERIFIED = "unverified"
 #: worst first: the status a pool shows is the worst status of its nodes
 SEVERITY = (SERVING_RETIRED, probes.EXPIRED, probes.MISMATCH, probes.STALE,
-            probes.UNREACHABLE, probes.CHAIN_INCOMPLETE, FORBIDDEN, UNKNOWN, CLEAR, probes.OK)
+            probes.UNREACHABLE, probes.CHAIN_INCOMPLETE, FORBIDDEN, UNKNOWN, UNVERIFIED,
+            CLEAR, probes.OK)
 #: a forbidden node was never contacted: nothing is known about its delivery
-DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN, CLEAR, FORBIDDEN}
+DIVERGENT = frozenset(SEVERITY) - {probes.OK, UNKNOWN, UNVERIFIED, CLEAR, FORBIDDEN}
 #: per-node entries kept in one audit event (details are capped at 8 KiB)
 MAX_AUDITED_NODES = 40
 
@@ -115,14 +118,44 @@ def worst(statuses: Iterable[str]) -> str:
     return min(found, key=lambda s: rank.get(s, rank[UNKNOWN]))
 
 
-def target_views(targets: Sequence[Target],
-                 observed: Sequence[TargetStatus]) -> list[TargetView]:
+def outdated(node: TargetStatus, current: CertificateInfo | None) -> bool:
+    """Was this node's result judged against another certificate than ``current``?
+
+    True when it was checked before ``current`` existed (its ``not_before``), or when
+    what it says contradicts ``current``: ``ok``/``chain-incomplete`` for a leaf that is
+    not ``current``, ``stale``/``mismatch`` for one that is. Such a result is a fact
+    about an earlier certificate, never a reason to show ``ok`` now."""
+    if current is None or node.status == UNKNOWN:
+        return False
+    if node.checked_at is None or node.checked_at < current.not_before:
+        return True
+    serves_current = (node.served_sha256 or "").lower() == _hex(current.sha256_fingerprint)
+    if node.status in (probes.OK, probes.CHAIN_INCOMPLETE):
+        return not serves_current
+    if node.status in (probes.STALE, probes.MISMATCH):
+        return serves_current
+    return False
+
+
+def shown_node(node: TargetStatus, current: CertificateInfo | None) -> TargetStatus:
+    """``node`` as it may be shown beside ``current``: ``unverified`` (its checked_at and
+    served leaf kept, ``detail`` saying what it last was) when ``outdated``."""
+    if not outdated(node, current):
+        return node
+    return dataclasses.replace(node, status=UNVERIFIED, detail=(
+        f"last result ({node.status}) predates the current certificate; "
+        "a new check is scheduled"))
+
+
+def target_views(targets: Sequence[Target], observed: Sequence[TargetStatus],
+                 current: CertificateInfo | None = None) -> list[TargetView]:
     """Group observed node results under the spec targets they belong to; a node never
-    observed counts as ``unknown``."""
+    observed counts as ``unknown``, one whose result predates ``current`` (when given)
+    as ``unverified``."""
     by_address = {t.address: t for t in observed}
     views = []
     for target in targets:
-        nodes = tuple(by_address.get(a) or TargetStatus(a, UNKNOWN)
+        nodes = tuple(shown_node(by_address.get(a) or TargetStatus(a, UNKNOWN), current)
                       for a in node_addresses(target))
         served = {n.served_sha256 for n in nodes}
         checked = [n.checked_at for n in nodes if n.checked_at is not None]
@@ -196,33 +229,33 @@ def summary(results: Sequence[TargetStatus]) -> str | None:
 def verification_due(spec_targets: Sequence[Target], status: CertificateStatus | None,
                      now: dt.datetime, interval: dt.timedelta) -> bool:
     """Should a scheduled pass verify this certificate now? When it has targets and a
-    current certificate, and some node was never checked or not within ``interval``."""
-    if not spec_targets or status is None or status.current is None:
-        return False
-    checked = {t.address: t.checked_at for t in status.targets}
-    for target in spec_targets:
-        for address in node_addresses(target):
-            at = checked.get(address)
-            if at is None or now - at >= interval:
-                return True
-    return False
+    current certificate, and some node was never checked against that certificate, or
+    not within ``interval``."""
+    at = next_verification_at(spec_targets, status, now, interval)
+    return at is not None and at <= now
 
 
 def next_verification_at(spec_targets: Sequence[Target], status: CertificateStatus | None,
                          now: dt.datetime, interval: dt.timedelta) -> dt.datetime | None:
     """When a scheduled pass should next verify this certificate; None when it has no
-    targets or no current certificate. The oldest node check decides."""
+    targets or no current certificate. ``now`` after any change (a node never checked,
+    or last checked against an earlier certificate); else the oldest check decides."""
     if not spec_targets or status is None or status.current is None:
         return None
-    checked = {t.address: t.checked_at for t in status.targets}
+    checked = {t.address: t for t in status.targets}
     oldest: dt.datetime | None = None
     for target in spec_targets:
         for address in node_addresses(target):
-            at = checked.get(address)
-            if at is None:
+            node = checked.get(address)
+            if node is None or node.checked_at is None or outdated(node, status.current):
                 return now
+            at = node.checked_at
             oldest = at if oldest is None or at < oldest else oldest
     return max(now, oldest + interval) if oldest is not None else now
+
+
+def _hex(fingerprint: str) -> str:
+    return fingerprint.replace(":", "").strip().lower()
 
 
 DELIVERY_DIVERGED = "delivery-diverged"

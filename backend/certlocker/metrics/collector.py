@@ -75,6 +75,10 @@ def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "1 for the state in which each target node was last found serving the "
             "certificate (only the current state is exported, to bound series).",
             labels=["id", "address", "state"]),
+        "failing": GaugeMetricFamily(
+            "certlocker_certificate_renewal_failing",
+            "1 while the certificate's last issuance attempt (first or renewal) failed "
+            "and certlocker is retrying, else 0.", labels=CERT_LABELS),
         "certificates": GaugeMetricFamily(
             "certlocker_certificates", "Managed certificates by lifecycle state.",
             labels=["state"]),
@@ -149,6 +153,7 @@ def _add(families: dict[str, GaugeMetricFamily | CounterMetricFamily],
         families["expiration"].add_metric(labels, r.not_after.timestamp())
     if r.renewal_at is not None:
         families["renewal"].add_metric(labels, r.renewal_at.timestamp())
+    families["failing"].add_metric(labels, 1.0 if r.renewal_failing else 0.0)
     for condition in READY_CONDITIONS:
         families["ready"].add_metric(labels + [condition],
                                      1.0 if condition == r.ready else 0.0)

@@ -20,7 +20,8 @@ from typing import Callable, Generic, Iterator, TypeVar
 
 from ..errors import CertlockerError, InvalidInput
 from ..lifecycle.ports import Store
-from ..lifecycle import renewal_info
+from ..lifecycle import renewal_info, shown
+from ..lifecycle.verification import shown_node
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class CertificateRow:
     renewal_at: dt.datetime | None
     ready: str  # "True" | "False" | "Unknown", as cert-manager's Ready condition
     targets: tuple[tuple[str, str], ...]  # (node address, verification status)
+    renewal_failing: bool = False  # the last issuance attempt failed (lifecycle.shown)
 
 
 def ready_condition(status: CertificateStatus, now: dt.datetime) -> str:
@@ -59,10 +61,11 @@ def row(spec: CertificateSpec, status: CertificateStatus, now: dt.datetime) -> C
         except InvalidInput:
             renewal_at = None
     return CertificateRow(
-        ref=spec.ref, issuer=spec.issuer, state=status.state.value,
+        ref=spec.ref, issuer=spec.issuer, state=shown.shown_state(status, now).value,
         not_after=current.not_after if current else None, renewal_at=renewal_at,
         ready=ready_condition(status, now),
-        targets=tuple((t.address, t.status) for t in status.targets))
+        targets=tuple((t.address, shown_node(t, current).status) for t in status.targets),
+        renewal_failing=shown.renewal_failing(status))
 
 
 def iter_refs(store: Store) -> Iterator[CertificateRef]:
