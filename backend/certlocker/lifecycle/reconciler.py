@@ -449,7 +449,7 @@ class Reconciler:
         next_tick = time.monotonic()
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
             if self._watch is not None and self._watch.due():
-                failures = self._run_watch(failures)
+                self._run_watch()
             if time.monotonic() < next_tick:
                 self._sleep_until(next_tick, deadline)
                 continue
@@ -483,28 +483,23 @@ class Reconciler:
                 self._watch.postpone(wait)
             self._sleep_until(next_tick, deadline)
 
-    def _run_watch(self, failures: int) -> int:
-        """One look of the spec watch; answers the loop's count of Vault failures."""
+    def _run_watch(self) -> None:
+        """One look of the spec watch. A failed look waits one tick interval; whether
+        Vault is down is the ticks' to judge (and back off for)."""
         assert self._watch is not None
         started = time.monotonic()
         try:
             report = self.watch_step()
-        except VaultUnavailable as exc:
-            wait = min(self.options.interval * 2 ** min(failures + 1, 16),
-                       self.options.vault_backoff_max)
-            self._watch.postpone(wait)
-            log.warning("reconcile.vault_unavailable", extra={
-                "error": exc.detail, "retry_in": round(wait, 1)})
-            return failures + 1
         except Exception as exc:
             self._watch.postpone(self.options.interval)
-            log.error("reconcile.watch_failed", extra={"error": type(exc).__name__})
-            return failures
+            log.warning("reconcile.watch_failed", extra={
+                "error": type(exc).__name__,
+                "detail": exc.detail if isinstance(exc, CertlockerError) else None})
+            return
         if report.handled:
             log.info("reconcile.watch", extra={
                 "outcomes": report.outcomes, "alerts": report.alerts,
                 "seconds": round(time.monotonic() - started, 3)})
-        return failures
 
     def _sleep_until(self, next_tick: float, deadline: float | None) -> None:
         """Sleep until the next tick, or the spec watch's next look if sooner."""

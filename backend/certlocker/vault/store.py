@@ -24,6 +24,11 @@ from ..token_keeper import TokenLife
 from .client import RetryingAdapter, make_client, translated
 
 
+# A SCAN answers the whole subtree at once: at 100k specs OpenBao needs longer than the
+# 10 s any other call is given (docs/performance.md, "Spec watch").
+SCAN_TIMEOUT = 300.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Versioned:
     data: dict[str, Any]
@@ -179,7 +184,7 @@ class VaultStore:
         with translated(path):
             try:
                 resp = self._adapter.request("GET", f"/v1/{path}", params={"scan": "true"},
-                                             **({"raw": True} if isinstance(
+                                             timeout=SCAN_TIMEOUT, **({"raw": True} if isinstance(
                                                  self._adapter, RetryingAdapter) else {}))
             except hx.UnsupportedOperation:
                 return None
