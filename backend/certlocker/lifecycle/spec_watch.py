@@ -82,7 +82,9 @@ class SpecWatch:
         self._listed: set[str] | None = None  # fallback: every spec key seen
         self._scan_refused_at: float | None = None
         self._scans = True  # False once the server said it cannot scan
-        self._next = monotonic()
+        # The first look waits one interval: at start-up the sweep is reading everything
+        # anyway, and a 100k scan would delay the first tick's due renewals by seconds.
+        self._next = monotonic() + options.interval
 
     @property
     def scanning(self) -> bool:
