@@ -1,4 +1,4 @@
-"""``bench/run [issuance|inventory|credentials|verify|all] [--full]``: run benchmark parts,
+"""``bench/run [issuance|inventory|credentials|verify|watch|all] [--full]``: run benchmark parts,
 print one markdown table per part, and keep the output in ``bench/results/<timestamp>.md``."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable
 
 from .common import BENCH, machine
 
-PARTS = ("issuance", "credentials", "verify", "inventory")
+PARTS = ("issuance", "credentials", "verify", "inventory", "watch")
 
 
 def _part(name: str, full: bool) -> Callable[[], str]:
@@ -25,6 +25,9 @@ def _part(name: str, full: bool) -> Callable[[], str]:
     if name == "verify":
         from . import bench_verify
         return bench_verify.run
+    if name == "watch":
+        from . import bench_watch
+        return lambda: bench_watch.run(full=full)
     from . import bench_inventory
     return lambda: bench_inventory.run(full=full)
 
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("part", nargs="?", default="all", choices=(*PARTS, "all"))
     parser.add_argument("--full", action="store_true",
-                        help="inventory: also 100k certificates (seeding alone takes "
+                        help="inventory, watch: also 100k certificates (seeding alone takes "
                              "tens of minutes on 2 cores)")
     args = parser.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)

@@ -23,6 +23,12 @@ path "@MOUNT@/data/specs/*" {
 path "@MOUNT@/metadata/specs/*" {
   capabilities = ["read", "list"]
 }
+# The spec watch: every spec's version and write time in one request (OpenBao 2.2+),
+# so a spec written with the Vault CLI is acted on within a minute. Without it the
+# watch falls back to listing, which finds new specs only, every 5 minutes.
+path "@MOUNT@/detailed-metadata/specs/*" {
+  capabilities = ["scan"]
+}
 
 # Name grants: which names each service may carry (written by administrators).
 path "@MOUNT@/data/grants/*" {

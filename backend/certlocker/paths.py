@@ -220,6 +220,10 @@ class VaultPaths:
     def metadata_path(self, logical: str) -> str:
         return f"{self.mount}/metadata/{logical}"
 
+    def detailed_metadata_path(self, logical: str) -> str:
+        """OpenBao's listing that carries each entry's metadata (2.2+; none in Vault)."""
+        return f"{self.mount}/detailed-metadata/{logical}"
+
     @staticmethod
     def _ref(ref: CertificateRef) -> str:
         return "/".join((component("environment", ref.environment),

@@ -22,6 +22,7 @@ from .lifecycle.alerts import policy_from_settings
 from .lifecycle.due_index import DueIndex
 from .lifecycle.heartbeat import Heartbeats
 from .lifecycle.reconciler import Options, Reconciler
+from .lifecycle.spec_watch import SpecWatch, WatchOptions
 from .lifecycle.verification import AlertOnDivergence, verifier_for
 from .token_keeper import TokenKeeper
 
@@ -50,6 +51,10 @@ def build(settings: settings_mod.Settings, options: Options,
                               "revocations": services.revocation,
                               "retirements": services.retirement,
                               "heartbeats": Heartbeats(store)}
+    if settings.reconcile_watch_seconds > 0:
+        kwargs["watch"] = SpecWatch(store, dt.datetime.now(dt.timezone.utc), WatchOptions(
+            interval=settings.reconcile_watch_seconds,
+            fallback_interval=settings.reconcile_watch_fallback_seconds))
     kwargs.update(overrides)
     return (Reconciler(store, services.certificates,
                        DueIndex(store, policy, verify_interval=verify_interval), **kwargs),

@@ -122,6 +122,10 @@ class Settings:
     reconcile_sweep_seconds: int = 3600  # full inventory sweep that repairs due-index hints
     # Seconds between reconciler ticks: how late a due retry or verification can start.
     reconcile_interval_seconds: int = 60
+    # Specs written straight into Vault: looked for this often (0: only by the sweep);
+    # with HashiCorp Vault, which cannot scan, new ones only, every fallback interval.
+    reconcile_watch_seconds: int = 20
+    reconcile_watch_fallback_seconds: int = 300
     alert_max_attempts: int = 5  # consecutive failures before a human is told
     alert_expiry_floor_seconds: int = 7 * 86400  # alert when expiry is closer than this
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)
@@ -308,13 +312,15 @@ def _target_settings(raw: dict[str, Any]) -> None:
 
 def _alert_settings(raw: dict[str, Any]) -> None:
     for key in ("reconcile_sweep_seconds", "reconcile_interval_seconds", "alert_max_attempts",
-                "alert_expiry_floor_seconds", "smtp_port"):
+                "alert_expiry_floor_seconds", "smtp_port", "reconcile_watch_seconds",
+                "reconcile_watch_fallback_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])
             except (TypeError, ValueError):
                 raise ConfigurationError(f"{key} must be an integer") from None
-            if raw[key] < (0 if key == "alert_expiry_floor_seconds" else 1):
+            if raw[key] < (0 if key in ("alert_expiry_floor_seconds",
+                                        "reconcile_watch_seconds") else 1):
                 raise ConfigurationError(f"{key} is out of range")
     for key in ("alert_webhook_slack", "smtp_starttls"):
         if key in raw:

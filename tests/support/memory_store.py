@@ -5,16 +5,21 @@ only when the current version is ``n`` (else ``Conflict``); ``destroy`` removes 
 path with its metadata, as ``delete_metadata_and_all_versions`` does; ``list`` answers
 the immediate children of a directory, sub-directories with a trailing ``/``, as a KV
 v2 LIST does. ``calls`` counts operations per kind (and ``paths_read`` records what was
-read), so tests can check how much work something did.
+read), so tests can check how much work something did. ``spec_versions`` answers as
+OpenBao's ``SCAN detailed-metadata/specs/`` does (each spec's current version and the
+time it was last written, by ``clock``), or None as HashiCorp Vault would when
+``scans`` is False.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import json
 import threading
 from typing import Any
 
+from certlocker.clock import Clock, SystemClock
 from certlocker.errors import AlreadyExists, Conflict, NotFound
 from certlocker.models import (CertificateRef, CertificateSpec, CertificateStatus,
                                IssuedCertificate)
@@ -23,10 +28,13 @@ from certlocker.specs import PERMISSIVE, SpecRules, from_record
 
 
 class MemoryStore:
-    def __init__(self, paths: VaultPaths | None = None,
+    def __init__(self, paths: VaultPaths | None = None, clock: Clock | None = None,
                  spec_rules: SpecRules = PERMISSIVE) -> None:
         self.paths = paths or VaultPaths()
         self.spec_rules = spec_rules
+        self.clock: Clock = clock or SystemClock()
+        self.scans = True
+        self._written: dict[str, dt.datetime] = {}
         self._lock = threading.RLock()
         self._data: dict[str, list[str]] = {}  # path -> versions, as JSON (as Vault keeps)
         self.calls: collections.Counter[str] = collections.Counter()
@@ -55,12 +63,14 @@ class MemoryStore:
                     del self._data[logical]
                 raise Conflict(f"{logical} was changed by another writer")
             versions.append(json.dumps(data))
+            self._written[logical] = self.clock.now()
             return len(versions)
 
     def seed(self, logical: str, document_json: str) -> None:
         """Store one version from ready JSON text: for building large inventories fast."""
         with self._lock:
             self._data.setdefault(logical, []).append(document_json)
+            self._written[logical] = self.clock.now()
 
     def versions(self, logical: str) -> int:
         with self._lock:
@@ -70,6 +80,7 @@ class MemoryStore:
         with self._lock:
             self.calls["destroy"] += 1
             self._data.pop(logical, None)
+            self._written.pop(logical, None)
 
     def list(self, logical_dir: str) -> list[str]:
         with self._lock:
@@ -82,6 +93,15 @@ class MemoryStore:
                     head, sep, _ = rest.partition("/")
                     children.add(head + sep)
             return sorted(children)
+
+    def spec_versions(self) -> dict[str, tuple[int, dt.datetime]] | None:
+        with self._lock:
+            self.calls["spec_versions"] += 1
+            if not self.scans:
+                return None
+            return {path[len("specs/"):]: (len(versions), self._written[path])
+                    for path, versions in self._data.items()
+                    if path.startswith("specs/") and versions}
 
     def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]:
         data, version = self.read(logical)

@@ -6,7 +6,10 @@ the certificate's lease when needed (``CertificateService.issue`` asks the decis
 again under the lease, so replicas never issue twice), alerts a human when retries are
 exhausted or expiry is near (``alerts``), files the next hint and deletes the handled
 one. A full sweep over the inventory runs at start-up and every ``sweep_interval``, a
-batch per tick: it finds specs written straight into Vault and repairs lost hints.
+batch per tick: it repairs lost hints. Specs written straight into Vault are found
+sooner by the spec watch (``spec_watch``), on its own cadence between ticks: each new or
+rewritten spec gets a hint and is handled at once, and a rewrite clears the backoff of
+an earlier failure (as cert-manager does not back off a changed spec).
 
 One failing certificate never stops the loop; Vault unreachable or sealed makes the
 loop back off and retry, and nothing is written meanwhile.
@@ -32,6 +35,7 @@ from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
 from .heartbeat import FAILURE_KINDS, Heartbeats
 from .ports import Store
+from .spec_watch import SpecChange, SpecWatch
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +115,11 @@ class Reconciler:
                  verify_interval: dt.timedelta | None = None,
                  revocations: FollowingUp | None = None,
                  heartbeats: Heartbeats | None = None,
-                 retirements: FollowingUpAll | None = None) -> None:
+                 retirements: FollowingUpAll | None = None,
+                 watch: SpecWatch | None = None) -> None:
         self._store = store
         self._retirements = retirements
+        self._watch = watch
         self._heartbeats = heartbeats
         self._clock = clock or SystemClock()
         self._expiry = ExpiryIndex(store, self._clock)
@@ -362,6 +368,45 @@ class Reconciler:
         if unavailable is not None:
             raise unavailable
 
+    def watch_step(self) -> Report:
+        """Ask the spec watch what was written since its last look, and handle each of
+        those certificates now: a hint first (so another replica finishes the work if
+        this one dies), the backoff of a rewritten spec cleared, then the usual pass.
+
+        :raises VaultUnavailable: when Vault cannot be read; the next tick retries.
+        """
+        report = Report()
+        if self._watch is None:
+            return report
+        changes = self._watch.poll()
+        if not changes:
+            return report
+        now = self._clock.now()
+        work: list[tuple[CertificateRef, Hint | None, list[Hint]]] = []
+        for change in changes:
+            log.info("spec_watch.changed", extra={
+                "certificate": change.ref.id, "version": change.version})
+            if change.rewritten:
+                self._clear_backoff(change)
+            work.append((change.ref, self._due.put(change.ref, now), []))
+        self._handle_all(work, sweeping=False, report=report)
+        return report
+
+    def _clear_backoff(self, change: SpecChange) -> None:
+        """A spec rewritten after a failure is tried at once: the operator may have just
+        fixed it. A backoff set after the rewrite (the new spec failed too) stays."""
+        def clear(old: CertificateStatus | None) -> CertificateStatus:
+            if (old is None or old.next_attempt_at is None or change.updated is None
+                    or (old.updated_at is not None and old.updated_at > change.updated)):
+                raise _AlreadyClaimed()
+            return old.replace(next_attempt_at=None)
+
+        try:
+            self._certificates.update_status(change.ref, clear)
+        except (_AlreadyClaimed, Conflict):
+            return
+        log.info("spec_watch.backoff_cleared", extra={"certificate": change.ref.id})
+
     def tick(self) -> Report:
         """Handle every hint due now (at most ``max_due``).
 
@@ -465,10 +510,17 @@ class Reconciler:
 
     def run(self, deadline: float | None = None) -> None:
         """Tick every ``interval`` (jittered) until ``stop()`` or the monotonic
-        ``deadline``; sweep at start and every ``sweep_interval``."""
+        ``deadline``; sweep at start and every ``sweep_interval``; between ticks, look
+        for specs written into Vault whenever the spec watch is due."""
         failures = 0
         next_sweep = time.monotonic()
+        next_tick = time.monotonic()
         while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            if self._watch is not None and self._watch.due():
+                self._run_watch()
+            if time.monotonic() < next_tick:
+                self._sleep_until(next_tick, deadline)
+                continue
             started = time.monotonic()
             try:
                 if self._sweep is None and (self._sweep_wanted or started >= next_sweep):
@@ -496,9 +548,37 @@ class Reconciler:
                 self._count_failure("tick")
                 log.error("reconcile.tick_failed", extra={"error": type(exc).__name__})
             wait *= 1 + self._rng.uniform(-self.options.jitter, self.options.jitter)
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            self._stop.wait(max(0.0, wait))
+            next_tick = time.monotonic() + max(0.0, wait)
+            if failures and self._watch is not None:
+                self._watch.postpone(wait)
+            self._sleep_until(next_tick, deadline)
+
+    def _run_watch(self) -> None:
+        """One look of the spec watch. A failed look waits one tick interval; whether
+        Vault is down is the ticks' to judge (and back off for)."""
+        assert self._watch is not None
+        started = time.monotonic()
+        try:
+            report = self.watch_step()
+        except Exception as exc:
+            self._watch.postpone(self.options.interval)
+            log.warning("reconcile.watch_failed", extra={
+                "error": type(exc).__name__,
+                "detail": exc.detail if isinstance(exc, CertlockerError) else None})
+            return
+        if report.handled:
+            log.info("reconcile.watch", extra={
+                "outcomes": report.outcomes, "alerts": report.alerts,
+                "seconds": round(time.monotonic() - started, 3)})
+
+    def _sleep_until(self, next_tick: float, deadline: float | None) -> None:
+        """Sleep until the next tick, or the spec watch's next look if sooner."""
+        until = next_tick
+        if self._watch is not None:
+            until = min(until, time.monotonic() + self._watch.seconds_until_due())
+        if deadline is not None:
+            until = min(until, deadline)
+        self._stop.wait(max(0.0, until - time.monotonic()))
 
     def close(self) -> None:
         self._stop.set()

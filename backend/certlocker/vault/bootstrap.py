@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ def render_policy(text: str, mount: str, environment: str | None = None,
     if "@MOUNT@" in text or "@ENVIRONMENT@" in text:
         raise ValueError("a policy placeholder was left unrendered")
     return text
+
+
+_SCAN_ONLY = re.compile(r'path "[^"]+" \{\s*capabilities = \["scan"\]\s*\}\n?')
+
+
+def without_scan(hcl: str) -> str:
+    """``hcl`` without the stanzas that grant only ``scan`` (an OpenBao capability)."""
+    return _SCAN_ONLY.sub("", hcl)
 
 
 def rendered_policies(policies_dir: Path, settings: Settings) -> dict[str, str]:
@@ -126,10 +135,18 @@ class Bootstrapper:
                     current = self.client.sys.read_policy(name)["data"]["rules"]
                 except hx.InvalidPath:
                     current = None
-                if current == hcl:
+                if current in (hcl, without_scan(hcl)):
                     self.report.note(f"policy {name}", False)
                     continue
-                self.client.sys.create_or_update_policy(name, hcl)
+                try:
+                    self.client.sys.create_or_update_policy(name, hcl)
+                except hx.InvalidRequest:
+                    # HashiCorp Vault has no `scan` capability and refuses the policy: the
+                    # spec watch then lists instead (docs/decisions/0006-spec-watch.md).
+                    if without_scan(hcl) == hcl:
+                        raise
+                    self.client.sys.create_or_update_policy(name, without_scan(hcl))
+                    log.warning("bootstrap.policy_without_scan", extra={"policy": name})
             self.report.note(f"policy {name}", True)
 
     def grant_declared_names(self) -> None:

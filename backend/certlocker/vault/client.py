@@ -137,15 +137,18 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):
         self.token_file = token_file
 
     def request(self, method: str, url: str, headers: Any = None,
-                raise_exception: bool = True, **kwargs: Any) -> Any:
+                raise_exception: bool = True, *, raw: bool = False, **kwargs: Any) -> Any:
+        """``raw``: answer the response itself, unparsed, for a caller that parses a
+        large body its own way (``VaultStore.spec_versions``)."""
         deadline = time.monotonic() + self.retry_seconds
         pause = 0.05
+        send = super(hvac.adapters.JSONAdapter, self).request if raw else super().request
         while True:
             if self.token_file is not None:
                 self.token = self.token_file.current()
             try:
-                return super().request(method, url, headers=dict(headers or {}),
-                                       raise_exception=raise_exception, **dict(kwargs))
+                return send(method, url, headers=dict(headers or {}),
+                            raise_exception=raise_exception, **dict(kwargs))
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised unless transient
                 if self.own_token and isinstance(exc, hx.Forbidden):
                     raise OwnTokenForbidden(str(exc), errors=exc.errors, method=exc.method,

@@ -7,6 +7,7 @@ Docstrings name the logical path (under the KV mount) and the capability needed.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from typing import Any
 
@@ -15,12 +16,18 @@ import hvac.adapters
 import hvac.exceptions as hx
 from hvac.api.secrets_engines.kv_v2 import KvV2
 
+from ..clock import parse_rfc3339
 from ..errors import AccessDenied, AlreadyExists, Conflict, Unauthenticated, VaultWriteUncertain
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
 from ..paths import VaultPaths
 from ..specs import PERMISSIVE, SpecRules, from_record
 from ..token_keeper import TokenLife
-from .client import make_client, translated
+from .client import RetryingAdapter, make_client, translated
+
+
+# A SCAN answers the whole subtree at once: at 100k specs OpenBao needs longer than the
+# 10 s any other call is given (docs/performance.md, "Spec watch").
+SCAN_TIMEOUT = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +176,46 @@ class VaultStore:
                 return []
         return list(resp["data"]["keys"])
 
+    def spec_versions(self) -> dict[str, tuple[int, dt.datetime]] | None:
+        """Every spec's current version and the time it was written, in ONE request:
+        ``SCAN <mount>/detailed-metadata/specs/`` (OpenBao 2.2+; capability: scan).
+        Keys are ``<env>/<service>/<name>``. None when the server cannot scan (HashiCorp
+        Vault answers such a path with no data, or 405): the caller lists instead.
+
+        The server reads every spec's metadata for this, and the answer is about half a
+        kilobyte per spec: it is parsed keeping only the two fields, so a 100k answer
+        never becomes 100k full dictionaries (docs/performance.md, "spec watch").
+        """
+        path = self.paths.detailed_metadata_path(self.paths.specs_dir())
+        with translated(path):
+            try:
+                resp = self._adapter.request("GET", f"/v1/{path}", params={"scan": "true"},
+                                             timeout=SCAN_TIMEOUT, **({"raw": True} if isinstance(
+                                                 self._adapter, RetryingAdapter) else {}))
+            except hx.UnsupportedOperation:
+                return None
+            except hx.InvalidPath as exc:
+                if any("unsupported" in str(e) for e in exc.errors or ()):
+                    return None
+                return {}
+        if isinstance(resp, dict):  # an adapter that parsed it already
+            body: Any = _slim_metadata(resp)
+        elif getattr(resp, "status_code", 200) == 204 or not getattr(resp, "content", b""):
+            return {}
+        else:
+            body = json.loads(resp.content, object_pairs_hook=_slim_pairs)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            return None  # not a listing: a path this server does not serve
+        found: dict[str, tuple[int, dt.datetime]] = {}
+        for key, meta in (data.get("key_info") or {}).items():
+            if isinstance(meta, tuple) and meta[1]:
+                try:
+                    found[key] = (meta[0], parse_rfc3339(meta[1]))
+                except ValueError:
+                    continue
+        return found
+
     # -- certificates ----------------------------------------------------------------------
     def read_spec(self, ref: CertificateRef) -> tuple[CertificateSpec, int] | None:
         """The spec at ``specs/<env>/<service>/<name>`` (capability: read), through the one
@@ -303,3 +350,25 @@ def _adapter_options(adapter: hvac.adapters.Adapter) -> dict[str, Any]:
 def _client_like(adapter: hvac.adapters.Adapter, token: str | None) -> hvac.Client:
     return hvac.Client(url=adapter.base_uri, token=token, adapter=type(adapter),
                        **_adapter_options(adapter))
+
+
+def _slim_pairs(pairs: list[tuple[str, Any]]) -> Any:
+    """``json`` hook: a KV metadata object becomes ``(current_version, updated_time)``."""
+    keys = {k for k, _ in pairs}
+    if "current_version" in keys and "updated_time" in keys:
+        got = dict(pairs)
+        try:
+            return int(got["current_version"]), str(got["updated_time"] or "")
+        except (TypeError, ValueError):
+            return None
+    return dict(pairs)
+
+
+def _slim_metadata(body: dict[str, Any]) -> dict[str, Any]:
+    """``_slim_pairs`` for an answer some adapter parsed whole already."""
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return body
+    info = {k: _slim_pairs(list(v.items())) if isinstance(v, dict) else None
+            for k, v in (data.get("key_info") or {}).items()}
+    return {**body, "data": {**data, "key_info": info}}
