@@ -50,6 +50,8 @@ def render(view: CertificateView, paths: Any) -> dict[str, Any]:
         "vault": {"path": paths.api_path(paths.cert(spec.ref))},
         "targets": targets,
         "revocation": status.revocation.to_json() if status.revocation else None,
+        "renewal_request": (status.renewal_request.to_json() if status.renewal_request
+                            else None),
     }
 
 

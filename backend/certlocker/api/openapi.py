@@ -164,6 +164,11 @@ def _schemas() -> dict[str, Any]:
                              "certlocker/data/certs/prod/api/api"}}},
                 "targets": {"type": "array", "items": _ref("TargetStatus")},
                 "revocation": _nullable({"type": "object"}),
+                "renewal_request": _nullable({
+                    "type": "object", "description":
+                    "a forced renewal (POST .../renew) not yet answered by a new "
+                    "certificate; the reconciler issues it if the API cannot",
+                    "properties": {"at": time, "by": {"type": "string"}}}),
             },
         },
         "CertificateList": {
