@@ -284,6 +284,23 @@ class AriWindow:
 
 
 @dataclasses.dataclass(frozen=True)
+class RenewalRequest:
+    """A forced renewal an operator asked for (``POST .../renew``), kept in the status
+    until an issuance that started after it stores a certificate: the request, not a
+    process's queue, is what makes the renewal happen, so a crash cannot lose it."""
+
+    at: dt.datetime
+    by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": rfc3339(self.at), "by": self.by}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RenewalRequest":
+        return cls(parse_rfc3339(data["at"]), str(data.get("by") or ""))
+
+
+@dataclasses.dataclass(frozen=True)
 class CertificateStatus:
     state: State
     current: CertificateInfo | None = None
@@ -298,6 +315,7 @@ class CertificateStatus:
     retired_at: dt.datetime | None = None  # set with state retired (a tombstone)
     ari: AriWindow | None = None  # the CA's renewal window (lifecycle.renewal_info)
     retryable: bool = True  # False: the last failure is a refusal that retrying won't fix
+    renewal_request: RenewalRequest | None = None  # a forced renewal not yet done
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -314,6 +332,8 @@ class CertificateStatus:
             "alerted": self.alerted,
             "ari": self.ari.to_json() if self.ari else None,
             "retryable": self.retryable,
+            "renewal_request": (self.renewal_request.to_json() if self.renewal_request
+                                else None),
         }
 
     @classmethod
@@ -335,6 +355,8 @@ class CertificateStatus:
             retired_at=parse_rfc3339(data["retired_at"]) if data.get("retired_at") else None,
             ari=AriWindow.from_json(data["ari"]) if data.get("ari") else None,
             retryable=data.get("retryable") is not False,
+            renewal_request=(RenewalRequest.from_json(data["renewal_request"])
+                             if data.get("renewal_request") else None),
         )
 
     def replace(self, **changes: Any) -> "CertificateStatus":

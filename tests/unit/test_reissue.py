@@ -15,6 +15,7 @@ from certlocker.models import (
     CertificateSpec,
     CertificateStatus,
     KeyType,
+    RenewalRequest,
     State,
 )
 
@@ -38,6 +39,8 @@ CURRENT = CertificateInfo(
 FRESH = T0 + D(days=10)
 FAILED = CertificateStatus(State.FAILED, CURRENT, "boom", attempts=2,
                            next_attempt_at=FRESH + D(hours=1))
+REQUESTED = CertificateStatus(State.VALID, CURRENT,
+                              renewal_request=RenewalRequest(FRESH, "alice"))
 
 
 def spec(**changes: Any) -> CertificateSpec:
@@ -116,6 +119,17 @@ CASES = [
                      State.FAILED, None, "boom", 1, next_attempt_at=FRESH + D(minutes=5))},
                  Decision(False, "in-backoff", trigger="missing"),
                  id="a first issuance that failed also waits out the backoff"),
+    pytest.param({"status": REQUESTED}, Decision(True, "renewal-requested"),
+                 id="a fresh certificate an operator asked to renew needs reissue"),
+    pytest.param({"status": REQUESTED, "now": T0 + D(days=60)},
+                 Decision(True, "renewal-due"),
+                 id="renewal due wins over renewal requested"),
+    pytest.param({"status": REQUESTED.replace(renewal_request=None)},
+                 Decision(False, "up-to-date"),
+                 id="once answered the request is no reason any more"),
+    pytest.param({"status": REQUESTED.replace(next_attempt_at=FRESH + D(minutes=5))},
+                 Decision(False, "in-backoff", trigger="renewal-requested"),
+                 id="a requested renewal that failed waits out the backoff"),
 ]
 
 
@@ -130,4 +144,4 @@ def test_needs_reissue(overrides: dict[str, Any], expected: Decision) -> None:
 def test_the_checks_run_in_the_documented_order() -> None:
     assert [name for name, _ in CHECKS] == [
         "missing", "names-changed", "key-type-changed", "issuer-changed", "expired",
-        "renewal-due"]
+        "renewal-due", "renewal-requested"]

@@ -69,6 +69,8 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         "history": list(status.history),
         "retired_at": status.to_json()["retired_at"],
         "retirement": view.retirement,
+        "renewal_request": (status.renewal_request.to_json() if status.renewal_request
+                            else None),
     }
 
 

@@ -167,6 +167,11 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "retirement": _nullable({"type": "object", "description":
                                          "phase, steps and per-node targets of the "
                                          "retirement (retired certificates only)"}),
+                "renewal_request": _nullable({
+                    "type": "object", "description":
+                    "a forced renewal (POST .../renew) not yet answered by a new "
+                    "certificate; the reconciler issues it if the API cannot",
+                    "properties": {"at": time, "by": {"type": "string"}}}),
             },
         },
         "CertificateList": {

@@ -24,11 +24,12 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
     """``reissue.needs_reissue`` with the facts a status record holds.
 
     A certificate with no status yet (its spec was written straight into Vault) is
-    ``missing``. Revoked and retired certificates are never reissued. A ``renew_before``
+    ``missing``. Revoked and retired certificates are never reissued, except a revoked one
+    an operator asked to renew (the API has always issued it). A ``renew_before``
     that does not parse (possible in a spec written straight into Vault) falls back to
     the default renewal time rather than stopping the certificate's renewal.
     """
-    if status is not None and status.state in INACTIVE:
+    if status is not None and status.state in INACTIVE and not _revived(status):
         return reissue.Decision(False, status.state.value)
     if spec.problem is not None:  # never ordered: the stored record does not parse
         return reissue.Decision(False, INVALID_SPEC)
@@ -52,6 +53,10 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
                       if current is not None else None)
         return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
                                      issued_by=issued_by, status=status, renewal_at=renewal_at)
+
+
+def _revived(status: CertificateStatus) -> bool:
+    return status.state is State.REVOKED and status.renewal_request is not None
 
 
 def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,

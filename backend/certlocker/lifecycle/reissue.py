@@ -12,6 +12,8 @@ see. The triggers, in order:
 ``issuer-changed``    the spec names another issuer than the one that issued it
 ``expired``           ``now`` is at or past ``not_after``
 ``renewal-due``       ``now`` is at or past the renewal time
+``renewal-requested`` an operator forced a renewal (``status.renewal_request``) that no
+                      certificate stored since has answered
 
 Backoff gates every trigger: after a failure, ``status.next_attempt_at`` in the future
 turns any trigger into ``Decision(False, "in-backoff", trigger=...)``, so a failing
@@ -39,6 +41,7 @@ KEY_TYPE_CHANGED = "key-type-changed"
 ISSUER_CHANGED = "issuer-changed"
 EXPIRED = "expired"
 RENEWAL_DUE = "renewal-due"
+RENEWAL_REQUESTED = "renewal-requested"
 IN_BACKOFF = "in-backoff"
 REFUSED = "refused"
 UP_TO_DATE = "up-to-date"
@@ -64,6 +67,7 @@ class Facts:
     issued_by: str | None
     now: dt.datetime
     renewal_at: dt.datetime | None
+    renewal_requested: bool = False
 
 
 Check = Callable[[Facts], bool]
@@ -94,6 +98,10 @@ def _renewal_due(f: Facts) -> bool:
     return f.renewal_at is not None and f.now >= f.renewal_at
 
 
+def _renewal_requested(f: Facts) -> bool:
+    return f.renewal_requested
+
+
 CHECKS: tuple[tuple[str, Check], ...] = (
     (MISSING, _missing),
     (NAMES_CHANGED, _names_changed),
@@ -101,6 +109,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     (ISSUER_CHANGED, _issuer_changed),
     (EXPIRED, _expired),
     (RENEWAL_DUE, _renewal_due),
+    (RENEWAL_REQUESTED, _renewal_requested),
 )
 
 
@@ -128,7 +137,8 @@ def needs_reissue(
             issued_by = current.issuer
         if renewal_at is None:
             renewal_at = renewal_info.plan(current, spec.renew_before, status, now).at
-    facts = Facts(spec, current, issued_key_type, issued_by, now, renewal_at)
+    facts = Facts(spec, current, issued_key_type, issued_by, now, renewal_at,
+                  status is not None and status.renewal_request is not None)
     trigger = next((name for name, check in CHECKS if check(facts)), None)
     if trigger is None:
         return Decision(False, UP_TO_DATE)

@@ -23,7 +23,8 @@ from ..clock import Clock, SystemClock
 from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, NamesRefused,
                       NotFound, OwnTokenRefused, RateLimited)
 from ..issuance.base import IssueRequest, Issuer
-from ..models import (CertificateRef, CertificateSpec, CertificateStatus, State)
+from ..models import (CertificateRef, CertificateSpec, CertificateStatus, RenewalRequest,
+                      State)
 from ..ownership import summary
 from . import backoff, planning, renewal_info
 from .due_index import DueIndex, Hint
@@ -189,8 +190,30 @@ class CertificateService:
 
     def renew(self, caller: Store, ref: CertificateRef,
               actor: str = "operator") -> cf.Future[CertificateStatus]:
-        """Force a new issuance now (the caller must be allowed to read the spec)."""
+        """Force a new issuance now (the caller must be allowed to read the spec).
+
+        The request is in Vault before this returns: a ``renewal_request`` in the status
+        (check-and-set; it also ends a backoff or a refusal's wait, as an operator's
+        renewal always has) and a
+        due hint at now, so if every process dies after the answer the reconciler's next
+        tick still issues (``reissue.RENEWAL_REQUESTED``). The queued issuance only makes
+        it sooner. A certificate never issued has nothing to record: its spec already
+        makes it ``missing``.
+        """
         self.view(caller, ref)
+        now = self._clock.now()
+        found = self._store.read_status(ref)
+        if found is not None:
+            request = RenewalRequest(at=now, by=actor)
+
+            def requested(old: CertificateStatus | None) -> CertificateStatus:
+                # An operator's renewal is also the retry a refusal waits for.
+                return (old or CertificateStatus(State.PENDING)).replace(
+                    renewal_request=request, next_attempt_at=None, retryable=True)
+
+            self._set_status(ref, requested, known=found)
+        if self._due is not None:
+            self._due.put(ref, now)
         audited(self._audit, actor, "certificate.renew.requested", ref.id, "success")
         return self.schedule(ref)
 
@@ -238,10 +261,11 @@ class CertificateService:
                  first_lease: bool = False, hint: Hint | None = None,
                  ) -> cf.Future[CertificateStatus]:
         """Queue an issuance on this process's pool; ``declared``: one a declaration
-        queued, with the due hint it filed (see ``_issue_declared``)."""
+        queued, with the due hint it filed (see ``_issue_declared``). Either is decided
+        again under the lease: the reconciler may have done the work already."""
         if declared:
             return self._pool.submit(self._issue_declared, ref, hint, first_lease)
-        return self._pool.submit(self.issue, ref)
+        return self._pool.submit(self.issue, ref, self._needed)
 
     def _issue_declared(self, ref: CertificateRef, hint: Hint | None,
                         first_lease: bool) -> CertificateStatus:
@@ -375,7 +399,7 @@ class CertificateService:
                 state=State.VALID, current=info, updated_at=self._clock.now(),
                 targets=old.targets if old else (),
                 history=_history(old), revocation=old.revocation if old else None,
-                ari=window)
+                ari=window, renewal_request=_unanswered(old, before))
 
         status = self._set_status(ref, stored, known=before)
 
@@ -531,6 +555,15 @@ class CertificateService:
 
 class _Superseded(Exception):
     """The certificate a renewal window was fetched for is no longer current."""
+
+
+def _unanswered(old: CertificateStatus | None,
+                before: tuple[CertificateStatus, int] | None) -> RenewalRequest | None:
+    """The renewal request an issuance leaves standing: one made after it read the status
+    under its lease (its key and order came before that request), none otherwise."""
+    request = old.renewal_request if old else None
+    seen = before[0].renewal_request if before else None
+    return None if request == seen else request
 
 
 def _history(old: CertificateStatus | None) -> tuple[str, ...]:
