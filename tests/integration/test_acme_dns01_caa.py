@@ -24,6 +24,7 @@ from certlocker.models import CertificateRef, KeyType
 from certlocker.settings import IssuerSettings
 from tests.support.acme_helpers import MemoryAccounts, MemoryJournal, root_store
 from tests.support.bind import Bind, running_bind
+from tests.support.memory_store import grant
 from tests.support.stack import Pebble
 
 pytestmark = pytest.mark.integration
@@ -204,7 +205,9 @@ def test_a_caa_refusal_is_not_retried_by_the_reconciler(dns_pebble: Pebble, bind
     reconciler = Reconciler(store, service, due, notifier=Sink(), clock=clock,
                             options=Options(workers=1), policy=policy)
     ref = CertificateRef("dev", "caa", "refused")
-    store.create_spec(CertificateSpec(ref, ("www.deny.example.test",), ISSUER))
+    spec = CertificateSpec(ref, ("www.deny.example.test",), ISSUER)
+    store.create_spec(spec)
+    grant(store, spec)
     try:
         reconciler.handle(ref)
         status, _ = store.read_status(ref)

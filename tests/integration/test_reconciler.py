@@ -273,7 +273,8 @@ def test_the_reconcilers_failures_reach_the_apis_metrics(stack: Stack) -> None:
     assert status(stack, "metrics", "broken")["attempts"] == 1
 
     def issuance_failures() -> float | None:
-        text = requests.get(f"{stack.api_url}/metrics", timeout=30).text
+        text = requests.get(f"{stack.api_url}/metrics", timeout=30, headers={
+            "Authorization": f"Bearer {stack.metrics_token}"}).text
         return next((s.value for f in text_string_to_metric_families(text)
                      for s in f.samples if s.name == "certlocker_reconciler_failures_total"
                      and s.labels == {"reconciler": name, "kind": "issuance"}), None)

@@ -29,6 +29,7 @@ from certlocker.delivery.target_policy import TargetPolicy
 from certlocker.delivery.verify import verify_targets
 from certlocker.discovery.scan import scan_endpoints
 from certlocker.models import CertificateInfo, Target
+from tests.support.kv import grant_names
 from tests.support.stack import SHARED_PEBBLE_ENV
 
 pytestmark = pytest.mark.integration
@@ -135,7 +136,9 @@ def test_a_team_operator_cannot_point_a_target_at_the_openbao_port(private: Priv
         private.vault().secrets.kv.v2.read_secret_version(
             path="specs/prod/payments-api/probe", mount_point="certlocker",
             raise_on_deleted_version=True)
-    # the same operator, the same certificate, an allowed target: declared
+    # the same operator, the same certificate, an allowed target (its name granted by an
+    # administrator: name ownership is default deny): declared
+    grant_names(private.vault(), "certlocker", "prod", "payments-api", ["probe.oracle.test"])
     ok = private.call("POST", "/v1/certificates", team, json={
         "environment": "prod", "service": "payments-api", "name": "probe",
         "dns_names": ["probe.oracle.test"], "targets": [private.allowed.address]})
@@ -149,6 +152,7 @@ def test_a_spec_written_into_vault_at_a_forbidden_port_is_never_probed(
             "dns_names": ["www.oracle.test"], "issuer": "pebble", "key_type": "ec-p256",
             "renew_before": None, "owner": None, "contact": None,
             "targets": [{"address": private.forbidden.address, "sni": None, "ips": []}]}
+    grant_names(private.vault(), "certlocker", "dev", "oracle-cli", ["www.oracle.test"])
     private.vault(private.stack.operator_token).secrets.kv.v2.create_or_update_secret(
         path="specs/dev/oracle-cli/www", secret=spec, mount_point="certlocker")
     renewed = private.call("POST", f"/v1/certificates/{ref}/renew?wait=90")
