@@ -87,9 +87,14 @@ def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         ctx.obj["json"] = True
 
 
+def _progress_flag(ctx: click.Context, param: click.Parameter, value: bool | None) -> None:
+    if value is not None and ctx.obj is not None:
+        ctx.obj["progress"] = value
+
+
 def _accept_json_everywhere(group: click.Group) -> None:
-    """Give every command ``--json``, so ``certlocker list --json`` works as
-    ``certlocker --json list`` does."""
+    """Give every command ``--json`` and ``--progress``, so ``certlocker list --json``
+    works as ``certlocker --json list`` does."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
             _accept_json_everywhere(command)
@@ -98,6 +103,11 @@ def _accept_json_everywhere(group: click.Group) -> None:
             command.params.append(click.Option(
                 ["--json", "json_flag"], is_flag=True, expose_value=False,
                 is_eager=True, callback=_json_flag, help="print JSON for scripts"))
+            command.params.append(click.Option(
+                ["--progress/--no-progress", "progress_flag"], default=None,
+                expose_value=False, is_eager=True, callback=_progress_flag,
+                help="show progress on stderr while waiting [default: when stderr is a "
+                     "terminal]"))
 
 
 def _show_progress(ctx: click.Context) -> bool:

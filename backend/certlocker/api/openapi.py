@@ -116,6 +116,9 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                            "expired | unreachable | chain-incomplete | unknown"},
                 "served_sha256": _nullable({"type": "string"}),
                 "checked_at": _nullable(time),
+                "detail": _nullable({"type": "string", "description":
+                                     "why: e.g. the serial served instead, the missing "
+                                     "issuer, the connection error"}),
             },
         },
         "Certificate": {
