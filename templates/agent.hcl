@@ -44,6 +44,8 @@ template_config {
 
 # HAProxy: one file (leaf, chain, key) rendered into staging; the hook checks the key
 # matches, installs it where haproxy.cfg's `crt` points, runs `haproxy -c`, reloads.
+# On a fresh host HAProxy could not start without the file, so the first reload fails:
+# the hook then keeps the file and runs --start.
 template {
   source               = "/etc/certlocker/templates/haproxy.pem.ctmpl"
   destination          = "/run/certlocker-agent/prod-api-www/haproxy.pem"
@@ -54,6 +56,7 @@ template {
       "/usr/local/libexec/certlocker/certlocker-deploy.sh",
       "--check", "haproxy -c -q -f /etc/haproxy/haproxy.cfg",
       "--reload", "systemctl reload haproxy",
+      "--start", "systemctl start haproxy",
       "/run/certlocker-agent/prod-api-www/haproxy.pem",
       "/etc/haproxy/certs/www.pem",
     ]
@@ -72,6 +75,7 @@ template {
       "/usr/local/libexec/certlocker/certlocker-deploy.sh",
       "--check", "nginx -t -q",
       "--reload", "systemctl reload nginx",
+      "--start", "systemctl start nginx",
       "/run/certlocker-agent/prod-api-www/nginx.pem",
       "/etc/nginx/tls/www.pem",
     ]

@@ -814,6 +814,13 @@ class Stack:
     def metrics_token_file(self) -> Path:
         return self.state_dir / "metrics.token"
 
+    @property
+    def pebble_root_file(self) -> Path:
+        """Pebble's issuing root, new at every Pebble start: the Pebble issuer's
+        ``trust_roots``, so a target serving a Pebble chain correctly verifies ``ok``
+        instead of ``chain-incomplete`` (no system bundle holds this root)."""
+        return self.state_dir / "pebble-root.pem"
+
     # -- environments for the certlocker processes
     def admin_env(self) -> dict[str, str]:
         """Environment for ``certlocker bootstrap ...``: Vault address and the root token."""
@@ -837,6 +844,8 @@ class Stack:
             "CERTLOCKER_ISSUERS__PEBBLE__DIRECTORY_URL": self.directory_url,
             "CERTLOCKER_ISSUERS__PEBBLE__CA_BUNDLE": str(self.ca_bundle),
             "CERTLOCKER_ISSUERS__PEBBLE__CONTACT": PEBBLE_CONTACT,
+            **({"CERTLOCKER_ISSUERS__PEBBLE__TRUST_ROOTS": str(self.pebble_root_file)}
+               if self.pebble_root_file.is_file() else {}),
             "CERTLOCKER_DEFAULT_ISSUER": "pebble",
             "CERTLOCKER_LOG_FORMAT": "json",
             **({"CERTLOCKER_METRICS_TOKEN_FILE": str(self.metrics_token_file)}
@@ -922,6 +931,8 @@ class Stack:
                     self.ports["api"], self.ports["dns"], tls_port=self.ports["pebble_tls"],
                     env=self.pebble_env, timeout=timeout)
                 self._add(proc)
+                self.pebble_root_file.write_text(
+                    pebble_roots(self.ports["pebble_mgmt"], self.ca_bundle))
             if CERTLOCKER in wanted:
                 self._up_certlocker(timeout)
         except BaseException:
@@ -976,9 +987,19 @@ class Stack:
         import shlex
         lines = ["# written by vault-dev/devstack.py up; source it: . vault-dev/.env"]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.client_env().items())]
+        # certlocker and bao as the README types them: the venv's bin first on PATH.
+        lines.append(f'export PATH={shlex.quote(str(self.bin_dir()))}:"$PATH"')
         path = Path(path)
         _write_private(path, ("\n".join(lines) + "\n").encode())
         return path
+
+    @staticmethod
+    def bin_dir() -> Path:
+        """Where ``certlocker`` (and ``bao``, from the same venv) are."""
+        try:
+            return Path(certlocker_binary()).parent
+        except MissingCommand:
+            return REPO / ".venv" / "bin"
 
     def _add(self, proc: Proc) -> None:
         self.procs.append(proc)

@@ -2,22 +2,34 @@
 next to Vault (bootstrap) or as their own process (reconcile).
 
 Exit codes scripts can rely on: 0 success, 1 the API answered with an error (the problem
-document is printed), 2 usage error, 3 cannot reach the API or Vault.
+document is printed) or the certificate ended failed, refused or invalid, 2 usage error
+(also: a destructive command without --yes and no terminal to ask on), 3 cannot reach
+the API or Vault, 4 still not settled when --wait ran out.
+
+Every command takes --json (before or after its name) for output scripts can read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 import requests
 
 EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+# Where a wait ends: valid succeeds, the others fail (exit 1).
+SETTLED_OK = ("valid",)
+SETTLED_BAD = ("failed", "refused", "invalid", "revoked", "retired")
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -25,6 +37,8 @@ class Api:
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        #: the HTTP status of the last answer (202: accepted, not settled yet)
+        self.last_status = 0
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = kwargs.pop("headers", {})
@@ -41,6 +55,7 @@ class Api:
             body = resp.json()
         except ValueError:
             body = {"detail": resp.text[:500]}
+        self.last_status = resp.status_code
         if resp.status_code >= 400:
             click.echo(f"error: {resp.status_code} {body.get('title', '')}: "
                        f"{body.get('detail', '')}", err=True)
@@ -52,14 +67,105 @@ class Api:
 @click.option("--url", envvar="CERTLOCKER_URL", default="http://127.0.0.1:8180",
               show_default=True, help="certlocker API URL ($CERTLOCKER_URL)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.option("--progress/--no-progress", default=None,
+              help="show progress on stderr while waiting [default: when stderr is a "
+                   "terminal]")
 @click.pass_context
-def main(ctx: click.Context, url: str, as_json: bool) -> None:
+def main(ctx: click.Context, url: str, as_json: bool, progress: bool | None) -> None:
     """certlocker: certificate lifecycle beside Vault / OpenBao."""
-    ctx.obj = {"api": Api(url, os.environ.get("VAULT_TOKEN")), "json": as_json}
+    ctx.obj = {"api": Api(url, os.environ.get("VAULT_TOKEN")), "json": as_json,
+               "progress": progress}
 
 
 def _out(ctx: click.Context, body: Any, human: str) -> None:
     click.echo(json.dumps(body, indent=2) if ctx.obj["json"] else human)
+
+
+def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--json`` after a command's name: the same as before it."""
+    if value and ctx.obj is not None:
+        ctx.obj["json"] = True
+
+
+def _progress_flag(ctx: click.Context, param: click.Parameter, value: bool | None) -> None:
+    if value is not None and ctx.obj is not None:
+        ctx.obj["progress"] = value
+
+
+def _accept_json_everywhere(group: click.Group) -> None:
+    """Give every command ``--json`` and ``--progress``, so ``certlocker list --json``
+    works as ``certlocker --json list`` does."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_json_everywhere(command)
+            continue
+        if not any(p.name == "json_flag" for p in command.params):
+            command.params.append(click.Option(
+                ["--json", "json_flag"], is_flag=True, expose_value=False,
+                is_eager=True, callback=_json_flag, help="print JSON for scripts"))
+            command.params.append(click.Option(
+                ["--progress/--no-progress", "progress_flag"], default=None,
+                expose_value=False, is_eager=True, callback=_progress_flag,
+                help="show progress on stderr while waiting [default: when stderr is a "
+                     "terminal]"))
+
+
+def _show_progress(ctx: click.Context) -> bool:
+    chosen = ctx.obj.get("progress")
+    if chosen is not None:
+        return bool(chosen)
+    return not ctx.obj["json"] and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _progress(ctx: click.Context, what: str) -> Iterator[None]:
+    """A spinner with the seconds waited, on stderr, while the block runs (when stderr
+    is a terminal, or with --progress); stdout stays clean for tables and JSON."""
+    if not _show_progress(ctx):
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            click.echo(f"\r{frame} {what} ({time.monotonic() - started:.0f}s)", nl=False,
+                       err=True)
+            if done.wait(0.25):
+                break
+        click.echo(f"\r{what}: done after {time.monotonic() - started:.0f}s", err=True)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        yield
+    finally:
+        done.set()
+        spinner.join(2)
+
+
+def _confirm(ctx: click.Context, yes: bool, question: str) -> None:
+    """A destructive command goes ahead with --yes, or when a person at a terminal says
+    so; without a terminal to ask on it refuses (exit 2) rather than guess."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{question} Pass --yes to confirm (no terminal to ask on).")
+    if not click.confirm(question, default=False, err=True):
+        click.echo("not confirmed: nothing done", err=True)
+        sys.exit(EXIT_API_ERROR)
+
+
+def _settle(ctx: click.Context, cert: dict[str, Any], wait: float) -> None:
+    """Exit non-zero when the certificate ended badly (1) or the wait ran out before it
+    settled (4: the API answered 202)."""
+    status = cert.get("status")
+    if status in SETTLED_BAD:
+        sys.exit(EXIT_API_ERROR)
+    if wait and ctx.obj["api"].last_status == 202:
+        click.echo(f"timed out: {cert.get('id')} is still {status} after {wait:g}s; "
+                   f"follow it with: certlocker wait {cert.get('id')}", err=True)
+        sys.exit(EXIT_TIMEOUT)
 
 
 def _describe(cert: dict[str, Any]) -> str:
@@ -79,6 +185,8 @@ def _describe(cert: dict[str, Any]) -> str:
         lines.append(f"renewal:     failing, next attempt {cert.get('next_attempt_at') or '-'}"
                      + (f", {left // 3600} h of validity left" if left is not None else ""))
     lines.append(f"vault path:  {cert['vault']['path']}")
+    targets = [t["address"] for t in cert.get("targets") or []]
+    lines.append(f"targets:     {', '.join(targets) or '-'}")
     return "\n".join(lines)
 
 
@@ -101,10 +209,10 @@ def request(ctx: click.Context, environment: str, service: str, name: str,
         body["issuer"] = issuer
     if key_type:
         body["key_type"] = key_type
-    cert = ctx.obj["api"].call("POST", f"/v1/certificates?wait={wait:g}", json=body)
+    with _progress(ctx, f"issuing {environment}.{service}.{name}"):
+        cert = ctx.obj["api"].call("POST", f"/v1/certificates?wait={wait:g}", json=body)
     _out(ctx, cert, _describe(cert))
-    if cert["status"] == "failed":
-        sys.exit(EXIT_API_ERROR)
+    _settle(ctx, cert, wait)
 
 
 @main.command("list")
@@ -157,8 +265,10 @@ def show(ctx: click.Context, cert_id: str) -> None:
 @click.pass_context
 def renew(ctx: click.Context, cert_id: str, wait: float) -> None:
     """Issue a new certificate now."""
-    cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/renew?wait={wait:g}")
+    with _progress(ctx, f"renewing {cert_id}"):
+        cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/renew?wait={wait:g}")
     _out(ctx, cert, _describe(cert))
+    _settle(ctx, cert, wait)
 
 
 @main.command()
@@ -172,15 +282,20 @@ def renew(ctx: click.Context, cert_id: str, wait: float) -> None:
                    "material from the service's path")
 @click.option("--wait", default=60.0, show_default=True,
               help="seconds to wait for replacement and target checks")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
 def revoke(ctx: click.Context, cert_id: str, reason: str, replace: bool | None,
-           wait: float) -> None:
+           wait: float, yes: bool) -> None:
     """Revoke the current certificate at the CA, then replace or remove it."""
+    _confirm(ctx, yes, f"Revoke the current certificate of {cert_id} at the CA "
+                       f"({reason})? This cannot be undone.")
     body: dict[str, Any] = {"reason": reason}
     if replace is not None:
         body["replace"] = replace
-    cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/revoke?wait={wait:g}",
-                               json=body)
+    with _progress(ctx, f"revoking {cert_id}"):
+        cert = ctx.obj["api"].call("POST",
+                                   f"/v1/certificates/{cert_id}/revoke?wait={wait:g}",
+                                   json=body)
     rev = cert.get("revocation") or {}
     _out(ctx, cert, f"revoked:     {rev.get('serial')} ({rev.get('reason')})\n"
                     f"follow-up:   {rev.get('phase')}\nstatus:      {cert.get('status')}")
@@ -190,10 +305,16 @@ def revoke(ctx: click.Context, cert_id: str, reason: str, replace: bool | None,
 @click.argument("cert_id")
 @click.option("--no-revoke", is_flag=True,
               help="leave the certificate valid at the CA (it is revoked by default)")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
-def retire(ctx: click.Context, cert_id: str, no_revoke: bool) -> None:
+def retire(ctx: click.Context, cert_id: str, no_revoke: bool, yes: bool) -> None:
     """Stop managing a certificate: revoke it at the CA, destroy its key material in
-    Vault, revoke the service's credentials with its last certificate."""
+    Vault, revoke the service's credentials with its last certificate. Asks first
+    (or pass --yes)."""
+    _confirm(ctx, yes, f"Retire {cert_id}: "
+             + ("" if no_revoke else "revoke it at the CA, ")
+             + "destroy every stored version of its key and certificate, and revoke "
+               "the service's credentials if this is its last certificate?")
     body = ctx.obj["api"].call("DELETE", f"/v1/certificates/{cert_id}",
                                params={"revoke": "false" if no_revoke else "true"})
     last = body.get("last") or {}
@@ -221,16 +342,159 @@ def cleanup(ctx: click.Context) -> None:
 def verify(ctx: click.Context, cert_id: str) -> None:
     """Check now that every target node serves the current certificate.
 
-    Exits 0 when every node is ok, 1 when any is not (or on an API error)."""
-    cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/verify")
-    rows = [f"{'TARGET':32} {'NODE':24} {'STATUS':17} SERVED SHA-256"]
+    Exits 0 when every node is ok, 1 when any is not, when the certificate has no
+    targets (nothing was checked), or on an API error."""
+    with _progress(ctx, f"verifying {cert_id}"):
+        cert = ctx.obj["api"].call("POST", f"/v1/certificates/{cert_id}/verify")
+    if not cert["targets"]:
+        _out(ctx, cert, _describe(cert))
+        click.echo(f"error: {cert_id} has no targets, so nothing was verified; set them "
+                   f"with: certlocker targets set {cert_id} HOST:PORT", err=True)
+        sys.exit(EXIT_API_ERROR)
+    rows = [f"{'TARGET':32} {'NODE':24} {'STATUS':17} {'SERVED SHA-256':16} REASON"]
     for target in cert["targets"]:
         for node in target.get("nodes") or [target]:
             rows.append(f"{target['address']:32} {node['address']:24} {node['status']:17} "
-                        f"{(node.get('served_sha256') or '-')[:16]}")
+                        f"{(node.get('served_sha256') or '-')[:16]:16} "
+                        f"{node.get('detail') or ''}".rstrip())
     _out(ctx, cert, _describe(cert) + "\n\n" + "\n".join(rows))
     if any(t["status"] != "ok" for t in cert["targets"]):
         sys.exit(EXIT_API_ERROR)
+
+
+@main.command("wait")
+@click.argument("cert_id")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="seconds to wait at most")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="seconds between checks")
+@click.pass_context
+def wait_(ctx: click.Context, cert_id: str, timeout: float, interval: float) -> None:
+    """Wait until CERT_ID settles: valid (exit 0), or failed, refused, invalid, revoked
+    or retired (exit 1); still pending or issuing after --timeout: exit 4."""
+    api = ctx.obj["api"]
+    deadline = time.monotonic() + timeout
+    with _progress(ctx, f"waiting for {cert_id}"):
+        while True:
+            cert = api.call("GET", f"/v1/certificates/{cert_id}")
+            if cert["status"] in SETTLED_OK + SETTLED_BAD or time.monotonic() >= deadline:
+                break
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    _out(ctx, cert, _describe(cert))
+    if cert["status"] in SETTLED_BAD:
+        sys.exit(EXIT_API_ERROR)
+    if cert["status"] not in SETTLED_OK:
+        click.echo(f"timed out: {cert_id} is still {cert['status']} after {timeout:g}s",
+                   err=True)
+        sys.exit(EXIT_TIMEOUT)
+
+
+@main.group()
+def targets() -> None:
+    """Where a certificate is served (host:port), checked by `certlocker verify`."""
+
+
+def _target_rows(cert: dict[str, Any]) -> str:
+    rows = [f"{'TARGET':32} {'SNI':28} {'STATUS':17} IPS"]
+    for tgt in cert.get("targets") or []:
+        rows.append(f"{tgt['address']:32} {tgt.get('sni') or '-':28} {tgt['status']:17} "
+                    f"{','.join(tgt.get('ips') or []) or '-'}")
+    return "\n".join(rows) if len(rows) > 1 else f"{cert['id']} has no targets"
+
+
+def _patch_targets(ctx: click.Context, cert_id: str, wanted: list[dict[str, Any]]) -> None:
+    cert = ctx.obj["api"].call("PATCH", f"/v1/certificates/{cert_id}",
+                               json={"targets": wanted},
+                               headers={"Content-Type": "application/merge-patch+json"})
+    _out(ctx, cert, _target_rows(cert))
+
+
+def _spec_targets(cert: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for tgt in cert.get("targets") or []:
+        item: dict[str, Any] = {"address": tgt["address"]}
+        if tgt.get("sni"):
+            item["sni"] = tgt["sni"]
+        if tgt.get("ips"):
+            item["ips"] = list(tgt["ips"])
+        out.append(item)
+    return out
+
+
+def _given(addresses: tuple[str, ...], sni: str | None,
+           ips: tuple[str, ...]) -> list[dict[str, Any]]:
+    out = []
+    for address in addresses:
+        item: dict[str, Any] = {"address": address}
+        if sni:
+            item["sni"] = sni
+        if ips:
+            item["ips"] = list(ips)
+        out.append(item)
+    return out
+
+
+_TARGET_OPTIONS = [
+    click.option("--sni", default=None, help="server name sent to these targets"),
+    click.option("--ip", "ips", multiple=True,
+                 help="a node address of these targets (repeat for a pool)"),
+]
+
+
+def _target_options(fn: Any) -> Any:
+    for option in reversed(_TARGET_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@targets.command("show")
+@click.argument("cert_id")
+@click.pass_context
+def targets_show(ctx: click.Context, cert_id: str) -> None:
+    """The targets of CERT_ID with their last verification status."""
+    cert = ctx.obj["api"].call("GET", f"/v1/certificates/{cert_id}")
+    _out(ctx, cert.get("targets") or [], _target_rows(cert))
+
+
+@targets.command("set")
+@click.argument("cert_id")
+@click.argument("addresses", nargs=-1, metavar="[HOST:PORT]...")
+@_target_options
+@click.pass_context
+def targets_set(ctx: click.Context, cert_id: str, addresses: tuple[str, ...],
+                sni: str | None, ips: tuple[str, ...]) -> None:
+    """Replace CERT_ID's targets with HOST:PORT... (none: clear them)."""
+    _patch_targets(ctx, cert_id, _given(addresses, sni, ips))
+
+
+@targets.command("add")
+@click.argument("cert_id")
+@click.argument("addresses", nargs=-1, required=True, metavar="HOST:PORT...")
+@_target_options
+@click.pass_context
+def targets_add(ctx: click.Context, cert_id: str, addresses: tuple[str, ...],
+                sni: str | None, ips: tuple[str, ...]) -> None:
+    """Add targets to CERT_ID (an address already there is replaced)."""
+    cert = ctx.obj["api"].call("GET", f"/v1/certificates/{cert_id}")
+    added = _given(addresses, sni, ips)
+    kept = [t for t in _spec_targets(cert) if t["address"] not in set(addresses)]
+    _patch_targets(ctx, cert_id, kept + added)
+
+
+@targets.command("remove")
+@click.argument("cert_id")
+@click.argument("addresses", nargs=-1, required=True, metavar="HOST:PORT...")
+@click.pass_context
+def targets_remove(ctx: click.Context, cert_id: str, addresses: tuple[str, ...]) -> None:
+    """Remove targets from CERT_ID (each must be one of its targets)."""
+    cert = ctx.obj["api"].call("GET", f"/v1/certificates/{cert_id}")
+    current = _spec_targets(cert)
+    unknown = sorted(set(addresses) - {t["address"] for t in current})
+    if unknown:
+        raise click.UsageError(f"not a target of {cert_id}: {', '.join(unknown)} (its "
+                               "targets: " + (", ".join(t["address"] for t in current)
+                                              or "none") + ")")
+    _patch_targets(ctx, cert_id, [t for t in current if t["address"] not in set(addresses)])
 
 
 @main.group()
@@ -385,9 +649,16 @@ def credentials() -> None:
 def credentials_mint(ctx: click.Context, environment: str, service: str,
                      out: str | None) -> None:
     """Mint a credential for SERVICE in ENVIRONMENT."""
+    if out:
+        _check_writable(Path(out))  # before minting: a credential nobody keeps is lost
     body = ctx.obj["api"].call("POST", f"/v1/services/{environment}/{service}/credentials")
     if out:
-        _write_secret_file(Path(out), body["token"])
+        try:
+            _write_secret_file(Path(out), body["token"])
+        except OSError as exc:
+            click.echo(f"error: the credential was minted but cannot be written to {out}: "
+                       f"{exc.strerror}; mint again to a writable file", err=True)
+            sys.exit(EXIT_API_ERROR)
         shown = dict(body, token=f"(written to {out})")
         _out(ctx, shown, f"credential written to {out}, expires {body['expires_at']}\n"
              f"login: bao write auth/{body['vault']['auth_path']}/login "
@@ -399,9 +670,13 @@ def credentials_mint(ctx: click.Context, environment: str, service: str,
 @credentials.command("revoke")
 @click.argument("environment")
 @click.argument("service")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @click.pass_context
-def credentials_revoke(ctx: click.Context, environment: str, service: str) -> None:
-    """Revoke every credential of SERVICE at once."""
+def credentials_revoke(ctx: click.Context, environment: str, service: str,
+                       yes: bool) -> None:
+    """Revoke every credential of SERVICE at once (its agents can no longer log in)."""
+    _confirm(ctx, yes, f"Revoke every credential of {environment}/{service}? Its agents "
+                       "stop logging in to Vault until given a new one.")
     body = ctx.obj["api"].call("DELETE", f"/v1/services/{environment}/{service}/credentials")
     _out(ctx, body, f"revoked; {environment}/{service} is now at generation "
                     f"{body['generation']}")
@@ -441,6 +716,19 @@ def credentials_rotate_signing_key(ctx: click.Context) -> None:
     body = ctx.obj["api"].call("POST", "/v1/system/signing-keys/rotate")
     _out(ctx, body, f"signing key rotated: {body['previous_kid']} -> {body['kid']}\n"
                     f"published: {', '.join(body['published'])}")
+
+
+def _check_writable(path: Path) -> None:
+    """:raises click.UsageError: when ``path`` cannot be written (a missing or read-only
+    folder, a directory in its place)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise click.UsageError(f"--out {path} is a directory; name a file")
+    if not folder.is_dir():
+        raise click.UsageError(f"--out {path}: the folder {folder} does not exist "
+                               f"(create it first: mkdir -p {folder})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.UsageError(f"--out {path}: the folder {folder} is not writable")
 
 
 def _write_secret_file(path: Path, content: str) -> None:
@@ -489,7 +777,7 @@ def scan_endpoints_cmd(ctx: click.Context, specs: tuple[str, ...], sni: str | No
             body[key] = value
     api = ctx.obj["api"]
     doc = api.call("POST", "/v1/discovery/scans", json=body)
-    show_progress = not ctx.obj["json"] and sys.stderr.isatty()
+    show_progress = _show_progress(ctx)
     while doc["state"] in ("queued", "running"):
         if show_progress:
             click.echo(f"\rscanning {doc['done']}/{doc['total']} endpoints", nl=False,
@@ -646,11 +934,11 @@ def discovery_adopt(ctx: click.Context, sha256: str, environment: str, service: 
     body: dict[str, Any] = {"environment": environment, "service": service, "name": name}
     if issuer:
         body["issuer"] = issuer
-    answer = ctx.obj["api"].call("POST", f"/v1/discovery/{sha256}/adopt?wait={wait:g}",
-                                 json=body)
+    with _progress(ctx, f"adopting as {environment}.{service}.{name}"):
+        answer = ctx.obj["api"].call("POST", f"/v1/discovery/{sha256}/adopt?wait={wait:g}",
+                                     json=body)
     _out(ctx, answer, _describe(answer["certificate"]))
-    if answer["certificate"]["status"] == "failed":
-        sys.exit(EXIT_API_ERROR)
+    _settle(ctx, answer["certificate"], wait)
 
 
 # -- on a service's host ----------------------------------------------------------------
@@ -783,10 +1071,10 @@ def bootstrap(phase: str, policies_dir: str, token_file: str | None,
     except CertlockerError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(EXIT_UNREACHABLE if exc.status == 503 else EXIT_API_ERROR)
-    for item in boot.report.changed:
-        click.echo(f"changed    {item}")
-    for item in boot.report.unchanged:
-        click.echo(f"unchanged  {item}")
+    ctx = click.get_current_context()
+    _out(ctx, {"changed": list(boot.report.changed), "unchanged": list(boot.report.unchanged)},
+         "\n".join([f"changed    {item}" for item in boot.report.changed]
+                   + [f"unchanged  {item}" for item in boot.report.unchanged]))
 
 
 @main.command()
@@ -809,3 +1097,6 @@ def reconcile(once: bool, interval: float | None, jitter: float,
         raise click.UsageError("--interval must be > 0 and --jitter in [0, 1)")
     sys.exit(run(once=once, interval=interval, jitter=jitter, sweep_interval=sweep_interval,
                  duration=duration))
+
+
+_accept_json_everywhere(main)

@@ -116,6 +116,44 @@ def from_record(data: Mapping[str, Any], ref: CertificateRef,
         return CertificateSpec.invalid(ref, f"invalid spec: {exc.detail}")
 
 
+IMMUTABLE = ("environment", "service", "name")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge key by key, ``null`` removes a key, any
+    other value (lists included) replaces what was there."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def patched(record: Mapping[str, Any] | None, patch: Any, ref: CertificateRef,
+            rules: SpecRules) -> CertificateSpec:
+    """The spec a merge ``patch`` of the stored ``record`` gives, held to exactly what a
+    declaration is (``parse``). The stored record need not parse (a patch is how an
+    ``invalid`` record written with the Vault CLI is fixed through the API). Identity
+    fields cannot change: a certificate under another name is another certificate.
+
+    :raises InvalidInput: naming the first bad field."""
+    if not isinstance(patch, Mapping):
+        raise InvalidInput("", "a patch must be a JSON object (RFC 7396 merge patch)")
+    if not patch:
+        raise InvalidInput("", "the patch changes nothing: name at least one field")
+    for field in IMMUTABLE:
+        if field in patch and patch[field] != getattr(ref, field):
+            raise InvalidInput(field, "cannot be changed: declare the certificate under "
+                                      "its new name and retire this one")
+    merged = merge_patch(record if isinstance(record, Mapping) else {}, patch)
+    return parse({**merged, "environment": ref.environment, "service": ref.service,
+                  "name": ref.name}, rules)
+
+
 def targets(value: Any) -> tuple[Target, ...]:
     """``targets``: a list of ``host:port`` strings or ``{address, sni, ips}`` objects.
 

@@ -25,12 +25,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certlocker.delivery.formats import Bundle, haproxy_pem, kubernetes_tls_secret, pem_trio
-from tests.support.agent import BAO, TEMPLATES, Agent, start_agent, template_block
+from tests.support.agent import (BAO, TEMPLATES, Agent, start_agent, start_command,
+                                 template_block)
 from tests.support.tls_servers import (
     IssuedChain,
+    PendingServer,
     TlsServer,
     free_port,
     issue_test_chain,
+    pending_haproxy,
+    pending_nginx,
     start_haproxy,
     start_nginx,
     wait_until,
@@ -205,8 +209,9 @@ template_config {{
 """
 
 
-def _shipped_agent_config(bao: Bao, jwt_file: Path, staging: Path, nginx: TlsServer,
-                          haproxy: TlsServer) -> str:
+def _shipped_agent_config(bao: Bao, jwt_file: Path, staging: Path,
+                          nginx: TlsServer | PendingServer,
+                          haproxy: TlsServer | PendingServer) -> str:
     """templates/agent.hcl with this test's addresses and paths swapped in."""
     text = (TEMPLATES / "agent.hcl").read_text()
     swaps = {
@@ -217,9 +222,11 @@ def _shipped_agent_config(bao: Bao, jwt_file: Path, staging: Path, nginx: TlsSer
         "/etc/certlocker/credential.jwt": str(jwt_file),
         "haproxy -c -q -f /etc/haproxy/haproxy.cfg": shlex.join(haproxy.check_command),
         "systemctl reload haproxy": shlex.join(haproxy.reload_command),
+        "systemctl start haproxy": shlex.join(start_command(haproxy)),
         "/etc/haproxy/certs/www.pem": str(haproxy.cert_path),
         '"nginx -t -q"': _hcl(shlex.join(nginx.check_command)),
         "systemctl reload nginx": shlex.join(nginx.reload_command),
+        "systemctl start nginx": shlex.join(start_command(nginx)),
         "/etc/nginx/tls/www.pem": str(nginx.cert_path),
         'static_secret_render_interval = "30s"': 'static_secret_render_interval = "1s"',
     }
@@ -256,6 +263,73 @@ def test_shipped_agent_config_delivers_and_renews(bao: Bao, run_agent, servers,
     agent.wait_served([nginx, haproxy], v2.vault_secret()["sha256_fingerprint"],
                       DELIVERY_TIMEOUT)
     assert "PRIVATE KEY" not in agent.text()
+
+
+@pytest.fixture
+def pending(tmp_path: Path) -> Iterator:
+    """Servers configured for a certificate file that does not exist yet (a fresh host:
+    neither the file nor its folder), not started; stopped by PID at teardown."""
+    made: list[PendingServer] = []
+
+    def make(kind: str) -> PendingServer:
+        live = tmp_path / kind / "tls" / "www.pem"
+        maker = pending_nginx if kind == "nginx" else pending_haproxy
+        server = maker(tmp_path / kind / "run", live)
+        made.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.stop()
+
+
+def test_first_delivery_on_a_fresh_host_starts_the_servers(bao: Bao, run_agent, pending,
+                                                           tmp_path: Path) -> None:
+    """The shipped agent config and hook, the agent started before nginx and HAProxy
+    (which cannot start without the certificate): the first delivery installs the file,
+    the reload finds nothing running, the hook starts each server, and both serve it."""
+    nginx, haproxy = pending("nginx"), pending("haproxy")
+    assert not nginx.cert_path.parent.exists() and nginx.master_pid() is None
+    first, renewed = issue_test_chain("ec"), issue_test_chain("rsa")
+    bao.put_cert(first)
+    staging = tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+
+    agent = run_agent(_shipped_agent_config(bao, run_agent.jwt_file, staging, nginx, haproxy))
+
+    agent.wait_served([nginx, haproxy], first.sha256_fingerprint, DELIVERY_TIMEOUT)
+    assert nginx.cert_path.read_text() == haproxy.cert_path.read_text() == _combined(first)
+    assert nginx.cert_path.stat().st_mode & 0o777 == 0o600
+    agent.wait_log(f"installed {haproxy.cert_path}", DELIVERY_TIMEOUT)
+    assert "and started the server" in agent.text()
+    assert "restored the previous" not in agent.text()
+    assert agent.proc.poll() is None, agent.text()[-3000:]
+
+    bao.put_cert(renewed)  # and the next delivery is an ordinary reload
+    agent.wait_served([nginx, haproxy], renewed.sha256_fingerprint, DELIVERY_TIMEOUT)
+
+
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_first_delivery_without_start_keeps_the_file(bao: Bao, run_agent, pending,
+                                                     tmp_path: Path, kind: str) -> None:
+    """A hook given no --start: the failed first reload had nothing to reload, so the
+    new file stays (it is not deleted, the agent keeps running) and the server serves it
+    once started."""
+    server = pending(kind)
+    chain = issue_test_chain()
+    bao.put_cert(chain)
+    agent = run_agent(_agent_config(bao, run_agent.jwt_file, template_block(
+        TEMPLATES / "haproxy.pem.ctmpl", tmp_path / "staged.pem", server)))
+
+    agent.wait_log(f"installed {server.cert_path}", DELIVERY_TIMEOUT)
+    assert "server is not running" in agent.text()
+    assert server.cert_path.read_text() == _combined(chain)
+    assert agent.proc.poll() is None, agent.text()[-3000:]
+    subprocess.run(server.start_command, check=True, timeout=30, capture_output=True)
+    wait_until(lambda: server.serves(chain.sha256_fingerprint), DELIVERY_TIMEOUT,
+               f"{kind} to serve the delivered certificate")
 
 
 def test_render_to_a_path_the_server_does_not_read(bao: Bao, run_agent, servers,

@@ -232,12 +232,12 @@ def test_cleanup_lists_status_without_spec(certlocker_stack):
 def test_the_cli_revokes_and_retires(certlocker_stack):
     declare(certlocker_stack, "clirv", "www", "www.clirv.test")
     cli = str(Path(sys.executable).with_name("certlocker"))
-    out = subprocess.run([cli, "--json", "revoke", "prod.clirv.www", "--reason", "superseded",
-                          "--no-replace"], env=certlocker_stack.env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([cli, "--json", "revoke", "prod.clirv.www", "--yes", "--reason",
+                          "superseded", "--no-replace"], env=certlocker_stack.env,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["revocation"]["reason"] == "superseded"
-    out = subprocess.run([cli, "retire", "prod.clirv.www"], env=certlocker_stack.env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run([cli, "retire", "prod.clirv.www", "--yes"],
+                         env=certlocker_stack.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "retired" in out.stdout

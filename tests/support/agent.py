@@ -76,6 +76,15 @@ def start_agent(config: str, workdir: Path, env: Mapping[str, str]) -> Agent:
     return Agent(proc, log)
 
 
+NOT_STARTED_HERE = ["sh", "-c", "echo this test starts the server itself >&2; exit 1"]
+
+
+def start_command(server: object) -> list[str]:
+    """What the shipped config's ``--start`` runs: a pending server's own start command;
+    for a server the test already runs, one that fails loudly (it must not be needed)."""
+    return list(getattr(server, "start_command", None) or NOT_STARTED_HERE)
+
+
 def shipped_config(vault_addr: str, jwt_file: Path, staging: Path, nginx: TlsServer,
                    haproxy: TlsServer, render_interval: str = "1s") -> str:
     """templates/agent.hcl with this test's Vault, JWT file, staging dir and servers."""
@@ -88,9 +97,11 @@ def shipped_config(vault_addr: str, jwt_file: Path, staging: Path, nginx: TlsSer
         "/etc/certlocker/credential.jwt": str(jwt_file),
         "haproxy -c -q -f /etc/haproxy/haproxy.cfg": shlex.join(haproxy.check_command),
         "systemctl reload haproxy": shlex.join(haproxy.reload_command),
+        "systemctl start haproxy": shlex.join(start_command(haproxy)),
         "/etc/haproxy/certs/www.pem": str(haproxy.cert_path),
         '"nginx -t -q"': hcl(shlex.join(nginx.check_command)),
         "systemctl reload nginx": shlex.join(nginx.reload_command),
+        "systemctl start nginx": shlex.join(start_command(nginx)),
         "/etc/nginx/tls/www.pem": str(nginx.cert_path),
         'static_secret_render_interval = "30s"':
             f'static_secret_render_interval = "{render_interval}"',

@@ -304,3 +304,116 @@ frontend tls
         server.stop()
         raise
     return server
+
+
+# --- servers configured for a certificate that is not there yet -----------------------
+
+
+@dataclasses.dataclass
+class PendingServer:
+    """A server configured for ``cert_path`` on a fresh host: not running (it could not
+    start without the file). ``start_command`` daemonizes it, as ``systemctl start``
+    would; ``reload_command`` fails while it does not run. Once started, its master's PID
+    is read from ``pid_file`` (checked against this server's config) and it is stopped by
+    that PID."""
+
+    name: str
+    port: int
+    config: Path
+    cert_path: Path
+    log: Path
+    pid_file: Path
+    check_command: list[str]
+    reload_command: list[str]
+    start_command: list[str]
+
+    def master_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if str(self.config).encode() in cmdline else None
+
+    def served_sha256(self) -> str | None:
+        return try_served_sha256(self.port)
+
+    def settled(self) -> bool:
+        pid = self.master_pid()
+        return pid is not None and len(_children(pid)) == 1
+
+    def serves(self, fingerprint: str) -> bool:
+        return self.settled() and self.served_sha256() == fingerprint
+
+    def stop(self) -> None:
+        pid = self.master_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: not Path(f"/proc/{pid}").exists()
+                       or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3],
+                       10, f"{self.name} {pid} to stop")
+        except (AssertionError, OSError):
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+
+
+def pending_nginx(workdir: Path, cert_path: Path) -> PendingServer:
+    """nginx configured for ``cert_path`` (which need not exist), not started."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf, log, pid = workdir / "nginx.conf", workdir / "error.log", workdir / "nginx.pid"
+    conf.write_text(f"""
+master_process on;
+worker_processes 1;
+pid {pid};
+error_log {log} info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate     {cert_path};
+        ssl_certificate_key {cert_path};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    base = ["nginx", "-p", str(workdir), "-e", str(log), "-c", str(conf)]
+    return PendingServer("nginx", port, conf, cert_path, log, pid,
+                         check_command=base + ["-t", "-q"],
+                         reload_command=base + ["-s", "reload"],
+                         start_command=base)
+
+
+def pending_haproxy(workdir: Path, cert_path: Path) -> PendingServer:
+    """HAProxy (master-worker) configured for ``cert_path``, not started; its start
+    command daemonizes it (``-D``) and its reload is SIGUSR2 to the master's pid file."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg, log, pid = workdir / "haproxy.cfg", workdir / "haproxy.log", workdir / "haproxy.pid"
+    cfg.write_text(f"""
+global
+    pidfile {pid}
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+
+frontend tls
+    bind 127.0.0.1:{port} ssl crt {cert_path}
+    http-request return status 200 content-type text/plain string ok
+""")
+    return PendingServer("haproxy", port, cfg, cert_path, log, pid,
+                         check_command=["haproxy", "-c", "-q", "-f", str(cfg)],
+                         reload_command=["sh", "-c", f"kill -USR2 $(cat {pid})"],
+                         start_command=["haproxy", "-W", "-D", "-f", str(cfg)])

@@ -18,8 +18,9 @@ from ..lifecycle.service import CertificateView
 from ..lifecycle.target_allowlist import require_allowed
 from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
-from ..errors import Conflict
+from ..errors import Conflict, InvalidInput
 from .context import authenticate_first, caller, services
+from ..specs import SpecRules
 from .json_input import certificate_spec, json_body, wait_seconds
 
 bp = Blueprint("certificates", __name__, url_prefix="/v1/certificates")
@@ -131,6 +132,10 @@ def index() -> Response:
     s = services()
     who = caller()
     query = inventory.parse_query(request.args.to_dict())
+    if query.environment is not None and query.environment not in s.settings.environments:
+        # An unknown environment holds nothing: say so rather than answer an empty list.
+        raise InvalidInput("environment", "must be one of "
+                           + ", ".join(s.settings.environments))
     now = SystemClock().now()
     if query.expiring_within is not None:  # the expiry index: work follows what expires
         refs = s.certificates.expiring_refs(now + query.expiring_within, query.environment,
@@ -160,6 +165,20 @@ def show(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
     return jsonify(render(s.certificates.view(caller().store, ref), s.store.paths))
+
+
+@bp.patch("/<cert_id>")
+def patch(cert_id: str) -> Response:
+    """Change a declared spec (targets, names, issuer, ...) by an RFC 7396 merge patch,
+    validated like a declaration and written with the caller's token."""
+    s = services()
+    ref = CertificateRef.parse_id(cert_id)
+    who = caller()
+    body = json_body(s.settings.max_request_bytes,
+                     ("application/merge-patch+json", "application/json"))
+    s.certificates.update_spec(who.store, ref, body, SpecRules.from_settings(s.settings),
+                               actor=who.display_name)
+    return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))
 
 
 @bp.post("/<cert_id>/renew")

@@ -14,10 +14,11 @@ from ..settings import Settings
 from ..specs import SpecRules
 
 
-def json_body(max_bytes: int) -> dict[str, Any]:
+def json_body(max_bytes: int, media_types: tuple[str, ...] = ("application/json",),
+              ) -> dict[str, Any]:
     """:raises UnsupportedMediaType, PayloadTooLarge, MalformedRequest:"""
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("send Content-Type: application/json")
+    if request.mimetype not in media_types:
+        raise UnsupportedMediaType("send Content-Type: " + " or ".join(media_types))
     if (request.content_length or 0) > max_bytes:
         raise PayloadTooLarge(f"the body must be at most {max_bytes} bytes")
     raw = request.get_data(cache=False)

@@ -122,6 +122,9 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                            "unverified (the last result predates the current certificate)"},
                 "served_sha256": _nullable({"type": "string"}),
                 "checked_at": _nullable(time),
+                "detail": _nullable({"type": "string", "description":
+                                     "why: e.g. the serial served instead, the missing "
+                                     "issuer, the connection error"}),
             },
         },
         "Certificate": {
@@ -286,6 +289,20 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                 "security": OPERATOR, "parameters": [CERT_ID],
                 "responses": {"200": _json(_ref("Certificate"), "The certificate"),
                               **_problems(401, 403, 404, 503)},
+            },
+            "patch": {
+                "operationId": "patchCertificate", "tags": ["certificates"],
+                "summary": "Change a declared spec (e.g. its targets) by a JSON merge patch "
+                           "(RFC 7396), validated like a declaration; environment, service "
+                           "and name cannot change",
+                "security": OPERATOR, "parameters": [CERT_ID],
+                "requestBody": {"required": True, "content": {
+                    media: {"schema": {"type": "object", "minProperties": 1,
+                                       "description": "fields of CertificateDeclaration; "
+                                                      "null removes an optional one"}}
+                    for media in ("application/merge-patch+json", "application/json")}},
+                "responses": {"200": _json(_ref("Certificate"), "The certificate as patched"),
+                              **_problems(400, 401, 403, 404, 409, 413, 415, 503)},
             },
             "delete": {
                 "operationId": "retireCertificate", "tags": ["certificates"],

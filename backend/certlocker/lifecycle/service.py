@@ -26,6 +26,7 @@ from ..issuance.base import IssueRequest, Issuer
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, RenewalRequest,
                       State)
 from ..ownership import summary
+from .. import specs
 from . import backoff, planning, renewal_info
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
@@ -141,6 +142,67 @@ class CertificateService:
         finally:
             recorded.result()  # the event is in the trail before the caller hears back
         return future, pending
+
+    def update_spec(self, caller: OperatorStore, ref: CertificateRef,
+                    patch: Mapping[str, Any], rules: specs.SpecRules,
+                    actor: str = "operator",
+                    ) -> tuple[CertificateSpec, list[str], cf.Future[CertificateStatus] | None]:
+        """Change a declared certificate's spec by a JSON merge ``patch`` (RFC 7396),
+        validated exactly like a declaration and written with the caller's token with
+        check-and-set against the version read. A spec that changed clears the status's
+        backoff (a fix is tried at once), and any issuance it makes needed (new names,
+        key type, issuer) is queued; the due index is told either way. Returns the new
+        spec, the fields that changed (empty: nothing was written) and the queued
+        issuance, if any.
+
+        :raises NotFound: :raises AccessDenied: :raises InvalidInput:
+        :raises NamesRefused: new names the service is not granted.
+        :raises Conflict: the spec changed between our read and write (retry)."""
+        path = caller.paths.spec(ref)
+        record, version = caller.read_json(path)
+        if record is None or not version:
+            raise NotFound(f"no certificate {ref.id}")
+        spec = specs.patched(record, patch, ref, rules)
+        before = specs.from_record(record, ref, rules)
+        changed = [f for f in specs.FIELDS if before.problem is not None
+                   or spec.to_json().get(f) != before.to_json().get(f)]
+        if not changed:
+            return spec, [], None
+        granting: tuple[str, ...] = ()
+        if before.problem is not None or set(spec.dns_names) != set(before.dns_names):
+            granting = self.ownership.admit(caller, spec, actor)
+        try:
+            caller.write(path, spec.to_json(), cas=version)
+        except CertlockerError as exc:
+            audited(self._audit, actor, "spec.update", ref.id, "denied"
+                    if exc.status in (401, 403) else "failure", reason=exc.detail[:500])
+            if isinstance(exc, Conflict):
+                raise Conflict(f"{ref.id} changed while it was being patched; read it "
+                               "again and retry") from None
+            raise
+        if granting:
+            self.ownership.add_names(caller, ref.environment, ref.service, granting,
+                                     actor=actor, subject=ref.id)
+        audited(self._audit, actor, "spec.update", ref.id, "success",
+                details={"changed": changed, "dns_names": list(spec.dns_names),
+                         "targets": [t.address for t in spec.targets]})
+        return spec, changed, self._act_on_change(spec)
+
+    def _act_on_change(self, spec: CertificateSpec) -> cf.Future[CertificateStatus] | None:
+        """After a spec change: clear backoff and a refusal (the change may be the fix),
+        queue an issuance if one is now needed, and file the due hint."""
+        now = self._clock.now()
+        found = self._store.read_status(spec.ref)
+        status = found[0] if found else None
+        if status is not None and (status.next_attempt_at is not None
+                                   or not status.retryable):
+            status = self._set_status(spec.ref, lambda old: (old or status).replace(
+                next_attempt_at=None, retryable=True, updated_at=now))
+        if self._due is not None:
+            self._due.schedule_quietly(spec, status, now)
+        if planning.decide(spec, status, now).needed:
+            return self._pool.submit(self.issue, spec.ref, self._needed)
+        return None
 
     def view(self, caller: Store, ref: CertificateRef) -> CertificateView:
         """A retired certificate, whose spec is gone, is shown with the spec it had

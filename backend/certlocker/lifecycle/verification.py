@@ -93,6 +93,9 @@ class TargetView:
             "status": self.status,
             "served_sha256": self.served_sha256,
             "checked_at": rfc3339(self.checked_at) if self.checked_at else None,
+            # why the target has its status: the reason given for a node that has it
+            "detail": next((n.detail for n in self.nodes
+                            if n.status == self.status and n.detail), None),
             "nodes": [n.to_json() for n in self.nodes] if self.target.ips else [],
         }
 
