@@ -143,6 +143,14 @@ def test_a_team_operator_cannot_point_a_target_at_the_openbao_port(private: Priv
         "environment": "prod", "service": "payments-api", "name": "probe",
         "dns_names": ["probe.oracle.test"], "targets": [private.allowed.address]})
     assert ok.status_code in (201, 202), ok.text
+    # ... and cannot move it to the OpenBao port afterwards either
+    moved = _problem(private.call("PATCH", "/v1/certificates/prod.payments-api.probe", team,
+                                  json={"targets": [vault_target]}), 403)
+    assert moved["type"].endswith("/target-forbidden") and moved["rule"] == "port"
+    kept = private.vault().secrets.kv.v2.read_secret_version(
+        path="specs/prod/payments-api/probe", mount_point="certlocker",
+        raise_on_deleted_version=True)["data"]["data"]
+    assert [t["address"] for t in kept["targets"]] == [private.allowed.address]
 
 
 def test_a_spec_written_into_vault_at_a_forbidden_port_is_never_probed(

@@ -177,7 +177,8 @@ def patch(cert_id: str) -> Response:
     body = json_body(s.settings.max_request_bytes,
                      ("application/merge-patch+json", "application/json"))
     s.certificates.update_spec(who.store, ref, body, SpecRules.from_settings(s.settings),
-                               actor=who.display_name)
+                               actor=who.display_name,
+                               check=lambda spec: require_allowed(s.targets(), spec.targets))
     return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))
 
 

@@ -146,6 +146,7 @@ class CertificateService:
     def update_spec(self, caller: OperatorStore, ref: CertificateRef,
                     patch: Mapping[str, Any], rules: specs.SpecRules,
                     actor: str = "operator",
+                    check: Callable[[CertificateSpec], None] | None = None,
                     ) -> tuple[CertificateSpec, list[str], cf.Future[CertificateStatus] | None]:
         """Change a declared certificate's spec by a JSON merge ``patch`` (RFC 7396),
         validated exactly like a declaration and written with the caller's token with
@@ -153,7 +154,8 @@ class CertificateService:
         backoff (a fix is tried at once), and any issuance it makes needed (new names,
         key type, issuer) is queued; the due index is told either way. Returns the new
         spec, the fields that changed (empty: nothing was written) and the queued
-        issuance, if any.
+        issuance, if any. ``check`` sees the patched spec before anything is written and
+        may raise to refuse it (the API's target allow-list).
 
         :raises NotFound: :raises AccessDenied: :raises InvalidInput:
         :raises NamesRefused: new names the service is not granted.
@@ -168,6 +170,8 @@ class CertificateService:
                    or spec.to_json().get(f) != before.to_json().get(f)]
         if not changed:
             return spec, [], None
+        if check is not None:
+            check(spec)
         granting: tuple[str, ...] = ()
         if before.problem is not None or set(spec.dns_names) != set(before.dns_names):
             granting = self.ownership.admit(caller, spec, actor)
