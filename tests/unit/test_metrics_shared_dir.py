@@ -45,7 +45,8 @@ def test_a_given_directory_keeps_live_files_and_loses_dead_ones(
 
 def test_without_one_each_master_gets_a_private_directory_once(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(shared_dir.VARIABLE, raising=False)
+    monkeypatch.setenv(shared_dir.VARIABLE, "")  # recorded, so prepare()'s value is undone
+    monkeypatch.delenv(shared_dir.VARIABLE)
     stale = tmp_path / "tmp" / f"{shared_dir.PRIVATE_PREFIX}{dead_pid()}"
     stale.mkdir()
     (stale / "counter_1.db").write_text("x")
