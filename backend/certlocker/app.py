@@ -35,7 +35,7 @@ from .lifecycle.target_allowlist import AllowList
 from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import Verifier, verifier_for
-from .metrics.collector import IssuanceMetrics
+from .metrics.collector import AcmeRequestMetrics, IssuanceMetrics
 from .settings import Settings
 from .token_keeper import TokenKeeper
 from .vault.audit_store import vault_audit_lanes
@@ -92,7 +92,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
             issuers[name] = AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or ""),
                                        challenges, timeout=settings.issuance_timeout_seconds,
                                        secrets=StoreIssuerSecrets(store, name),
-                                       audit=audit, actor=actor)
+                                       audit=audit, actor=actor,
+                                       request_observer=AcmeRequestMetrics())
         elif conf.type == "vault-pki":
             issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
                                                            conf.pki_role or ""))

@@ -238,7 +238,10 @@ def list_(ctx: click.Context, environment: str | None, service: str | None,
         cursor = page.get("next_cursor")
         if not cursor or (limit is not None and len(items) >= limit):
             break
-    body = {"items": items, "next_cursor": cursor}
+    body = {"items": items, "next_cursor": cursor, "scope": page.get("scope", "all")}
+    if body["scope"] == "permitted":
+        click.echo("note: your Vault token cannot list the whole inventory; showing the "
+                   "certificates of the service folders it may list", err=True)
     if cursor:
         click.echo(f"note: showing the first {len(items)}; there are more (drop --limit "
                    "for all)", err=True)

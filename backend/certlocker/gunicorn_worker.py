@@ -25,6 +25,7 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread, sync
 
 from .errors import PROBLEM_BASE
+from .metrics import shared_dir
 
 
 def _classes(*names: str) -> tuple[type[BaseException], ...]:
@@ -94,6 +95,14 @@ class ProblemRefusals:
             resp.status = f"{status} {reason}"
             resp.response_length = len(body)
             self.log.access(resp, parsed, environ, dt.timedelta(0))
+
+
+    @classmethod
+    def setup(cls) -> None:
+        """Run by gunicorn in the master when it loads the worker class, before any
+        worker forks: the workers share one prometheus_client multiprocess directory,
+        so every scrape sums all of them (``metrics.shared_dir``)."""
+        shared_dir.prepare()
 
 
 class ThreadWorker(ProblemRefusals, gthread.ThreadWorker):

@@ -242,3 +242,152 @@ def test_a_cross_site_login_or_logout_is_a_403_problem_and_sets_no_cookie(
                          headers={"Origin": url}, timeout=30, allow_redirects=False)
     assert same.status_code == 303 and "certlocker_session=" in same.headers["Set-Cookie"]
 
+
+
+# -- issue #17: a team's view, one certificate's page, search and pages ---------------------
+
+TEAM_POLICY = "certlocker-operator-team-payments"
+
+
+def _token_with(stack: Any, *policies: str) -> str:
+    made = stack.client(stack.root_token).auth.token.create(
+        policies=list(policies), ttl="1h", display_name="-".join(policies) or "nobody")
+    return str(made["auth"]["client_token"])
+
+
+def _text(browser: Any, selector: str) -> str:
+    return str(browser.evaluate(
+        f"(document.querySelector({selector!r}) || {{innerText: ''}}).innerText"))
+
+
+@pytest.fixture(scope="module")
+def team(certlocker_stack: Any) -> str:
+    granted = api(certlocker_stack, "PUT", "/v1/grants/prod/payments-dash",
+                  json={"zones": ["payments-dash.prod.test"]})
+    assert granted.status_code == 200, granted.text
+    token = _token_with(certlocker_stack, TEAM_POLICY)
+    made = requests.post(certlocker_stack.api_url + "/v1/certificates?wait=60", timeout=120,
+                         headers={"X-Vault-Token": token}, json={
+                             "environment": "prod", "service": "payments-dash", "name": "www",
+                             "dns_names": ["www.payments-dash.prod.test"]})
+    assert made.status_code == 201, made.text
+    return token
+
+
+def test_a_team_sees_and_filters_its_own_certificates(
+        certlocker_stack: Any, scene: dict[str, Any], team: str, tmp_path: Path) -> None:
+    url = certlocker_stack.api_url
+    with running_chromium(tmp_path) as browser:
+        _login(browser, url, team)
+        browser.screenshot(tmp_path / "dashboard-team.png")
+        inventory = _text(browser, "#inventory")
+        assert "prod.payments-dash.www" in inventory
+        assert "prod.dash-api.www" not in inventory  # another team's: Vault says no
+        assert "service folder" in _text(browser, "#scope")
+        assert _text(browser, "#blind") == ""
+        browser.navigate(url + "/?environment=dev")
+        assert "prod.payments-dash.www" not in _text(browser, "#inventory")
+
+
+def test_a_token_that_may_list_nothing_is_shown_no_health(certlocker_stack: Any,
+                                                          scene: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    """Not "0 certificates, nothing failing" in green: this page cannot know."""
+    url = certlocker_stack.api_url
+    nobody = _token_with(certlocker_stack, "default")
+    with running_chromium(tmp_path) as browser:
+        _login(browser, url, nobody)
+        browser.screenshot(tmp_path / "dashboard-no-rights.png")
+        assert "No certificate health to report" in _text(browser, "#blind")
+        assert "may not list" in _text(browser, "#blind")
+        assert browser.evaluate("document.querySelector('.cards') === null")  # no green 0s
+        for section in ("#expiring", "#failing"):
+            shown = _text(browser, section)
+            assert "Unknown" in shown and "No failing" not in shown \
+                and "Nothing expires" not in shown, shown
+
+
+def test_a_certificate_page_shows_versions_nodes_events_and_the_next_renewal(
+        certlocker_stack: Any, scene: dict[str, Any], team: str, tmp_path: Path) -> None:
+    url = certlocker_stack.api_url
+    cert = "prod.dash-web.www"
+    first = scene["down"]["current"]
+    renewed = api(certlocker_stack, "POST", f"/v1/certificates/{cert}/renew?wait=60")
+    assert renewed.status_code == 200, renewed.text
+    second = renewed.json()["current"]
+    assert second["sha256_fingerprint"] != first["sha256_fingerprint"]
+    with running_chromium(tmp_path) as browser:
+        _login(browser, url, certlocker_stack.operator_token)
+        browser.events.clear()  # follow the link the inventory shows, as a person would
+        browser.evaluate(f"[...document.querySelectorAll('#inventory a')].find("
+                         f"a => a.innerText == {cert!r}).click(); true")
+        browser.wait_event("Page.loadEventFired")
+        assert browser.evaluate("location.pathname") == f"/certificates/{cert}"
+        browser.screenshot(tmp_path / "certificate-page.png")
+        targets = _text(browser, "#targets")
+        assert "unreachable" in targets and "connection refused" in targets, targets
+        renewal = _text(browser, "#renewal")
+        assert "one third of its lifetime" in renewal, renewal
+        versions = _text(browser, "#versions")
+        assert second["serial"] in versions and first["serial"] in versions, versions
+        assert browser.evaluate("document.querySelectorAll('#versions tr').length") == 3
+        assert "current" in versions and "earlier" in versions
+        audit = _text(browser, "#audit")
+        assert "certificate.issue" in audit and "certificate.renew.requested" in audit
+
+    with running_chromium(tmp_path / "team") as browser:
+        _login(browser, url, team)
+        browser.navigate(url + f"/certificates/{cert}")
+        browser.screenshot(tmp_path / "certificate-refused.png")
+        assert "may not" in _text(browser, "#refused") or "denied" in _text(browser, "#refused")
+        assert _text(browser, "#targets") == ""
+        own = _text(browser, "#certificate") if browser.navigate(
+            url + "/certificates/prod.payments-dash.www") is None else ""
+        assert "www.payments-dash.prod.test" in own
+        assert "may not read the audit trail" in _text(browser, "#audit")
+
+
+def test_search_filters_and_pages_past_the_first_200(certlocker_stack: Any,
+                                                     tmp_path: Path) -> None:
+    url = certlocker_stack.api_url
+    root = certlocker_stack.client(certlocker_stack.root_token)
+    for i in range(205):  # straight into Vault, a supported way to declare; never issued
+        root.secrets.kv.v2.create_or_update_secret(
+            mount_point="certlocker", path=f"specs/dev/dash-bulk/c{i:03d}",
+            secret={"dns_names": [f"c{i:03d}.dash-bulk.dev.test"], "issuer": "no-such-ca"})
+    with running_chromium(tmp_path) as browser:
+        _login(browser, url, certlocker_stack.operator_token)
+        rows = "document.querySelectorAll('#inventory table tr').length - 1"
+        browser.navigate(url + "/?service=dash-bulk")
+        browser.screenshot(tmp_path / "dashboard-page-1.png")
+        assert browser.evaluate(rows) == 200
+        assert "dev.dash-bulk.c000" in _text(browser, "#inventory")
+        browser.events.clear()
+        browser.evaluate("document.getElementById('next-page').click(); true")
+        browser.wait_event("Page.loadEventFired")
+        assert browser.evaluate(rows) == 5
+        assert "dev.dash-bulk.c204" in _text(browser, "#inventory")
+        assert "dev.dash-bulk.c000" not in _text(browser, "#inventory")
+        assert _text(browser, "#first-page") and not _text(browser, "#next-page")
+
+        browser.events.clear()  # the search form, typed into
+        browser.evaluate("document.getElementById('q').value = 'DASH-BULK.C203'; "
+                         "document.getElementById('search').click(); true")
+        browser.wait_event("Page.loadEventFired")
+        assert browser.evaluate(rows) == 1
+        assert "dev.dash-bulk.c203" in _text(browser, "#inventory")
+        browser.navigate(url + "/?service=dash-bulk&status=valid")
+        assert "No certificate you may see matches" in _text(browser, "#inventory")
+        browser.navigate(url + "/?service=dash-bulk&status=invalid&q=c1")
+        assert browser.evaluate(rows) == 100
+    bad = requests.get(url + "/?status=bogus", timeout=30, cookies=_session(certlocker_stack))
+    assert bad.status_code == 400
+    assert bad.headers["Content-Type"].startswith("application/problem+json")
+
+
+def _session(stack: Any) -> Any:
+    session = requests.Session()
+    signed_in = session.post(stack.api_url + "/login", data={"token": stack.operator_token},
+                             timeout=30, allow_redirects=False)
+    assert signed_in.status_code == 303
+    return session.cookies

@@ -168,7 +168,7 @@ def test_metrics_report_expiry_and_the_stale_nodes(scene: Scene, stack) -> None:
     [expiry] = [s for s in metrics["certlocker_certificate_expiration_timestamp_seconds"]
                 if s.labels["id"] == CERT_ID]
     assert expiry.labels == {"id": CERT_ID, "environment": "prod", "service": "pool-web",
-                             "name": "www", "issuer": "pebble"}
+                             "certificate": "www", "name": CERT_ID, "issuer": "pebble"}
     ready = {s.labels["condition"]: s.value for s in metrics[
         "certlocker_certificate_ready_status"] if s.labels["id"] == CERT_ID}
     assert ready["True"] == 1.0

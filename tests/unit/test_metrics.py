@@ -45,7 +45,8 @@ def test_the_exposition_carries_expiry_renewal_ready_and_target_states():
     [expiry] = samples(text, "certlocker_certificate_expiration_timestamp_seconds")
     assert expiry.value == INFO.not_after.timestamp()
     assert expiry.labels == {"id": "prod.web.www", "environment": "prod", "service": "web",
-                             "name": "www", "issuer": "pebble"}
+                             "certificate": "www", "name": "prod.web.www",
+                             "issuer": "pebble"}
     [renewal] = samples(text, "certlocker_certificate_renewal_timestamp_seconds")
     assert renewal.value == (INFO.not_after - dt.timedelta(days=30)).timestamp()
     ready = {s.labels["condition"]: s.value
@@ -74,7 +75,7 @@ def test_states_are_true_now_not_as_stored():
     assert counts == {"valid": 1.0, "expired": 1.0}
     failing = {s.labels["name"]: s.value
                for s in samples(text, "certlocker_certificate_renewal_failing")}
-    assert failing == {"www": 0.0, "old": 1.0}
+    assert failing == {"prod.web.www": 0.0, "prod.web.old": 1.0}
 
 
 def test_issuance_outcomes_are_counted():
@@ -160,3 +161,18 @@ def test_the_expiry_of_certlocker_token_is_exported_unless_it_never_expires():
     forever = SummaryCache(lambda: TokenLife(0, 0, False).expires_at(NOW), max_age=60)
     text = exposition(InventoryCollector(SummaryCache(lambda: [], max_age=60), forever)).decode()
     assert not samples(text, "certlocker_vault_token_expiry_timestamp_seconds")
+
+
+def test_every_certificate_has_its_own_name_label():
+    """cert-manager's mixin groups by ``name``: six prod certificates called ``www`` in
+    six services must stay six series, not collapse into {prod, www}."""
+    status = CertificateStatus(State.VALID, current=INFO)
+    rows = [row(CertificateSpec(CertificateRef("prod", f"svc{i}", "www"), ("w.example",),
+                                "pebble"), status, NOW) for i in range(6)]
+    text = exposition(InventoryCollector(SummaryCache(lambda: rows, max_age=60))).decode()
+    names = [s.labels["name"] for s in
+             samples(text, "certlocker_certificate_expiration_timestamp_seconds")]
+    assert sorted(names) == [f"prod.svc{i}.www" for i in range(6)]
+    ready_false = {(s.labels["name"], s.labels["condition"]) for s in
+                   samples(text, "certlocker_certificate_ready_status")}
+    assert len(ready_false) == 6 * 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime as dt
 import itertools
 from typing import Any
@@ -13,7 +14,7 @@ from ..audit.recorder import audited
 from ..errors import TargetForbidden
 from ..lifecycle.revocation import authorize
 from ..clock import SystemClock
-from ..lifecycle import inventory, shown
+from ..lifecycle import inventory, shown, visibility
 from ..lifecycle.service import CertificateView
 from ..lifecycle.target_allowlist import require_allowed
 from ..lifecycle.verification import target_views
@@ -128,7 +129,9 @@ def declare() -> Response:
 
 @bp.get("")
 def index() -> Response:
-    """Filters and paging: ``lifecycle.inventory.parse_query``."""
+    """Filters and paging: ``lifecycle.inventory.parse_query``. ``scope``: ``all``
+    when the caller's token listed the whole inventory, ``permitted`` when it could
+    list only some service folders (a team operator), see ``lifecycle.visibility``."""
     s = services()
     who = caller()
     query = inventory.parse_query(request.args.to_dict())
@@ -137,27 +140,30 @@ def index() -> Response:
         raise InvalidInput("environment", "must be one of "
                            + ", ".join(s.settings.environments))
     now = SystemClock().now()
+    scope = visibility.ALL
     if query.expiring_within is not None:  # the expiry index: work follows what expires
         refs = s.certificates.expiring_refs(now + query.expiring_within, query.environment,
                                             query.service)
     else:
-        refs = listed_refs(s, who.store, query.environment, query.service, query.status)
+        listing = listed(s, who.store, query.environment, query.service, query.status)
+        refs, scope = listing.refs, listing.scope
     found = inventory.page(refs, lambda chunk: s.certificates.views(who.store, chunk),
                            query, now)
     return jsonify({"items": [render(v, s.store.paths, now) for v in found.items],
                     "next_cursor": found.next_cursor, "offset": query.offset,
-                    "limit": query.limit})
+                    "limit": query.limit, "scope": scope})
 
 
-def listed_refs(s: Any, store: Any, environment: str | None = None,
-                service: str | None = None, status: State | None = None) -> Any:
+def listed(s: Any, store: Any, environment: str | None = None,
+           service: str | None = None, status: State | None = None) -> visibility.Listing:
     """The declared certificates the caller may list, and the retired ones (their specs
     are gone; each is re-read with the caller's token). ``?status=retired`` needs only
     the latter."""
     retired = s.retirement.records.refs(environment, service)
     if status is State.RETIRED:
-        return retired
-    return itertools.chain(s.certificates.refs(store, environment, service), retired)
+        return visibility.Listing(retired, visibility.ALL)
+    declared = visibility.listable(store, s.store, environment, service)
+    return dataclasses.replace(declared, refs=itertools.chain(declared.refs, retired))
 
 
 @bp.get("/<cert_id>")

@@ -31,17 +31,20 @@ from flask import (Blueprint, Flask, Response, current_app, redirect, render_tem
 from flask.sessions import SecureCookieSessionInterface
 
 from ..clock import SystemClock
-from ..errors import AccessDenied, CertlockerError, Conflict, Unauthenticated
-from ..lifecycle import heartbeat, inventory, shown
+from ..errors import (AccessDenied, CertlockerError, Conflict, InvalidInput, NotFound,
+                      Unauthenticated)
+from ..lifecycle import explain, heartbeat, inventory, shown, visibility
 from ..lifecycle.verification import target_views
-from .certificates import listed_refs
-from ..models import State
+from ..models import CertificateRef, State
+from .certificates import listed
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
 INVENTORY_LIMIT = 200
+FILTERS = ("q", "environment", "service", "status", "issuer")
+CERTIFICATE_EVENTS = 50
 EXPIRING_WITHIN = dt.timedelta(days=30)
 AUDIT_EVENTS = 15
 DISCOVERIES = 50
@@ -239,26 +242,91 @@ class Section:
     more: bool = False
 
 
-@bp.get("/")
-def home() -> Response:
+@dataclasses.dataclass
+class Inventory(Section):
+    """The certificates of one page, and what the token let this page see: ``blind``
+    when it may list or read none of them, so the page must not claim health."""
+
+    scope: str = visibility.ALL
+    folders: int | None = None
+    unreadable: int = 0
+    next_cursor: str | None = None
+
+    @property
+    def blind(self) -> bool:
+        if self.denied:
+            return True
+        if self.rows:
+            return False
+        return self.unreadable > 0 or (self.scope == visibility.PERMITTED
+                                       and not self.folders)
+
+    @property
+    def why_blind(self) -> str:
+        if self.denied:
+            return self.denied
+        if self.unreadable:
+            return (f"Your Vault token may list {self.unreadable} certificate(s) here but "
+                    "read none of them.")
+        return ("Your Vault token may not list any declared certificate (it needs list on "
+                "certlocker's specs/ folders).")
+
+
+def _signed_in_store() -> tuple[Any, Response | None]:
+    """certlocker's store acting with the session's token, or the answer to give
+    instead (to the login form)."""
     token = _session_token()
     if token is None:
-        return _secured(redirect(url_for("dashboard.login_form"), code=303))
-    services = current_app.extensions["certlocker"]
-    store = services.store.for_token(token)
+        return None, _secured(redirect(url_for("dashboard.login_form"), code=303))
+    store = current_app.extensions["certlocker"].store.for_token(token)
     try:
         store.lookup_self()
     except Unauthenticated:
         session.clear()
-        return _page("dashboard_login.html", 401,
-                     error="Your Vault token has expired; sign in again.")
+        return None, _page("dashboard_login.html", 401,
+                           error="Your Vault token has expired; sign in again.")
+    return store, None
+
+
+def _filters() -> tuple[inventory.Query, dict[str, str]]:
+    """The search form's fields (blank ones ignored) as an inventory query, and as
+    they were typed (to fill the form and the paging links).
+
+    :raises InvalidInput: an unknown parameter or a bad value (a problem document).
+    """
+    typed = {k: v.strip() for k, v in request.args.items()
+             if k in FILTERS + ("cursor",) and v.strip()}
+    unknown = [k for k in request.args if k not in FILTERS + ("cursor",)]
+    if unknown:
+        raise InvalidInput(unknown[0][:64], "is not a filter of this page (known: "
+                           + ", ".join(FILTERS) + ")")
+    query = inventory.parse_query({**typed, "limit": str(INVENTORY_LIMIT)})
+    return query, {k: v for k, v in typed.items() if k != "cursor"}
+
+
+@bp.get("/")
+def home() -> Response:
+    store, answer = _signed_in_store()
+    if answer is not None:
+        return answer
+    services = current_app.extensions["certlocker"]
+    query, typed = _filters()
     now = SystemClock().now()
-    certs = _inventory(services, store, now)
+    certs = _inventory(services, store, query, now)
     rows = certs.rows
     context = {
         "who": session.get("who") or "operator",
         "now": now,
         "certificates": certs,
+        "filters": typed,
+        "filtered": bool(typed),
+        "first_page": query.cursor is None,
+        "next_url": url_for("dashboard.home", **typed, cursor=certs.next_cursor)
+        if certs.next_cursor else None,
+        "first_url": url_for("dashboard.home", **typed),
+        "choices": {"environment": list(services.settings.environments),
+                    "status": [st.value for st in State],
+                    "issuer": sorted(services.certificates.issuers)},
         "expiring": [r for r in rows if r["expiring_soon"]],
         "failing": [r for r in rows if r["failing"]],
         "discoveries": _discoveries(store, now),
@@ -276,15 +344,25 @@ def home() -> Response:
     return _page("dashboard.html", **context)
 
 
-def _inventory(services: Any, store: Any, now: dt.datetime) -> Section:
-    query = inventory.Query(limit=INVENTORY_LIMIT)
+def _inventory(services: Any, store: Any, query: inventory.Query,
+               now: dt.datetime) -> Inventory:
+    unreadable = 0
+
+    def load(refs: list[Any]) -> list[Any]:
+        nonlocal unreadable
+        views = services.certificates.views(store, refs)
+        unreadable += sum(v is None for v in views)
+        return views
+
     try:
-        found = inventory.page(listed_refs(services, store),
-                               lambda refs: services.certificates.views(store, refs), query, now)
+        listing = listed(services, store, query.environment, query.service, query.status)
+        found = inventory.page(listing.refs, load, query, now)
     except CertlockerError as exc:
-        return Section(denied=exc.detail)
-    return Section([_certificate_row(v, now) for v in found.items],
-                   more=found.next_cursor is not None)
+        return Inventory(denied=exc.detail)
+    return Inventory([_certificate_row(v, now) for v in found.items],
+                     more=found.next_cursor is not None, scope=listing.scope,
+                     folders=listing.folders, unreadable=unreadable,
+                     next_cursor=found.next_cursor)
 
 
 def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
@@ -351,13 +429,101 @@ def _reconcilers(services: Any, now: dt.datetime) -> Section:
                      "quiet": now - b.last_tick_at > RECONCILER_QUIET} for b in beats])
 
 
-def _audit(services: Any, store: Any) -> Section:
+def _audit(services: Any, store: Any, *, certificate: str | None = None,
+           limit: int = AUDIT_EVENTS) -> Section:
     paths = store.paths
     try:
         allowed = store.capabilities(paths.api_path(paths.audit_event(1)))
         if not allowed & {"read", "root"}:
             return Section(denied="Your Vault token may not read the audit trail.")
-        events = services.audit.query(limit=AUDIT_EVENTS)
+        events = services.audit.query(limit=limit, certificate=certificate)
     except CertlockerError as exc:
         return Section(denied=exc.detail)
     return Section([e.to_view() for e in events])
+
+
+# -- one certificate ----------------------------------------------------------------------
+
+def _wants_html() -> bool:
+    """A browser (``Accept: text/html`` first) gets a page for a refusal; any other
+    client the problem document every API answer uses."""
+    best = request.accept_mimetypes.best_match(["application/problem+json", "text/html"])
+    return best == "text/html"
+
+
+@bp.get("/certificates/<cert_id>")
+def certificate(cert_id: str) -> Response:
+    """One certificate as the operator's token may see it: its versions and renewals,
+    each node's verification with the reason, its audit events, the next renewal and
+    why. A certificate the token may not read is a 403 saying so, never an empty
+    page."""
+    store, answer = _signed_in_store()
+    if answer is not None:
+        return answer
+    services = current_app.extensions["certlocker"]
+    now = SystemClock().now()
+    try:
+        ref = CertificateRef.parse_id(cert_id)
+        view = services.certificates.view(store, ref)
+    except (NotFound, AccessDenied) as exc:
+        if not _wants_html():
+            raise
+        return _page("dashboard_certificate.html", exc.status, who=session.get("who"),
+                     cert_id=cert_id[:200], refused=exc.detail, now=now)
+    events = _audit(services, store, certificate=ref.id, limit=CERTIFICATE_EVENTS)
+    row = _certificate_row(view, now)
+    spec, status = view.spec, view.status
+    planned = explain.next_renewal(spec, status, now)
+    return _page("dashboard_certificate.html", who=session.get("who") or "operator",
+                 cert_id=ref.id, now=now, c=row, spec=spec, state_=status, refused=None,
+                 current=status.current, next_renewal=planned,
+                 versions=_versions(status, events), events=events,
+                 targets=_target_rows(spec, status),
+                 expiring_days=EXPIRING_WITHIN.days)
+
+
+def _versions(status: Any, events: Section) -> list[dict[str, Any]]:
+    """The current certificate and the earlier ones the status remembers (newest
+    first), each with its issuance event when the trail is readable."""
+    issued = {e["details"].get("sha256_fingerprint"): e for e in events.rows
+              if e["action"] == "certificate.issue" and e["outcome"] == "success"}
+    prints = ([status.current.sha256_fingerprint] if status.current else []) \
+        + list(status.history)
+    rows = []
+    for i, fingerprint in enumerate(prints):
+        event = issued.get(fingerprint)
+        details = event["details"] if event else {}
+        rows.append({"current": i == 0 and status.current is not None,
+                     "sha256_fingerprint": fingerprint,
+                     "serial": details.get("serial"),
+                     "not_after": details.get("not_after"),
+                     "vault_version": details.get("vault_version"),
+                     "issued_at": event["time"] if event else None,
+                     "actor": event["actor"] if event else None})
+    if rows and rows[0]["current"] and status.current is not None:
+        cur = status.current
+        rows[0].update(serial=cur.serial, vault_version=cur.vault_version,
+                       not_after=cur.not_after)
+    for r in rows:
+        if isinstance(r["not_after"], str):  # as the audit event recorded it
+            try:
+                r["not_after"] = dt.datetime.fromisoformat(r["not_after"])
+            except ValueError:
+                pass
+        if isinstance(r["not_after"], dt.datetime):
+            r["not_after"] = r["not_after"].strftime("%Y-%m-%d %H:%M UTC")
+    return rows
+
+
+def _target_rows(spec: Any, status: Any) -> list[dict[str, Any]]:
+    """Every node of every target with its last result and the reason for it."""
+    current = status.current.sha256_fingerprint if status.current else None
+    rows = []
+    for view in target_views(spec.targets, status.targets):
+        for node in view.nodes:
+            rows.append({"target": view.target.address, "address": node.address,
+                         "status": node.status, "detail": node.detail,
+                         "checked_at": node.checked_at,
+                         "served_sha256": node.served_sha256,
+                         "serves_current": bool(current and node.served_sha256 == current)})
+    return rows

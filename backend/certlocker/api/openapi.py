@@ -187,6 +187,9 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                                           "the last"}),
                 "offset": {"type": "integer"},
                 "limit": {"type": "integer"},
+                "scope": {"type": "string", "enum": ["all", "permitted"], "description":
+                          "all: the caller's token listed the whole inventory; permitted: "
+                          "only the service folders Vault lets it list (a team operator)"},
             },
         },
         "Credential": {
@@ -267,6 +270,9 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                      "previous page", "schema": {"type": "string"}},
                     {"name": "offset", "in": "query", "description": "instead of cursor",
                      "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "q", "in": "query", "description": "search: part of the id "
+                     "or of a DNS name, any case", "schema": {
+                         "type": "string", "minLength": 1, "maxLength": 253}},
                 ],
                 "responses": {"200": _json(_ref("CertificateList"), "One page"),
                               **_problems(400, 401, 403, 503)},

@@ -31,7 +31,7 @@ from . import ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
                    RenewalWindow)
 from .dns import DnsProvider, build_provider
-from .http import session_for
+from .http import NoRequestObserver, RequestObserver, observed, session_for
 from .solvers import Dns01Solver, Http01Solver, Presented, Solver
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,15 @@ class _Network(client.ClientNetwork):
     fresh nonce the error response carried.
     """
 
+    observer: RequestObserver = NoRequestObserver()
+
+    def _send_request(self, method: str, url: str, *args: Any,
+                      **kwargs: Any) -> requests.Response:
+        """Every request the client sends, counted by status and endpoint (a 429 is a
+        CA's rate limit)."""
+        return observed(self.observer, method, url, lambda: super(
+            _Network, self)._send_request(method, url, *args, **kwargs))
+
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for attempt in range(BAD_NONCE_RETRIES):
             try:
@@ -88,11 +97,13 @@ class AcmeIssuer:
                  dns_provider: DnsProvider | None = None,
                  caa_lookup: caa.Lookup | None = None,
                  transport: requests.adapters.BaseAdapter | None = None,
-                 audit: Auditor | None = None, actor: str = "certlocker") -> None:
+                 audit: Auditor | None = None, actor: str = "certlocker",
+                 request_observer: RequestObserver | None = None) -> None:
         """``secrets`` gives EAB and dns-01 credentials from Vault; ``dns_provider``
         defaults to the one ``settings.dns`` names; ``caa_lookup`` to a resolver at
         ``settings.caa_resolver``; ``transport``, when given, carries every HTTP request;
-        ``audit`` records each account this process registers at the CA (as ``actor``).
+        ``audit`` records each account this process registers at the CA (as ``actor``);
+        ``request_observer`` is told of every HTTP request to the CA (metrics).
 
         :raises ConfigurationError: when dns-01 is chosen and no provider can be built.
         """
@@ -111,6 +122,7 @@ class AcmeIssuer:
         self._sleep = sleep
         self._audit = audit or NoAudit()
         self._actor = actor
+        self._requests = request_observer or NoRequestObserver()
         self._lock = threading.Lock()
         self._client: client.ClientV2 | None = None
         self._account_version = 0  # the stored account document the client was built from
@@ -154,6 +166,7 @@ class AcmeIssuer:
                        verify_ssl=self.settings.ca_bundle or netenv.ca_bundle() or True,
                        timeout=30)
         net.session = session_for(self._transport)
+        net.observer = self._requests
         created = False
         try:
             directory = client.ClientV2.get_directory(self.settings.directory_url, net)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+import time
+import urllib.parse
+from typing import Any, Protocol
 
 import requests
 import requests.adapters
@@ -26,6 +28,8 @@ from .. import netenv
 from ..urllib3_send import send
 
 REDIRECTS = (301, 302, 303, 307, 308)
+MAX_PATH_SEGMENTS = 3
+NO_RESPONSE = "0"  # cert-manager's status label for a request that got no answer
 DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
 
 
@@ -115,3 +119,49 @@ def _response(method: str, url: str, headers: dict[str, str], body: Any,
     request.headers = requests.structures.CaseInsensitiveDict(headers)
     response.request = request
     return response
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP request the ACME client makes (metrics count them by the
+    labels of cert-manager's ``certmanager_http_acme_client_request_count``)."""
+
+    def acme_request(self, scheme: str, host: str, path: str, method: str, status: str,
+                     seconds: float) -> None: ...
+
+
+class NoRequestObserver:
+    def acme_request(self, scheme: str, host: str, path: str, method: str, status: str,
+                     seconds: float) -> None:
+        return None
+
+
+def path_label(path: str) -> str:
+    """The endpoint of an ACME URL without the ids in it, so a label stays bounded:
+    ``/acme/authz/1234/abcd`` -> ``/acme/authz``, ``/finalize-order/Xy3q`` ->
+    ``/finalize-order``, ``/acme/new-order`` unchanged. A segment with a digit or over
+    24 characters is an id (ACME endpoint names have neither), and what follows it
+    too."""
+    kept = []
+    for segment in path.split("/"):
+        if not segment:
+            continue
+        if any(c.isdigit() for c in segment) or len(segment) > 24 \
+                or len(kept) == MAX_PATH_SEGMENTS:
+            break
+        kept.append(segment)
+    return "/" + "/".join(kept)
+
+
+def observed(observer: RequestObserver, method: str, url: str, send: Any) -> Any:
+    """``send()``'s response, telling ``observer`` its status (``NO_RESPONSE`` when it
+    raised) and how long it took."""
+    parts = urllib.parse.urlsplit(url)
+    started = time.monotonic()
+    status = NO_RESPONSE
+    try:
+        response = send()
+        status = str(response.status_code)
+        return response
+    finally:
+        observer.acme_request(parts.scheme, parts.netloc, path_label(parts.path),
+                              method.upper(), status, time.monotonic() - started)

@@ -23,7 +23,8 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_DURATION = dt.timedelta(days=3650)
 PARAMETERS = ("environment", "service", "status", "issuer", "expiring_within", "limit",
-              "cursor", "offset")
+              "cursor", "offset", "q")
+MAX_TEXT = 253  # the longest DNS name
 _DURATION_PART = re.compile(r"(\d{1,9})([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _ISSUER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -49,6 +50,7 @@ class Query:
     limit: int = DEFAULT_LIMIT
     cursor: CertificateRef | None = None
     offset: int = 0
+    text: str | None = None  # ``q``: part of the id or of a DNS name, any case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +103,11 @@ def parse_query(args: Mapping[str, str]) -> Query:
     cursor = args.get("cursor")
     if cursor is not None and "offset" in args:
         raise InvalidInput("cursor", "use either cursor or offset, not both")
+    text = args.get("q")
+    if text is not None and (not 0 < len(text) <= MAX_TEXT or not text.isprintable()):
+        raise InvalidInput("q", f"must be printable text of 1 to {MAX_TEXT} characters")
     return Query(
+        text=text.strip().lower() or None if text is not None else None,
         environment=_component("environment", args.get("environment")),
         service=_component("service", args.get("service")),
         status=status,
@@ -125,6 +131,9 @@ def matches(view: ViewLike, query: Query, now: dt.datetime) -> bool:
     if query.status and not matches_state(status, query.status, now):
         return False
     if query.issuer and spec.issuer != query.issuer:
+        return False
+    if query.text and not any(query.text in s.lower()
+                              for s in (spec.ref.id, *spec.dns_names)):
         return False
     if query.expiring_within is not None:
         if status.current is None or status.current.not_after > now + query.expiring_within:

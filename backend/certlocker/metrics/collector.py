@@ -33,13 +33,26 @@ from ..models import CertificateRef
 from .summary import CertificateRow, SummaryCache
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-CERT_LABELS = ["id", "environment", "service", "name", "issuer"]
+#: ``name`` is the certificate's id (``prod.api.www``), unique per certificate as
+#: cert-manager's ``name`` is within a namespace, so its mixin's ``by (name)`` alerts
+#: never merge two certificates; ``certificate`` is the last part of the id alone.
+CERT_LABELS = ["id", "environment", "service", "certificate", "name", "issuer"]
+ACME_LABELS = ["scheme", "host", "path", "method", "status"]
 READY_CONDITIONS = ("True", "False", "Unknown")
 
 RENEWAL_FAILURES = Counter(
     "certlocker_renewal_failures_total",
     "Issuance attempts (first issuance or renewal) that failed.",
-    ["id", "environment", "service", "name"], registry=None)
+    ["id", "environment", "service", "certificate", "name"], registry=None)
+ACME_REQUESTS = Counter(
+    "certlocker_http_acme_client_request_count",
+    "HTTP requests to ACME CAs by scheme, host, endpoint path (ids removed), method and "
+    "status (0: no answer; 429: the CA's rate limit), as cert-manager's "
+    "certmanager_http_acme_client_request_count.", ACME_LABELS, registry=None)
+ACME_REQUEST_DURATION = Histogram(
+    "certlocker_http_acme_client_request_duration_seconds",
+    "Time taken by HTTP requests to ACME CAs, by the same labels.", ACME_LABELS,
+    registry=None, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ISSUANCE_DURATION = Histogram(
     "certlocker_issuance_duration_seconds",
     "Wall time of one issuance attempt under its lease, from order to stored bundle.",
@@ -53,7 +66,17 @@ class IssuanceMetrics:
     def issuance_finished(self, ref: CertificateRef, seconds: float, ok: bool) -> None:
         ISSUANCE_DURATION.labels("success" if ok else "failure").observe(seconds)
         if not ok:
-            RENEWAL_FAILURES.labels(ref.id, ref.environment, ref.service, ref.name).inc()
+            RENEWAL_FAILURES.labels(ref.id, ref.environment, ref.service, ref.name,
+                                    ref.id).inc()
+
+
+class AcmeRequestMetrics:
+    """``issuance.http.RequestObserver`` that counts into the ACME request metrics."""
+
+    def acme_request(self, scheme: str, host: str, path: str, method: str, status: str,
+                     seconds: float) -> None:
+        ACME_REQUESTS.labels(scheme, host, path, method, status).inc()
+        ACME_REQUEST_DURATION.labels(scheme, host, path, method, status).observe(seconds)
 
 
 def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
@@ -148,7 +171,7 @@ class InventoryCollector(Collector):
 
 def _add(families: dict[str, GaugeMetricFamily | CounterMetricFamily],
          r: CertificateRow) -> None:
-    labels = [r.ref.id, r.ref.environment, r.ref.service, r.ref.name, r.issuer]
+    labels = [r.ref.id, r.ref.environment, r.ref.service, r.ref.name, r.ref.id, r.issuer]
     if r.not_after is not None:
         families["expiration"].add_metric(labels, r.not_after.timestamp())
     if r.renewal_at is not None:
@@ -176,7 +199,8 @@ def exposition(inventory: InventoryCollector) -> bytes:
     if multiprocess_dir():
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry.register(RENEWAL_FAILURES)
-        registry.register(ISSUANCE_DURATION)
+        for metric in (RENEWAL_FAILURES, ISSUANCE_DURATION, ACME_REQUESTS,
+                       ACME_REQUEST_DURATION):
+            registry.register(metric)
     registry.register(inventory)
     return generate_latest(registry)

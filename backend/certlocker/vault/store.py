@@ -326,6 +326,16 @@ class VaultStore:
         caps = data.get(api_path) or data.get("capabilities") or []
         return set(caps)
 
+    def capabilities_of(self, api_paths: list[str]) -> dict[str, set[str]]:
+        """``sys/capabilities-self`` for many API paths in one request: what this
+        token may do on each (an empty set where nothing)."""
+        if not api_paths:
+            return {}
+        with translated("sys/capabilities-self"):
+            resp = self._adapter.post("/v1/sys/capabilities-self", json={"paths": api_paths})
+        data = resp.get("data", resp) if isinstance(resp, dict) else resp.json()
+        return {p: set(data.get(p) or ()) for p in api_paths}
+
     def health(self) -> bool:
         with translated("sys/health"):
             # A standby node serves clients (it forwards to the active node): ready too.
