@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def services() -> "Services":
-    return current_app.extensions["certlocker"]
+    found: Services = current_app.extensions["certlocker"]
+    return found
 
 
 def caller_token() -> str:

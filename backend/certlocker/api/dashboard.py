@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import secrets
 import threading
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import (Blueprint, Flask, Response, current_app, redirect, render_template,
                    request, session, url_for)
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..clock import SystemClock
 from ..errors import (AccessDenied, CertlockerError, Conflict, InvalidInput, NotFound,
@@ -120,7 +121,7 @@ def _configure(app: Flask) -> None:
                       SESSION_COOKIE_SECURE=settings.public_url.startswith("https:"))
 
 
-bp.record_once(lambda state: _configure(state.app))
+bp.record_once(lambda state: _configure(cast(Flask, state.app)))
 
 
 def _fernet() -> Fernet:
@@ -140,7 +141,10 @@ def _session_token() -> str | None:
         return None
 
 
-def _secured(resp: Response) -> Response:
+R = TypeVar("R", bound=BaseResponse)
+
+
+def _secured(resp: R) -> R:
     resp.headers["Content-Security-Policy"] = _CSP
     resp.headers["X-Frame-Options"] = "DENY"
     # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on
@@ -198,7 +202,7 @@ def login_form() -> Response:
 
 
 @bp.post("/login")
-def login() -> Response:
+def login() -> BaseResponse:
     _refuse_cross_site()
     token = (request.form.get("token") or "").strip()
     if not token or len(token) > 4096 or not token.isprintable():
@@ -221,7 +225,7 @@ def login() -> Response:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> BaseResponse:
     _refuse_cross_site()
     resp = _secured(redirect(url_for("dashboard.login_form"), code=303))
     if current_app.session_interface.is_null_session(session):
@@ -272,7 +276,7 @@ class Inventory(Section):
                 "certlocker's specs/ folders).")
 
 
-def _signed_in_store() -> tuple[Any, Response | None]:
+def _signed_in_store() -> tuple[Any, BaseResponse | None]:
     """certlocker's store acting with the session's token, or the answer to give
     instead (to the login form)."""
     token = _session_token()
@@ -304,8 +308,14 @@ def _filters() -> tuple[inventory.Query, dict[str, str]]:
     return query, {k: v for k, v in typed.items() if k != "cursor"}
 
 
+def _home_url(filters: dict[str, str], **more: str | None) -> str:
+    """The inventory page with these filters (``url_for`` takes them as query args)."""
+    args: dict[str, Any] = {**filters, **more}
+    return url_for("dashboard.home", **args)
+
+
 @bp.get("/")
-def home() -> Response:
+def home() -> BaseResponse:
     store, answer = _signed_in_store()
     if answer is not None:
         return answer
@@ -314,22 +324,23 @@ def home() -> Response:
     now = SystemClock().now()
     certs = _inventory(services, store, query, now)
     rows = certs.rows
-    context = {
+    discoveries = _discoveries(store, now)
+    context: dict[str, Any] = {
         "who": session.get("who") or "operator",
         "now": now,
         "certificates": certs,
         "filters": typed,
         "filtered": bool(typed),
         "first_page": query.cursor is None,
-        "next_url": url_for("dashboard.home", **typed, cursor=certs.next_cursor)
+        "next_url": _home_url(typed, cursor=certs.next_cursor)
         if certs.next_cursor else None,
-        "first_url": url_for("dashboard.home", **typed),
+        "first_url": _home_url(typed),
         "choices": {"environment": list(services.settings.environments),
                     "status": [st.value for st in State],
                     "issuer": sorted(services.certificates.issuers)},
         "expiring": [r for r in rows if r["expiring_soon"]],
         "failing": [r for r in rows if r["failing"]],
-        "discoveries": _discoveries(store, now),
+        "discoveries": discoveries,
         "events": _audit(services, store),
         "reconcilers": _reconcilers(services, now),
         "counts": {
@@ -337,10 +348,10 @@ def home() -> Response:
             "valid": sum(r["status"] == State.VALID.value for r in rows),
             "failing": sum(r["failing"] for r in rows),
             "expiring": sum(r["expiring_soon"] for r in rows),
+            "unmanaged": len(discoveries.rows),
         },
         "expiring_days": EXPIRING_WITHIN.days,
     }
-    context["counts"]["unmanaged"] = len(context["discoveries"].rows)
     return _page("dashboard.html", **context)
 
 
@@ -350,7 +361,7 @@ def _inventory(services: Any, store: Any, query: inventory.Query,
 
     def load(refs: list[Any]) -> list[Any]:
         nonlocal unreadable
-        views = services.certificates.views(store, refs)
+        views: list[Any] = services.certificates.views(store, refs)
         unreadable += sum(v is None for v in views)
         return views
 
@@ -370,7 +381,7 @@ def _certificate_row(view: Any, now: dt.datetime) -> dict[str, Any]:
     current = status.current
     views = target_views(spec.targets, status.targets, current)
     targets = [t.to_json() for t in views]
-    for t, v in zip(targets, views):  # a single node's detail (unverified: why)
+    for t, v in zip(targets, views, strict=True):  # a single node's detail (unverified: why)
         t["detail"] = v.nodes[0].detail if len(v.nodes) == 1 else None
     retired = status.state == State.RETIRED  # only nodes still serving it are bad
     bad_targets = [t for t in targets if (t["status"] == "serving-retired" if retired
@@ -452,7 +463,7 @@ def _wants_html() -> bool:
 
 
 @bp.get("/certificates/<cert_id>")
-def certificate(cert_id: str) -> Response:
+def certificate(cert_id: str) -> BaseResponse:
     """One certificate as the operator's token may see it: its versions and renewals,
     each node's verification with the reason, its audit events, the next renewal and
     why. A certificate the token may not read is a 403 saying so, never an empty

@@ -59,7 +59,8 @@ def discovery_service() -> DiscoveryService:
             s = services()
             ext["certlocker.discovery"] = DiscoveryService(s.store, audit=s.audit,
                                                            policy=s.targets)
-        return ext["certlocker.discovery"]
+        made: DiscoveryService = ext["certlocker.discovery"]
+        return made
 
 
 

@@ -33,7 +33,8 @@ def _inventory(app: Flask) -> InventoryCollector:
             s.store, since=clock.now() - dt.timedelta(days=1)), refresh)
         collector = app.extensions.setdefault(
             _KEY, InventoryCollector(cache, token, reconcilers))
-    return collector
+    made: InventoryCollector = collector
+    return made
 
 
 def _check_scrape_token() -> None:

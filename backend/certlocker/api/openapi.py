@@ -55,12 +55,12 @@ SERVICE = {"name": "service", "in": "path", "required": True, "schema": _ref("Na
 SHA256 = {"name": "sha256", "in": "path", "required": True,
           "description": "SHA-256 fingerprint of the discovered leaf",
           "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
-GRANT_PATH = [{"name": "environment", "in": "path", "required": True,
+GRANT_PATH: list[dict[str, Any]] = [{"name": "environment", "in": "path", "required": True,
                "schema": {"$ref": "#/components/schemas/Name"}},
               {"name": "service", "in": "path", "required": True,
                "schema": {"$ref": "#/components/schemas/Name"}}]
-OPERATOR = [{"vaultToken": []}, {"bearerVaultToken": []}]
-SERVICE_CREDENTIAL = [{"serviceCredential": []}]
+OPERATOR: list[dict[str, list[str]]] = [{"vaultToken": []}, {"bearerVaultToken": []}]
+SERVICE_CREDENTIAL: list[dict[str, list[str]]] = [{"serviceCredential": []}]
 
 
 def _schemas(rules: SpecRules) -> dict[str, Any]:

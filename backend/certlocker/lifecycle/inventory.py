@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Callable, Generic, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from .. import names
 from ..errors import InvalidInput
@@ -40,6 +40,9 @@ class ViewLike(Protocol):
     def status(self) -> CertificateStatus: ...
 
 
+V = TypeVar("V", bound=ViewLike)
+
+
 @dataclasses.dataclass(frozen=True)
 class Query:
     environment: str | None = None
@@ -54,8 +57,8 @@ class Query:
 
 
 @dataclasses.dataclass(frozen=True)
-class Page:
-    items: list[ViewLike]
+class Page(Generic[V]):
+    items: list[V]
     next_cursor: str | None
 
 
@@ -142,8 +145,8 @@ def matches(view: ViewLike, query: Query, now: dt.datetime) -> bool:
 
 
 def page(refs: Iterable[CertificateRef],
-         load_many: Callable[[list[CertificateRef]], list[ViewLike | None]],
-         query: Query, now: dt.datetime, chunk: int = 32) -> Page:
+         load_many: Callable[[list[CertificateRef]], Sequence[V | None]],
+         query: Query, now: dt.datetime, chunk: int = 32) -> Page[V]:
     """One page of the views that match ``query``, in (environment, service, name) order.
 
     ``load_many`` reads views a chunk at a time (concurrently, in the API); a
@@ -152,7 +155,7 @@ def page(refs: Iterable[CertificateRef],
     """
     after = _key(query.cursor) if query.cursor else None
     pending = [ref for ref in sorted(set(refs), key=_key) if after is None or _key(ref) > after]
-    items: list[ViewLike] = []
+    items: list[V] = []
     skipped = 0
     for start in range(0, len(pending), chunk):
         for view in load_many(pending[start:start + chunk]):
@@ -181,7 +184,7 @@ def _cursor(raw: str) -> CertificateRef:
         raise InvalidInput("cursor", "must be the next_cursor of a previous page")
     try:
         return CertificateRef(*(names.component(f, p) for f, p in
-                                zip(("environment", "service", "name"), parts)))
+                                zip(("environment", "service", "name"), parts, strict=True)))
     except InvalidInput:
         raise InvalidInput("cursor", "must be the next_cursor of a previous page") from None
 
