@@ -61,14 +61,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def poll(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+    """``check`` until it answers truthy (``devstack.wait_until``, a steady interval)."""
+    return devstack.wait_until(check, timeout, interval, max_interval=interval, what=what)
 
 
 def workers(master: int) -> list[int]:

@@ -216,20 +216,12 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def start_nginx(workdir: Path, cert_path: Path, port: int | None = None) -> TlsServer:
-    """Real nginx serving ``cert_path`` (leaf, chain and key in one file) on loopback.
-
-    The master runs in the foreground (``daemon off``), so its PID is our child's PID;
-    ``reload_command`` is ``nginx -s reload`` against this instance's pid file.
-    """
-    port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf, log = workdir / "nginx.conf", workdir / "error.log"
-    conf.write_text(f"""
-daemon off;
+def _nginx_conf(workdir: Path, port: int, cert_path: Path, log: Path, pid: Path) -> str:
+    """One TLS server on loopback for ``cert_path`` (leaf, chain and key in one file)."""
+    return f"""
 master_process on;
 worker_processes 1;
-pid {workdir}/nginx.pid;
+pid {pid};
 error_log {log} info;
 events {{ worker_connections 64; }}
 http {{
@@ -247,7 +239,20 @@ http {{
         location / {{ return 200 "ok\\n"; }}
     }}
 }}
-""")
+"""
+
+
+def start_nginx(workdir: Path, cert_path: Path, port: int | None = None) -> TlsServer:
+    """Real nginx serving ``cert_path`` (leaf, chain and key in one file) on loopback.
+
+    The master runs in the foreground (``daemon off``), so its PID is our child's PID;
+    ``reload_command`` is ``nginx -s reload`` against this instance's pid file.
+    """
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf, log = workdir / "nginx.conf", workdir / "error.log"
+    conf.write_text("daemon off;\n" + _nginx_conf(workdir, port, cert_path, log,
+                                                  workdir / "nginx.pid"))
     base = ["nginx", "-p", str(workdir), "-e", str(log), "-c", str(conf)]
     proc = subprocess.Popen(base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -364,28 +369,7 @@ def pending_nginx(workdir: Path, cert_path: Path) -> PendingServer:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf, log, pid = workdir / "nginx.conf", workdir / "error.log", workdir / "nginx.pid"
-    conf.write_text(f"""
-master_process on;
-worker_processes 1;
-pid {pid};
-error_log {log} info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name localhost;
-        ssl_certificate     {cert_path};
-        ssl_certificate_key {cert_path};
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-""")
+    conf.write_text(_nginx_conf(workdir, port, cert_path, log, pid))
     base = ["nginx", "-p", str(workdir), "-e", str(log), "-c", str(conf)]
     return PendingServer("nginx", port, conf, cert_path, log, pid,
                          check_command=base + ["-t", "-q"],

@@ -171,6 +171,21 @@ def system_resolver(host: str, port: int) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def connect_first(candidates: Sequence[str], port: int, timeout: float) -> socket.socket:
+    """A TCP connection to the first of ``candidates`` (addresses already checked) that
+    accepts one, as ``socket.create_connection`` tries a name's addresses in turn.
+
+    :raises OSError: the last failure, when none accepts."""
+    error: OSError | None = None
+    for host in candidates:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` to (host, port); a bare host gets port 443 (as
     ``delivery.verify.split_address``, which uses this).

@@ -53,7 +53,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from ..models import CertificateInfo, Target, TargetStatus
 from . import target_policy
-from .target_policy import FORBIDDEN, Refusal, Resolver, TargetPolicy, system_resolver
+from .target_policy import (FORBIDDEN, Refusal, Resolver, TargetPolicy, connect_first,
+                            system_resolver)
 
 OK = "ok"
 STALE = "stale"
@@ -177,7 +178,7 @@ def probe(address: str, sni: str | None, ip: str | Sequence[str] | None, timeout
     deadline = time.monotonic() + timeout
     context = _client_context()
     candidates = (ip,) if isinstance(ip, str) else tuple(ip or ()) or (host,)
-    with _connect(candidates, port, timeout) as raw:
+    with connect_first(candidates, port, timeout) as raw:
         raw.settimeout(max(0.001, deadline - time.monotonic()))
         with context.wrap_socket(raw, server_hostname=server_name) as tls:
             leaf = tls.getpeercert(binary_form=True)
@@ -357,19 +358,6 @@ def _expand(target: Target) -> list[_Job]:
     return [_Job(join_address(ip, port), target.address, target.sni, ip, host, port,
                  pool_name=name)
             for ip in target.ips]
-
-
-def _connect(candidates: Sequence[str], port: int, timeout: float) -> socket.socket:
-    """The first of ``candidates`` that accepts a TCP connection (as
-    ``socket.create_connection`` tries a name's addresses in turn)."""
-    error: OSError | None = None
-    for host in candidates:
-        try:
-            return socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            error = exc
-    assert error is not None
-    raise error
 
 
 @functools.lru_cache(maxsize=1)

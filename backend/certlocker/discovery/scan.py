@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from ..delivery.target_policy import Refusal, Resolver, TargetPolicy, admit, check, \
-    system_resolver
+from ..delivery.target_policy import (Refusal, Resolver, TargetPolicy, admit, check,
+                                      connect_first, system_resolver)
 from ..errors import InvalidInput
 from ..names import dns_name
 from .files import FoundCertificate, describe_der
@@ -158,7 +158,7 @@ def probe(host: str, port: int, timeout: float, sni: str | None = None,
             if isinstance(admitted, Refusal):
                 return ScanError(host, port, "forbidden", admitted.reason)
             dial = admitted
-        with _connect(dial, port, timeout) as raw:
+        with connect_first(dial, port, timeout) as raw:
             raw.settimeout(timeout)
             with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
                 der = tls.getpeercert(binary_form=True)
@@ -205,18 +205,6 @@ def match_inventory(found: Iterable[FoundCertificate | ScanError],
             expiring_soon=item.not_after - at <= expiring_within,
             expired=item.not_after <= at))
     return out
-
-
-def _connect(candidates: Sequence[str], port: int, timeout: float) -> socket.socket:
-    """The first of ``candidates`` that accepts a TCP connection."""
-    error: OSError | None = None
-    for host in candidates:
-        try:
-            return socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            error = exc
-    assert error is not None
-    raise error
 
 
 def _context() -> ssl.SSLContext:
