@@ -172,7 +172,7 @@ def _cursor(raw: str) -> CertificateRef:
         raise InvalidInput("cursor", "must be the next_cursor of a previous page")
     try:
         return CertificateRef(*(names.component(f, p) for f, p in
-                                zip(("environment", "service", "name"), parts)))
+                                zip(("environment", "service", "name"), parts, strict=True)))
     except InvalidInput:
         raise InvalidInput("cursor", "must be the next_cursor of a previous page") from None
 

@@ -174,7 +174,8 @@ def exposition(inventory: InventoryCollector) -> bytes:
     """
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(RENEWAL_FAILURES)
         registry.register(ISSUANCE_DURATION)

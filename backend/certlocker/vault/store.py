@@ -50,11 +50,16 @@ class VaultStore:
         objects, built per operator request otherwise) is then built on first use of
         anything but KV v2. ``spec_rules``: what a spec read back must satisfy (the
         deployment's environments and issuers)."""
-        if client is None and adapter is None:
-            raise ValueError("a client or an adapter is needed")
         self._built = client
-        self._adapter = client.adapter if client is not None else adapter
-        self._kv = client.secrets.kv.v2 if client is not None else KvV2(adapter)
+        self._adapter: hvac.adapters.Adapter
+        if client is not None:
+            self._adapter = client.adapter
+            self._kv = client.secrets.kv.v2
+        elif adapter is not None:
+            self._adapter = adapter
+            self._kv = KvV2(adapter)
+        else:
+            raise ValueError("a client or an adapter is needed")
         self.paths = paths
         self.keep_versions = keep_versions  # of certs/...: older versions are destroyed
         self.spec_rules = spec_rules
