@@ -1,7 +1,8 @@
 """ACME (RFC 8555) issuance with certbot's ``acme`` library.
 
 The protocol flow is ours (resume, polling, challenge storage); JWS, nonces and message
-types are the library's. This is the only module that imports ``acme``/``josepy``.
+types are the library's. Only ``issuance/`` imports ``acme``/``josepy``, and the few
+private parts of ``acme`` this flow needs are reached through ``acme_compat``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..models import IssuedCertificate
 from ..settings import IssuerSettings
 from ..urllib3_send import failure_reason
 from ..x509info import info_from_pem, split_pem_chain
-from . import ari, caa, chains, keys
+from . import acme_compat, ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
                    RenewalWindow)
 from .dns import DnsProvider, build_provider
@@ -73,7 +74,7 @@ class _Network(ClientNetwork):
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for attempt in range(BAD_NONCE_RETRIES):
             try:
-                return self._post_once(*args, **kwargs)
+                return acme_compat.post_once(self, *args, **kwargs)
             except messages.Error as error:
                 if error.code != "badNonce" or attempt == BAD_NONCE_RETRIES - 1:
                     raise
@@ -301,7 +302,7 @@ class AcmeIssuer:
         body = messages.Order.from_json(response.json())
         return messages.OrderResource(
             body=body, uri=response.headers.get("Location"), csr_pem=csr_pem,
-            authorizations=[acme._authzr_from_response(self._get(acme, url), uri=url)
+            authorizations=[acme_compat.authorization(acme, self._get(acme, url), url)
                             for url in body.authorizations])
 
     # -- renewal information (RFC 9773) --------------------------------------------------
@@ -387,7 +388,7 @@ class AcmeIssuer:
         log.info("acme.order.resume", extra={"certificate": request.ref.id,
                                               "order_status": body.status.name})
         key = keys.from_pem(state["private_key"])
-        authzrs = [acme._authzr_from_response(self._get(acme, url), uri=url)
+        authzrs = [acme_compat.authorization(acme, self._get(acme, url), url)
                    for url in body.authorizations]
         return messages.OrderResource(body=body, uri=state["order_url"],
                                       authorizations=authzrs,
@@ -398,7 +399,7 @@ class AcmeIssuer:
         abandoned, so none outlives it in shared storage."""
         for url in authorization_urls:
             try:
-                authzr = acme._authzr_from_response(self._get(acme, url), uri=url)
+                authzr = acme_compat.authorization(acme, self._get(acme, url), url)
                 self._present(acme, authzr).cleanup()
             except Exception:  # noqa: BLE001 - best effort: the order is gone either way
                 log.warning("acme.challenge.cleanup_failed",
@@ -543,7 +544,7 @@ class AcmeIssuer:
         if not preferred:
             return response.text
         alternates = [self._get(acme, url).text
-                      for url in acme._get_links(response, "alternate")]
+                      for url in acme_compat.links(acme, response, "alternate")]
         return chains.select([response.text, *alternates], preferred)
 
     @staticmethod

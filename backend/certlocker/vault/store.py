@@ -22,6 +22,7 @@ from ..models import (CertificateRef, CertificateSpec, CertificateStatus, Issued
 from ..paths import VaultPaths
 from ..specs import PERMISSIVE, SpecRules, from_record
 from ..token_keeper import TokenLife
+from . import hvac_compat
 from .client import RetryingAdapter, make_client, translated
 
 
@@ -347,8 +348,8 @@ class VaultStore:
 
 def _adapter_options(adapter: hvac.adapters.Adapter) -> dict[str, Any]:
     """Everything but the address and the token: the same server, pool and retries."""
-    return {"verify": adapter._kwargs.get("verify", True),
-            "timeout": adapter._kwargs.get("timeout", 10), "session": adapter.session,
+    return {"verify": hvac_compat.adapter_verify(adapter),
+            "timeout": hvac_compat.adapter_timeout(adapter), "session": adapter.session,
             "retry_seconds": getattr(adapter, "retry_seconds", 0.0)}
 
 
