@@ -196,8 +196,8 @@ def run(full: bool = False) -> str:
             ready, sweep, rec_rss = _reconciler(stack, tmp, n)
             results[n] = {"seed": seed_seconds, "find": median(finds), "scan": scan_seconds,
                           "cold": cold, "list_p95": percentile(latencies, 95),
-                          "list_n": len(latencies), "api_rss": api_rss, "ready": ready, "sweep": sweep,
-                          "rec_rss": rec_rss}
+                          "list_n": len(latencies), "api_rss": api_rss, "ready": ready,
+                          "sweep": sweep, "rec_rss": rec_rss}
             print(f"  {n}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in results[n].items()),
                   file=sys.stderr, flush=True)

@@ -147,7 +147,8 @@ def _progress(what: str, seconds: float | None) -> None:
 def run(n: int = N, n_cli: int = N_CLI) -> str:
     notes = [f"certlocker: {n} certificates declared through `POST /v1/certificates` "
              "(no wait), done when `GET /v1/certificates/<id>` shows each `valid` (stored "
-             f"in Vault; polled one at a time every {POLL * 1000:.0f} ms); gunicorn 2 workers x 8 threads, "
+             f"in Vault; polled one at a time every {POLL * 1000:.0f} ms); "
+             "gunicorn 2 workers x 8 threads, "
              "issuance_workers 8, reconciler running (measured once its start-up sweep is "
              "done, so its boot does not share the cores with the run).",
              "in-process: `bench/inprocess_acme.py`, one account, "

@@ -115,7 +115,8 @@ def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
             py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             recorder = subprocess.Popen(
                 [py_spy, "record", "--pid", str(proc_named(stack, "api").pid),
-                 "--subprocesses", "--threads", "--gil", "--format", "raw", "--output", str(profile),
+                 "--subprocesses", "--threads", "--gil", "--format", "raw",
+                 "--output", str(profile),
                  "--rate", "250", "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         raw = tmp / "profile.txt"
         recorder = subprocess.Popen(
             [py_spy, "record", "--pid", str(proc_named(stack, "api").pid), "--subprocesses",
-             *(["--idle"] if args.idle else []), "--format", "raw", "--output", str(raw), "--rate", "200",
+             *(["--idle"] if args.idle else []), "--format", "raw", "--output", str(raw),
+             "--rate", "200",
              "--duration", str(int(args.seconds))],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1.0)  # py-spy attaches

@@ -582,8 +582,8 @@ def make_tls_files(directory: Path | str, *, hosts: Iterable[str] = ("127.0.0.1"
     directory.mkdir(parents=True, exist_ok=True)
     now = _dt.datetime.now(_dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                            f"certlocker dev {prefix} TLS CA {secrets.token_hex(4)}")])
+    ca_name = x509.Name([x509.NameAttribute(
+        NameOID.COMMON_NAME, f"certlocker dev {prefix} TLS CA {secrets.token_hex(4)}")])
     ca_cert = (x509.CertificateBuilder()
                .subject_name(ca_name).issuer_name(ca_name)
                .public_key(ca_key.public_key())

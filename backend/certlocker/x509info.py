@@ -7,7 +7,6 @@ import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID
 
 from .models import CertificateInfo
 
@@ -30,7 +29,7 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 def dns_names_of(cert: x509.Certificate) -> tuple[str, ...]:
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return ()
     return tuple(san.value.get_values_for_type(x509.DNSName))

@@ -10,7 +10,8 @@ if _port:
 
     def urlopen(self, method, url, redirect=True, **kw):
         if "/v1/" in url:
-            fd = os.open(os.path.join(_dir, f"{os.getpid()}.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(os.path.join(_dir, f"{os.getpid()}.log"),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, f"{method} {url.split('/v1/', 1)[1].split('?')[0]}\n".encode())
             finally:

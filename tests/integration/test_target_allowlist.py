@@ -1,6 +1,7 @@
 """The target allow-list against real parts: a private stack (OpenBao, Pebble, the API
 under gunicorn, the reconciler) whose settings allow one address and port on
-loopback and the ``*.oracle.test`` names, and plain TCP listeners that count every connection they get.
+loopback and the ``*.oracle.test`` names, and plain TCP listeners that count every
+connection they get.
 
 - a team operator cannot declare a target at the OpenBao port (403 naming it and the rule);
 - a spec written straight into Vault at a forbidden port is never probed, neither on
@@ -16,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 

@@ -131,7 +131,7 @@ def _verify_chain(leaf_pem: str, chain_pem: str, root: x509.Certificate) -> list
     """Each certificate is directly issued by the next, ending at ``root``."""
     certs = [x509.load_pem_x509_certificate(p.encode())
              for p in split_pem_chain(leaf_pem + chain_pem)]
-    for child, parent in zip(certs, certs[1:] + [root]):
+    for child, parent in zip(certs, certs[1:] + [root], strict=True):
         child.verify_directly_issued_by(parent)
     return certs
 

@@ -105,6 +105,18 @@ def test_a_redirect_is_followed_through_requests(server: str, session: LeanSessi
     assert response.status_code == 200 and response.json()["path"] == "/order"
 
 
+def test_positional_arguments_reach_requests_as_they_would_there(
+        server: str, session: LeanSession) -> None:
+    """requests' order (params, data, headers, ...) holds for positional arguments too;
+    they once clashed with the keywords the lean path takes (a TypeError)."""
+    response = session.request("POST", f"{server}/new-order", {"q": "1"}, b"body",
+                               {"Content-Type": "application/jose+json"}, timeout=5)
+    assert response.status_code == 201
+    method, path, headers, body = Handler.seen[-1]
+    assert (method, path, body) == ("POST", "/new-order?q=1", b"body")
+    assert headers["Content-Type"] == "application/jose+json"
+
+
 def test_a_refused_connection_is_requests_connection_error(session: LeanSession) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -148,3 +148,11 @@ def _b64d(text: str) -> bytes:
     import base64
 
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_an_issuer_without_a_directory_url_is_refused_when_built() -> None:
+    from certlocker.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="directory_url"):
+        AcmeIssuer(IssuerSettings(name="nowhere"), Accounts(), Challenges(),
+                   caa_lookup=lambda name: [])

@@ -4,6 +4,8 @@ shows the architecture"). A new import through the wrong door fails here."""
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,136 @@ def test_the_domain_imports_no_outside_system() -> None:
     offenders = [f"{p.relative_to(PACKAGE)}: {sorted(imported_roots(p) & set(DOORS))}"
                  for p in modules() if place(p) in DOMAIN and imported_roots(p) & set(DOORS)]
     assert offenders == []
+
+
+#: library -> the one module allowed to use its private attributes (``obj._name``)
+COMPAT = {
+    "hvac": "vault/hvac_compat.py",
+    "acme": "issuance/acme_compat.py",
+    "josepy": "issuance/acme_compat.py",
+}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+@functools.cache
+def library_private_names(library: str) -> set[str]:
+    """Every private name the installed ``library`` defines: functions, methods,
+    classes, module and class variables, and ``self._x`` instance attributes."""
+    spec = importlib.util.find_spec(library)
+    assert spec is not None and spec.origin is not None, f"{library} is not installed"
+    names: set[str] = set()
+    for path in Path(spec.origin).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        scopes = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef))]
+        for scope in scopes:
+            for stmt in scope.body:
+                if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(stmt.name)
+                for target in _assigned(stmt):
+                    if isinstance(target, ast.Name):
+                        names.add(target.id)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return {name for name in names if _private(name)}
+
+
+def _assigned(stmt: ast.stmt) -> list[ast.expr]:
+    if isinstance(stmt, ast.Assign):
+        return list(stmt.targets)
+    if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        return [stmt.target]
+    return []
+
+
+def _library_aliases(tree: ast.Module) -> set[str]:
+    """Local names bound to a library's module or one of its objects by an import."""
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {(a.asname or a.name).split(".")[0] for a in node.names
+                        if a.name.split(".")[0] in COMPAT}
+        elif (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+              and node.module.split(".")[0] in COMPAT):
+            aliases |= {a.asname or a.name for a in node.names}
+    return aliases
+
+
+def _root(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def private_library_uses(source: str, where: str, private: set[str]) -> list[str]:
+    """``x._name`` in ``source`` where ``_name`` is private to one of the libraries. On
+    ``self``/``cls`` it counts only in a class that extends a library class and does
+    not define ``_name`` itself: anything else on ``self`` is the module's own."""
+    tree = ast.parse(source)
+    aliases = _library_aliases(tree)
+    found: list[str] = []
+
+    def visit(node: ast.AST, cls: ast.ClassDef | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, child)
+                continue
+            if isinstance(child, ast.Attribute) and child.attr in private:
+                on_self = isinstance(child.value, ast.Name) and child.value.id in ("self",
+                                                                                   "cls")
+                if not on_self or (cls is not None and _extends_library(cls, aliases)
+                                   and child.attr not in _own_names(cls)):
+                    found.append(f"{where}:{child.lineno}: {ast.unparse(child)}")
+            visit(child, cls)
+
+    visit(tree, None)
+    return found
+
+
+def _extends_library(cls: ast.ClassDef, aliases: set[str]) -> bool:
+    return any(_root(base) in aliases for base in cls.bases)
+
+
+def _own_names(cls: ast.ClassDef) -> set[str]:
+    names = {n.name for n in cls.body
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    for stmt in cls.body:
+        names |= {t.id for t in _assigned(stmt) if isinstance(t, ast.Name)}
+    for node in ast.walk(cls):
+        if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name) and node.value.id == "self"):
+            names.add(node.attr)
+    return names
+
+
+def test_private_library_attributes_are_used_only_in_the_compat_modules() -> None:
+    private = set().union(*(library_private_names(lib) for lib in COMPAT))
+    allowed = {PACKAGE / rel for rel in COMPAT.values()}
+    offenders = [use for path in modules() if path not in allowed
+                 for use in private_library_uses(path.read_text(encoding="utf-8"),
+                                                 str(path.relative_to(PACKAGE)), private)]
+    assert offenders == [], (
+        "private attributes of hvac/acme/josepy outside their compat modules "
+        f"({', '.join(sorted(set(COMPAT.values())))}): {offenders}")
+
+
+def test_the_private_attribute_check_sees_a_use() -> None:
+    """The check above is not vacuous: it finds each shape of private use."""
+    sample = (
+        "from acme.client import ClientNetwork\n"
+        "class Net(ClientNetwork):\n"
+        "    def post(self, *a, **k):\n"
+        "        return self._post_once(*a, **k)\n"
+        "def alternates(acme, response):\n"
+        "    return acme._get_links(response, 'alternate')\n"
+        "class Own:\n"
+        "    def __init__(self):\n"
+        "        self._kwargs = {}\n"
+        "    def get(self):\n"
+        "        return self._kwargs\n")
+    uses = private_library_uses(sample, "sample.py", library_private_names("acme")
+                                | library_private_names("hvac"))
+    assert uses == ["sample.py:4: self._post_once", "sample.py:6: acme._get_links"]

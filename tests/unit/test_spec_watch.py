@@ -13,7 +13,7 @@ from certlocker.clock import FixedClock
 from certlocker.errors import AccessDenied
 from certlocker.lifecycle.reconciler import ISSUED, Options, Reconciler
 from certlocker.lifecycle.spec_watch import SpecWatch, WatchOptions
-from certlocker.models import CertificateRef, CertificateSpec, CertificateStatus, State
+from certlocker.models import CertificateSpec, State
 from tests.support.memory_store import MemoryStore
 from tests.unit.test_reconciler import World, ref, spec
 

@@ -20,6 +20,7 @@ from tests.support.nginx_pool import MiniCA
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.timezone.utc)
 D = dt.timedelta
+IN_30_DAYS = NOW + D(days=30)
 CURRENT_FP = "aa" * 32
 OLD_FP = "bb" * 32
 OTHER_FP = "cc" * 32
@@ -30,7 +31,7 @@ EXPECTED = CertificateInfo(
 HISTORY = {OLD_FP, "0e:0f"}  # a fingerprint and a serial, as CertificateStatus keeps them
 
 
-def served(fp: str, *, serial: str = "99", not_after: dt.datetime = NOW + D(days=30),
+def served(fp: str, *, serial: str = "99", not_after: dt.datetime = IN_30_DAYS,
            missing: str | None = None) -> Served:
     return Served(sha256=fp, serial=serial, not_before=NOW - D(days=60),
                   not_after=not_after, chain=(b"leaf",), missing_issuer=missing)

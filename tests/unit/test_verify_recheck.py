@@ -49,13 +49,15 @@ def run(monkeypatch: pytest.MonkeyPatch, answers: list[str], **kw: object
     return result, script.calls
 
 
-def test_a_node_mid_reload_is_reported_by_what_it_serves_now(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_mid_reload_is_reported_by_what_it_serves_now(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     result, calls = run(monkeypatch, [OLD, CURRENT, CURRENT, CURRENT])
     assert (result.status, calls) == ("ok", 4)
     assert result.served_sha256 == CURRENT
 
 
-def test_a_node_that_never_reloaded_stays_stale_and_says_how_often(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_that_never_reloaded_stays_stale_and_says_how_often(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     result, calls = run(monkeypatch, [OLD])
     assert (result.status, calls) == ("stale", 4)
     assert result.detail is not None and result.detail.endswith("on 4 of 4 handshakes")
@@ -68,7 +70,8 @@ def test_a_pool_serving_both_stays_stale(monkeypatch: pytest.MonkeyPatch) -> Non
     assert result.detail is not None and result.detail.endswith("on 2 of 4 handshakes")
 
 
-def test_an_ok_node_is_probed_once_and_rechecks_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_ok_node_is_probed_once_and_rechecks_can_be_turned_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     assert run(monkeypatch, [CURRENT])[1] == 1
     result, calls = run(monkeypatch, [OLD, CURRENT], rechecks=0)
     assert (result.status, calls) == ("stale", 1)

@@ -89,12 +89,12 @@ class AuditEvent:
         if reason is not None and not isinstance(reason, str):
             raise ValueError("reason must be a string or None")
         clean = _copy_details(details or {})
-        for name, value in (("actor", actor), ("action", action), ("subject", subject),
-                            ("reason", reason)):
-            if value is not None:
-                if len(value) > MAX_FIELD_CHARS:
+        for name, text in (("actor", actor), ("action", action), ("subject", subject),
+                           ("reason", reason)):
+            if text is not None:
+                if len(text) > MAX_FIELD_CHARS:
                     raise ValueError(f"{name} is longer than {MAX_FIELD_CHARS} characters")
-                _refuse_key_material(name, value)
+                _refuse_key_material(name, text)
         _refuse_key_material("details", clean)
         if len(_canonical(clean)) > MAX_DETAILS_BYTES:
             raise ValueError(f"details are larger than {MAX_DETAILS_BYTES} bytes")
@@ -321,8 +321,9 @@ def verify(store: AuditStore, *, anchor: tuple[int, str] | None = None) -> Verif
     event is created once, so any later version, or a deleted or destroyed current one,
     is tampering), a deleted or inserted event (a gap in seq, or a ``prev_hash`` that
     does not match the event before), reordered events (a seq out of place), and a head
-    pointer that disagrees with the last event. With ``anchor=(seq, hash)`` it also checks that the event at
-    that seq still exists with that hash, which is how a truncated tail is caught.
+    pointer that disagrees with the last event. With ``anchor=(seq, hash)`` it also checks
+    that the event at that seq still exists with that hash, which is how a truncated tail
+    is caught.
     Streams the events: memory does not grow with the chain.
     """
     head = store.head()

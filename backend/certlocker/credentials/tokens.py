@@ -11,8 +11,9 @@ A service credential is a JWT (RFC 7519) signed by the ``KeyRing``'s active key:
 Vault's JWT auth (one mount per environment, ``auth/certlocker-<env>``) checks the
 signature, ``iss``, ``aud``, ``exp``/``nbf`` and ``env`` (a bound claim); ``credential``
 is the role's ``user_claim``: the entity alias of one credential generation, whose
-entity (created by certlocker, see ``certlocker.vault.identity``) names the service. ``verify`` is certlocker's own
-check, used where a service presents its current credential to obtain a fresh one.
+entity (created by certlocker, see ``certlocker.vault.identity``) names the service.
+``verify`` is certlocker's own check, used where a service presents its current
+credential to obtain a fresh one.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
@@ -158,7 +158,7 @@ class DiscoveryService:
                     samples.append(item.to_json())
         managed: list[tuple[str, str, str]] = []
         retired: list[tuple[str, str, str]] = []
-        retired_ids = getattr(index, "retired", set())
+        retired_ids: Collection[str] = getattr(index, "retired", set())
         sources: list[tuple[str, str]] = []
         stored: dict[str, Discovery] = {}
         ca = 0

@@ -1,7 +1,8 @@
 """ACME (RFC 8555) issuance with certbot's ``acme`` library.
 
 The protocol flow is ours (resume, polling, challenge storage); JWS, nonces and message
-types are the library's. This is the only module that imports ``acme``/``josepy``.
+types are the library's. Only ``issuance/`` imports ``acme``/``josepy``, and the few
+private parts of ``acme`` this flow needs are reached through ``acme_compat``.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import josepy as jose
 import requests
-from acme import client, crypto_util, errors as acme_errors, messages
+from acme import crypto_util, errors as acme_errors, messages
+from acme.client import ClientNetwork, ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import netenv
 from ..audit.recorder import Auditor, NoAudit, audited
-from ..errors import Conflict, IssuanceFailed, RateLimited, RevocationFailed
+from ..errors import (ConfigurationError, Conflict, IssuanceFailed, RateLimited,
+                      RevocationFailed)
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
 from ..urllib3_send import failure_reason
 from ..x509info import info_from_pem, split_pem_chain
-from . import ari, caa, chains, keys
+from . import acme_compat, ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
                    RenewalWindow)
 from .dns import DnsProvider, build_provider
@@ -60,7 +63,7 @@ class _NewOrder(messages.NewOrder):
     replaces: str | None = jose.field("replaces", omitempty=True)
 
 
-class _Network(client.ClientNetwork):
+class _Network(ClientNetwork):
     """``ClientNetwork`` that retries ``badNonce`` as RFC 8555 section 6.5 allows.
 
     The library retries once; a CA under load (or Pebble with
@@ -80,7 +83,7 @@ class _Network(client.ClientNetwork):
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for attempt in range(BAD_NONCE_RETRIES):
             try:
-                return self._post_once(*args, **kwargs)
+                return acme_compat.post_once(self, *args, **kwargs)
             except messages.Error as error:
                 if error.code != "badNonce" or attempt == BAD_NONCE_RETRIES - 1:
                     raise
@@ -105,10 +108,14 @@ class AcmeIssuer:
         ``audit`` records each account this process registers at the CA (as ``actor``);
         ``request_observer`` is told of every HTTP request to the CA (metrics).
 
-        :raises ConfigurationError: when dns-01 is chosen and no provider can be built.
+        :raises ConfigurationError: when the settings name no directory URL (their
+            ``validate`` refuses that too), or dns-01 is chosen and no provider can be built.
         """
+        if not settings.directory_url:
+            raise ConfigurationError(f"issuers.{settings.name}.directory_url is required")
         self.name = settings.name
         self.settings = settings
+        self._directory_url = settings.directory_url
         self._accounts = accounts
         self._challenges = challenge_store
         self._secrets = secrets
@@ -124,11 +131,11 @@ class AcmeIssuer:
         self._actor = actor
         self._requests = request_observer or NoRequestObserver()
         self._lock = threading.Lock()
-        self._client: client.ClientV2 | None = None
+        self._client: ClientV2 | None = None
         self._account_version = 0  # the stored account document the client was built from
 
     # -- account -----------------------------------------------------------------------
-    def client(self) -> client.ClientV2:
+    def client(self) -> ClientV2:
         """The ACME client with a registered account, created once per process. The
         account key lives in Vault, so replicas and restarts share one account."""
         with self._lock:
@@ -136,7 +143,7 @@ class AcmeIssuer:
                 self._client = self._connect()
             return self._client
 
-    def _connect(self) -> client.ClientV2:
+    def _connect(self) -> ClientV2:
         doc, version = self._accounts.load()
         if doc is None:
             doc = self._new_account_document()
@@ -155,22 +162,26 @@ class AcmeIssuer:
             doc["replaces"] = replaces
         return doc
 
-    def _open(self, doc: dict[str, Any], version: int) -> client.ClientV2:
+    def _open(self, doc: dict[str, Any], version: int) -> ClientV2:
         """A client for the stored account ``doc`` (at ``version``), registering its key
         at the CA when the document has no account URL yet. Whoever registers (one
         ``newAccount`` that creates the account; a replica racing with the same key is
         answered with the existing one) records ``acme.account.registered``."""
         key = jose.JWK.from_json(doc["key"])
+        assert isinstance(key, jose.JWK)  # from_json is typed as returning the base class
         # The CA bundle variables are read here, once (see http.session_for).
         net = _Network(key=key, alg=jose.ES256, user_agent=USER_AGENT,
-                       verify_ssl=self.settings.ca_bundle or netenv.ca_bundle() or True,
+                       # acme annotates verify_ssl as bool, but hands it to requests'
+                       # ``verify``, which takes a CA bundle path as well.
+                       verify_ssl=(self.settings.ca_bundle  # type: ignore[arg-type]
+                                   or netenv.ca_bundle() or True),
                        timeout=30)
         net.session = session_for(self._transport)
         net.observer = self._requests
         created = False
         try:
-            directory = client.ClientV2.get_directory(self.settings.directory_url, net)
-            acme = client.ClientV2(directory, net)
+            directory = ClientV2.get_directory(self._directory_url, net)
+            acme = ClientV2(directory, net)
             if doc.get("uri"):
                 net.account = messages.RegistrationResource(
                     uri=doc["uri"], body=messages.Registration())
@@ -204,7 +215,7 @@ class AcmeIssuer:
                         "external_account_binding": bool(self.settings.eab)})
         return acme
 
-    def _with_account(self, operation: Callable[[client.ClientV2], T]) -> T:
+    def _with_account(self, operation: Callable[[ClientV2], T]) -> T:
         """Run ``operation`` with the account; when the CA answers that it does not know
         the account (its state was reset), recover it (``_recover``) and run it once
         more. Raises acme's errors as they come."""
@@ -218,7 +229,7 @@ class AcmeIssuer:
                 "issuer": self.name, "account": getattr(acme.net.account, "uri", None)})
         return operation(self._recover(acme))
 
-    def _recover(self, stale: client.ClientV2) -> client.ClientV2:
+    def _recover(self, stale: ClientV2) -> ClientV2:
         """The account after the CA forgot ``stale``'s: the one another process stored
         since this one read it (the version in Vault moved on), else a new account,
         registered once for all processes. The new key is claimed in Vault with
@@ -256,7 +267,7 @@ class AcmeIssuer:
         except (messages.Error, acme_errors.Error, requests.RequestException) as exc:
             raise _translate(exc, "ACME issuance failed") from exc
 
-    def _issue_with(self, acme: client.ClientV2, request: IssueRequest, journal: Journal,
+    def _issue_with(self, acme: ClientV2, request: IssueRequest, journal: Journal,
                     deadline: float) -> IssuedCertificate:
         state = journal.load() or {}
         orderr = self._resume(acme, request, state, journal)
@@ -280,7 +291,7 @@ class AcmeIssuer:
         fullchain = self._download(acme, body)
         return _bundle(key, fullchain)
 
-    def _new_order(self, acme: client.ClientV2, csr_pem: bytes,
+    def _new_order(self, acme: ClientV2, csr_pem: bytes,
                    replaces: str | None) -> messages.OrderResource:
         """newOrder, naming the certificate it ``replaces`` (RFC 9773 section 5) when the
         CA speaks ARI. A CA that refuses the order with ``replaces`` (``alreadyReplaced``,
@@ -304,7 +315,7 @@ class AcmeIssuer:
         body = messages.Order.from_json(response.json())
         return messages.OrderResource(
             body=body, uri=response.headers.get("Location"), csr_pem=csr_pem,
-            authorizations=[acme._authzr_from_response(self._get(acme, url), uri=url)
+            authorizations=[acme_compat.authorization(acme, self._get(acme, url), url)
                             for url in body.authorizations])
 
     # -- renewal information (RFC 9773) --------------------------------------------------
@@ -323,7 +334,9 @@ class AcmeIssuer:
             response = acme.net.get(url, content_type="application/json")
             document = response.json()
             window = messages.RenewalInfo.from_json(document).suggested_window
-            start, end = window.start, window.end
+            # acme annotates both as datetime, but they are omitempty: None when missing.
+            start: dt.datetime | None = window.start
+            end: dt.datetime | None = window.end
         except (IssuanceFailed, messages.Error, acme_errors.Error, jose.DeserializationError,
                 requests.RequestException, ValueError, TypeError, AttributeError) as exc:
             log.warning("acme.renewal_info.failed", extra={
@@ -371,7 +384,7 @@ class AcmeIssuer:
             raise RevocationFailed(f"revocation failed: {type(exc).__name__}",
                                    acme_code="connection") from exc
 
-    def _resume(self, acme: client.ClientV2, request: IssueRequest, state: dict[str, Any],
+    def _resume(self, acme: ClientV2, request: IssueRequest, state: dict[str, Any],
                 journal: Journal) -> messages.OrderResource | None:
         """Pick up an order recorded before a crash, if it is still usable."""
         if not state.get("private_key") or not state.get("order_url"):
@@ -388,24 +401,24 @@ class AcmeIssuer:
         log.info("acme.order.resume", extra={"certificate": request.ref.id,
                                               "order_status": body.status.name})
         key = keys.from_pem(state["private_key"])
-        authzrs = [acme._authzr_from_response(self._get(acme, url), uri=url)
+        authzrs = [acme_compat.authorization(acme, self._get(acme, url), url)
                    for url in body.authorizations]
         return messages.OrderResource(body=body, uri=state["order_url"],
                                       authorizations=authzrs,
                                       csr_pem=keys.csr_pem(key, request.dns_names))
 
-    def _forget(self, acme: client.ClientV2, authorization_urls: Sequence[str]) -> None:
+    def _forget(self, acme: ClientV2, authorization_urls: Sequence[str]) -> None:
         """Remove the answers a crashed process published for an order that is now
         abandoned, so none outlives it in shared storage."""
         for url in authorization_urls:
             try:
-                authzr = acme._authzr_from_response(self._get(acme, url), uri=url)
+                authzr = acme_compat.authorization(acme, self._get(acme, url), url)
                 self._present(acme, authzr).cleanup()
             except Exception:  # noqa: BLE001 - best effort: the order is gone either way
                 log.warning("acme.challenge.cleanup_failed",
                             extra={"challenge": self._solver.name})
 
-    def _drive(self, acme: client.ClientV2, orderr: messages.OrderResource,
+    def _drive(self, acme: ClientV2, orderr: messages.OrderResource,
                deadline: float, resumed: bool = False) -> messages.Order:
         """Answer challenges, finalize, and poll until the order is valid. On a
         ``resumed`` order, answers a crashed process left for authorizations that are
@@ -443,20 +456,21 @@ class AcmeIssuer:
                     log.warning("acme.challenge.cleanup_failed",
                                 extra={"challenge": self._solver.name})
 
-    def _present(self, acme: client.ClientV2,
+    def _present(self, acme: ClientV2,
                  authzr: messages.AuthorizationResource) -> Presented:
         """Publish this issuer's kind of challenge for one authorization (stored before
         answering: the CA may validate immediately, from any replica's view)."""
+        key = acme.net.key
+        assert key is not None  # every client is built with the account key (``_open``)
         for challb in authzr.body.challenges:
             if isinstance(challb.chall, self._solver.challenge_type):
-                return self._solver.present(challb, authzr.body.identifier.value,
-                                            acme.net.key)
+                return self._solver.present(challb, authzr.body.identifier.value, key)
         raise IssuanceFailed(
             f"the CA offered no {self._solver.name} challenge for "
             f"{authzr.body.identifier.value}",
             acme_code="unsupportedChallenge", retryable=False)
 
-    def _check_caa(self, acme: client.ClientV2, request: IssueRequest) -> None:
+    def _check_caa(self, acme: ClientV2, request: IssueRequest) -> None:
         """RFC 8659 before ordering, so a refusal is fast and names the record."""
         account = acme.net.account
         caa.check(request.dns_names, self.settings.caa_identities, self._caa_lookup,
@@ -491,7 +505,7 @@ class AcmeIssuer:
                                  acme_code="dns", retryable=False)
         return self._secrets.dns()
 
-    def _await_authorization(self, acme: client.ClientV2,
+    def _await_authorization(self, acme: ClientV2,
                              authzr: messages.AuthorizationResource, deadline: float) -> None:
         delay = POLL_FIRST
         while True:
@@ -507,7 +521,7 @@ class AcmeIssuer:
                     + ("; ".join(errors) or "no detail"), acme_code="unauthorized")
             delay = self._pause(response, delay, deadline)
 
-    def _poll_order(self, acme: client.ClientV2, url: str, deadline: float,
+    def _poll_order(self, acme: ClientV2, url: str, deadline: float,
                     until: tuple[str, ...]) -> messages.Order:
         delay = POLL_FIRST
         while True:
@@ -533,7 +547,7 @@ class AcmeIssuer:
         self._sleep(wait * random.uniform(0.9, 1.1))
         return min(delay * 1.3, POLL_MAX)
 
-    def _download(self, acme: client.ClientV2, body: messages.Order) -> str:
+    def _download(self, acme: ClientV2, body: messages.Order) -> str:
         """The certificate with the chain the issuer prefers (``preferred_chain``), among
         the default and the alternates the CA links to."""
         if body.certificate is None:
@@ -543,16 +557,16 @@ class AcmeIssuer:
         if not preferred:
             return response.text
         alternates = [self._get(acme, url).text
-                      for url in acme._get_links(response, "alternate")]
+                      for url in acme_compat.links(acme, response, "alternate")]
         return chains.select([response.text, *alternates], preferred)
 
     @staticmethod
-    def _get(acme: client.ClientV2, url: str) -> requests.Response:
+    def _get(acme: ClientV2, url: str) -> requests.Response:
         """POST-as-GET (RFC 8555 section 6.3)."""
         return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
 
 
-def _has_ari(acme: client.ClientV2) -> bool:
+def _has_ari(acme: ClientV2) -> bool:
     try:
         return bool(acme.directory["renewalInfo"])
     except KeyError:

@@ -31,6 +31,8 @@ REDIRECTS = (301, 302, 303, 307, 308)
 MAX_PATH_SEGMENTS = 3
 NO_RESPONSE = "0"  # cert-manager's status label for a request that got no answer
 DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
+#: requests.Session.request's arguments that the urllib3 path handles itself
+LEAN_ARGUMENTS = ("data", "headers", "timeout", "verify", "allow_redirects")
 
 
 def session_for(transport: requests.adapters.BaseAdapter | None = None) -> requests.Session:
@@ -61,15 +63,18 @@ class LeanSession(requests.Session):
         self._pools: dict[Any, urllib3.PoolManager] = {}
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any,
-                data: Any = None, headers: Any = None, timeout: Any = None,
-                verify: Any = True, allow_redirects: bool = True,
                 **kwargs: Any) -> requests.Response:
-        """:raises requests.RequestException: as requests would for the same failure."""
-        if (args or any(v is not None for v in kwargs.values())
+        """Takes requests' arguments as they are, so any call it does not handle itself
+        goes to requests unchanged (positional arguments included).
+
+        :raises requests.RequestException: as requests would for the same failure.
+        """
+        if (args or any(v is not None for k, v in kwargs.items() if k not in LEAN_ARGUMENTS)
                 or not isinstance(method, str) or not isinstance(url, str)):
-            return super().request(method, url, *args, data=data, headers=headers,
-                                   timeout=timeout, verify=verify,
-                                   allow_redirects=allow_redirects, **kwargs)
+            return super().request(method, url, *args, **kwargs)
+        data, headers = kwargs.get("data"), kwargs.get("headers")
+        timeout, verify = kwargs.get("timeout"), kwargs.get("verify", True)
+        allow_redirects = kwargs.get("allow_redirects", True)
         sent = {**DEFAULT_HEADERS, **dict(headers or {})}
         body = data.encode("utf-8") if isinstance(data, str) else data
         raw = send(self._pool(verify), method.upper(), url, body, sent, timeout)
@@ -112,7 +117,8 @@ def _response(method: str, url: str, headers: dict[str, str], body: Any,
     response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
     response._content = raw.data
     response.encoding = requests.utils.get_encoding_from_headers(response.headers)
-    response.reason = raw.reason
+    # requests' own adapter copies urllib3's reason as it is; its stubs say str only.
+    response.reason = raw.reason  # type: ignore[assignment]
     response.url = url
     request = requests.PreparedRequest()
     request.method, request.url, request.body = method, url, body

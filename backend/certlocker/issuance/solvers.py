@@ -28,8 +28,12 @@ class Presented:
 
 
 class Solver(Protocol):
-    challenge_type: type[challenges.KeyAuthorizationChallenge]
-    name: str
+    # Read-only: a solver's class attribute may name a narrower challenge type.
+    @property
+    def challenge_type(self) -> type[challenges.KeyAuthorizationChallenge]: ...
+
+    @property
+    def name(self) -> str: ...
 
     def present(self, challb: messages.ChallengeBody, identifier: str,
                 account_key: jose.JWK) -> Presented: ...

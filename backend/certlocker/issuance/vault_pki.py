@@ -25,8 +25,14 @@ log = logging.getLogger(__name__)
 
 
 class Signed(Protocol):
-    certificate: str
-    ca_chain: Sequence[str]
+    """A signed leaf and its issuing chain. Read-only, so a frozen dataclass (the
+    ``SignedCertificate`` that ``PkiSigner`` returns) satisfies it."""
+
+    @property
+    def certificate(self) -> str: ...
+
+    @property
+    def ca_chain(self) -> Sequence[str]: ...
 
 
 class Signer(Protocol):

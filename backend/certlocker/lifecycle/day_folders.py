@@ -64,9 +64,10 @@ class DayFolders:
         doc, _ = self._store.read_json(self._doc_path)
         days = _days(doc)
         if days is None:
-            days = self._listed_days()
+            listed = self._listed_days()
             if doc is None:
-                self._file(days)
+                self._file(listed)
+            days = set(listed)
         return sorted(d for d in days if d <= last)
 
     def filed(self, day: str) -> None:

@@ -80,9 +80,9 @@ class DueIndex:
         """File the hint for this certificate's next action; None when it needs none.
 
         ``also_at`` is another moment the reconciler must look (the next scheduled
-        verification). ``handled`` is the hint being worked on: it is not rewritten when the next action
-        falls in the same minute. ``only_if_missing`` reads before writing (the sweep),
-        so an hourly pass over the inventory does not add a KV version per certificate.
+        verification). ``handled`` is the hint being worked on: it is not rewritten when
+        the next action falls in the same minute. ``only_if_missing`` reads before writing
+        (the sweep), so an hourly pass over the inventory does not add a KV version per certificate.
         """
         at = next_action_at(spec, status, now, self.policy)
         if self.verify_interval is not None:

@@ -56,9 +56,9 @@ class LocalFirstChallenges:
         with self._lock:
             found = self._local.get(token)
         if found is not None:
-            answer, expires = found
+            remembered, expires = found
             if expires is None or expires > self._clock():
-                return answer
+                return remembered
         with self._lock:  # a CA's vantage points ask at once: one of them reads
             reading = self._reading.get(token)
             leader = reading is None

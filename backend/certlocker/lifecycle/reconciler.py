@@ -30,7 +30,7 @@ from ..clock import Clock, SystemClock
 from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
                       VaultUnavailable)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
-from . import alerts, planning, revocation, verification
+from . import alerts, planning, reissue, revocation, verification
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
 from .heartbeat import FAILURE_KINDS, Heartbeats
@@ -238,9 +238,10 @@ class Reconciler:
         if refresh is None or status is None or status.state in planning.INACTIVE:
             return status
         try:
-            return refresh(spec, status)
+            refreshed: CertificateStatus | None = refresh(spec, status)
         except Conflict:
             return status  # a concurrent status write; the next pass asks again
+        return refreshed
 
     def _verify_every(self) -> dt.timedelta:
         """The verification interval less one (jittered) tick: a check falls due on the
@@ -326,7 +327,7 @@ class Reconciler:
         else:
             if outcome == FAILED:
                 self._count_failure("issuance")
-            if outcome not in (UP_TO_DATE, STOPPED, planning.reissue.IN_BACKOFF):
+            if outcome not in (UP_TO_DATE, STOPPED, reissue.IN_BACKOFF):
                 log.info("reconcile.certificate", extra={"certificate": ref.id,
                                                          "outcome": outcome})
         return outcome
@@ -416,7 +417,8 @@ class Reconciler:
         by_ref: dict[CertificateRef, list[Hint]] = {}
         for hint in self._due.due(self._clock.now(), self.options.max_due):
             by_ref.setdefault(hint.ref, []).append(hint)
-        work = [(ref, hints[-1], hints[:-1]) for ref, hints in by_ref.items()]
+        work: list[tuple[CertificateRef, Hint | None, list[Hint]]] = [
+            (ref, hints[-1], hints[:-1]) for ref, hints in by_ref.items()]
         self._handle_all(work, sweeping=False, report=report)
         return report
 

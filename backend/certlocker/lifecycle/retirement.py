@@ -20,6 +20,7 @@ without spec).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import logging
@@ -64,7 +65,8 @@ class CallerStore(Protocol):
 
     def read_status(self, ref: CertificateRef) -> tuple[CertificateStatus, int] | None: ...
 
-    def live_versions(self, logical: str) -> list[int]: ...
+    # ``builtins.list``: inside this class ``list`` names the method above.
+    def live_versions(self, logical: str) -> builtins.list[int]: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -477,6 +477,7 @@ class CertificateService:
                                                           "error": type(exc).__name__})
 
         # Each needs only the stored status; all are done before the lease is released.
+        after: list[cf.Future[Any]]
         after = [self._side.submit(self._hint, spec, status), self._side.submit(expiry),
                  self._side.submit(
                      audited, self._audit, self._actor, "certificate.issue", ref.id,

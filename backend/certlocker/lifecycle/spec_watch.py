@@ -179,6 +179,6 @@ def _ref(key: str) -> CertificateRef | None:
         return None
     try:
         return CertificateRef(*(component(field, part) for field, part in
-                                zip(("environment", "service", "name"), parts)))
+                                zip(("environment", "service", "name"), parts, strict=True)))
     except CertlockerError:
         return None

@@ -187,7 +187,7 @@ def screen(targets: Sequence[Target], policy: TargetPolicy,
             continue
         _, port = probes.split_address(target.address)
         keep = []
-        for ip, address in zip(target.ips, node_addresses(target)):
+        for ip, address in zip(target.ips, node_addresses(target), strict=True):
             refusal = target_policy.check(policy, ip, port)
             if refusal is None:
                 keep.append(ip)
@@ -376,7 +376,8 @@ class Verifier:
                 raise Conflict(f"{ref.id} has no issued certificate to verify yet")
             expected = status.current
             now = self._clock.now()
-            targets, results = tuple(spec.targets), []
+            targets = tuple(spec.targets)
+            results: list[TargetStatus] = []
             if self._policy is not None and targets:
                 targets, results = screen(targets, self._policy(), now)
             if targets:
@@ -384,11 +385,13 @@ class Verifier:
                                        timeout=self._timeout, parallelism=self._parallelism,
                                        anchors=self._anchors(spec.issuer))
 
+            # Called within this iteration only: the loop variables it reads are current.
             def change(old: CertificateStatus | None) -> CertificateStatus:
                 if old is None or old.current is None or (
-                        old.current.sha256_fingerprint != expected.sha256_fingerprint):
+                        old.current.sha256_fingerprint
+                        != expected.sha256_fingerprint):  # noqa: B023
                     raise _CurrentChanged()
-                return old.replace(targets=tuple(results))
+                return old.replace(targets=tuple(results))  # noqa: B023
 
             try:
                 new = self._update_status(ref, change)

@@ -197,7 +197,8 @@ def exposition(inventory: InventoryCollector) -> bytes:
     """
     registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         for metric in (RENEWAL_FAILURES, ISSUANCE_DURATION, ACME_REQUESTS,
                        ACME_REQUEST_DURATION):

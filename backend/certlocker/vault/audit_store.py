@@ -74,12 +74,13 @@ class VaultAuditStore:
             raise Conflict("audit event out of sequence")
         try:
             self._store.write_json(self._key(event.seq), event.to_json(), cas=0)
-        except AccessDenied:
+        except AccessDenied as exc:
             # With create but not update (certlocker's policy), Vault answers 403, not a
             # check-and-set error, when another writer already created this seq; a
             # standby may not have that event yet, so look a little while.
             if until_found(lambda: self.read(event.seq), TAKEN_WAIT) is not None:
-                raise Conflict(f"audit event {event.seq} was written by another writer")
+                raise Conflict(
+                    f"audit event {event.seq} was written by another writer") from exc
             raise
         if event.seq % HINT_EVERY == 0:
             # Only a hint, and only now and then: head() rolls forward past it, so a

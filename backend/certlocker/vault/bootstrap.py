@@ -26,6 +26,7 @@ from ..models import CertificateRef
 from ..ownership import parse_grant
 from ..settings import Settings
 from ..specs import SpecRules, from_record
+from . import hvac_compat
 from .client import translated
 from .pki import sign_policy
 
@@ -218,7 +219,7 @@ class Bootstrapper:
         wanted = {policy} | ({"default"} if default_policy else set())
         if file.exists():
             probe = hvac.Client(url=self.client.adapter.base_uri, token=file.read_text().strip(),
-                                verify=self.client.adapter._kwargs.get("verify", True))
+                                verify=hvac_compat.adapter_verify(self.client.adapter))
             try:
                 data = probe.auth.token.lookup_self()["data"]
                 if set(data.get("policies") or []) == wanted:

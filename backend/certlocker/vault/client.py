@@ -37,7 +37,8 @@ class WriteUncertain(requests.RequestException):
     """A non-idempotent request failed after it was sent: Vault may have applied it."""
 
 
-class OwnTokenForbidden(hx.Forbidden):
+# hvac has no type information (ignore_missing_imports), so its classes are Any to mypy.
+class OwnTokenForbidden(hx.Forbidden):  # type: ignore[misc]
     """Vault answered 403 to certlocker's own token (not to a caller's)."""
 
 
@@ -118,7 +119,7 @@ class TokenFile:
         return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-class RetryingAdapter(hvac.adapters.JSONAdapter):
+class RetryingAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac is untyped
     """hvac's JSON adapter, riding out a leader election or a short outage.
 
     A request Vault certainly did not apply (connection refused, standby without an

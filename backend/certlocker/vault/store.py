@@ -22,6 +22,7 @@ from ..models import (CertificateRef, CertificateSpec, CertificateStatus, Issued
 from ..paths import VaultPaths
 from ..specs import PERMISSIVE, SpecRules, from_record
 from ..token_keeper import TokenLife
+from . import hvac_compat
 from .client import RetryingAdapter, make_client, translated
 
 
@@ -50,11 +51,16 @@ class VaultStore:
         objects, built per operator request otherwise) is then built on first use of
         anything but KV v2. ``spec_rules``: what a spec read back must satisfy (the
         deployment's environments and issuers)."""
-        if client is None and adapter is None:
-            raise ValueError("a client or an adapter is needed")
         self._built = client
-        self._adapter = client.adapter if client is not None else adapter
-        self._kv = client.secrets.kv.v2 if client is not None else KvV2(adapter)
+        self._adapter: hvac.adapters.Adapter
+        if client is not None:
+            self._adapter = client.adapter
+            self._kv = client.secrets.kv.v2
+        elif adapter is not None:
+            self._adapter = adapter
+            self._kv = KvV2(adapter)
+        else:
+            raise ValueError("a client or an adapter is needed")
         self.paths = paths
         self.keep_versions = keep_versions  # of certs/...: older versions are destroyed
         self.spec_rules = spec_rules
@@ -352,8 +358,8 @@ class VaultStore:
 
 def _adapter_options(adapter: hvac.adapters.Adapter) -> dict[str, Any]:
     """Everything but the address and the token: the same server, pool and retries."""
-    return {"verify": adapter._kwargs.get("verify", True),
-            "timeout": adapter._kwargs.get("timeout", 10), "session": adapter.session,
+    return {"verify": hvac_compat.adapter_verify(adapter),
+            "timeout": hvac_compat.adapter_timeout(adapter), "session": adapter.session,
             "retry_seconds": getattr(adapter, "retry_seconds", 0.0)}
 
 
