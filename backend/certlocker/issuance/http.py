@@ -147,7 +147,7 @@ def path_label(path: str) -> str:
     ``/finalize-order``, ``/acme/new-order`` unchanged. A segment with a digit or over
     24 characters is an id (ACME endpoint names have neither), and what follows it
     too."""
-    kept = []
+    kept: list[str] = []
     for segment in path.split("/"):
         if not segment:
             continue

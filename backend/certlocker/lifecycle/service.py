@@ -200,8 +200,13 @@ class CertificateService:
         status = found[0] if found else None
         if status is not None and (status.next_attempt_at is not None
                                    or not status.retryable):
-            status = self._set_status(spec.ref, lambda old: (old or status).replace(
-                next_attempt_at=None, retryable=True, updated_at=now))
+            known = status
+
+            def cleared(old: CertificateStatus | None) -> CertificateStatus:
+                return (old or known).replace(next_attempt_at=None, retryable=True,
+                                              updated_at=now)
+
+            status = self._set_status(spec.ref, cleared)
         if self._due is not None:
             self._due.schedule_quietly(spec, status, now)
         if planning.decide(spec, status, now).needed:

@@ -13,6 +13,7 @@ certificate read with it, so Vault still decides what the caller sees.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from typing import Iterable, Iterator, Protocol
 
@@ -32,7 +33,7 @@ class Lister(Protocol):
 
     def list(self, logical_dir: str) -> list[str]: ...
 
-    def capabilities_of(self, api_paths: list[str]) -> dict[str, set[str]]: ...
+    def capabilities_of(self, api_paths: builtins.list[str]) -> dict[str, set[str]]: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ Docstrings name the logical path (under the KV mount) and the capability needed.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import json
@@ -332,7 +333,7 @@ class VaultStore:
         caps = data.get(api_path) or data.get("capabilities") or []
         return set(caps)
 
-    def capabilities_of(self, api_paths: list[str]) -> dict[str, set[str]]:
+    def capabilities_of(self, api_paths: builtins.list[str]) -> dict[str, set[str]]:
         """``sys/capabilities-self`` for many API paths in one request: what this
         token may do on each (an empty set where nothing)."""
         if not api_paths:
