@@ -1,6 +1,6 @@
 """Every private attribute of certbot's ``acme`` library that certlocker uses, in one place.
 
-``acme`` offers no public way to do these three things, and each is small enough that
+``acme`` offers no public way to do these things, and each is small enough that
 copying it would mean tracking its fixes by hand. Each function names the attribute it
 reaches for; ``tests/unit/test_acme_compat.py`` fails with that name when an upgrade
 removes or changes one, and ``pyproject.toml`` keeps ``acme`` below its next major
@@ -21,6 +21,7 @@ PRIVATE_ATTRIBUTES: tuple[tuple[type, str], ...] = (
     (ClientNetwork, "_post_once"),
     (ClientV2, "_authzr_from_response"),
     (ClientV2, "_get_links"),
+    (ClientNetwork, "_send_request"),
 )
 
 
@@ -57,3 +58,13 @@ def links(acme: ClientV2, response: requests.Response, relation: str) -> list[st
     ``requests``' own ``response.links`` keeps one link per relation, and a CA may link
     several ``alternate`` chains (RFC 8555 section 7.4.2)."""
     return acme._get_links(response, relation)
+
+
+def send_request(net: ClientNetwork, method: str, url: str, *args: Any,
+                 **kwargs: Any) -> requests.Response:
+    """``ClientNetwork._send_request``: the one method every HTTP request of the client
+    goes through. certlocker's network overrides it to count requests by endpoint and
+    status (the metrics a CA's rate limit shows in) and calls this for the sending."""
+    response: requests.Response = ClientNetwork._send_request(net, method, url, *args,
+                                                              **kwargs)
+    return response

@@ -77,8 +77,9 @@ class _Network(ClientNetwork):
                       **kwargs: Any) -> requests.Response:
         """Every request the client sends, counted by status and endpoint (a 429 is a
         CA's rate limit)."""
-        response: requests.Response = observed(self.observer, method, url, lambda: super(
-            _Network, self)._send_request(method, url, *args, **kwargs))
+        response: requests.Response = observed(self.observer, method, url, lambda:
+                                               acme_compat.send_request(self, method, url,
+                                                                        *args, **kwargs))
         return response
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
