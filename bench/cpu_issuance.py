@@ -70,7 +70,7 @@ AREAS = (  # first match wins, tested on every frame of a sample's stack
     ("logging", ("logging/", "certlocker/logs.py")),
     ("audit (with its Vault calls)", ("certlocker/audit/", "vault/audit_store.py")),
     ("ACME JWS and crypto", ("josepy/", "acme/jws.py", "cryptography/")),
-    ("ACME HTTP", ("certlocker/issuance/http.py", "requests/")),
+    ("ACME HTTP", ("certlocker/transport/acme_session.py", "requests/")),
     ("Vault client", ("hvac/", "certlocker/vault/")),
     ("ACME other", ("acme/", "certlocker/issuance/")),
     ("Flask/gunicorn (declare, bench polls, http-01 answers)", ("flask/", "werkzeug/",

@@ -361,3 +361,30 @@ class CertificateStatus:
 
     def replace(self, **changes: Any) -> "CertificateStatus":
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """Everything a notifier sends (``lifecycle.alerts`` decides when, ``notify`` how).
+    Holds no key material and no token."""
+
+    certificate: str
+    kind: str
+    summary: str
+    attempts: int
+    last_error: str | None
+    not_after: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+    at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "certificate": self.certificate,
+            "kind": self.kind,
+            "summary": self.summary,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "not_after": rfc3339(self.not_after) if self.not_after else None,
+            "next_attempt_at": rfc3339(self.next_attempt_at) if self.next_attempt_at else None,
+            "at": rfc3339(self.at),
+        }

@@ -8,57 +8,22 @@ finish (their ACME orders are journalled in Vault, so a hard kill only delays th
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import signal
 import threading
 import time
 from typing import Any
 
-from . import logs, notify
+from . import logs
 from . import settings as settings_mod
+from .composition import build_reconciler
 from .errors import CertlockerError, VaultUnavailable
-from .lifecycle.alerts import policy_from_settings
-from .lifecycle.due_index import DueIndex
-from .lifecycle.heartbeat import Heartbeats
 from .lifecycle.reconciler import Options, Reconciler
-from .lifecycle.spec_watch import SpecWatch, WatchOptions
-from .lifecycle.verification import AlertOnDivergence, verifier_for
-from .token_keeper import TokenKeeper
+from .vault.token_keeper import TokenKeeper
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 2, 3
-
-
-def build(settings: settings_mod.Settings, options: Options,
-          **overrides: Any) -> tuple[Reconciler, TokenKeeper]:
-    """A reconciler over ``app.build_services(settings, actor="reconciler")``, and the
-    keeper of the token it uses."""
-    from .app import build_services
-
-    services = build_services(settings, actor="reconciler")
-    store = services.store
-    secrets = notify.load_secrets(store.read_json, store.paths.alerting_secrets())
-    policy = policy_from_settings(settings)
-    notifier = notify.from_settings(settings, secrets, audit=services.audit, actor="reconciler")
-    verifier = verifier_for(settings, store, services.certificates.update_status,
-                            services.audit, on_divergence=AlertOnDivergence(notifier)
-                            if notifier is not None else None)  # alerts, unlike the API's
-    verify_interval = dt.timedelta(seconds=settings.verify_interval_seconds)
-    kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
-                              "verifier": verifier, "verify_interval": verify_interval,
-                              "revocations": services.revocation,
-                              "retirements": services.retirement,
-                              "heartbeats": Heartbeats(store)}
-    if settings.reconcile_watch_seconds > 0:
-        kwargs["watch"] = SpecWatch(store, dt.datetime.now(dt.timezone.utc), WatchOptions(
-            interval=settings.reconcile_watch_seconds,
-            fallback_interval=settings.reconcile_watch_fallback_seconds))
-    kwargs.update(overrides)
-    return (Reconciler(store, services.certificates,
-                       DueIndex(store, policy, verify_interval=verify_interval), **kwargs),
-            TokenKeeper(store))
 
 
 def main(*, once: bool, interval: float | None, jitter: float,
@@ -87,7 +52,7 @@ def main(*, once: bool, interval: float | None, jitter: float,
     delay = 1.0
     while not current:
         try:
-            current.append(build(settings, options))
+            current.append(build_reconciler(settings, options))
         except VaultUnavailable as exc:
             log.error("reconcile.vault_unavailable", extra={"error": exc.detail,
                                                              "retry_in": delay})

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from . import names
 from .errors import InvalidInput
 from .models import CertificateRef, CertificateSpec, KeyType, Target
+from .renew_before import parse_renew_before
 
 FIELDS = ("environment", "service", "name", "dns_names", "issuer", "key_type",
           "renew_before", "targets", "owner", "contact")
@@ -225,8 +226,6 @@ def _renew_before(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_RENEW_BEFORE:
         raise InvalidInput("renew_before",
                            f"must be a string of at most {MAX_RENEW_BEFORE} characters")
-    from .lifecycle.renewal import parse_renew_before
-
     try:
         parse_renew_before(value)
     except OverflowError:

@@ -1,4 +1,4 @@
-"""certlocker's Vault transport (vault/transport.py) against real OpenBao servers: TLS
+"""certlocker's Vault transport (transport/vault_session.py) against real OpenBao servers: TLS
 verified against the configured CA, redirects from a standby followed, errors mapped."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from certlocker.errors import AccessDenied, Conflict, VaultUnavailable
 from certlocker.paths import VaultPaths
 from certlocker.vault.client import make_client
 from certlocker.vault.store import VaultStore
-from certlocker.vault.transport import Urllib3Session
+from certlocker.transport.vault_session import Urllib3Session
 from tests.support.stack import OpenBao, devstack, free_port
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from certlocker import netenv
+from certlocker.transport import netenv
 from certlocker.issuance.acme_issuer import AcmeIssuer
-from certlocker.issuance.http import LeanSession, session_for
+from certlocker.transport.acme_session import LeanSession, session_for
 from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme

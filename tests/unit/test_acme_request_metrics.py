@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from requests.adapters import BaseAdapter
 
 from certlocker.issuance import acme_issuer
-from certlocker.issuance.http import path_label
+from certlocker.transport.acme_session import path_label
 from certlocker.metrics.collector import AcmeRequestMetrics, InventoryCollector, exposition
 from certlocker.metrics.summary import SummaryCache
 

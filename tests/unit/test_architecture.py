@@ -4,6 +4,8 @@ shows the architecture"). A new import through the wrong door fails here."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import functools
 import importlib.util
 from pathlib import Path
@@ -192,3 +194,98 @@ def test_the_private_attribute_check_sees_a_use() -> None:
     uses = private_library_uses(sample, "sample.py", library_private_names("acme")
                                 | library_private_names("hvac"))
     assert uses == ["sample.py:4: self._post_once", "sample.py:6: acme._get_links"]
+
+
+# -- layers --------------------------------------------------------------------------------
+
+#: top-level module or package -> its layer; a module imports only its own layer or lower.
+#: 0 the domain, 1 what every door shares, 2 the doors to outside systems, 3 the lifecycle
+#: and what reports on it, 4 the composition root, 5 the entry points.
+LAYERS = {
+    **dict.fromkeys(("__init__", "models", "ports", "names", "paths", "clock", "errors",
+                     "specs", "ownership", "renew_before", "x509info"), 0),
+    **dict.fromkeys(("audit", "transport", "pools", "logs"), 1),
+    **dict.fromkeys(("vault", "issuance", "credentials", "delivery", "notify", "settings"), 2),
+    **dict.fromkeys(("lifecycle", "discovery", "metrics"), 3),
+    "composition": 4,
+    **dict.fromkeys(("api", "app", "cli", "reconcile_cmd", "gunicorn_worker"), 5),
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join(["certlocker", *parts])
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """certlocker module -> the certlocker modules it imports (anywhere in the file,
+    function-level imports included: a lazy import is still a dependency)."""
+    names = {_module_name(p): p for p in modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                base = (package[:len(package) - node.level + 1] if node.level else [])
+                module = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{module}.{a.name}" for a in node.names] + [module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for target in targets:  # the most specific name that is a module
+                if target in names and target != name:
+                    deps.add(target)
+                    break
+        graph[name] = deps
+    return graph
+
+
+def _top(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_top_level_module_has_a_layer() -> None:
+    assert {_top(m) for m in _import_graph()} - set(LAYERS) == set()
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    upward = sorted(f"{m} -> {d}" for m, deps in _import_graph().items() for d in deps
+                    if LAYERS[_top(d)] > LAYERS[_top(m)])
+    assert upward == []
+
+
+def test_no_import_circle_between_modules_or_packages() -> None:
+    graph = _import_graph()
+    packages: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        packages.setdefault(_top(module), set()).update(
+            _top(d) for d in deps if _top(d) != _top(module))
+    for name, edges in (("module", graph), ("package", packages)):
+        seen: dict[str, int] = {}  # 1 on the current path, 2 done
+
+        def visit(node: str, path: list[str], edges: dict[str, set[str]] = edges) -> None:
+            seen[node] = 1
+            for nxt in sorted(edges.get(node, ())):
+                if seen.get(nxt) == 1:
+                    raise AssertionError(f"{name} circle: "
+                                         + " -> ".join(path[path.index(nxt):] + [nxt]))
+                if nxt not in seen:
+                    visit(nxt, path + [nxt])
+            seen[node] = 2
+
+        for start in sorted(edges):
+            if start not in seen:
+                visit(start, [start])
+
+
+def test_the_reconciler_process_does_not_import_flask() -> None:
+    code = ("import sys, certlocker.reconcile_cmd, certlocker.composition; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('flask', 'werkzeug') or m.startswith('certlocker.api') "
+            "or m == 'certlocker.app'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certlocker.metrics.collector import InventoryCollector, IssuanceMetrics, exposition
 from certlocker.metrics.summary import SummaryCache, ready_condition, row
-from certlocker.token_keeper import TokenLife
+from certlocker.vault.token_keeper import TokenLife
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State, TargetStatus)
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from certlocker.errors import Unauthenticated, VaultUnavailable
-from certlocker.token_keeper import (CHECK_AT_MOST_EVERY, RETRY_AFTER_FAILURE, TokenKeeper,
+from certlocker.vault.token_keeper import (CHECK_AT_MOST_EVERY, RETRY_AFTER_FAILURE, TokenKeeper,
                                      TokenLife)
 
 

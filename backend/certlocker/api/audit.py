@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import access
+from ..lifecycle import access
 from ..clock import parse_rfc3339, rfc3339
 from ..errors import InvalidInput
 from .context import authenticate_first, require, services

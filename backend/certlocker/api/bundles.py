@@ -23,7 +23,6 @@ from ..audit.recorder import audited
 from ..delivery import bundle_request
 from ..errors import AccessDenied, CertlockerError, InvalidInput, Unauthenticated
 from ..models import CertificateRef
-from ..vault.service_login import ServiceLogin
 from .context import services
 from .json_input import json_body
 
@@ -75,7 +74,7 @@ def bundle(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
     credential = _service_credential()
-    login = ServiceLogin(s.store, s.settings.jwt_role)
+    login = s.service_login
     subject = f"certificate:{ref.id}"
     # Vault accepts the credential (login) before the request is read: a forged or
     # revoked one is refused without learning what a valid request looks like.

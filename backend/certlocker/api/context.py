@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Callable, Collection
 
 from flask import Blueprint, current_app, g, request
 
-from .. import access
+from ..lifecycle import access
 from ..errors import Unauthenticated
 
 if TYPE_CHECKING:
-    from ..app import Services
+    from ..composition import Services
     from ..vault.store import VaultStore
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import access, names
+from .. import names
+from ..lifecycle import access
 from ..clock import SystemClock, rfc3339
 from ..credentials.tokens import MintedToken
 from ..errors import InvalidInput, Unauthenticated

@@ -19,12 +19,12 @@ import concurrent.futures as cf
 import datetime as dt
 import math
 import re
-import threading
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
-from .. import access, names
+from .. import names
+from ..lifecycle import access
 from ..audit.recorder import audited
 from ..clock import parse_rfc3339
 from ..discovery.files import FoundCertificate
@@ -48,19 +48,10 @@ FINDING_FIELDS = {"sha256_fingerprint", "subject", "dns_names", "issuer", "seria
                   "not_before", "not_after", "source", "is_ca"}
 _HEX = re.compile(r"^[0-9a-f]{1,128}$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_lock = threading.Lock()
 
 
 def discovery_service() -> DiscoveryService:
-    """One per process, made on first use from the application's services."""
-    ext = current_app.extensions
-    with _lock:
-        if "certlocker.discovery" not in ext:
-            s = services()
-            ext["certlocker.discovery"] = DiscoveryService(s.store, audit=s.audit,
-                                                           policy=s.targets)
-        made: DiscoveryService = ext["certlocker.discovery"]
-        return made
+    return services().discovery
 
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from .. import access
+from ..lifecycle import access
 from ..audit.recorder import audited
 from ..clock import rfc3339
 from .context import authenticate_first, require, services

@@ -6,7 +6,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from ..lifecycle.revocation import authorize
-from ..lifecycle.verification import verifier_for
 from ..models import CertificateRef, State
 from .certificates import render
 from .context import authenticate_first, caller, services
@@ -30,7 +29,6 @@ def verify(cert_id: str) -> Response:
     if seen.status.state is State.RETIRED:  # nodes still serving it are reported
         s.retirement.verify(ref, actor=who.display_name)
         return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))
-    verifier = s.verifier or verifier_for(s.settings, s.store, s.certificates.update_status,
-                                          s.audit)
+    verifier = s.verifier
     verifier.verify_certificate(ref, actor=who.display_name)
     return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))

@@ -22,19 +22,19 @@ from acme.client import ClientNetwork, ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .. import netenv
+from ..transport import netenv
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..errors import (ConfigurationError, Conflict, IssuanceFailed, RateLimited,
                       RevocationFailed)
 from ..models import IssuedCertificate
 from ..settings import IssuerSettings
-from ..urllib3_send import failure_reason
+from ..transport.urllib3_send import failure_reason
 from ..x509info import info_from_pem, split_pem_chain
 from . import acme_compat, ari, caa, chains, keys
 from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
                    RenewalWindow)
 from .dns import DnsProvider, build_provider
-from .http import NoRequestObserver, RequestObserver, observed, session_for
+from ..transport.acme_session import NoRequestObserver, RequestObserver, observed, session_for
 from .solvers import Dns01Solver, Http01Solver, Presented, Solver
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Protocol
 
-from ..access import CallerStore
+from .access import CallerStore
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, rfc3339
 from ..errors import AccessDenied, Conflict, GrantCorrupt, InvalidInput, NamesRefused

@@ -20,8 +20,8 @@ import logging
 import time
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
-from .. import access
-from ..access import CallerStore
+from . import access
+from .access import CallerStore
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
 from ..errors import (CertlockerError, Conflict, InvalidInput, NotFound)

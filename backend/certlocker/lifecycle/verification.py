@@ -36,7 +36,6 @@ from ..delivery.target_policy import FORBIDDEN, TargetPolicy
 from ..errors import Conflict, NotFound
 from ..models import CertificateInfo, CertificateRef, CertificateStatus, Target, TargetStatus
 from .ports import Store
-from .target_allowlist import AllowList
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +327,7 @@ class Verifier:
 
     ``update_status(ref, change)`` is the check-and-set read-modify-write of the status
     (``CertificateService.update_status``). ``policy`` answers the target allow-list in
-    force (``AllowList``); ``verifier_for`` always passes one, None (tests of the
+    force (``AllowList``); the composition root always passes one, None (tests of the
     orchestration alone) probes every target.
     """
 
@@ -427,21 +426,3 @@ class Verifier:
             log.error("delivery.alert_failed", extra={"certificate": ref.id,
                                                        "error": type(exc).__name__})
 
-
-def verifier_for(settings: Any, store: Store,
-                 update_status: Callable[[CertificateRef, StatusChange], CertificateStatus],
-                 audit: Auditor | None = None, *, clock: Clock | None = None,
-                 on_divergence: DivergenceHook | None = None,
-                 policy: PolicySource | None = None) -> Verifier:
-    """A ``Verifier`` configured from ``Settings`` (timeouts, parallelism, grace, each
-    issuer's ``trust_roots``, the target allow-list: ``policy``, else the settings'
-    extended by the administrator's Vault document)."""
-    policy = policy or AllowList(settings.targets, store,
-                                 refresh=float(settings.targets_refresh_seconds))
-    return Verifier(
-        store, update_status, probe=probes.under_policy(policy), policy=policy,
-        anchors=load_anchors({n: i.trust_roots for n, i in settings.issuers.items()}),
-        audit=audit, clock=clock, timeout=float(settings.verify_timeout_seconds),
-        parallelism=settings.verify_parallelism,
-        grace=dt.timedelta(seconds=settings.verify_grace_seconds),
-        on_divergence=on_divergence)

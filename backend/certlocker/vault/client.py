@@ -15,11 +15,11 @@ import hvac.adapters
 import hvac.exceptions as hx
 import requests
 
-from .. import netenv
+from ..transport import netenv
 from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound, OwnTokenRefused,
                       Unauthenticated, VaultUnavailable, VaultWriteUncertain)
-from ..urllib3_send import failure_reason
-from .transport import ConsistencyIndex, IndexedTransport, Urllib3Session
+from ..transport.urllib3_send import failure_reason
+from ..transport.vault_session import ConsistencyIndex, IndexedTransport, Urllib3Session
 
 log = logging.getLogger(__name__)
 

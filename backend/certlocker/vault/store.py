@@ -22,7 +22,7 @@ from ..errors import AccessDenied, AlreadyExists, Conflict, Unauthenticated, Vau
 from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate)
 from ..paths import VaultPaths
 from ..specs import PERMISSIVE, SpecRules, from_record
-from ..token_keeper import TokenLife
+from .token_keeper import TokenLife
 from . import hvac_compat
 from .client import RetryingAdapter, make_client, translated
 

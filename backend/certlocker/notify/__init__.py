@@ -21,11 +21,11 @@ from typing import Any, Protocol, Sequence
 
 import requests
 
-from .audit.recorder import Auditor, NoAudit, audited
-from .errors import AlertDeliveryFailed, CertlockerError
-from .lifecycle.alerts import Alert
-from .settings import Settings
-from .urllib3_send import failure_reason
+from ..audit.recorder import Auditor, NoAudit, audited
+from ..errors import AlertDeliveryFailed, CertlockerError
+from ..models import Alert
+from ..settings import Settings
+from ..transport.urllib3_send import failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Collection, Protocol
 
-from .audit.recorder import Auditor, audited
-from .errors import AccessDenied
+from ..audit.recorder import Auditor, audited
+from ..errors import AccessDenied
 
 UPDATE = ("update", "create")
 READ = ("read",)

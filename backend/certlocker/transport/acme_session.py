@@ -24,8 +24,8 @@ import requests.structures
 import requests.utils
 import urllib3
 
-from .. import netenv
-from ..urllib3_send import send
+from . import netenv
+from .urllib3_send import send
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_PATH_SEGMENTS = 3

@@ -21,7 +21,7 @@ import requests
 import requests.adapters
 import urllib3
 
-from ..urllib3_send import send
+from .urllib3_send import send
 
 REDIRECTS = (307, 308)  # a standby without request forwarding redirects to the active node
 MAX_REDIRECTS = 3

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
-from .errors import CertlockerError
+from ..errors import CertlockerError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""HTTP to the outside (the CA, Vault, webhooks): sessions, sending, proxy settings."""
