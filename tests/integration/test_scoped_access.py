@@ -583,7 +583,8 @@ def test_systemd_unit_calls_the_refresh_command() -> None:
             / "certlocker-credential.service").read_text()
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     argv = exec_start.split("=", 1)[1].split()
-    assert argv[:3] == ["certlocker", "credentials", "refresh"]
+    # the absolute path systemd needs (a bare name does not run under it)
+    assert argv[:3] == ["/usr/local/bin/certlocker", "credentials", "refresh"]
     assert "--credential-file" in argv
 
 

@@ -58,17 +58,23 @@ def reconciler(stack: Stack) -> Iterator[devstack.Proc]:
 
 def bao_put(stack: Stack, tmp: Path, service: str, name: str, dns_names: list[str],
             issuer: str = "pebble") -> float:
-    """``bao kv put -mount=certlocker specs/dev/<service>/<name> @spec.json``; returns
-    the monotonic time it returned."""
+    """``bao kv put -mount=certlocker specs/dev/<service>/<name> @spec.json`` (after an
+    administrator's grant of the names, also with the Vault CLI); returns the monotonic
+    time the spec's write returned."""
+    env = {"PATH": "/usr/bin:/bin", "BAO_ADDR": stack.vault_addr,
+           "BAO_TOKEN": stack.root_token, "HOME": str(tmp)}
+    grant = tmp / f"{service}-{name}-grant.json"
+    grant.write_text(json.dumps({"zones": sorted({n.split(".", 1)[1] for n in dns_names})}))
+    subprocess.run([devstack.find_binary("bao"), "kv", "put", "-mount=certlocker",
+                    f"grants/dev/{service}", f"@{grant}"], check=True, capture_output=True,
+                   timeout=30, stdin=subprocess.DEVNULL, env=env)
     spec = tmp / f"{service}-{name}.json"
     spec.write_text(json.dumps({"environment": "dev", "service": service, "name": name,
                                 "dns_names": dns_names, "issuer": issuer,
                                 "key_type": "ec-p256"}))
     subprocess.run([devstack.find_binary("bao"), "kv", "put", "-mount=certlocker",
                     f"specs/dev/{service}/{name}", f"@{spec}"], check=True,
-                   capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
-                   env={"PATH": "/usr/bin:/bin", "BAO_ADDR": stack.vault_addr,
-                        "BAO_TOKEN": stack.root_token, "HOME": str(tmp)})
+                   capture_output=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
     return time.monotonic()
 
 
