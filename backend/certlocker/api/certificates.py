@@ -163,7 +163,8 @@ def listed(s: Any, store: Any, environment: str | None = None,
     if status is State.RETIRED:
         return visibility.Listing(retired, visibility.ALL)
     declared = visibility.listable(store, s.store, environment, service)
-    return dataclasses.replace(declared, refs=itertools.chain(declared.refs, retired))
+    return dataclasses.replace(declared, refs=itertools.chain(
+        declared.refs, (ref for ref in retired if declared.may_list(ref))))
 
 
 @bp.get("/<cert_id>")

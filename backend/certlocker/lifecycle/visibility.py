@@ -46,6 +46,13 @@ class Listing:
     refs: Iterable[CertificateRef]
     scope: str
     folders: int | None = None
+    #: with ``PERMITTED``: the (environment, service) folders the caller may list
+    allowed: frozenset[tuple[str, str]] | None = None
+
+    def may_list(self, ref: CertificateRef) -> bool:
+        """Whether ``ref`` lies in a folder this listing covers (retired certificates,
+        listed apart, are offered only where the caller may list)."""
+        return self.allowed is None or (ref.environment, ref.service) in self.allowed
 
 
 def listable(caller: Lister, own: Lister, environment: str | None = None,
@@ -76,12 +83,16 @@ def listable(caller: Lister, own: Lister, environment: str | None = None,
             scope = PERMITTED
             services = _permitted(caller, env, _folders(own.list(paths.specs_dir(env))))
         folders.extend((env, s) for s in services if service is None or s == service)
-    return Listing(_names(caller, folders, strict=False), scope,
-                   None if scope == ALL else len(folders))
+    if scope == ALL:
+        return Listing(_names(caller, folders, strict=False), scope)
+    return Listing(_names(caller, folders, strict=False), scope, len(folders),
+                   frozenset(folders))
 
 
 def _folders(keys: list[str]) -> list[str]:
-    return [k.rstrip("/") for k in keys if k.endswith("/")]
+    """The sub-folders in a listing, without certlocker's own (``_system``: documents
+    such as the target allow-list, never a certificate)."""
+    return [k.rstrip("/") for k in keys if k.endswith("/") and not k.startswith("_")]
 
 
 def _permitted(caller: Lister, environment: str, services: list[str]) -> list[str]:

@@ -41,7 +41,8 @@ class PkiSigner:
         """``POST <mount>/sign/<role>`` with the CSR; names come from the CSR's SANs.
 
         :raises IssuanceFailed: (not retryable) when the role refuses the request, e.g.
-            a name outside ``allowed_domains`` or a TTL beyond ``max_ttl``.
+            a name outside ``allowed_domains`` or a TTL beyond ``max_ttl``; (retryable)
+            when no PKI engine is mounted at the path.
         :raises AccessDenied: when certlocker's policy lacks update on the sign path.
         :raises VaultUnavailable: when Vault cannot be reached.
         """
@@ -56,6 +57,11 @@ class PkiSigner:
                 reasons = "; ".join(exc.errors or []) or "request refused"
                 raise IssuanceFailed(f"{self.sign_path}: {reasons}"[:500],
                                      acme_code="rejectedIdentifier", retryable=False) from exc
+            except hx.InvalidPath as exc:
+                # No PKI engine mounted there (yet): this deployment's fault, fixed by
+                # mounting it, so retried like an issuer not configured yet.
+                raise IssuanceFailed(f"{self.sign_path}: no PKI secrets engine answers "
+                                     "there") from exc
         body = (resp or {}).get("data") or {}
         leaf = body.get("certificate")
         if not leaf:
