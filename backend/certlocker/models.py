@@ -361,3 +361,52 @@ class CertificateStatus:
 
     def replace(self, **changes: Any) -> "CertificateStatus":
         return dataclasses.replace(self, **changes)
+
+
+# -- records the ports carry (``certlocker.ports``) ------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class IssueRequest:
+    """What the lifecycle asks an ``Issuer`` for: one certificate for ``dns_names``."""
+
+    ref: CertificateRef
+    dns_names: tuple[str, ...]
+    key_type: KeyType
+    replaces: str | None = None  # ARI certificate id of the certificate being renewed
+
+
+@dataclasses.dataclass(frozen=True)
+class RenewalWindow:
+    """A CA's suggested renewal window (RFC 9773 section 4.2) and when to ask again
+    (its ``Retry-After``, None when it sent none)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    explanation_url: str | None = None
+    retry_after: dt.timedelta | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    """Everything a notifier sends. Holds no key material and no token."""
+
+    certificate: str
+    kind: str
+    summary: str
+    attempts: int
+    last_error: str | None
+    not_after: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+    at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "certificate": self.certificate,
+            "kind": self.kind,
+            "summary": self.summary,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "not_after": rfc3339(self.not_after) if self.not_after else None,
+            "next_attempt_at": rfc3339(self.next_attempt_at) if self.next_attempt_at else None,
+            "at": rfc3339(self.at),
+        }

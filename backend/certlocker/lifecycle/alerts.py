@@ -14,6 +14,7 @@ import datetime as dt
 from typing import Any
 
 from ..clock import rfc3339
+from ..models import Alert as Alert  # the record lives in the domain: ports.AlertSink sends it
 from ..models import CertificateInfo, CertificateRef, CertificateStatus
 from .backoff import exhausted
 
@@ -32,32 +33,6 @@ class AlertPolicy:
 
 
 DEFAULT_POLICY = AlertPolicy()
-
-
-@dataclasses.dataclass(frozen=True)
-class Alert:
-    """Everything a notifier sends. Holds no key material and no token."""
-
-    certificate: str
-    kind: str
-    summary: str
-    attempts: int
-    last_error: str | None
-    not_after: dt.datetime | None
-    next_attempt_at: dt.datetime | None
-    at: dt.datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "certificate": self.certificate,
-            "kind": self.kind,
-            "summary": self.summary,
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "not_after": rfc3339(self.not_after) if self.not_after else None,
-            "next_attempt_at": rfc3339(self.next_attempt_at) if self.next_attempt_at else None,
-            "at": rfc3339(self.at),
-        }
 
 
 def effective_floor(current: CertificateInfo, policy: AlertPolicy) -> dt.timedelta:
