@@ -19,6 +19,7 @@ Decision = Callable[[CertificateSpec, CertificateStatus | None], bool]
 StatusChange = Callable[[CertificateStatus | None], CertificateStatus]
 
 
+@runtime_checkable
 class CertificateIssuing(Protocol):
     """What the reconciler needs of ``lifecycle.service.CertificateService``: issue, and
     keep the status."""
@@ -69,6 +70,7 @@ class RenewalInfoRefresher(Protocol):
         ...
 
 
+@runtime_checkable
 class ReplacementIssuing(Protocol):
     """What revocation needs of ``CertificateService``: the configured issuers (to find
     the one that revokes) and an issuance that replaces a revoked certificate."""
@@ -83,6 +85,7 @@ class ReplacementIssuing(Protocol):
         ...
 
 
+@runtime_checkable
 class Verifying(Protocol):
     """What the reconciler needs of ``lifecycle.verification.Verifier``."""
 
@@ -95,6 +98,7 @@ class Verifying(Protocol):
         ...
 
 
+@runtime_checkable
 class FollowingUp(Protocol):
     """What the reconciler needs of ``lifecycle.revocation.RevocationService``."""
 
@@ -107,6 +111,7 @@ class FollowingUp(Protocol):
         ...
 
 
+@runtime_checkable
 class FollowingUpAll(Protocol):
     """What the reconciler needs of ``lifecycle.retirement.RetirementService``."""
 

@@ -175,7 +175,7 @@ class RevocationService:
         return self._pool.submit(self.follow_up, ref)
 
     def _revoker(self, spec: CertificateSpec | None, current: CertificateInfo) -> Revoker:
-        name = spec.issuer if spec else getattr(current, "issuer_name", None)
+        name = spec.issuer if spec else current.issuer_name
         issuer = self._certs.issuers.get(name or "")
         if issuer is None or not isinstance(issuer, Revoker):
             raise Conflict(f"issuer {name!r} is not configured or cannot revoke")
