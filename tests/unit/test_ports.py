@@ -9,6 +9,7 @@ optional capabilities the lifecycle branches on.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NoReturn, get_args, get_type_hints
 
 import pytest
@@ -85,7 +86,7 @@ REF = CertificateRef("prod", "payments", "www")
 
 def declared() -> list[tuple[str, Any, type]]:
     """(name, port, implementation) for each ``type[Port]`` assignment above."""
-    hints = get_type_hints(__import__(__name__, fromlist=["_"]))
+    hints = get_type_hints(sys.modules[__name__])
     out = []
     for name, hint in hints.items():
         args = get_args(hint)
