@@ -363,6 +363,29 @@ class CertificateStatus:
         return dataclasses.replace(self, **changes)
 
 
+# -- records the ports carry (``certlocker.ports``) ------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class IssueRequest:
+    """What the lifecycle asks an ``Issuer`` for: one certificate for ``dns_names``."""
+
+    ref: CertificateRef
+    dns_names: tuple[str, ...]
+    key_type: KeyType
+    replaces: str | None = None  # ARI certificate id of the certificate being renewed
+
+
+@dataclasses.dataclass(frozen=True)
+class RenewalWindow:
+    """A CA's suggested renewal window (RFC 9773 section 4.2) and when to ask again
+    (its ``Retry-After``, None when it sent none)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    explanation_url: str | None = None
+    retry_after: dt.timedelta | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Alert:
     """Everything a notifier sends (``lifecycle.alerts`` decides when, ``notify`` how).

@@ -66,7 +66,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservabilitySta
                            })
     s.up()
     try:
-        root = hvac.Client(url=s.vault_addr, token=s.root_token, timeout=10)
         mount_ca(s, PKI)
         # Its start-up sweep is over: from here on only due-index hints bring it to a
         # certificate (the next sweep is an hour away), as in production.

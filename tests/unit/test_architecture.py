@@ -296,3 +296,94 @@ def test_the_reconciler_process_does_not_import_flask() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- ports (issue #18 item 3) --------------------------------------------------------------
+
+#: what the domain's ports may import of certlocker: the domain itself
+DOMAIN_MODULES = {"models", "errors", "paths", "names", "clock", "specs", "ownership"}
+#: packages the lifecycle and discovery reach only through ``certlocker.ports``
+ADAPTERS = ("vault", "issuance", "credentials", "notify", "metrics", "api", "app", "composition",
+            "reconcile_cmd", "cli", "gunicorn_worker")
+#: imports of an adapter package that lifecycle/ and discovery/ still need today
+KNOWN_ADAPTER_IMPORTS = {
+    # the ARI certificate id (RFC 9773): pure X.509 arithmetic kept beside the ACME client
+    ("lifecycle/renewal_info.py", "certlocker.issuance.ari"),
+    # the inventory walk shared with the metrics summary (a lazy import)
+    ("discovery/service.py", "certlocker.metrics.summary"),
+}
+
+
+def certlocker_imports(path: Path, source: str | None = None) -> set[str]:
+    """The certlocker modules ``path`` imports, lazy imports too; relative imports are
+    resolved, and ``from package import name`` counts as ``package.name`` when that is
+    a module."""
+    package = list(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "certlocker"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "certlocker":
+                module = node.module
+            else:
+                continue
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                found.add(sub if _is_module(sub) else module)
+    return found
+
+
+def _is_module(name: str) -> bool:
+    where = PACKAGE.parent.joinpath(*name.split("."))
+    return where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
+
+
+def _in(module: str, top: str) -> bool:
+    return module == f"certlocker.{top}" or module.startswith(f"certlocker.{top}.")
+
+
+def test_the_ports_import_only_the_domain() -> None:
+    path = PACKAGE / "ports.py"
+    allowed = {f"certlocker.{m}" for m in DOMAIN_MODULES}
+    outside = sorted(m for m in certlocker_imports(path)
+                     if not any(m == a or m.startswith(a + ".") for a in allowed))
+    assert outside == []
+    third_party = sorted(imported_roots(path) - set(sys.stdlib_module_names) - {"certlocker"})
+    assert third_party == []
+
+
+def test_lifecycle_and_discovery_reach_adapters_only_through_ports() -> None:
+    found = {(str(p.relative_to(PACKAGE)), m)
+             for folder in ("lifecycle", "discovery")
+             for p in sorted((PACKAGE / folder).glob("*.py"))
+             for m in certlocker_imports(p) if any(_in(m, a) for a in ADAPTERS)}
+    assert found - KNOWN_ADAPTER_IMPORTS == set()
+
+
+def test_the_layer_check_sees_an_adapter_import() -> None:
+    """The check above is not vacuous: it resolves relative, package and lazy imports."""
+    sample = ("from ..vault.store import VaultStore\n"
+              "from ..issuance import acme_issuer\n"
+              "from .. import ports\n"
+              "def later():\n"
+              "    from certlocker.credentials import service\n")
+    assert certlocker_imports(PACKAGE / "lifecycle" / "sample.py", sample) == {
+        "certlocker.vault.store", "certlocker.issuance.acme_issuer", "certlocker.ports",
+        "certlocker.credentials.service"}
+
+
+def test_optional_abilities_are_not_probed_by_attribute_name() -> None:
+    """``isinstance`` against a ``runtime_checkable`` port, never
+    ``getattr(obj, "name", default)``: a capability has a written contract."""
+    probes = [f"{p.relative_to(PACKAGE)}:{node.lineno}"
+              for folder in ("lifecycle", "discovery")
+              for p in sorted((PACKAGE / folder).glob("*.py"))
+              for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id == "getattr" and len(node.args) == 3]
+    assert probes == []

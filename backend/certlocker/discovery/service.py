@@ -30,7 +30,7 @@ from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
 from ..delivery.target_policy import TargetPolicy
 from ..errors import CertlockerError, Conflict, NotFound
-from ..lifecycle.ports import Store
+from ..ports import Store
 from ..models import CertificateRef, State
 from .files import FoundCertificate
 from .records import ADOPTED, Adoption, Discovery, merge
@@ -158,7 +158,8 @@ class DiscoveryService:
                     samples.append(item.to_json())
         managed: list[tuple[str, str, str]] = []
         retired: list[tuple[str, str, str]] = []
-        retired_ids: Collection[str] = getattr(index, "retired", set())
+        retired_ids: Collection[str] = (index.retired if isinstance(index, KnownFingerprints)
+                                        else set())
         sources: list[tuple[str, str]] = []
         stored: dict[str, Discovery] = {}
         ca = 0

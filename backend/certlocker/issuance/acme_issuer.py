@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import josepy as jose
 import requests
@@ -26,13 +26,12 @@ from ..transport import netenv
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..errors import (ConfigurationError, Conflict, IssuanceFailed, RateLimited,
                       RevocationFailed)
-from ..models import IssuedCertificate
+from ..models import IssuedCertificate, IssueRequest, RenewalWindow
+from ..ports import AccountStore, ChallengeStore, IssuerSecrets, Journal
 from ..settings import IssuerSettings
 from ..transport.urllib3_send import failure_reason
 from ..x509info import info_from_pem, split_pem_chain
 from . import acme_compat, ari, caa, chains, keys
-from .base import (ChallengeStore, IssuerSecrets, IssueRequest, Journal,
-                   RenewalWindow)
 from .dns import DnsProvider, build_provider
 from ..transport.acme_session import NoRequestObserver, RequestObserver, observed, session_for
 from .solvers import Dns01Solver, Http01Solver, Presented, Solver
@@ -49,12 +48,6 @@ ACCOUNT_GONE = "accountDoesNotExist"
 T = TypeVar("T")
 # A CA's Retry-After past this is taken as this: a timedelta of 10^30 s overflows.
 MAX_RETRY_AFTER = dt.timedelta(days=365)
-
-
-class AccountStore(Protocol):
-    def load(self) -> tuple[dict[str, Any] | None, int]: ...
-
-    def save(self, document: dict[str, Any], cas: int) -> int: ...
 
 
 class _NewOrder(messages.NewOrder):

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import josepy as jose
 from acme import challenges, messages
 
-from .base import ChallengeStore
+from ..ports import ChallengeStore
 from .dns import DnsProvider, WaitsForPropagation
 
 log = logging.getLogger(__name__)

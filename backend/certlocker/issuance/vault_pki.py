@@ -15,11 +15,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from ..errors import IssuanceFailed
-from ..models import IssuedCertificate
+from ..models import IssuedCertificate, IssueRequest
+from ..ports import Journal
 from ..settings import IssuerSettings
 from ..x509info import info_from_pem
 from . import keys
-from .base import IssueRequest, Journal
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,14 @@ single source of truth; a refusal is recorded in the audit trail.
 
 from __future__ import annotations
 
-from typing import Collection, Protocol
+from typing import Collection
 
 from ..audit.recorder import Auditor, audited
 from ..errors import AccessDenied
+from ..ports import CallerStore as CallerStore
 
 UPDATE = ("update", "create")
 READ = ("read",)
-
-
-class CallerStore(Protocol):
-    def capabilities(self, api_path: str) -> set[str]: ...
 
 
 def require(caller: CallerStore, api_path: str, needs: Collection[str], *,

@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from ..clock import rfc3339
-from ..models import Alert as Alert  # the type notifiers send, kept importable here
+from ..models import Alert as Alert  # the record lives in the domain: ports.AlertSink sends it
 from ..models import CertificateInfo, CertificateRef, CertificateStatus
 from .backoff import exhausted
 

@@ -14,15 +14,9 @@ import concurrent.futures as cf
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Protocol
+from typing import Callable
 
-
-class SharedChallenges(Protocol):
-    def put(self, token: str, key_authorization: str) -> None: ...
-
-    def get(self, token: str) -> str | None: ...
-
-    def delete(self, token: str) -> None: ...
+from ..ports import SharedChallenges
 
 
 class LocalFirstChallenges:

@@ -11,16 +11,15 @@ reads and writes the records: ``grants/<env>/<service>`` (administrators) and
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Protocol
+from typing import Iterable
 
-from .access import CallerStore
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, rfc3339
 from ..errors import AccessDenied, Conflict, GrantCorrupt, InvalidInput, NamesRefused
 from ..models import CertificateRef, CertificateSpec
 from ..ownership import (NO_GRANT, NOT_GRANTED, Grant, Refusal, claim_key, parse_grant,
                          refusals, summary)
-from .ports import Store
+from ..ports import OperatorStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +27,6 @@ GRANT_WRITE = ("update", "create")
 # Concurrent administrator declarations for one service each add their names with
 # check-and-set: every round one of them wins, so this covers that many at once.
 ADD_ATTEMPTS = 32
-
-
-class OperatorStore(Store, CallerStore, Protocol):
-    """An operator's store: Vault answers what the token may do."""
 
 
 class NameOwnership:

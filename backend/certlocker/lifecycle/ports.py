@@ -1,34 +1,121 @@
-"""What the lifecycle layer needs from storage: a Protocol, implemented by
-``certlocker.vault.store.VaultStore`` and by the in-memory fake in tests."""
+"""The lifecycle layer's own contracts: what its parts (the reconciler, revocation,
+retirement, verification) need of one another, so each is written against a shape
+rather than a class, and a unit test can hand it a small fake.
+
+What the lifecycle needs from outside (storage, issuers, probes, credentials,
+notifiers) is in the domain's ``certlocker.ports``; ``Store`` is also reachable here for
+the modules that import it from this layer.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
-from ..models import CertificateRef, CertificateSpec, CertificateStatus, IssuedCertificate
-from ..paths import VaultPaths
+from ..models import CertificateRef, CertificateSpec, CertificateStatus
+from ..ports import Issuer
+from ..ports import Store as Store
+
+Decision = Callable[[CertificateSpec, CertificateStatus | None], bool]
+StatusChange = Callable[[CertificateStatus | None], CertificateStatus]
 
 
-class Store(Protocol):
-    paths: VaultPaths
+@runtime_checkable
+class CertificateIssuing(Protocol):
+    """What the reconciler needs of ``lifecycle.service.CertificateService``: issue, and
+    keep the status."""
 
-    def read_json(self, logical: str) -> tuple[dict[str, Any] | None, int]: ...
+    def issue(self, ref: CertificateRef, decide: Decision | None = None,
+              ) -> CertificateStatus:
+        """Issue under the certificate's lease when ``decide`` (asked again under the
+        lease, on a fresh read) says so; the resulting status. Safe to call from several
+        replicas at once: only the lease holder works, the others get the current status.
 
-    def write_json(self, logical: str, document: dict[str, Any], cas: int | None) -> int: ...
+        :raises NotFound: the spec is gone.
+        """
+        ...
 
-    def write(self, logical: str, data: dict[str, Any], cas: int | None) -> int: ...
+    def update_status(self, ref: CertificateRef, change: StatusChange) -> CertificateStatus:
+        """Read, ``change`` and write the status with check-and-set, retried on a race.
 
-    def destroy(self, logical: str) -> None: ...
+        :raises Conflict: the status kept changing under us.
+        """
+        ...
 
-    def list(self, logical_dir: str) -> list[str]: ...
+    def refs(self, caller: Store, environment: str | None = None,
+             service: str | None = None) -> Iterable[CertificateRef]:
+        """Every declared certificate ``caller`` may list, lazily, in path order."""
+        ...
 
-    def read_spec(self, ref: CertificateRef) -> tuple[CertificateSpec, int] | None: ...
+    def finish_journals(self) -> None:
+        """Resume (or clear) every issuance a crash left in flight. Idempotent."""
+        ...
 
-    def create_spec(self, spec: CertificateSpec) -> int: ...
+    def mark_invalid(self, spec: CertificateSpec) -> CertificateStatus:
+        """Record that the stored spec does not parse (``spec.problem``, once per
+        reason), keeping the certificate it had; nothing is ordered until it is fixed."""
+        ...
 
-    def read_status(self, ref: CertificateRef) -> tuple[CertificateStatus, int] | None: ...
 
-    def write_status(self, ref: CertificateRef, status: CertificateStatus, cas: int) -> int: ...
+@runtime_checkable
+class RenewalInfoRefresher(Protocol):
+    """Optional for a ``CertificateIssuing``: it asks the CA's renewal window again when
+    its Retry-After is over (``CertificateService`` does). Asked with ``isinstance``."""
 
-    def store_certificate(self, ref: CertificateRef, issued: IssuedCertificate,
-                          expected_version: int | None = None) -> int: ...
+    def refresh_renewal_info(self, spec: CertificateSpec, status: CertificateStatus | None,
+                             ) -> CertificateStatus | None:
+        """The new status with a fresh window, or ``status`` unchanged.
+
+        :raises Conflict: the status kept changing under us.
+        """
+        ...
+
+
+@runtime_checkable
+class ReplacementIssuing(Protocol):
+    """What revocation needs of ``CertificateService``: the configured issuers (to find
+    the one that revokes) and an issuance that replaces a revoked certificate."""
+
+    @property
+    def issuers(self) -> Mapping[str, Issuer]:
+        """The configured issuers by name."""
+        ...
+
+    def issue(self, ref: CertificateRef) -> CertificateStatus:
+        """Issue now, under the lease, whatever the renewal plan says."""
+        ...
+
+
+@runtime_checkable
+class Verifying(Protocol):
+    """What the reconciler needs of ``lifecycle.verification.Verifier``."""
+
+    def verify_certificate(self, ref: CertificateRef, actor: str | None = None) -> Any:
+        """Probe every target of ``ref`` and record what each node serves.
+
+        :raises NotFound: no spec for ``ref``.
+        :raises Conflict: nothing issued yet, or the certificate keeps changing.
+        """
+        ...
+
+
+@runtime_checkable
+class FollowingUp(Protocol):
+    """What the reconciler needs of ``lifecycle.revocation.RevocationService``."""
+
+    def follow_up(self, ref: CertificateRef) -> CertificateStatus:
+        """Advance a stored revocation from wherever it stopped; resumable, idempotent
+        once final.
+
+        :raises NotFound: no revocation is recorded for ``ref``.
+        """
+        ...
+
+
+@runtime_checkable
+class FollowingUpAll(Protocol):
+    """What the reconciler needs of ``lifecycle.retirement.RetirementService``."""
+
+    def follow_up_all(self) -> int:
+        """Advance every unfinished retirement; how many were looked at. One that fails
+        is logged and left for the next call: raises only when storage is unreachable."""
+        ...

@@ -24,17 +24,19 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Iterator
 
 from ..clock import Clock, SystemClock
 from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
                       VaultUnavailable)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
+from ..ports import AlertSink
 from . import alerts, planning, reissue, revocation, verification
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
 from .heartbeat import FAILURE_KINDS, Heartbeats
-from .ports import Store
+from .ports import (CertificateIssuing, FollowingUp, FollowingUpAll, RenewalInfoRefresher,
+                    Store, Verifying)
 from .spec_watch import SpecChange, SpecWatch
 
 log = logging.getLogger(__name__)
@@ -42,40 +44,6 @@ log = logging.getLogger(__name__)
 ISSUED, FAILED, BUSY, GONE, UP_TO_DATE, ERROR, STOPPED = (
     "issued", "failed", "busy", "gone", "up-to-date", "error", "stopped")
 ERROR_RETRY = dt.timedelta(minutes=10)  # a certificate whose handling broke, not Vault
-
-
-class Issuing(Protocol):
-    """What the reconciler needs of ``CertificateService``."""
-
-    def issue(self, ref: CertificateRef, decide: Callable[
-            [CertificateSpec, CertificateStatus | None], bool] | None = None,
-              ) -> CertificateStatus: ...
-
-    def update_status(self, ref: CertificateRef, change: Callable[
-            [CertificateStatus | None], CertificateStatus]) -> CertificateStatus: ...
-
-    def refs(self, caller: Store, environment: str | None = None,
-             service: str | None = None) -> Iterable[CertificateRef]: ...
-
-    def finish_journals(self) -> None: ...
-
-    def mark_invalid(self, spec: CertificateSpec) -> CertificateStatus: ...
-
-
-class Verifying(Protocol):
-    def verify_certificate(self, ref: CertificateRef, actor: str | None = None) -> Any: ...
-
-
-class FollowingUp(Protocol):
-    def follow_up(self, ref: CertificateRef) -> CertificateStatus: ...
-
-
-class FollowingUpAll(Protocol):
-    def follow_up_all(self) -> int: ...
-
-
-class AlertSink(Protocol):
-    def send(self, alert: alerts.Alert) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +75,7 @@ class _AlreadyClaimed(Exception):
 
 
 class Reconciler:
-    def __init__(self, store: Store, certificates: Issuing, due: DueIndex, *,
+    def __init__(self, store: Store, certificates: CertificateIssuing, due: DueIndex, *,
                  notifier: AlertSink | None = None, clock: Clock | None = None,
                  options: Options = Options(),
                  policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
@@ -234,11 +202,12 @@ class Reconciler:
                               status: CertificateStatus | None) -> CertificateStatus | None:
         """The CA's renewal window (RFC 9773), fetched again when its Retry-After is
         over, so a window the CA moved earlier (a revocation ahead) makes it due."""
-        refresh = getattr(self._certificates, "refresh_renewal_info", None)
-        if refresh is None or status is None or status.state in planning.INACTIVE:
+        certificates = self._certificates
+        if (not isinstance(certificates, RenewalInfoRefresher) or status is None
+                or status.state in planning.INACTIVE):
             return status
         try:
-            refreshed: CertificateStatus | None = refresh(spec, status)
+            refreshed = certificates.refresh_renewal_info(spec, status)
         except Conflict:
             return status  # a concurrent status write; the next pass asks again
         return refreshed

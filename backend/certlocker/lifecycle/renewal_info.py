@@ -15,9 +15,9 @@ from typing import Mapping
 
 from ..errors import CertlockerError
 from ..issuance import ari
-from ..issuance.base import RenewalWindow
-from ..models import AriWindow, CertificateInfo, CertificateRef, CertificateSpec, CertificateStatus
-from .ports import Store
+from ..models import (AriWindow, CertificateInfo, CertificateRef, CertificateSpec,
+                      CertificateStatus, RenewalWindow)
+from ..ports import Issuer, RenewalInfoSource, Store
 from .renewal import RenewalPlan, plan_renewal
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,9 @@ def record(serial: str, window: RenewalWindow, now: dt.datetime) -> AriWindow:
 def fetch(issuer: object, serial: str, certificate_pem: str,
           now: dt.datetime) -> AriWindow | None:
     """Ask ``issuer`` (if it speaks ARI) for this certificate's window."""
-    ask = getattr(issuer, "renewal_info", None)
-    if ask is None:
+    if not isinstance(issuer, RenewalInfoSource):
         return None
-    window = ask(certificate_pem)
+    window = issuer.renewal_info(certificate_pem)
     return record(serial, window, now) if window is not None else None
 
 
@@ -109,7 +108,7 @@ def replaces_for(store: Store, spec: CertificateSpec,
     return ari.cert_id(pem) if pem else None
 
 
-def refreshed(store: Store, issuers: Mapping[str, object], spec: CertificateSpec,
+def refreshed(store: Store, issuers: Mapping[str, Issuer], spec: CertificateSpec,
               status: CertificateStatus | None, now: dt.datetime) -> AriWindow | None:
     """A fresh window for the current certificate when one is due (``check_due``) and
     its issuer speaks ARI; None when there is nothing new."""
@@ -117,7 +116,7 @@ def refreshed(store: Store, issuers: Mapping[str, object], spec: CertificateSpec
         return None
     assert status is not None and status.current is not None
     issuer = issuers.get(status.current.issuer_name or spec.issuer)
-    if issuer is None or getattr(issuer, "renewal_info", None) is None:
+    if issuer is None or not isinstance(issuer, RenewalInfoSource):
         return None
     pem = current_leaf(store, spec.ref, status.current)
     return fetch(issuer, status.current.serial, pem, now) if pem else None

@@ -20,13 +20,12 @@ without spec).
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import datetime as dt
 import logging
 import time
 import uuid
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
@@ -34,8 +33,8 @@ from ..errors import AccessDenied, CertlockerError, Conflict, NotFound
 from ..models import (CertificateInfo, CertificateRef, CertificateSpec, CertificateStatus,
                       KeyType, State, Target, TargetStatus)
 from .name_grants import NameOwnership
-from .ports import Store
-from .revocation import REASONS, RevocationStore, authorize, update_status
+from ..ports import Credentials, Issuer, OperatorStore, Probe, Revoker, Store, VersionedStore
+from .revocation import REASONS, authorize, update_status
 from .vault_adapters import StoreLease
 from .verification import CLEAR, SERVING_RETIRED
 
@@ -52,23 +51,6 @@ UNREACHABLE = "unreachable"
 REASON = "cessationOfOperation"  # RFC 5280: the certificate is no longer needed
 
 
-class CallerStore(Protocol):
-    """The operator's store (their Vault token)."""
-
-    def capabilities(self, api_path: str) -> set[str]: ...
-
-    def destroy(self, logical: str) -> None: ...
-
-    def list(self, logical_dir: str) -> list[str]: ...
-
-    def read_spec(self, ref: CertificateRef) -> tuple[CertificateSpec, int] | None: ...
-
-    def read_status(self, ref: CertificateRef) -> tuple[CertificateStatus, int] | None: ...
-
-    # ``builtins.list``: inside this class ``list`` names the method above.
-    def live_versions(self, logical: str) -> builtins.list[int]: ...
-
-
 @dataclasses.dataclass(frozen=True)
 class Leftover:
     ref: CertificateRef
@@ -83,17 +65,6 @@ class Leftover:
                 "serial": self.serial,
                 "not_after": rfc3339(self.not_after) if self.not_after else None,
                 "live_versions": self.live_versions}
-
-
-class Credentials(Protocol):
-    """What retirement needs of ``credentials.service.CredentialService``."""
-
-    def generation(self, environment: str, service: str) -> int: ...
-
-    def revoke(self, environment: str, service: str, actor: str = "operator") -> int: ...
-
-
-Probe = Callable[..., Sequence[TargetStatus]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +151,9 @@ class RetiredRecords:
 
 
 class RetirementService:
-    def __init__(self, store: RevocationStore, *, holder: str, lease_ttl: float,
+    def __init__(self, store: VersionedStore, *, holder: str, lease_ttl: float,
                  clock: Clock | None = None, audit: Auditor | None = None,
-                 issuers: Mapping[str, Any] | None = None,
+                 issuers: Mapping[str, Issuer] | None = None,
                  credentials: Credentials | None = None, probe: Probe | None = None,
                  probe_timeout: float = 5.0, actor: str = "certlocker",
                  names: NameOwnership | None = None) -> None:
@@ -200,7 +171,7 @@ class RetirementService:
         self.records = RetiredRecords(store)
 
     # -- the operator's action ----------------------------------------------------------
-    def retire(self, caller: CallerStore, ref: CertificateRef, actor: str = "operator",
+    def retire(self, caller: OperatorStore, ref: CertificateRef, actor: str = "operator",
                revoke: bool = True) -> tuple[CertificateStatus, Retirement | None]:
         """Stop managing the certificate and take it through every retirement step.
 
@@ -244,7 +215,7 @@ class RetirementService:
         assert found is not None
         return found[0], self.records.read(ref)
 
-    def _start(self, caller: CallerStore, ref: CertificateRef,
+    def _start(self, caller: OperatorStore, ref: CertificateRef,
                found_spec: tuple[CertificateSpec, int] | None,
                status: CertificateStatus | None, actor: str, revoke: bool) -> Retirement:
         paths = self._store.paths
@@ -271,7 +242,7 @@ class RetirementService:
                 raise
         return self._mark_retired(ref, record)
 
-    def _destroy_spec(self, caller: CallerStore, ref: CertificateRef, actor: str) -> None:
+    def _destroy_spec(self, caller: OperatorStore, ref: CertificateRef, actor: str) -> None:
         """Stop managing first: nothing reissues a certificate without a spec."""
         try:
             caller.destroy(self._store.paths.spec(ref))
@@ -372,7 +343,7 @@ class RetirementService:
             name = (record.spec or {}).get("issuer") or current.issuer_name or ""
             issuer = self._issuers.get(name)
             leaf = current.leaf_pem or self._leaf(ref, current)
-            if issuer is None or not callable(getattr(issuer, "revoke", None)) or not leaf:
+            if issuer is None or not isinstance(issuer, Revoker) or not leaf:
                 outcome = ("the issuer cannot revoke" if issuer is not None
                            else f"issuer {name!r} is not configured")
                 if not leaf and issuer is not None:
@@ -534,7 +505,7 @@ class RetirementService:
             except NotFound:
                 pass
 
-    def leftovers(self, caller: CallerStore) -> Iterator[Leftover]:
+    def leftovers(self, caller: OperatorStore) -> Iterator[Leftover]:
         """Everything the caller may list that should be cleaned up, in path order."""
         now = self._clock.now()
         paths = self._store.paths
@@ -559,7 +530,7 @@ class RetirementService:
                                current.not_after if current else None, live)
 
 
-def _status_refs(caller: CallerStore, paths: Any) -> Iterator[CertificateRef]:
+def _status_refs(caller: OperatorStore, paths: Any) -> Iterator[CertificateRef]:
     for env in caller.list(paths.status_dir()):
         env = env.rstrip("/")
         for svc in caller.list(paths.status_dir(env)):
@@ -569,7 +540,7 @@ def _status_refs(caller: CallerStore, paths: Any) -> Iterator[CertificateRef]:
                     yield CertificateRef(env, svc, name)
 
 
-def _live_count(caller: CallerStore, logical: str) -> int | None:
+def _live_count(caller: OperatorStore, logical: str) -> int | None:
     try:
         return len(caller.live_versions(logical))
     except AccessDenied:

@@ -18,7 +18,7 @@ import concurrent.futures as cf
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Mapping
 
 from . import access
 from .access import CallerStore
@@ -27,7 +27,8 @@ from ..clock import Clock, SystemClock
 from ..errors import (CertlockerError, Conflict, InvalidInput, NotFound)
 from ..models import (CertificateInfo, CertificateRef, CertificateSpec, CertificateStatus,
                       Revocation, State, Target, TargetStatus)
-from .ports import Store
+from ..ports import Probe, Revoker, Store, VersionedStore
+from .ports import ReplacementIssuing
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +56,6 @@ def parse_reason(value: Any) -> str:
             raise InvalidInput("reason", "certificateHold cannot be requested over ACME")
         raise InvalidInput("reason", "must be one of " + ", ".join(REASONS))
     return _BY_LOWER[value.lower()]
-
-
-class Revoker(Protocol):
-    def revoke(self, certificate_pem: str, reason: int) -> None: ...
-
-
-class RevocationStore(Store, Protocol):
-    def live_versions(self, logical: str) -> list[int]: ...
-
-    def destroy_versions(self, logical: str, versions: list[int]) -> None: ...
-
-
-class Issuing(Protocol):
-    """What revocation needs from ``CertificateService``."""
-
-    @property
-    def issuers(self) -> Mapping[str, Any]: ...
-
-    def issue(self, ref: CertificateRef) -> CertificateStatus: ...
-
-
-Probe = Callable[..., Sequence[TargetStatus]]
 
 
 def authorize(caller: CallerStore, store: Store, ref: CertificateRef, auditor: Auditor,
@@ -111,8 +90,8 @@ def update_status(store: Store, ref: CertificateRef,
 
 
 class RevocationService:
-    def __init__(self, store: RevocationStore, certificates: Issuing, probe: Probe, *,
-                 clock: Clock | None = None, audit: Auditor | None = None,
+    def __init__(self, store: VersionedStore, certificates: ReplacementIssuing, probe: Probe,
+                 *, clock: Clock | None = None, audit: Auditor | None = None,
                  actor: str = "certlocker", replace_timeout: float = 360.0,
                  verify_timeout: float = 300.0, verify_interval: float = 2.0,
                  sleep: Callable[[float], None] = time.sleep, workers: int = 2) -> None:
@@ -196,11 +175,11 @@ class RevocationService:
         return self._pool.submit(self.follow_up, ref)
 
     def _revoker(self, spec: CertificateSpec | None, current: CertificateInfo) -> Revoker:
-        name = spec.issuer if spec else getattr(current, "issuer_name", None)
+        name = spec.issuer if spec else current.issuer_name
         issuer = self._certs.issuers.get(name or "")
-        if issuer is None or not callable(getattr(issuer, "revoke", None)):
+        if issuer is None or not isinstance(issuer, Revoker):
             raise Conflict(f"issuer {name!r} is not configured or cannot revoke")
-        return issuer  # type: ignore[no-any-return]
+        return issuer
 
     # -- the follow-up (certlocker's own token; resumable) -------------------------------
     def follow_up(self, ref: CertificateRef) -> CertificateStatus:

@@ -22,16 +22,16 @@ from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock
 from ..errors import (AccessDenied, CertlockerError, Conflict, IssuanceFailed, NamesRefused,
                       NotFound, OwnTokenRefused, RateLimited)
-from ..issuance.base import IssueRequest, Issuer
-from ..models import (CertificateRef, CertificateSpec, CertificateStatus, RenewalRequest,
-                      State)
+from ..models import (CertificateRef, CertificateSpec, CertificateStatus, IssueRequest,
+                      RenewalRequest, State)
 from ..ownership import summary
+from ..ports import IssuanceObserver, Issuer, OperatorStore
 from .. import specs
 from . import backoff, planning, renewal_info
 from .due_index import DueIndex, Hint
 from .expiry_index import ExpiryIndex
-from .name_grants import NameOwnership, OperatorStore
-from .observe import IssuanceObserver, NoObserver
+from .name_grants import NameOwnership
+from .observe import NoObserver
 from .ports import Store
 from .vault_adapters import StoreJournal, StoreLease
 

@@ -23,24 +23,14 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from typing import Callable, Mapping, Protocol
+from typing import Callable
 
 from ..errors import AccessDenied, CertlockerError, OwnTokenRefused
 from ..models import CertificateRef
 from ..names import component
-from ..paths import VaultPaths
+from ..ports import SpecSource
 
 log = logging.getLogger(__name__)
-
-
-class Source(Protocol):
-    """What the watch reads: ``vault.store.VaultStore`` has this shape."""
-
-    paths: VaultPaths
-
-    def spec_versions(self) -> Mapping[str, tuple[int, dt.datetime]] | None: ...
-
-    def list(self, logical_dir: str) -> list[str]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +61,7 @@ class SpecWatch:
     poll (or since ``started``, the reconciler's start, on the first one: what was
     written before is the start-up sweep's)."""
 
-    def __init__(self, source: Source, started: dt.datetime,
+    def __init__(self, source: SpecSource, started: dt.datetime,
                  options: WatchOptions = WatchOptions(),
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._source = source

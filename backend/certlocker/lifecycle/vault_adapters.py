@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import Conflict, NotFound
 from ..models import CertificateRef
-from ..vault.settle import until_found
+from ..transport.settle import until_found
 from .ports import Store
 
 

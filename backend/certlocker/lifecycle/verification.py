@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, rfc3339
@@ -35,7 +35,7 @@ from ..delivery import verify as probes
 from ..delivery.target_policy import FORBIDDEN, TargetPolicy
 from ..errors import Conflict, NotFound
 from ..models import CertificateInfo, CertificateRef, CertificateStatus, Target, TargetStatus
-from .ports import Store
+from ..ports import Probe, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,6 @@ MAX_AUDITED_NODES = 40
 
 StatusChange = Callable[[CertificateStatus | None], CertificateStatus]
 PolicySource = Callable[[], TargetPolicy]
-
-
-class Probe(Protocol):
-    def __call__(self, expected: CertificateInfo, history: Collection[str],
-                 targets: Sequence[Target], *, now: dt.datetime, timeout: float,
-                 parallelism: int,
-                 anchors: probes.TrustAnchors | None) -> list[TargetStatus]: ...
 
 
 class DivergenceHook(Protocol):

@@ -13,27 +13,18 @@ certificate read with it, so Vault still decides what the caller sees.
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator
 
 from ..errors import AccessDenied
 from ..models import CertificateRef
-from ..paths import VaultPaths
+from ..ports import Lister
 
 #: the caller's token listed every level itself
 ALL = "all"
 #: some level was refused: only the service folders Vault lets the caller list
 PERMITTED = "permitted"
 PROBE_BATCH = 200
-
-
-class Lister(Protocol):
-    paths: VaultPaths
-
-    def list(self, logical_dir: str) -> list[str]: ...
-
-    def capabilities_of(self, api_paths: builtins.list[str]) -> dict[str, set[str]]: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..audit.chain import AuditEvent
 from ..errors import AccessDenied, Conflict
 from ..paths import AUDIT_LANES
 from ..pools import ProcessPool
-from .settle import until_found
+from ..transport.settle import until_found
 from .store import VaultStore
 
 HINT_EVERY = 16
