@@ -27,6 +27,7 @@ from ..clock import Clock, SystemClock
 from ..errors import (CertlockerError, Conflict, InvalidInput, NotFound)
 from ..models import (CertificateInfo, CertificateRef, CertificateSpec, CertificateStatus,
                       Revocation, State, Target, TargetStatus)
+from . import status_writes
 from .ports import Store
 
 log = logging.getLogger(__name__)
@@ -98,16 +99,7 @@ def update_status(store: Store, ref: CertificateRef,
 
     :raises Conflict: when it keeps losing the race.
     """
-    for _ in range(10):
-        found = store.read_status(ref)
-        old, version = found if found else (None, 0)
-        new = change(old)
-        try:
-            store.write_status(ref, new, cas=version)
-            return new
-        except Conflict:
-            continue
-    raise Conflict(f"status of {ref.id} keeps changing under us")
+    return status_writes.update_status(store, ref, change)
 
 
 class RevocationService:
