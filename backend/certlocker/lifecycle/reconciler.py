@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import random
 import threading
@@ -39,8 +40,24 @@ from .spec_watch import SpecChange, SpecWatch
 
 log = logging.getLogger(__name__)
 
-ISSUED, FAILED, BUSY, GONE, UP_TO_DATE, ERROR, STOPPED = (
-    "issued", "failed", "busy", "gone", "up-to-date", "error", "stopped")
+
+
+class Outcome(enum.StrEnum):
+    """What handling one certificate came to (counted in ``Report``, logged). ``handle``
+    may also answer a decision's reason (``in-backoff``, ``refused``, ``invalid-spec``...)
+    when nothing was done."""
+
+    ISSUED = "issued"
+    FAILED = "failed"
+    BUSY = "busy"  # another replica holds the lease; the hint stays for later
+    GONE = "gone"  # the spec was deleted
+    UP_TO_DATE = "up-to-date"
+    ERROR = "error"  # handling broke (not Vault): retried after ERROR_RETRY
+    STOPPED = "stopped"
+
+
+ISSUED, FAILED, BUSY, GONE = Outcome.ISSUED, Outcome.FAILED, Outcome.BUSY, Outcome.GONE
+UP_TO_DATE, ERROR, STOPPED = Outcome.UP_TO_DATE, Outcome.ERROR, Outcome.STOPPED
 ERROR_RETRY = dt.timedelta(minutes=10)  # a certificate whose handling broke, not Vault
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import enum
 import logging
 import time
 from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
@@ -40,10 +41,33 @@ REASONS: Mapping[str, int] = {
 }
 _BY_LOWER = {name.lower(): name for name in REASONS}
 
-REPLACING, REMOVING, DESTROYING, VERIFYING = "replacing", "removing", "destroying", "verifying"
-DONE, VERIFY_TIMEOUT = "done", "verify-timeout"
+
+
+class Phase(enum.StrEnum):
+    """``Revocation.phase``: the step a revocation is at (stored, shown)."""
+
+    REPLACING = "replacing"
+    REMOVING = "removing"
+    DESTROYING = "destroying"
+    VERIFYING = "verifying"
+    DONE = "done"
+    VERIFY_TIMEOUT = "verify-timeout"
+
+
+class TargetResult(enum.StrEnum):
+    """What probing one target found after a revocation (``Revocation.targets``)."""
+
+    SERVING_REVOKED = "serving-revoked"
+    CLEAR = "clear"
+    UNREACHABLE = "unreachable"
+
+
+REPLACING, REMOVING, DESTROYING, VERIFYING = (Phase.REPLACING, Phase.REMOVING,
+                                              Phase.DESTROYING, Phase.VERIFYING)
+DONE, VERIFY_TIMEOUT = Phase.DONE, Phase.VERIFY_TIMEOUT
 FINAL = (DONE, VERIFY_TIMEOUT)
-SERVING_REVOKED, CLEAR, UNREACHABLE = "serving-revoked", "clear", "unreachable"
+SERVING_REVOKED, CLEAR, UNREACHABLE = (TargetResult.SERVING_REVOKED, TargetResult.CLEAR,
+                                       TargetResult.UNREACHABLE)
 
 
 def parse_reason(value: Any) -> str:
@@ -208,8 +232,10 @@ class RevocationService:
             assert rev is not None
             if rev.phase in FINAL:
                 return status
-            step = {REPLACING: self._replace, REMOVING: self._remove,
-                    DESTROYING: self._destroy_old, VERIFYING: self._verify}.get(rev.phase)
+            steps: dict[str, Callable[[CertificateRef, CertificateStatus, Revocation], bool]]
+            steps = {REPLACING: self._replace, REMOVING: self._remove,
+                     DESTROYING: self._destroy_old, VERIFYING: self._verify}
+            step = steps.get(rev.phase)
             if step is None:
                 raise Conflict(f"unknown revocation phase {rev.phase!r}")
             if not step(ref, status, rev):
