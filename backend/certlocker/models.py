@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, Mapping
 
 from .clock import parse_rfc3339, rfc3339
 
@@ -411,3 +411,47 @@ class Alert:
             "next_attempt_at": rfc3339(self.next_attempt_at) if self.next_attempt_at else None,
             "at": rfc3339(self.at),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Inflight:
+    """The in-flight state of one issuance: the key made for it (before the CA heard of
+    it), the names and key type it was made for, the issuer, and the ACME order once
+    one exists. Stored as JSON (``to_json``) at ``system/inflight/...``; a field that is
+    None is left out, so each issuer's record keeps its shape. The key is never shown
+    in a ``repr``."""
+
+    private_key: str | None = dataclasses.field(default=None, repr=False)
+    dns_names: tuple[str, ...] = ()
+    issuer: str | None = None
+    key_type: str | None = None
+    order_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"private_key": self.private_key,
+                                "order_url": self.order_url,
+                                "dns_names": list(self.dns_names), "issuer": self.issuer,
+                                "key_type": self.key_type}
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Inflight | None:
+        """None for no record; fields of the wrong type (a record from elsewhere) read
+        as absent, so such a journal is never resumed."""
+        if not isinstance(data, Mapping):
+            return None
+        names = data.get("dns_names")
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) and value else None
+
+        return cls(private_key=text("private_key"),
+                   dns_names=tuple(n for n in names if isinstance(n, str))
+                   if isinstance(names, list) else (),
+                   issuer=text("issuer"), key_type=text("key_type"),
+                   order_url=text("order_url"))
+
+    def for_names(self, dns_names: tuple[str, ...]) -> bool:
+        """Made for the same names (in any order) as a request for ``dns_names``."""
+        return sorted(self.dns_names) == sorted(dns_names)

@@ -30,7 +30,7 @@ import builtins
 import datetime as dt
 from typing import Any, Collection, Mapping, Protocol, Sequence, runtime_checkable
 
-from .models import (Alert, CertificateInfo, CertificateRef, CertificateSpec,
+from .models import (Alert, CertificateInfo, Inflight, CertificateRef, CertificateSpec,
                      CertificateStatus, IssuedCertificate, IssueRequest, RenewalWindow,
                      Target, TargetStatus)
 from .paths import VaultPaths
@@ -209,11 +209,11 @@ class Journal(Protocol):
     resumes an order another left. Only the holder of the certificate's lease uses it.
     Implemented by ``lifecycle.vault_adapters.StoreJournal``."""
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Inflight | None:
         """The state last saved, None when there is nothing to resume."""
         ...
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, state: Inflight) -> None:
         """Replace the state. Durable before it returns: the issuer saves a new key
         before it asks the CA for anything, and the order URL before it finalizes.
         Repeating a save is harmless."""

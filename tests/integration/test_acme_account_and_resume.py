@@ -11,7 +11,7 @@ import pytest
 from certlocker.errors import IssuanceFailed
 from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
-from certlocker.issuance.base import IssueRequest
+from certlocker.issuance.base import Inflight, IssueRequest
 from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
 from certlocker.lifecycle.service import CertificateService
 from certlocker.lifecycle.vault_adapters import StoreJournal
@@ -130,9 +130,9 @@ def test_a_crash_resumes_the_same_order_with_the_same_key(
     key = keys.generate(KeyType.EC_P256)
     acme = issuer.client()
     orderr = acme.new_order(keys.csr_pem(key, names))
-    StoreJournal(store, ref).save({"private_key": keys.to_pem(key), "order_url": orderr.uri,
-                                   "dns_names": list(names), "issuer": "pebble",
-                                   "key_type": "ec-p256"})
+    StoreJournal(store, ref).save(Inflight(private_key=keys.to_pem(key), order_url=orderr.uri,
+                                           dns_names=tuple(names), issuer="pebble",
+                                           key_type="ec-p256"))
     for authzr in orderr.authorizations:
         challb = next(c for c in authzr.body.challenges if c.chall.typ == "http-01")
         response, validation = challb.response_and_validation(acme.net.key)

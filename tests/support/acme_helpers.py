@@ -12,6 +12,8 @@ from typing import Any, Iterator
 import requests
 from requests.adapters import HTTPAdapter
 
+from certlocker.issuance.base import Inflight
+
 
 class Http01Responder(dict):  # type: ignore[type-arg]
     """A ChallengeStore whose answers a real HTTP server on ``port`` serves."""
@@ -88,13 +90,13 @@ class MemoryAccounts:
 
 class MemoryJournal:
     def __init__(self) -> None:
-        self.state: dict[str, Any] | None = None
+        self.state: Inflight | None = None
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Inflight | None:
         return self.state
 
-    def save(self, state: dict[str, Any]) -> None:
-        self.state = dict(state)
+    def save(self, state: Inflight) -> None:
+        self.state = state
 
 
 def root_store(openbao: Any) -> Any:

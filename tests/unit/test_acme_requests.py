@@ -11,7 +11,7 @@ import pytest
 from certlocker.errors import IssuanceFailed
 from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
-from certlocker.issuance.base import IssueRequest
+from certlocker.issuance.base import Inflight, IssueRequest
 from certlocker.issuance.caa import CaaRecord
 from certlocker.issuance.dns.memory import MemoryDnsProvider
 from certlocker.models import CertificateRef, KeyType
@@ -36,14 +36,14 @@ class Accounts:
 
 
 class Journal:
-    def __init__(self, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, state: Inflight | None = None) -> None:
         self.state = state
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Inflight | None:
         return self.state
 
-    def save(self, state: dict[str, Any]) -> None:
-        self.state = dict(state)
+    def save(self, state: Inflight) -> None:
+        self.state = state
 
 
 class Challenges(dict):  # type: ignore[type-arg]

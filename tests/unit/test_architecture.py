@@ -202,7 +202,7 @@ def test_the_private_attribute_check_sees_a_use() -> None:
 #: 0 the domain, 1 what every door shares, 2 the doors to outside systems, 3 the lifecycle
 #: and what reports on it, 4 the composition root, 5 the entry points.
 LAYERS = {
-    **dict.fromkeys(("__init__", "models", "ports", "names", "paths", "clock", "errors",
+    **dict.fromkeys(("__init__", "models", "ports", "names", "paths", "clock", "errors", "cas",
                      "specs", "ownership", "renew_before", "x509info"), 0),
     **dict.fromkeys(("audit", "transport", "pools", "logs"), 1),
     **dict.fromkeys(("vault", "issuance", "credentials", "delivery", "notify", "settings"), 2),

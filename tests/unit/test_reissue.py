@@ -142,6 +142,24 @@ def test_needs_reissue(overrides: dict[str, Any], expected: Decision) -> None:
 
 
 def test_the_checks_run_in_the_documented_order() -> None:
-    assert [name for name, _ in CHECKS] == [
+    assert [check.__name__.replace("_", "-") for check in CHECKS] == [
         "missing", "names-changed", "key-type-changed", "issuer-changed", "expired",
         "renewal-due", "renewal-requested"]
+
+
+def test_each_check_names_its_reason_and_says_why_and_the_first_hit_wins() -> None:
+    """Names, key type and issuer all changed: only the first check's reason is given,
+    with a message naming what differs."""
+    decision = needs_reissue(spec(dns_names=("new.example.com",), issuer="zerossl",
+                                  key_type=KeyType.RSA_2048), CURRENT, now=FRESH,
+                             issued_key_type=KeyType.EC_P256)
+    assert decision == Decision(True, "names-changed")
+    assert "new.example.com" in decision.message and "api.example.com" in decision.message
+
+
+def test_a_gated_trigger_says_both_the_gate_and_the_trigger() -> None:
+    decision = needs_reissue(spec(dns_names=("new.example.com",)), CURRENT, now=FRESH,
+                             status=FAILED)
+    assert decision == Decision(False, "in-backoff", trigger="names-changed")
+    assert decision.message.startswith("retried at ") and "boom" in decision.message
+    assert "new.example.com" in decision.message

@@ -71,18 +71,14 @@ def test_a_renewal_whose_answering_process_died_is_issued_on_the_reconcilers_nex
 def test_a_request_made_while_an_issuance_runs_is_answered_by_the_next_one():
     """That issuance read the status (and made its key) before the request: it stores its
     certificate, but the request stands and is due at once."""
-    world = World()
-    api = api_of(world)
-
     class RequestMidway(MemoryIssuer):
         def issue(self, request: IssueRequest, journal: Journal) -> IssuedCertificate:
             if len(self.issued) == 1:  # the second issuance, a due renewal
                 api.renew(world.store, ref(1), actor="alice")
             return super().issue(request, journal)
 
-    world.issuer = RequestMidway(not_before=T0)
-    world.service._issuers = {"test": world.issuer}  # type: ignore[misc]
-    api._issuers = {"test": world.issuer}  # type: ignore[misc]
+    world = World(issuer=RequestMidway(not_before=T0))
+    api = api_of(world)
     try:
         world.declare_in_vault(spec(1))
         world.reconciler.run_once()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -13,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certlocker.errors import ConfigurationError, IssuanceFailed
-from certlocker.issuance.base import IssueRequest
+from certlocker.issuance.base import Inflight, IssueRequest
 from certlocker.issuance.vault_pki import VaultPkiIssuer
 from certlocker.models import CertificateRef, KeyType
 from certlocker.settings import IssuerSettings
@@ -74,14 +73,14 @@ class MemoryCA:
 
 class MemoryJournal:
     def __init__(self) -> None:
-        self.state: dict[str, Any] | None = None
+        self.state: Inflight | None = None
         self.saves = 0
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Inflight | None:
         return self.state
 
-    def save(self, state: dict[str, Any]) -> None:
-        self.state = dict(state)
+    def save(self, state: Inflight) -> None:
+        self.state = state
         self.saves += 1
 
 
@@ -100,7 +99,7 @@ def test_issues_leaf_with_intermediate_chain_and_no_root() -> None:
     assert sorted(issued.info.dns_names) == sorted(REQUEST.dns_names)
     key = serialization.load_pem_private_key(issued.private_key.encode(), None)
     assert key.public_key() == ca.csrs[0].public_key()
-    assert journal.state is not None and journal.state["private_key"] == issued.private_key
+    assert journal.state is not None and journal.state.private_key == issued.private_key
 
 
 def test_a_retry_reuses_the_journaled_key() -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Protocol
 
-from ..errors import CertlockerError, Conflict, Unauthenticated
+from .. import cas
+from ..errors import CertlockerError, Unauthenticated
 from ..pools import ProcessPool
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..names import component
@@ -105,16 +106,15 @@ class CredentialService:
         environment = component("environment", environment)
         service = component("service", service)
         path = self._path(environment, service)
-        for _ in range(5):
-            doc, version = self._store.read_json(path)
-            old = int(doc["generation"]) if doc else 1
-            try:
-                self._store.write_json(path, {"generation": old + 1}, cas=version)
-                break
-            except Conflict:
-                continue
-        else:
-            raise Conflict(f"credentials of {environment}/{service} keep changing")
+
+        def bump(doc: dict[str, Any] | None) -> dict[str, Any]:
+            return {"generation": (int(doc["generation"]) if doc else 1) + 1}
+
+        written = cas.patch(lambda: self._store.read_json(path), bump,
+                            lambda new, version: self._store.write_json(path, new, cas=version),
+                            attempts=5,
+                            conflict=f"credentials of {environment}/{service} keep changing")
+        old = int(written["generation"]) - 1
         self._identities.disable(environment, service, old)
         log.info("credential.revoked", extra={"environment": environment,
                                               "service": service, "generation": old})

@@ -26,6 +26,7 @@ import uuid
 from collections import Counter
 from typing import Any, Callable, Collection, Iterable, Sequence
 
+from .. import cas
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
 from ..delivery.target_policy import TargetPolicy
@@ -179,15 +180,15 @@ class DiscoveryService:
 
     def _merge(self, found: FoundCertificate, now: dt.datetime) -> Discovery:
         path = self._store.paths.discovered(found.sha256_fingerprint)
-        for _ in range(10):
-            doc, version = self._store.read_json(path)
-            merged = merge(Discovery.from_json(doc) if doc else None, found, now)
-            try:
-                self._store.write_json(path, merged.to_json(), cas=version)
-                return merged
-            except Conflict:
-                continue
-        raise Conflict(f"discovery record {found.sha256_fingerprint} keeps changing")
+        return cas.patch(
+            lambda: self._read(path), lambda old: merge(old, found, now),
+            lambda merged, version: self._store.write_json(path, merged.to_json(),
+                                                           cas=version),
+            conflict=f"discovery record {found.sha256_fingerprint} keeps changing")
+
+    def _read(self, path: str) -> tuple[Discovery | None, int]:
+        doc, version = self._store.read_json(path)
+        return (Discovery.from_json(doc) if doc else None), version
 
     # -- reading ------------------------------------------------------------------------
     def get(self, sha256: str) -> Discovery:
@@ -225,22 +226,21 @@ class DiscoveryService:
     def mark_adopted(self, sha256: str, certificate_id: str, actor: str) -> Discovery:
         """:raises NotFound: :raises Conflict: already adopted (by a racing request)."""
         path = self._store.paths.discovered(sha256)
-        for _ in range(10):
-            doc, version = self._store.read_json(path)
-            if not doc:
+
+        def adopt(current: Discovery | None) -> Discovery:
+            if current is None:
                 raise NotFound(f"no discovered certificate {sha256[:64]}")
-            current = Discovery.from_json(doc)
             if current.state == ADOPTED:
                 raise Conflict(f"{sha256} was already adopted as "
                                f"{current.adoption.certificate_id if current.adoption else '?'}")
-            adopted = dataclasses.replace(current, adoption=Adoption(
+            return dataclasses.replace(current, adoption=Adoption(
                 certificate_id, actor, self._clock.now()))
-            try:
-                self._store.write_json(path, adopted.to_json(), cas=version)
-                return adopted
-            except Conflict:
-                continue
-        raise Conflict(f"discovery record {sha256} keeps changing")
+
+        return cas.patch(
+            lambda: self._read(path), adopt,
+            lambda adopted, version: self._store.write_json(path, adopted.to_json(),
+                                                            cas=version),
+            conflict=f"discovery record {sha256} keeps changing")
 
     # -- endpoint scans -----------------------------------------------------------------
     def start_scan(self, endpoints: Sequence[Endpoint], *, targets: Sequence[str],

@@ -26,7 +26,7 @@ from ..transport import netenv
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..errors import (ConfigurationError, Conflict, IssuanceFailed, RateLimited,
                       RevocationFailed)
-from ..models import IssuedCertificate, IssueRequest, RenewalWindow
+from ..models import Inflight, IssuedCertificate, IssueRequest, RenewalWindow
 from ..ports import AccountStore, ChallengeStore, IssuerSecrets, Journal
 from ..settings import IssuerSettings
 from ..transport.urllib3_send import failure_reason
@@ -264,7 +264,7 @@ class AcmeIssuer:
 
     def _issue_with(self, acme: ClientV2, request: IssueRequest, journal: Journal,
                     deadline: float) -> IssuedCertificate:
-        state = journal.load() or {}
+        state = journal.load()
         orderr = self._resume(acme, request, state, journal)
         resumed = orderr is not None
         if orderr is None:
@@ -277,11 +277,12 @@ class AcmeIssuer:
             # before it leaves an order nobody answers, which expires at the CA.
             orderr = self._new_order(acme, keys.csr_pem(key, request.dns_names),
                                      request.replaces)
-            journal.save({"private_key": keys.to_pem(key), "order_url": orderr.uri,
-                          "dns_names": list(request.dns_names), "issuer": self.name,
-                          "key_type": request.key_type.value})
+            journal.save(Inflight(private_key=keys.to_pem(key), order_url=orderr.uri,
+                                  dns_names=request.dns_names, issuer=self.name,
+                                  key_type=request.key_type.value))
         else:
-            key = keys.from_pem(state["private_key"])
+            assert state is not None and state.private_key is not None  # resumed from it
+            key = keys.from_pem(state.private_key)
         body = self._drive(acme, orderr, deadline, resumed=resumed)
         fullchain = self._download(acme, body)
         return _bundle(key, fullchain)
@@ -346,15 +347,15 @@ class AcmeIssuer:
             retry_after=_retry_after(response.headers.get("Retry-After")))
 
     def _journaled_key(self, request: IssueRequest,
-                       state: dict[str, Any]) -> keys.PrivateKey | None:
+                       state: Inflight | None) -> keys.PrivateKey | None:
         """The key saved before a crash that came before any order was recorded (or whose
         order is gone): reused when it still fits the request, so one issuance has one key.
         The journal is cleared once a certificate is stored, so a key in use never comes
         back here."""
-        if (state.get("private_key") and state.get("issuer") == self.name
-                and state.get("key_type") == request.key_type.value
-                and sorted(state.get("dns_names") or []) == sorted(request.dns_names)):
-            return keys.from_pem(state["private_key"])
+        if (state is not None and state.private_key and state.issuer == self.name
+                and state.key_type == request.key_type.value
+                and state.for_names(request.dns_names)):
+            return keys.from_pem(state.private_key)
         return None
 
     # -- revocation --------------------------------------------------------------------
@@ -379,15 +380,15 @@ class AcmeIssuer:
             raise RevocationFailed(f"revocation failed: {type(exc).__name__}",
                                    acme_code="connection") from exc
 
-    def _resume(self, acme: ClientV2, request: IssueRequest, state: dict[str, Any],
+    def _resume(self, acme: ClientV2, request: IssueRequest, state: Inflight | None,
                 journal: Journal) -> messages.OrderResource | None:
         """Pick up an order recorded before a crash, if it is still usable."""
-        if not state.get("private_key") or not state.get("order_url"):
+        if state is None or not state.private_key or not state.order_url:
             return None
-        if sorted(state.get("dns_names") or []) != sorted(request.dns_names):
+        if not state.for_names(request.dns_names):
             return None  # the spec changed since: start over with a fresh key
         try:
-            body = messages.Order.from_json(self._get(acme, state["order_url"]).json())
+            body = messages.Order.from_json(self._get(acme, state.order_url).json())
         except messages.Error:
             return None
         if body.status == messages.STATUS_INVALID:
@@ -395,10 +396,10 @@ class AcmeIssuer:
             return None
         log.info("acme.order.resume", extra={"certificate": request.ref.id,
                                               "order_status": body.status.name})
-        key = keys.from_pem(state["private_key"])
+        key = keys.from_pem(state.private_key)
         authzrs = [acme_compat.authorization(acme, self._get(acme, url), url)
                    for url in body.authorizations]
-        return messages.OrderResource(body=body, uri=state["order_url"],
+        return messages.OrderResource(body=body, uri=state.order_url,
                                       authorizations=authzrs,
                                       csr_pem=keys.csr_pem(key, request.dns_names))
 

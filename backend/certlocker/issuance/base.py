@@ -19,3 +19,4 @@ from ..ports import IssuerSecrets as IssuerSecrets
 from ..ports import Journal as Journal
 from ..ports import RenewalInfoSource as RenewalInfoSource
 from ..ports import Revoker as Revoker
+from ..models import Inflight as Inflight

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from ..errors import IssuanceFailed
-from ..models import IssuedCertificate, IssueRequest
+from ..models import Inflight, IssuedCertificate, IssueRequest
 from ..ports import Journal
 from ..settings import IssuerSettings
 from ..x509info import info_from_pem
@@ -52,14 +52,14 @@ class VaultPkiIssuer:
         :raises IssuanceFailed: when the role refuses the names or returns a certificate
             that does not match the key.
         """
-        state = journal.load() or {}
-        if (state.get("private_key") and state.get("issuer") == self.name
-                and sorted(state.get("dns_names") or []) == sorted(request.dns_names)):
-            key = keys.from_pem(state["private_key"])
+        state = journal.load()
+        if (state is not None and state.private_key and state.issuer == self.name
+                and state.for_names(request.dns_names)):
+            key = keys.from_pem(state.private_key)
         else:
             key = keys.generate(request.key_type)
-            journal.save({"private_key": keys.to_pem(key), "dns_names": list(request.dns_names),
-                          "issuer": self.name})
+            journal.save(Inflight(private_key=keys.to_pem(key), dns_names=request.dns_names,
+                                  issuer=self.name))
         signed = self._signer.sign(keys.csr_pem(key, request.dns_names).decode())
         leaf = signed.certificate
         if not keys.public_key_matches(key, leaf):

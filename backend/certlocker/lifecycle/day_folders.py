@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+from .. import cas
 from ..clock import Clock, SystemClock
 from ..errors import CertlockerError, Conflict
 from .ports import Store
@@ -83,24 +84,32 @@ class DayFolders:
         if recent and day in self._known:
             return
         deadline = time.monotonic() + self._patience
-        pause = 0.001
+        pause = [0.001]
+        seen: list[set[str]] = []  # the days the last change was applied to
+
+        def add(doc: dict[str, Any] | None) -> dict[str, Any]:
+            filed = _days(doc)
+            days = set(self._listed_days()) if filed is None else filed
+            seen[:] = [days]
+            if filed is not None and recent and day in days:
+                raise cas.Unchanged(doc)
+            return _doc(days | {day})
+
+        def write(new: dict[str, Any], version: int) -> None:
+            self._store.write_json(self._doc_path, new, cas=version)
+
+        def again(attempt: int) -> bool:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(random.uniform(0, pause[0]))
+            pause[0] = min(pause[0] * 2, 0.05)
+            return True
+
         with self._lock:
             try:
-                while True:
-                    doc, version = self._store.read_json(self._doc_path)
-                    filed = _days(doc)
-                    days = set(self._listed_days()) if filed is None else filed
-                    if filed is not None and recent and day in days:
-                        break
-                    try:
-                        self._store.write_json(self._doc_path, _doc(days | {day}),
-                                               cas=version)
-                        break
-                    except Conflict:
-                        if time.monotonic() >= deadline:
-                            raise
-                        time.sleep(random.uniform(0, pause))
-                        pause = min(pause * 2, 0.05)
+                cas.patch(lambda: self._store.read_json(self._doc_path), add, write,
+                          again=again, conflict=f"{self._doc_path} keeps changing")
+                days = seen[-1]
             except CertlockerError as exc:
                 log.warning("index.day_not_added", extra={
                     "index": self._doc_path, "day": day, "error": type(exc).__name__})

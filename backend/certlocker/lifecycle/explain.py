@@ -14,7 +14,7 @@ from ..errors import InvalidInput
 from ..models import CertificateSpec, CertificateStatus, State
 from . import planning, reissue, renewal_info
 
-_TRIGGERS = {
+_TRIGGERS: dict[str, str] = {
     reissue.MISSING: "no certificate has been issued yet",
     reissue.NAMES_CHANGED: "the spec's DNS names differ from the certificate's",
     reissue.KEY_TYPE_CHANGED: "the spec asks for another key type",

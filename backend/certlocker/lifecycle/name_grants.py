@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
+from .. import cas
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, rfc3339
 from ..errors import AccessDenied, Conflict, GrantCorrupt, InvalidInput, NamesRefused
@@ -144,24 +145,34 @@ class NameOwnership:
 
         :raises AccessDenied: Vault refuses the caller."""
         path = caller.paths.grant(environment, service)
-        for _ in range(ADD_ATTEMPTS):
+        seen: list[Grant] = []  # the grant the last change was applied to
+
+        def read() -> tuple[Grant | None, int]:
             try:
-                grant, version = self.grant(environment, service, reader=caller)
+                return self.grant(environment, service, reader=caller)
             except GrantCorrupt:
-                grant, version = NO_GRANT, caller.read_json(path)[1]
+                return NO_GRANT, caller.read_json(path)[1]
+
+        def add(old: Grant | None) -> Grant:
+            grant = old or NO_GRANT
+            seen[:] = [grant]
             updated = grant.with_names(dns_names)
             if updated == grant:
-                return grant  # a concurrent declaration granted them already
-            try:
-                caller.write(path, updated.to_record(), cas=version)
-            except Conflict:
-                continue
+                raise cas.Unchanged(grant)  # a concurrent declaration granted them already
+            return updated
+
+        def write(updated: Grant, version: int) -> None:
+            caller.write(path, updated.to_record(), cas=version)
+
+        updated = cas.patch(read, add, write, attempts=ADD_ATTEMPTS,
+                            conflict=f"the grant of {environment}/{service} keeps changing")
+        grant = seen[-1]
+        if updated is not grant:
             audited(self._audit, actor, "grant.update", subject or f"{environment}.{service}",
                     "success", details={"grants": f"{environment}/{service}",
                                         "added": sorted(set(updated.dns_names)
                                                         - set(grant.dns_names))})
-            return updated
-        raise Conflict(f"the grant of {environment}/{service} keeps changing")
+        return updated
 
     def put(self, caller: Store, environment: str, service: str, grant: Grant, *,
             actor: str) -> Grant:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Callable
 
 from ..errors import InvalidInput
 from ..models import CertificateSpec, CertificateStatus, KeyType, State
@@ -29,10 +30,10 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
     that does not parse (possible in a spec written straight into Vault) falls back to
     the default renewal time rather than stopping the certificate's renewal.
     """
-    if status is not None and status.state in INACTIVE and not _revived(status):
-        return reissue.Decision(False, status.state.value)
-    if spec.problem is not None:  # never ordered: the stored record does not parse
-        return reissue.Decision(False, INVALID_SPEC)
+    for check in PRECHECKS:
+        hit = check(spec, status)
+        if hit is not None:
+            return reissue.Decision(False, hit[0], message=hit[1])
     current = status.current if status else None
     issued_key_type = None
     issued_by = spec.issuer  # unknown in records older than issuer_name: skip the check
@@ -53,6 +54,25 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
                       if current is not None else None)
         return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
                                      issued_by=issued_by, status=status, renewal_at=renewal_at)
+
+
+def inactive(spec: CertificateSpec, status: CertificateStatus | None) -> reissue.Hit:
+    """Revoked and retired certificates are never reissued (unless ``_revived``)."""
+    if status is None or status.state not in INACTIVE or _revived(status):
+        return None
+    return status.state.value, f"never reissued: the certificate is {status.state.value}"
+
+
+def invalid_spec(spec: CertificateSpec, status: CertificateStatus | None) -> reissue.Hit:
+    """Never ordered: the stored record does not parse."""
+    if spec.problem is None:
+        return None
+    return INVALID_SPEC, f"never ordered while the spec is invalid: {spec.problem}"
+
+
+#: Asked before the reissue checks (``reissue.CHECKS``), in order; the first hit wins.
+PRECHECKS: tuple[Callable[[CertificateSpec, CertificateStatus | None], reissue.Hit], ...] = (
+    inactive, invalid_spec)
 
 
 def _revived(status: CertificateStatus) -> bool:

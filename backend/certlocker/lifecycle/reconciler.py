@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
+import enum
 import logging
 import random
 import threading
@@ -41,8 +42,24 @@ from .spec_watch import SpecChange, SpecWatch
 
 log = logging.getLogger(__name__)
 
-ISSUED, FAILED, BUSY, GONE, UP_TO_DATE, ERROR, STOPPED = (
-    "issued", "failed", "busy", "gone", "up-to-date", "error", "stopped")
+
+
+class Outcome(enum.StrEnum):
+    """What handling one certificate came to (counted in ``Report``, logged). ``handle``
+    may also answer a decision's reason (``in-backoff``, ``refused``, ``invalid-spec``...)
+    when nothing was done."""
+
+    ISSUED = "issued"
+    FAILED = "failed"
+    BUSY = "busy"  # another replica holds the lease; the hint stays for later
+    GONE = "gone"  # the spec was deleted
+    UP_TO_DATE = "up-to-date"
+    ERROR = "error"  # handling broke (not Vault): retried after ERROR_RETRY
+    STOPPED = "stopped"
+
+
+ISSUED, FAILED, BUSY, GONE = Outcome.ISSUED, Outcome.FAILED, Outcome.BUSY, Outcome.GONE
+UP_TO_DATE, ERROR, STOPPED = Outcome.UP_TO_DATE, Outcome.ERROR, Outcome.STOPPED
 ERROR_RETRY = dt.timedelta(minutes=10)  # a certificate whose handling broke, not Vault
 
 
@@ -113,7 +130,10 @@ class Reconciler:
     # -- one certificate ---------------------------------------------------------------
     def handle(self, ref: CertificateRef, hint: Hint | None = None, *,
                sweeping: bool = False, report: Report | None = None) -> str:
-        """Move one certificate toward its spec; returns the outcome.
+        """Move one certificate toward its spec; returns the outcome (an ``Outcome``, or
+        the decision's reason when nothing needed doing). The steps, in order: read,
+        an invalid spec recorded, repairs (``_repair``), the decision, the issuance if
+        needed (``_issue``), then alert, verify and file the next hint (``_follow_up``).
 
         :raises VaultUnavailable: Vault is down; nothing was changed by this call.
         """
@@ -122,21 +142,47 @@ class Reconciler:
         now = self._clock.now()
         found = self._store.read_spec(ref)
         if found is None:
-            if hint is not None:
-                self._due.remove(hint)
-            return GONE
+            return self._gone(hint)
         spec = found[0]
         got = self._store.read_status(ref)
         status = got[0] if got else None
         if spec.problem is not None:
-            # Recorded on the certificate (once per reason), never ordered, and no hint:
-            # a changed spec is found again by the sweep or the spec watch.
-            if status is None or status.state is not State.INVALID or \
-                    status.last_error != spec.problem:
-                self._certificates.mark_invalid(spec)
-            if hint is not None:
-                self._due.remove(hint)
-            return planning.INVALID_SPEC
+            return self._record_invalid(spec, status, hint)
+        status = self._repair(ref, spec, status, sweeping)
+        decision = planning.decide(spec, status, now)
+        outcome: str = decision.reason
+        if decision.needed:
+            issued = self._issue(ref, decision, hint)
+            if issued is None:
+                return GONE
+            outcome, status = issued
+            if outcome == BUSY:
+                return BUSY  # another replica holds the lease; the hint stays for later
+        self._follow_up(ref, spec, status, hint, sweeping, report)
+        return outcome
+
+    def _gone(self, hint: Hint | None) -> str:
+        """The spec was deleted: nothing to do, and its hint goes."""
+        if hint is not None:
+            self._due.remove(hint)
+        return GONE
+
+    def _record_invalid(self, spec: CertificateSpec, status: CertificateStatus | None,
+                        hint: Hint | None) -> str:
+        """Recorded on the certificate (once per reason), never ordered, and no hint: a
+        changed spec is found again by the sweep or the spec watch."""
+        if status is None or status.state is not State.INVALID or \
+                status.last_error != spec.problem:
+            self._certificates.mark_invalid(spec)
+        if hint is not None:
+            self._due.remove(hint)
+        return planning.INVALID_SPEC
+
+    def _repair(self, ref: CertificateRef, spec: CertificateSpec,
+                status: CertificateStatus | None, sweeping: bool) -> CertificateStatus | None:
+        """Bring the status up to date before deciding: a fixed spec's certificate is
+        current again, a sweep carries on a revocation a dead worker left and repairs the
+        expiry index, and the CA's renewal window is fetched again when due."""
         if status is not None and status.state is State.INVALID and status.current is not None:
             status = self._restore_valid(ref, status)
         if (sweeping and self._revocations is not None and status is not None
@@ -148,30 +194,37 @@ class Reconciler:
             status = self._revocations.follow_up(ref)
         if sweeping and status is not None and status.current is not None:
             self._expiry.repair(ref, status.current.not_after)
-        status = self._refresh_renewal_info(spec, status)
-        decision = planning.decide(spec, status, now)
-        outcome = decision.reason
-        if decision.needed:
-            asked: list[bool] = []
+        return self._refresh_renewal_info(spec, status)
 
-            def still_needed(s: CertificateSpec, st: CertificateStatus | None) -> bool:
-                asked.append(planning.decide(s, st, self._clock.now()).needed)
-                return asked[-1]
+    def _issue(self, ref: CertificateRef, decision: reissue.Decision, hint: Hint | None,
+               ) -> tuple[str, CertificateStatus] | None:
+        """Issue under the lease, deciding again there; the outcome and the status, or
+        None when the spec was deleted meanwhile (its hint removed)."""
+        asked: list[bool] = []
 
-            log.info("reconcile.issuing", extra={"certificate": ref.id,
-                                                 "reason": decision.reason})
-            try:
-                status = self._certificates.issue(ref, decide=still_needed)
-            except NotFound:  # the spec was deleted meanwhile
-                if hint is not None:
-                    self._due.remove(hint)
-                return GONE
-            if not asked:
-                return BUSY  # another replica holds the lease; the hint stays for later
-            if asked[-1]:
-                outcome = ISSUED if status.last_error is None else FAILED
-            else:
-                outcome = UP_TO_DATE
+        def still_needed(s: CertificateSpec, st: CertificateStatus | None) -> bool:
+            asked.append(planning.decide(s, st, self._clock.now()).needed)
+            return asked[-1]
+
+        log.info("reconcile.issuing", extra={"certificate": ref.id,
+                                             "reason": decision.reason,
+                                             "why": decision.message})
+        try:
+            status = self._certificates.issue(ref, decide=still_needed)
+        except NotFound:
+            self._gone(hint)
+            return None
+        if not asked:
+            return BUSY, status
+        if asked[-1]:
+            return (ISSUED if status.last_error is None else FAILED), status
+        return UP_TO_DATE, status
+
+    def _follow_up(self, ref: CertificateRef, spec: CertificateSpec,
+                   status: CertificateStatus | None, hint: Hint | None, sweeping: bool,
+                   report: Report | None) -> None:
+        """Alert if the status calls for it, verify the targets when due, and file the
+        next hint (the handled one goes unless it is the same)."""
         if self._alert(ref, status, report):
             got = self._store.read_status(ref)
             status = got[0] if got else status
@@ -183,7 +236,6 @@ class Reconciler:
                                  also_at=verify_at)
         if hint is not None and new != hint:
             self._due.remove(hint)
-        return outcome
 
     def _restore_valid(self, ref: CertificateRef,
                        status: CertificateStatus) -> CertificateStatus:

@@ -1,8 +1,9 @@
 """"Does this certificate need (re)issuing?" as a chain of named checks.
 
 Modelled on cert-manager's readiness/trigger policy chain: each check looks at one
-thing and either names a reason or passes; the first reason wins and is what operators
-see. The triggers, in order:
+thing and either answers ``(reason, message)`` or passes (None); the first hit wins
+(``first_hit``) and is what operators see, the message saying why in their words. The
+triggers (``CHECKS``), in order:
 
 ``missing``           no certificate has been issued
 ``names-changed``     the spec's DNS names differ (as a set, case-insensitively) from the
@@ -15,14 +16,14 @@ see. The triggers, in order:
 ``renewal-requested`` an operator forced a renewal (``status.renewal_request``) that no
                       certificate stored since has answered
 
-Backoff gates every trigger: after a failure, ``status.next_attempt_at`` in the future
-turns any trigger into ``Decision(False, "in-backoff", trigger=...)``, so a failing
-certificate is not retried on every reconcile pass, not even an expired one (hammering a
-CA that refuses us does not help, and the alert comes from ``backoff.exhausted``). The
-reconciler should clear ``next_attempt_at`` when an operator edits the spec, so a fix
-is tried at once. A failure that retrying cannot fix (``status.retryable`` False: a CAA
-refusal, a rejected identifier) gates every trigger the same way with no end:
+Two gates (``GATES``) hold back any trigger, in this order. A failure that retrying
+cannot fix (``status.retryable`` False: a CAA refusal, a rejected identifier) gives
 ``Decision(False, "refused", trigger=...)`` until an operator renews or redeclares.
+Backoff: after a failure, ``status.next_attempt_at`` in the future gives
+``Decision(False, "in-backoff", trigger=...)``, so a failing certificate is not retried
+on every reconcile pass, not even an expired one (hammering a CA that refuses us does
+not help, and the alert comes from ``backoff.exhausted``). A spec PATCH clears both
+and a rewrite the spec watch sees clears the backoff, so a fix is tried at once.
 With no trigger the answer is ``up-to-date``.
 """
 
@@ -30,31 +31,44 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 from typing import Callable
 
 from ..models import CertificateInfo, CertificateSpec, CertificateStatus, KeyType
 from . import renewal_info
 
-MISSING = "missing"
-NAMES_CHANGED = "names-changed"
-KEY_TYPE_CHANGED = "key-type-changed"
-ISSUER_CHANGED = "issuer-changed"
-EXPIRED = "expired"
-RENEWAL_DUE = "renewal-due"
-RENEWAL_REQUESTED = "renewal-requested"
-IN_BACKOFF = "in-backoff"
-REFUSED = "refused"
-UP_TO_DATE = "up-to-date"
+class Reason(enum.StrEnum):
+    """Why a certificate is (not) reissued: the first check that fired (shown, logged)."""
+
+    MISSING = "missing"
+    NAMES_CHANGED = "names-changed"
+    KEY_TYPE_CHANGED = "key-type-changed"
+    ISSUER_CHANGED = "issuer-changed"
+    EXPIRED = "expired"
+    RENEWAL_DUE = "renewal-due"
+    RENEWAL_REQUESTED = "renewal-requested"
+    IN_BACKOFF = "in-backoff"
+    REFUSED = "refused"
+    UP_TO_DATE = "up-to-date"
+
+
+MISSING, NAMES_CHANGED = Reason.MISSING, Reason.NAMES_CHANGED
+KEY_TYPE_CHANGED, ISSUER_CHANGED = Reason.KEY_TYPE_CHANGED, Reason.ISSUER_CHANGED
+EXPIRED, RENEWAL_DUE = Reason.EXPIRED, Reason.RENEWAL_DUE
+RENEWAL_REQUESTED, IN_BACKOFF = Reason.RENEWAL_REQUESTED, Reason.IN_BACKOFF
+REFUSED, UP_TO_DATE = Reason.REFUSED, Reason.UP_TO_DATE
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """``reason`` is the first check that fired; for ``in-backoff``, ``trigger`` is the
-    check that would have fired without the backoff."""
+    """``reason`` is the first check that fired; for ``in-backoff`` and ``refused``,
+    ``trigger`` is the check that would have fired without the gate. ``message`` says
+    the same in words an operator can act on (not part of equality: the reason decides)."""
 
     needed: bool
     reason: str
     trigger: str | None = None
+    message: str = dataclasses.field(default="", compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,49 +82,90 @@ class Facts:
     now: dt.datetime
     renewal_at: dt.datetime | None
     renewal_requested: bool = False
+    status: CertificateStatus | None = None
 
 
-Check = Callable[[Facts], bool]
+#: A check's answer: ``(reason, message)`` when it fires, None to pass.
+Hit = tuple[str, str] | None
+Check = Callable[[Facts], Hit]
 
 
-def _missing(f: Facts) -> bool:
-    return f.current is None
+def missing(f: Facts) -> Hit:
+    return (MISSING, "no certificate has been issued yet") if f.current is None else None
 
 
-def _names_changed(f: Facts) -> bool:
-    return (f.current is not None
-            and _name_set(f.spec.dns_names) != _name_set(f.current.dns_names))
+def names_changed(f: Facts) -> Hit:
+    if f.current is None or _name_set(f.spec.dns_names) == _name_set(f.current.dns_names):
+        return None
+    return (NAMES_CHANGED, f"the spec's DNS names ({', '.join(f.spec.dns_names)}) differ "
+                           f"from the certificate's ({', '.join(f.current.dns_names)})")
 
 
-def _key_type_changed(f: Facts) -> bool:
-    return f.issued_key_type is not None and f.issued_key_type != f.spec.key_type
+def key_type_changed(f: Facts) -> Hit:
+    if f.issued_key_type is None or f.issued_key_type == f.spec.key_type:
+        return None
+    return (KEY_TYPE_CHANGED, f"the spec asks for key type {f.spec.key_type.value}; the "
+                              f"certificate has {f.issued_key_type.value}")
 
 
-def _issuer_changed(f: Facts) -> bool:
-    return f.issued_by is not None and f.issued_by != f.spec.issuer
+def issuer_changed(f: Facts) -> Hit:
+    if f.issued_by is None or f.issued_by == f.spec.issuer:
+        return None
+    return (ISSUER_CHANGED, f"the spec names issuer {f.spec.issuer!r}; the certificate "
+                            f"was issued by {f.issued_by!r}")
 
 
-def _expired(f: Facts) -> bool:
-    return f.current is not None and f.now >= f.current.not_after
+def expired(f: Facts) -> Hit:
+    if f.current is None or f.now < f.current.not_after:
+        return None
+    return (EXPIRED, f"the certificate expired at {f.current.not_after:%Y-%m-%d %H:%M} UTC")
 
 
-def _renewal_due(f: Facts) -> bool:
-    return f.renewal_at is not None and f.now >= f.renewal_at
+def renewal_due(f: Facts) -> Hit:
+    if f.renewal_at is None or f.now < f.renewal_at:
+        return None
+    return (RENEWAL_DUE, f"its renewal time ({f.renewal_at:%Y-%m-%d %H:%M} UTC) has come")
 
 
-def _renewal_requested(f: Facts) -> bool:
-    return f.renewal_requested
+def renewal_requested(f: Facts) -> Hit:
+    if not f.renewal_requested:
+        return None
+    by = f.status.renewal_request.by if f.status and f.status.renewal_request else None
+    return (RENEWAL_REQUESTED, f"{by or 'an operator'} asked for a renewal")
 
 
-CHECKS: tuple[tuple[str, Check], ...] = (
-    (MISSING, _missing),
-    (NAMES_CHANGED, _names_changed),
-    (KEY_TYPE_CHANGED, _key_type_changed),
-    (ISSUER_CHANGED, _issuer_changed),
-    (EXPIRED, _expired),
-    (RENEWAL_DUE, _renewal_due),
-    (RENEWAL_REQUESTED, _renewal_requested),
-)
+#: The triggers, in the documented order.
+CHECKS: tuple[Check, ...] = (missing, names_changed, key_type_changed, issuer_changed,
+                             expired, renewal_due, renewal_requested)
+
+
+def refused(f: Facts) -> Hit:
+    if f.status is None or f.status.retryable:
+        return None
+    return (REFUSED, f"not retried: the last attempt was refused ({f.status.last_error}); "
+                     "an operator's renewal or a new declaration retries it")
+
+
+def in_backoff(f: Facts) -> Hit:
+    at = f.status.next_attempt_at if f.status is not None else None
+    if at is None or at <= f.now:
+        return None
+    assert f.status is not None
+    return (IN_BACKOFF, f"retried at {at:%Y-%m-%d %H:%M} UTC after {f.status.attempts} "
+                        f"failed attempt(s) ({f.status.last_error})")
+
+
+#: What holds a fired trigger back, in order.
+GATES: tuple[Check, ...] = (refused, in_backoff)
+
+
+def first_hit(checks: tuple[Check, ...], facts: Facts) -> Hit:
+    """The first check of ``checks`` that fires; the rest are not asked."""
+    for check in checks:
+        hit = check(facts)
+        if hit is not None:
+            return hit
+    return None
 
 
 def needs_reissue(
@@ -138,16 +193,15 @@ def needs_reissue(
         if renewal_at is None:
             renewal_at = renewal_info.plan(current, spec.renew_before, status, now).at
     facts = Facts(spec, current, issued_key_type, issued_by, now, renewal_at,
-                  status is not None and status.renewal_request is not None)
-    trigger = next((name for name, check in CHECKS if check(facts)), None)
+                  status is not None and status.renewal_request is not None, status)
+    trigger = first_hit(CHECKS, facts)
     if trigger is None:
-        return Decision(False, UP_TO_DATE)
-    if status is not None and not status.retryable:
-        return Decision(False, REFUSED, trigger=trigger)
-    if status is not None and status.next_attempt_at is not None \
-            and status.next_attempt_at > now:
-        return Decision(False, IN_BACKOFF, trigger=trigger)
-    return Decision(True, trigger)
+        return Decision(False, UP_TO_DATE, message="up to date")
+    gate = first_hit(GATES, facts)
+    if gate is not None:
+        return Decision(False, gate[0], trigger=trigger[0],
+                        message=f"{gate[1]}; {trigger[1]}")
+    return Decision(True, trigger[0], message=trigger[1])
 
 
 def _name_set(names: tuple[str, ...]) -> frozenset[str]:

@@ -19,6 +19,7 @@ from ..models import (AriWindow, CertificateInfo, CertificateRef, CertificateSpe
                       CertificateStatus, RenewalWindow)
 from ..ports import Issuer, RenewalInfoSource, Store
 from .renewal import RenewalPlan, plan_renewal
+from .status_writes import update_status
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +121,31 @@ def refreshed(store: Store, issuers: Mapping[str, Issuer], spec: CertificateSpec
         return None
     pem = current_leaf(store, spec.ref, status.current)
     return fetch(issuer, status.current.serial, pem, now) if pem else None
+
+
+class _Superseded(Exception):
+    """The certificate a renewal window was fetched for is no longer current."""
+
+
+def refresh_status(store: Store, issuers: Mapping[str, Issuer], spec: CertificateSpec,
+                   status: CertificateStatus | None, now: dt.datetime,
+                   ) -> CertificateStatus | None:
+    """Store a fresh window (``refreshed``) in the status; the new status, or ``status``
+    unchanged when there was nothing new.
+
+    :raises Conflict: the status kept changing under us.
+    """
+    window = refreshed(store, issuers, spec, status, now)
+    if window is None:
+        return status
+
+    def change(old: CertificateStatus | None) -> CertificateStatus:
+        if old is None or old.current is None or old.current.serial != window.serial:
+            raise _Superseded()
+        return old.replace(ari=window)
+
+    try:
+        return update_status(store, spec.ref, change)
+    except _Superseded:  # renewed meanwhile: that issuance fetched its own window
+        found = store.read_status(spec.ref)
+        return found[0] if found else status

@@ -21,6 +21,7 @@ without spec).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import datetime as dt
 import logging
 import time
@@ -44,9 +45,22 @@ UNMANAGED = "unmanaged"  # a status (and maybe material) whose spec is gone
 EXPIRED = "expired"  # the current certificate expired and is still stored
 RETIRED_WITH_MATERIAL = "retired-with-material"  # a tombstone whose certs/ path holds data
 
-REQUESTED, REVOKING, CREDENTIALS = "requested", "revoking", "credentials"
-DESTROYING, VERIFYING, DONE = "destroying", "verifying", "done"
-PHASES = (REQUESTED, REVOKING, CREDENTIALS, DESTROYING, VERIFYING, DONE)
+
+
+class Phase(enum.StrEnum):
+    """``Retirement.phase``: the step a retirement is at (stored, shown)."""
+
+    REQUESTED = "requested"
+    REVOKING = "revoking"
+    CREDENTIALS = "credentials"
+    DESTROYING = "destroying"
+    VERIFYING = "verifying"
+    DONE = "done"
+
+
+REQUESTED, REVOKING, CREDENTIALS = Phase.REQUESTED, Phase.REVOKING, Phase.CREDENTIALS
+DESTROYING, VERIFYING, DONE = Phase.DESTROYING, Phase.VERIFYING, Phase.DONE
+PHASES = tuple(Phase)
 UNREACHABLE = "unreachable"
 REASON = "cessationOfOperation"  # RFC 5280: the certificate is no longer needed
 
@@ -74,7 +88,7 @@ class Retirement:
     step did (``revocation``, ``credentials``, ``destroyed_versions``), public facts
     only; ``targets`` maps node address to serving-retired | clear | unreachable."""
 
-    phase: str
+    phase: Phase
     requested_by: str
     requested_at: dt.datetime
     revoke: bool
@@ -88,7 +102,7 @@ class Retirement:
     updated_at: dt.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"phase": self.phase, "requested_by": self.requested_by,
+        return {"phase": self.phase.value, "requested_by": self.requested_by,
                 "requested_at": rfc3339(self.requested_at), "revoke": self.revoke,
                 "reason": REASON if self.revoke else None, "spec": self.spec,
                 "serial": self.serial, "sha256_fingerprint": self.sha256_fingerprint,
@@ -107,7 +121,7 @@ class Retirement:
     def from_json(cls, data: Mapping[str, Any]) -> "Retirement":
         updated = data.get("updated_at")
         phase = data.get("phase")
-        return cls(phase=phase if phase in PHASES else REVOKING,
+        return cls(phase=Phase(phase) if phase in PHASES else REVOKING,
                    requested_by=str(data.get("requested_by") or "unknown"),
                    requested_at=parse_rfc3339(data["requested_at"]),
                    revoke=bool(data.get("revoke")),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import enum
 import logging
 import time
 from typing import Any, Callable, Collection, Mapping
@@ -29,6 +30,7 @@ from ..models import (CertificateInfo, CertificateRef, CertificateSpec, Certific
                       Revocation, State, Target, TargetStatus)
 from ..ports import Probe, Revoker, Store, VersionedStore
 from .ports import ReplacementIssuing
+from . import status_writes
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,33 @@ REASONS: Mapping[str, int] = {
 }
 _BY_LOWER = {name.lower(): name for name in REASONS}
 
-REPLACING, REMOVING, DESTROYING, VERIFYING = "replacing", "removing", "destroying", "verifying"
-DONE, VERIFY_TIMEOUT = "done", "verify-timeout"
+
+
+class Phase(enum.StrEnum):
+    """``Revocation.phase``: the step a revocation is at (stored, shown)."""
+
+    REPLACING = "replacing"
+    REMOVING = "removing"
+    DESTROYING = "destroying"
+    VERIFYING = "verifying"
+    DONE = "done"
+    VERIFY_TIMEOUT = "verify-timeout"
+
+
+class TargetResult(enum.StrEnum):
+    """What probing one target found after a revocation (``Revocation.targets``)."""
+
+    SERVING_REVOKED = "serving-revoked"
+    CLEAR = "clear"
+    UNREACHABLE = "unreachable"
+
+
+REPLACING, REMOVING, DESTROYING, VERIFYING = (Phase.REPLACING, Phase.REMOVING,
+                                              Phase.DESTROYING, Phase.VERIFYING)
+DONE, VERIFY_TIMEOUT = Phase.DONE, Phase.VERIFY_TIMEOUT
 FINAL = (DONE, VERIFY_TIMEOUT)
-SERVING_REVOKED, CLEAR, UNREACHABLE = "serving-revoked", "clear", "unreachable"
+SERVING_REVOKED, CLEAR, UNREACHABLE = (TargetResult.SERVING_REVOKED, TargetResult.CLEAR,
+                                       TargetResult.UNREACHABLE)
 
 
 def parse_reason(value: Any) -> str:
@@ -77,16 +102,7 @@ def update_status(store: Store, ref: CertificateRef,
 
     :raises Conflict: when it keeps losing the race.
     """
-    for _ in range(10):
-        found = store.read_status(ref)
-        old, version = found if found else (None, 0)
-        new = change(old)
-        try:
-            store.write_status(ref, new, cas=version)
-            return new
-        except Conflict:
-            continue
-    raise Conflict(f"status of {ref.id} keeps changing under us")
+    return status_writes.update_status(store, ref, change)
 
 
 class RevocationService:
@@ -195,8 +211,10 @@ class RevocationService:
             assert rev is not None
             if rev.phase in FINAL:
                 return status
-            step = {REPLACING: self._replace, REMOVING: self._remove,
-                    DESTROYING: self._destroy_old, VERIFYING: self._verify}.get(rev.phase)
+            steps: dict[str, Callable[[CertificateRef, CertificateStatus, Revocation], bool]]
+            steps = {REPLACING: self._replace, REMOVING: self._remove,
+                     DESTROYING: self._destroy_old, VERIFYING: self._verify}
+            step = steps.get(rev.phase)
             if step is None:
                 raise Conflict(f"unknown revocation phase {rev.phase!r}")
             if not step(ref, status, rev):

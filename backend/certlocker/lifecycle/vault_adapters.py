@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Conflict, NotFound
+from ..models import Inflight
 from ..models import CertificateRef
 from ..transport.settle import until_found
 from .ports import Store
@@ -25,13 +26,13 @@ class StoreJournal:
         self._path = store.paths.inflight(ref)
         self._skip_load = nothing_to_resume
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Inflight | None:
         if self._skip_load:
             return None
-        return self._store.read_json(self._path)[0]
+        return Inflight.from_json(self._store.read_json(self._path)[0])
 
-    def save(self, state: dict[str, Any]) -> None:
-        self._store.write_json(self._path, state, cas=None)
+    def save(self, state: Inflight) -> None:
+        self._store.write_json(self._path, state.to_json(), cas=None)
 
     def clear(self) -> None:
         try:

@@ -1,0 +1,101 @@
+"""What a certificate's status says when it cannot be issued: a failed attempt (retried
+after a backoff, or refused for good) or a stored spec that does not parse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+
+from .. import cas
+from ..audit.recorder import Auditor, audited
+from ..clock import Clock
+from ..errors import CertlockerError, IssuanceFailed, NamesRefused, RateLimited
+from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
+from . import backoff
+from .ports import Store
+from .status_writes import update_status
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIFETIME = dt.timedelta(days=90)  # backoff scale before a first certificate
+
+
+class Setbacks:
+    """``fail`` and ``mark_invalid``: the status writes of an issuance that did not
+    happen, with their audit event and log line."""
+
+    def __init__(self, store: Store, clock: Clock, audit: Auditor, actor: str,
+                 policy: backoff.BackoffPolicy, rng: random.Random) -> None:
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+        self._actor = actor
+        self._policy = policy
+        self._rng = rng
+
+    def fail(self, ref: CertificateRef, exc: CertlockerError) -> CertificateStatus:
+        """Record a failed attempt. A retryable one is tried again after a backoff; one
+        the CA or a check refused for good (``IssuanceFailed.retryable`` False: a CAA
+        record, a rejected identifier) is not retried until an operator asks (renew) or
+        the certificate is declared again, so no retry storm and no retries-exhausted
+        alert for what retrying cannot fix."""
+        now = self._clock.now()
+        retryable = not isinstance(exc, IssuanceFailed) or exc.retryable
+
+        def update(old: CertificateStatus | None) -> CertificateStatus:
+            attempts = (old.attempts if old else 0) + 1
+            base = old or CertificateStatus(State.PENDING)
+            # The current certificate (if any) is still the one served: VALID, not ISSUING;
+            # a revoked one stays REVOKED until its replacement is stored.
+            state = (State.REFUSED if isinstance(exc, NamesRefused) else
+                     State.FAILED if base.current is None else
+                     State.REVOKED if base.state is State.REVOKED else State.VALID)
+            if not retryable:  # waits for an operator's renew or a new declaration
+                return base.replace(state=state, last_error=exc.detail, attempts=attempts,
+                                    updated_at=now, next_attempt_at=None, retryable=False)
+            return base.replace(state=state,
+                                last_error=exc.detail, attempts=attempts, updated_at=now,
+                                retryable=True,
+                                next_attempt_at=self._next_attempt(base, attempts, now, exc))
+
+        log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail,
+                                              "retryable": retryable})
+        audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
+                reason=exc.detail[:500])
+        return update_status(self._store, ref, update)
+
+    def _next_attempt(self, base: CertificateStatus, attempts: int, now: dt.datetime,
+                      exc: CertlockerError) -> dt.datetime:
+        """The backoff scales with the certificate's lifetime; the CA's Retry-After wins."""
+        lifetime = (base.current.not_after - base.current.not_before if base.current
+                    else DEFAULT_LIFETIME)
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        return backoff.next_attempt(attempts, now, lifetime, self._rng,
+                                    retry_after=retry_after, policy=self._policy)
+
+    def mark_invalid(self, spec: CertificateSpec) -> CertificateStatus:
+        """Record that the stored spec does not parse (once per reason): its status says
+        ``invalid`` with the reason; the certificate already served, if any, stays in
+        ``current``. Nothing is ordered for it until the spec is fixed."""
+        assert spec.problem is not None
+        problem = spec.problem
+        written: list[bool] = []
+
+        def update(old: CertificateStatus | None) -> CertificateStatus:
+            base = old or CertificateStatus(State.PENDING)
+            written.clear()
+            if base.state is State.INVALID and base.last_error == problem:
+                raise cas.Unchanged(base)
+            written.append(True)
+            return base.replace(state=State.INVALID, last_error=problem,
+                                next_attempt_at=None, updated_at=self._clock.now())
+
+        status = update_status(self._store, spec.ref, update)
+        if not written:
+            return status
+        log.warning("spec.invalid", extra={"certificate": spec.ref.id,
+                                           "error": problem[:300]})
+        audited(self._audit, self._actor, "spec.invalid", spec.ref.id, "failure",
+                reason=problem[:500])
+        return status
