@@ -267,6 +267,24 @@ def start_nginx(workdir: Path, cert_path: Path, port: int | None = None) -> TlsS
     return server
 
 
+def _haproxy_cfg(port: int, cert_path: Path, global_lines: str) -> str:
+    """One TLS frontend on loopback for ``cert_path`` that answers 200 "ok"."""
+    return f"""
+global
+{global_lines}
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+
+frontend tls
+    bind 127.0.0.1:{port} ssl crt {cert_path}
+    http-request return status 200 content-type text/plain string ok
+"""
+
+
 def start_haproxy(workdir: Path, cert_path: Path, port: int | None = None,
                   stats_socket: Path | None = None) -> TlsServer:
     """Real HAProxy in master-worker mode (``-W -db``) serving ``cert_path``.
@@ -279,21 +297,8 @@ def start_haproxy(workdir: Path, cert_path: Path, port: int | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     cfg, log = workdir / "haproxy.cfg", workdir / "haproxy.log"
     stats = f"\n    stats socket {stats_socket} mode 600 level admin" if stats_socket else ""
-    cfg.write_text(f"""
-global
-    log stderr format raw local0 info
-    pidfile {workdir}/haproxy.pid{stats}
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-
-frontend tls
-    bind 127.0.0.1:{port} ssl crt {cert_path}
-    http-request return status 200 content-type text/plain string ok
-""")
+    cfg.write_text(_haproxy_cfg(port, cert_path, "    log stderr format raw local0 info\n"
+                                f"    pidfile {workdir}/haproxy.pid{stats}"))
     logf = open(log, "ab")
     try:
         proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(cfg)],
@@ -383,20 +388,7 @@ def pending_haproxy(workdir: Path, cert_path: Path) -> PendingServer:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg, log, pid = workdir / "haproxy.cfg", workdir / "haproxy.log", workdir / "haproxy.pid"
-    cfg.write_text(f"""
-global
-    pidfile {pid}
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-
-frontend tls
-    bind 127.0.0.1:{port} ssl crt {cert_path}
-    http-request return status 200 content-type text/plain string ok
-""")
+    cfg.write_text(_haproxy_cfg(port, cert_path, f"    pidfile {pid}"))
     return PendingServer("haproxy", port, cfg, cert_path, log, pid,
                          check_command=["haproxy", "-c", "-q", "-f", str(cfg)],
                          reload_command=["sh", "-c", f"kill -USR2 $(cat {pid})"],
