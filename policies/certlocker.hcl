@@ -16,9 +16,20 @@ path "auth/token/renew-self" {
   capabilities = ["update"]
 }
 
-# Specs are desired state written by operators; certlocker reads them.
-path "@MOUNT@/data/specs/*" {
+# Specs are desired state written by operators; certlocker reads them (and the
+# administrator's documents under specs/_system/).
+path "@MOUNT@/data/specs/+/+/*" {
   capabilities = ["read"]
+}
+path "@MOUNT@/data/specs/_system/*" {
+  capabilities = ["read"]
+}
+# Except the specs of certificates ordered through certlocker's ACME server (acme-*):
+# certlocker writes those itself, with the client's CSR and order (names still checked
+# against the service's grant before every order). Longer than the rule above, so it
+# takes precedence for these paths.
+path "@MOUNT@/data/specs/+/+/acme-*" {
+  capabilities = ["create", "read", "update"]
 }
 path "@MOUNT@/metadata/specs/*" {
   capabilities = ["read", "list"]

@@ -30,13 +30,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         TokenKeeper(services.store).start()
     app.extensions["certlocker"] = services
 
-    from .api import (audit, bundles, certificates, credentials, dashboard, discovery,
+    from .api import (acme, audit, bundles, certificates, credentials, dashboard, discovery,
                       grants, lifecycle_actions, metrics, openapi, problems, system,
                       verification, wellknown)
 
     problems.init_app(app)
     for module in (wellknown, certificates, lifecycle_actions, verification, bundles,
                    credentials, grants, system, audit, discovery, metrics, openapi,
-                   dashboard):
+                   dashboard, acme):
         app.register_blueprint(module.bp)
     return app

@@ -13,6 +13,10 @@ import datetime as dt
 from typing import Any, Callable
 
 from . import notify
+from .acmeserver.bindings import Bindings
+from .acmeserver.nonces import Nonces
+from .acmeserver.secret import ServerSecret
+from .acmeserver.server import AcmeServer, ServerOptions
 from .audit.chain import AuditLog
 from .audit.recorder import Auditor
 from .clock import Clock, SystemClock
@@ -90,6 +94,8 @@ class Services:
     service_login: ServiceLogin
     #: what /metrics exports (refreshed in the background while scraped)
     metrics: InventoryCollector
+    #: the ACME server for stock clients (/acme/<env>/...)
+    acme: AcmeServer
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
@@ -136,12 +142,13 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     lease_ttl = settings.issuance_timeout_seconds + 60
     targets = AllowList(settings.targets, store,
                         refresh=float(settings.targets_refresh_seconds))
+    revocation = RevocationService(store, certificates, under_policy(targets), audit=audit,
+                                   actor=actor, replace_timeout=lease_ttl)
     return Services(
         settings, store, challenges, certificates, keyring, credentials, audit,
         verifier=build_verifier(settings, store, certificates.update_status, audit,
                                 clock=clock, policy=targets),
-        revocation=RevocationService(store, certificates, under_policy(targets), audit=audit,
-                                     actor=actor, replace_timeout=lease_ttl),
+        revocation=revocation,
         retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit,
                                      issuers=issuers, credentials=credentials,
                                      probe=under_policy(targets), actor=actor,
@@ -150,7 +157,28 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         targets=targets,
         discovery=DiscoveryService(store, audit=audit, policy=targets),
         service_login=ServiceLogin(store, settings.jwt_role),
-        metrics=_inventory_metrics(settings, store, clock))
+        metrics=_inventory_metrics(settings, store, clock),
+        acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
+                          audit, clock))
+
+
+def _acme_server(settings: Settings, store: VaultStore, certificates: CertificateService,
+                 revocation: RevocationService, issuers: dict[str, Issuer],
+                 credentials: CredentialService, audit: AuditLog,
+                 clock: Clock) -> AcmeServer:
+    issuer = settings.acme_server_issuer or settings.default_issuer or next(
+        iter(settings.issuers), "")
+    conf = settings.issuers.get(issuer)
+    secret = ServerSecret(store)
+    return AcmeServer(
+        store, ServerOptions(public_url=settings.public_url,
+                             environments=tuple(settings.environments), issuer=issuer,
+                             challenge=conf.challenge if conf else "http-01",
+                             finalize_wait=float(settings.acme_server_finalize_wait_seconds)),
+        rules=SpecRules.from_settings(settings), certificates=certificates,
+        ownership=certificates.ownership, revocation=revocation, issuers=issuers,
+        credentials=credentials, bindings=Bindings(store, secret),
+        nonces=Nonces(store, lambda: secret.key("nonce")), audit=audit, clock=clock)
 
 
 

@@ -91,6 +91,11 @@ class CertificateSpec:
     targets: tuple[Target, ...] = ()
     owner: str | None = None
     contact: str | None = None
+    # A client-held key (the ACME server, or a team that keeps its key on the node): the
+    # PEM CSR certlocker orders with; it never sees the key. ``acme_order`` names the ACME
+    # order the CSR came with (the certificate for it answers that order).
+    csr: str | None = dataclasses.field(default=None, repr=False)
+    acme_order: str | None = None
     # Why the record stored for this certificate is not a valid spec (``specs.from_record``):
     # such a spec has no names and is never ordered. None for every valid spec.
     problem: str | None = None
@@ -111,7 +116,13 @@ class CertificateSpec:
             "targets": [t.to_json() for t in self.targets],
             "owner": self.owner,
             "contact": self.contact,
+            **({"csr": self.csr} if self.csr else {}),
+            **({"acme_order": self.acme_order} if self.acme_order else {}),
         }
+
+    @property
+    def key_held_by_client(self) -> bool:
+        return self.csr is not None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CertificateSpec":
@@ -124,6 +135,8 @@ class CertificateSpec:
             targets=tuple(Target.from_json(t) for t in data.get("targets") or ()),
             owner=data.get("owner"),
             contact=data.get("contact"),
+            csr=data.get("csr"),
+            acme_order=data.get("acme_order"),
         )
 
 
@@ -143,6 +156,10 @@ class CertificateInfo:
     # The public leaf PEM, so certlocker (which cannot read certs/ back) can revoke it
     # and ask for its renewal window; None in records from before it was kept here.
     leaf_pem: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    # Public too: the intermediates, kept only where certlocker must hand the chain out
+    # itself (a certificate ordered through its ACME server), with that order's id.
+    chain_pem: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    acme_order: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,6 +173,8 @@ class CertificateInfo:
             "key_type": self.key_type,
             "issuer_name": self.issuer_name,
             **({"leaf_pem": self.leaf_pem} if self.leaf_pem else {}),
+            **({"chain_pem": self.chain_pem} if self.chain_pem is not None else {}),
+            **({"acme_order": self.acme_order} if self.acme_order else {}),
         }
 
     @classmethod
@@ -171,6 +190,9 @@ class CertificateInfo:
             key_type=data.get("key_type"),
             issuer_name=data.get("issuer_name"),
             leaf_pem=data.get("leaf_pem") if isinstance(data.get("leaf_pem"), str) else None,
+            chain_pem=data.get("chain_pem") if isinstance(data.get("chain_pem"), str) else None,
+            acme_order=data.get("acme_order") if isinstance(data.get("acme_order"), str)
+            else None,
         )
 
 
@@ -181,7 +203,9 @@ class IssuedCertificate:
     info: CertificateInfo
     certificate: str  # leaf PEM
     chain: str  # intermediates PEM
-    private_key: str = dataclasses.field(repr=False)  # PKCS#8 PEM; never logged
+    # PKCS#8 PEM; never logged. Empty when the key is held by the client (a CSR order):
+    # then the secret has no ``private_key`` field at all.
+    private_key: str = dataclasses.field(repr=False)
 
     @property
     def fullchain(self) -> str:
@@ -194,7 +218,7 @@ class IssuedCertificate:
             "certificate": self.certificate,
             "chain": self.chain,
             "fullchain": self.fullchain,
-            "private_key": self.private_key,
+            **({"private_key": self.private_key} if self.private_key else {}),
             "serial": info["serial"],
             "not_before": info["not_before"],
             "not_after": info["not_after"],
@@ -373,6 +397,8 @@ class IssueRequest:
     dns_names: tuple[str, ...]
     key_type: KeyType
     replaces: str | None = None  # ARI certificate id of the certificate being renewed
+    # The client's CSR (PEM) when the key is held by the client: sent as is, no key made.
+    csr_pem: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,6 +93,47 @@ class VaultPaths:
     def acme_eab(self, issuer: str) -> str:
         return f"system/acme/eab/{component('issuer', issuer)}"
 
+    # -- the ACME server (acmeserver/) ----------------------------------------------------
+    def acme_server_secret(self) -> str:
+        """The key the ACME server's nonces and EAB keys are derived from."""
+        return "system/acme-server/secret"
+
+    def acme_binding(self, kid: str) -> str:
+        """An External Account Binding: which service an ``eab_kid`` stands for (its
+        HMAC key is derived, never stored)."""
+        return "system/acme-server/bindings/" + _hex("eab_kid", kid, 32)
+
+    def acme_client_account(self, environment: str, account: str) -> str:
+        return (f"system/acme-server/accounts/{component('environment', environment)}/"
+                + _hex("account", account, 32))
+
+    def acme_account_key(self, thumbprint: str) -> str:
+        """Which account a key (its RFC 7638 thumbprint, hex) belongs to."""
+        return "system/acme-server/account-keys/" + _hex("account key", thumbprint, 64)
+
+    def acme_order(self, environment: str, account: str, order: str) -> str:
+        return self.acme_orders_dir(environment, account) + _hex("order", order, 32)
+
+    def acme_orders_dir(self, environment: str, account: str) -> str:
+        return (f"system/acme-server/orders/{component('environment', environment)}/"
+                f"{_hex('account', account, 32)}/")
+
+    def acme_nonce(self, window: str, nonce: str) -> str:
+        """A redeemed nonce, filed by the window it was issued in (pruned later)."""
+        return self.acme_nonces_dir(window) + _hex("nonce", nonce, 32)
+
+    def acme_nonces_dir(self, window: str | None = None) -> str:
+        root = "system/acme-server/nonces/"
+        return root if window is None else root + _digits("window", window, 10) + "/"
+
+    def acme_serial(self, serial: str) -> str:
+        """Which certificate and order a serial (hex) issued through the ACME server is."""
+        if not 1 <= len(serial) <= 40 or not all(c in "0123456789abcdef" for c in serial):
+            from .errors import NotFound
+
+            raise NotFound("no such certificate")
+        return "system/acme-server/serials/" + serial
+
     def dns_credentials(self, issuer: str) -> str:
         """Secrets of an issuer's dns-01 provider (e.g. the RFC 2136 TSIG key)."""
         return f"system/dns/{component('issuer', issuer)}"

@@ -144,6 +144,11 @@ class Settings:
     # re-read at most every targets_refresh_seconds.
     targets: TargetPolicy = TargetPolicy()
     targets_refresh_seconds: int = 30
+    # The ACME server (<public_url>/acme/<env>/directory): which issuer its orders go to
+    # (None: default_issuer), and how long a finalize waits for the certificate before
+    # answering "processing" (the client polls the order after that).
+    acme_server_issuer: str | None = None
+    acme_server_finalize_wait_seconds: int = 30
     # Signs dashboard session cookies; None: generated once and kept in Vault
     # (system/dashboard/session-secret) so every worker and replica agrees.
     session_secret: str | None = dataclasses.field(default=None, repr=False)
@@ -197,6 +202,11 @@ class Settings:
                                      "must not be negative")
         for issuer in self.issuers.values():
             issuer.validate()
+        if self.acme_server_issuer and self.acme_server_issuer not in self.issuers:
+            raise ConfigurationError(f"acme_server_issuer {self.acme_server_issuer!r} is "
+                                     "not configured")
+        if not 0 <= self.acme_server_finalize_wait_seconds <= 300:
+            raise ConfigurationError("acme_server_finalize_wait_seconds must be 0..300")
         if self.default_issuer and self.default_issuer not in self.issuers:
             raise ConfigurationError(f"default_issuer {self.default_issuer!r} is not configured")
         if self.metrics_token is not None and not (
@@ -269,7 +279,8 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
     for key in ("jwt_ttl_seconds", "issuance_workers", "issuance_timeout_seconds", "keep_versions",
                 "max_request_bytes", "verify_timeout_seconds", "verify_parallelism",
                 "verify_grace_seconds", "metrics_refresh_seconds", "verify_interval_seconds",
-                "vault_retry_seconds", "retry_base_seconds", "targets_refresh_seconds"):
+                "vault_retry_seconds", "retry_base_seconds", "targets_refresh_seconds",
+                "acme_server_finalize_wait_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])

@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from . import names
+from . import names, x509info
 from .errors import InvalidInput
 from .models import CertificateRef, CertificateSpec, KeyType, Target
 from .renew_before import parse_renew_before
 
 FIELDS = ("environment", "service", "name", "dns_names", "issuer", "key_type",
-          "renew_before", "targets", "owner", "contact")
+          "renew_before", "targets", "owner", "contact", "csr", "acme_order")
 REQUIRED = ("environment", "service", "name", "dns_names")
 TARGET_FIELDS = ("address", "sni", "ips")
 MAX_TARGETS = 1000
@@ -84,13 +84,39 @@ def parse(body: Mapping[str, Any], rules: SpecRules) -> CertificateSpec:
         except ValueError:
             raise InvalidInput("key_type", "must be one of " + ", ".join(
                 k.value for k in KeyType)) from None
+    csr = _csr(body.get("csr"), dns, None if key_type is None else key)
+    acme_order = _optional_text("acme_order", body.get("acme_order"))
+    if acme_order is not None and csr is None:
+        raise InvalidInput("acme_order", "is set only with a csr")
     return CertificateSpec(
-        ref=ref, dns_names=dns, issuer=issuer or "", key_type=key,
-        renew_before=_renew_before(body.get("renew_before")),
+        ref=ref, dns_names=dns, issuer=issuer or "", key_type=key if csr is None
+        else csr[1], renew_before=_renew_before(body.get("renew_before")),
         targets=targets(body.get("targets")),
         owner=_optional_text("owner", body.get("owner")),
         contact=_optional_text("contact", body.get("contact")),
+        csr=csr[0] if csr else None, acme_order=acme_order,
     )
+
+
+def _csr(value: Any, dns_names: tuple[str, ...],
+         key_type: KeyType | None) -> tuple[str, KeyType] | None:
+    """``csr``: a PEM PKCS#10 request for exactly ``dns_names``; the key stays with
+    whoever made it, and the spec's key type is the CSR's."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or "BEGIN CERTIFICATE REQUEST" not in value:
+        raise InvalidInput("csr", "must be a PEM certificate signing request")
+    try:
+        facts = x509info.read_csr(value)
+    except ValueError as exc:
+        raise InvalidInput("csr", str(exc)) from None
+    if set(facts.dns_names) != {n.lower().rstrip(".") for n in dns_names}:
+        raise InvalidInput("csr", f"names {', '.join(facts.dns_names)}; dns_names must name "
+                                  "exactly the same")
+    if key_type is not None and key_type is not facts.key_type:
+        raise InvalidInput("key_type", f"is {key_type.value} but the CSR's key is "
+                                       f"{facts.key_type.value}")
+    return value, facts.key_type
 
 
 def from_record(data: Mapping[str, Any], ref: CertificateRef,
@@ -295,5 +321,12 @@ def declaration_schema(rules: SpecRules) -> dict[str, Any]:
                                             target_object]}},
             "owner": text,
             "contact": text,
+            "csr": {"type": "string", "maxLength": x509info.MAX_CSR_BYTES,
+                    "pattern": "BEGIN CERTIFICATE REQUEST",
+                    "description": "a PEM PKCS#10 request for exactly dns_names: the key "
+                                   "stays with its holder, certlocker stores the "
+                                   "certificate without a key; key_type is the CSR's"},
+            "acme_order": {**text, "description": "set by certlocker's ACME server: the "
+                                                  "order this CSR came with"},
         },
     }

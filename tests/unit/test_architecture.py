@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "backend" / "certlocker"
 #: third-party top-level module -> the only subpackages (or modules) allowed to import it
 DOORS = {
     "hvac": ("vault",),
-    "acme": ("issuance",),
-    "josepy": ("issuance",),
+    "acme": ("issuance", "acmeserver"),
+    "josepy": ("issuance", "acmeserver"),
     "jwt": ("credentials",),
     "flask": ("api", "app.py"),
     "werkzeug": ("api",),
@@ -206,7 +206,7 @@ LAYERS = {
                      "specs", "ownership", "renew_before", "x509info"), 0),
     **dict.fromkeys(("audit", "transport", "pools", "logs"), 1),
     **dict.fromkeys(("vault", "issuance", "credentials", "delivery", "notify", "settings"), 2),
-    **dict.fromkeys(("lifecycle", "discovery", "metrics"), 3),
+    **dict.fromkeys(("lifecycle", "discovery", "metrics", "acmeserver"), 3),
     "composition": 4,
     **dict.fromkeys(("api", "app", "cli", "reconcile_cmd", "gunicorn_worker"), 5),
 }

@@ -1,4 +1,6 @@
-"""/v1/services/<env>/<service>/credentials: mint, refresh, revoke service JWTs."""
+"""/v1/services/<env>/<service>/credentials: mint, refresh, revoke service JWTs; and
+/v1/services/<env>/<service>/acme-accounts: External Account Bindings for the ACME
+server, under the same permission (revoking the credentials stops them too)."""
 
 from __future__ import annotations
 
@@ -78,3 +80,15 @@ def revoke(env: str, service: str) -> Response:
     generation = services().credentials.revoke(env, service, actor=actor)
     return jsonify({"environment": env, "service": service, "generation": generation,
                     "revoked_at": rfc3339(SystemClock().now())})
+
+
+@bp.post("/<env>/<service>/acme-accounts")
+def acme_account(env: str, service: str) -> Response:
+    """An EAB for a stock ACME client of the service: ``eab_kid`` and ``eab_hmac_key``
+    (shown once) for ``directory_url``."""
+    env, service = _target(env, service)
+    actor = _authorize(env, service, "acme.binding.create")
+    resp = jsonify(services().acme.create_binding(env, service, actor))
+    resp.status_code = 201
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

@@ -158,6 +158,13 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                               "name) that is not retried until renewed or redeclared"},
                 "next_attempt_at": _nullable(time),
                 "updated_at": _nullable(time),
+                "key_held_by": {"type": "string", "enum": ["vault", "client"],
+                                "description": "client: certlocker ordered with the "
+                                               "client's CSR (its ACME server, or a csr in "
+                                               "the spec); the key never left the node and "
+                                               "the Vault secret has no private_key"},
+                "acme_order": _nullable({"type": "string", "description":
+                                         "the ACME order this certificate answers"}),
                 "vault": {"type": "object", "required": ["path"], "properties": {
                     "path": {"type": "string", "description":
                              "KV v2 API path a consumer reads, e.g. "

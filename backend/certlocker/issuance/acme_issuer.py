@@ -264,6 +264,8 @@ class AcmeIssuer:
 
     def _issue_with(self, acme: ClientV2, request: IssueRequest, journal: Journal,
                     deadline: float) -> IssuedCertificate:
+        if request.csr_pem is not None:
+            return self._issue_for_csr(acme, request, request.csr_pem, deadline)
         state = journal.load()
         orderr = self._resume(acme, request, state, journal)
         resumed = orderr is not None
@@ -286,6 +288,16 @@ class AcmeIssuer:
         body = self._drive(acme, orderr, deadline, resumed=resumed)
         fullchain = self._download(acme, body)
         return _bundle(key, fullchain)
+
+    def _issue_for_csr(self, acme: ClientV2, request: IssueRequest, csr_pem: str,
+                       deadline: float) -> IssuedCertificate:
+        """An order for a client-held key: its CSR as sent, nothing journaled (there is no
+        key to lose; an order left by a crash expires at the CA and the next attempt
+        places a new one)."""
+        self._check_caa(acme, request)
+        orderr = self._new_order(acme, csr_pem.encode(), request.replaces)
+        body = self._drive(acme, orderr, deadline)
+        return keys.bundle_for_csr(csr_pem, self._download(acme, body))
 
     def _new_order(self, acme: ClientV2, csr_pem: bytes,
                    replaces: str | None) -> messages.OrderResource:

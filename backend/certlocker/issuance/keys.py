@@ -8,7 +8,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from ..models import KeyType
+from ..errors import IssuanceFailed
+from ..models import IssuedCertificate, KeyType
+from ..x509info import info_from_pem, public_key_der, read_csr, split_pem_chain
 
 PrivateKey = CertificateIssuerPrivateKeyTypes
 
@@ -52,3 +54,16 @@ def public_key_matches(key: PrivateKey, cert_pem: str) -> bool:
     der = serialization.Encoding.DER
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+
+
+def bundle_for_csr(csr_pem: str, fullchain: str) -> IssuedCertificate:
+    """The certificate for a client's CSR, without a key (the client holds it)."""
+    certs = split_pem_chain(fullchain)
+    if not certs:
+        raise IssuanceFailed("the CA returned no certificate")
+    leaf, chain = certs[0], "".join(certs[1:])
+    if public_key_der(leaf) != read_csr(csr_pem).public_key_der:
+        raise IssuanceFailed("the CA returned a certificate for another key than the CSR's",
+                             retryable=False)
+    return IssuedCertificate(info=info_from_pem(leaf), certificate=leaf, chain=chain,
+                             private_key="")

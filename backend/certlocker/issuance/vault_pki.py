@@ -52,6 +52,13 @@ class VaultPkiIssuer:
         :raises IssuanceFailed: when the role refuses the names or returns a certificate
             that does not match the key.
         """
+        if request.csr_pem is not None:  # the client holds the key: sign its CSR as is
+            signed = self._signer.sign(request.csr_pem)
+            issued = keys.bundle_for_csr(request.csr_pem, signed.certificate
+                                    + chain_without_root(signed.ca_chain))
+            log.info("vault_pki.signed", extra={"certificate": request.ref.id,
+                                                "issuer": self.name})
+            return issued
         state = journal.load()
         if (state is not None and state.private_key and state.issuer == self.name
                 and state.for_names(request.dns_names)):

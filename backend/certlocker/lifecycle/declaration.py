@@ -22,6 +22,9 @@ from .name_grants import NameOwnership
 from .ports import Store
 from .status_writes import update_status
 
+#: What an operator may add to a spec the ACME server writes, kept across its orders.
+KEPT = ("targets", "owner", "contact", "renew_before")
+
 #: ``CertificateService.schedule``: ``(ref, *, declared, first_lease, hint)``.
 Schedule = Callable[..., "cf.Future[CertificateStatus]"]
 
@@ -116,6 +119,34 @@ class Declarations:
                 details={"changed": changed, "dns_names": list(spec.dns_names),
                          "targets": [t.address for t in spec.targets]})
         return spec, changed, self._act_on_change(spec)
+
+    def record_client_order(self, spec: CertificateSpec, rules: specs.SpecRules,
+                            actor: str) -> cf.Future[CertificateStatus]:
+        """Write, with certlocker's own token, the spec of a certificate a client orders
+        with its CSR (the ACME server's finalize), keeping what operators added to an
+        earlier one (targets, owner, contact, renew_before), then queue its issuance.
+        Name ownership is checked by the caller and again before the order.
+
+        :raises Conflict: the spec kept changing under us."""
+        path = self._store.paths.spec(spec.ref)
+        for _ in range(3):
+            record, version = self._store.read_json(path)
+            merged = {**(record or {}), **{k: v for k, v in spec.to_json().items()
+                                            if k not in KEPT or not record}}
+            written = specs.from_record(merged, spec.ref, rules)
+            if written.problem is not None:  # what an operator added no longer parses
+                written = spec
+            try:
+                self._store.write(path, written.to_json(), cas=version or 0)
+            except Conflict:
+                continue
+            audited(self._audit, actor, "spec.update" if record else "spec.create",
+                    spec.ref.id, "success", details={
+                        "dns_names": list(spec.dns_names), "acme_order": spec.acme_order,
+                        "key_held_by": "client"})
+            future = self._act_on_change(written)
+            return future if future is not None else self._schedule(spec.ref)
+        raise Conflict(f"{spec.ref.id} kept changing while its order was recorded")
 
     def _act_on_change(self, spec: CertificateSpec) -> cf.Future[CertificateStatus] | None:
         """After a spec change: clear backoff and a refusal (the change may be the fix),

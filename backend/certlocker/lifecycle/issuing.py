@@ -127,7 +127,8 @@ class Issuance:
             issued = issuer.issue(IssueRequest(
                 ref, spec.dns_names, spec.key_type,
                 replaces=renewal_info.replaces_for(self._store, spec, before[0] if before
-                                                   else None)), journal)
+                                                   else None),
+                csr_pem=spec.csr), journal)
         except IssuanceFailed as exc:
             return self._hint(spec, self._setbacks.fail(ref, exc))
         return self._record_issued(spec, issuer, issued, before, journal)
@@ -163,10 +164,13 @@ class Issuance:
         # next attempt issues again, never a key in service that certlocker could read
         # (nothing looks at a VALID certificate's journal).
         journal.clear()
-        # The status carries the public leaf: certlocker cannot read certs/ back.
+        # The status carries the public leaf: certlocker cannot read certs/ back. For a
+        # client-held key also the chain and the order, which certlocker hands out itself.
         info = dataclasses.replace(issued.info, vault_version=version,
                                    key_type=spec.key_type.value, issuer_name=spec.issuer,
-                                   leaf_pem=issued.certificate)
+                                   leaf_pem=issued.certificate,
+                                   chain_pem=issued.chain if spec.csr else None,
+                                   acme_order=spec.acme_order)
         window = renewal_info.fetch(issuer, info.serial, issued.certificate,
                                     self._clock.now())
         replaced: list[dt.datetime] = []

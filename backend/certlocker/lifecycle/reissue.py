@@ -16,6 +16,11 @@ triggers (``CHECKS``), in order:
 ``renewal-requested`` an operator forced a renewal (``status.renewal_request``) that no
                       certificate stored since has answered
 
+A certificate ordered through certlocker's ACME server (``spec.acme_order``: the key is
+the client's) has one trigger instead (``ACME_CHECKS``): ``acme-order``, an order whose
+certificate is not stored yet. Its client renews it, with a new order: certlocker serves
+the renewal time, and any renewal an operator asks for, as the ARI window.
+
 Two gates (``GATES``) hold back any trigger, in this order. A failure that retrying
 cannot fix (``status.retryable`` False: a CAA refusal, a rejected identifier) gives
 ``Decision(False, "refused", trigger=...)`` until an operator renews or redeclares.
@@ -47,6 +52,7 @@ class Reason(enum.StrEnum):
     EXPIRED = "expired"
     RENEWAL_DUE = "renewal-due"
     RENEWAL_REQUESTED = "renewal-requested"
+    ACME_ORDER = "acme-order"
     IN_BACKOFF = "in-backoff"
     REFUSED = "refused"
     UP_TO_DATE = "up-to-date"
@@ -139,6 +145,17 @@ CHECKS: tuple[Check, ...] = (missing, names_changed, key_type_changed, issuer_ch
                              expired, renewal_due, renewal_requested)
 
 
+def acme_order(f: Facts) -> Hit:
+    order = f.spec.acme_order
+    if order is None or (f.current is not None and f.current.acme_order == order):
+        return None
+    return (Reason.ACME_ORDER, f"ACME order {order} awaits its certificate")
+
+
+#: The trigger of a certificate whose ACME client renews it.
+ACME_CHECKS: tuple[Check, ...] = (acme_order,)
+
+
 def refused(f: Facts) -> Hit:
     if f.status is None or f.status.retryable:
         return None
@@ -194,9 +211,11 @@ def needs_reissue(
             renewal_at = renewal_info.plan(current, spec.renew_before, status, now).at
     facts = Facts(spec, current, issued_key_type, issued_by, now, renewal_at,
                   status is not None and status.renewal_request is not None, status)
-    trigger = first_hit(CHECKS, facts)
+    trigger = first_hit(ACME_CHECKS if spec.acme_order else CHECKS, facts)
     if trigger is None:
-        return Decision(False, UP_TO_DATE, message="up to date")
+        return Decision(False, UP_TO_DATE, message="up to date" if not spec.acme_order
+                        else "up to date: its ACME client renews it (certlocker serves "
+                             "the renewal window over ARI)")
     gate = first_hit(GATES, facts)
     if gate is not None:
         return Decision(False, gate[0], trigger=trigger[0],

@@ -123,6 +123,12 @@ class CertificateService:
         :raises Conflict: the spec changed between our read and write (retry)."""
         return self._declarations.update_spec(caller, ref, patch, rules, actor, check)
 
+    def record_client_order(self, spec: CertificateSpec, rules: specs.SpecRules,
+                            actor: str) -> cf.Future[CertificateStatus]:
+        """Record the spec of a certificate ordered with a client's CSR (certlocker's
+        ACME server) and queue its issuance; see ``Declarations.record_client_order``."""
+        return self._declarations.record_client_order(spec, rules, actor)
+
     def view(self, caller: Store, ref: CertificateRef) -> CertificateView:
         """A retired certificate, whose spec is gone, is shown with the spec it had
         (the caller's read of its status decides whether they may see it).
