@@ -15,9 +15,10 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import josepy as jose
+from acme import jws as acme_jws
 
 from ..clock import parse_rfc3339, rfc3339
 from ..ports import Store
@@ -72,8 +73,8 @@ class Bindings:
                                                 ("protected", "payload", "signature")):
             raise AcmeProblem("malformed", "externalAccountBinding must be a flattened JWS")
         try:
-            parsed = jose.JWS.from_json(eab)
-            header = parsed.signature.combined
+            parsed = acme_jws.JWS.from_json(eab)
+            header = cast(acme_jws.Header, parsed.signature.combined)
         except (jose.DeserializationError, TypeError, ValueError, KeyError):
             raise AcmeProblem("malformed", "externalAccountBinding does not parse") from None
         alg = header.alg.name if header.alg is not None else None
@@ -85,10 +86,10 @@ class Bindings:
         if not isinstance(kid, str) or len(kid) != 32 or not all(
                 c in "0123456789abcdef" for c in kid):
             raise AcmeProblem("unauthorized", "unknown eab_kid")
-        if header.to_partial_json().get("url") != url:
+        if header.url != url:
             raise AcmeProblem("unauthorized", "externalAccountBinding url must be the "
                                               "newAccount URL")
-        if header.jwk is not None or "nonce" in header.to_partial_json():
+        if header.jwk is not None or header.nonce is not None:
             raise AcmeProblem("malformed", "externalAccountBinding carries no jwk or nonce")
         document, _ = self._store.read_json(self._store.paths.acme_binding(kid))
         if not document:

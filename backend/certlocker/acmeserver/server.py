@@ -375,7 +375,7 @@ class AcmeServer:
         if current is not None and current.current is not None and \
                 current.current.serial == serial and current.state is not State.RETIRED:
             try:
-                self._revocation.revoke(self._store, issued.ref, reason, replace=False,
+                self._revocation.revoke(None, issued.ref, reason, replace=False,
                                         actor=actor)
             except CertlockerError as exc:
                 raise AcmeProblem("serverInternal", f"revocation failed: {exc.detail}",

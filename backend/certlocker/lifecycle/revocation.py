@@ -124,11 +124,15 @@ class RevocationService:
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
 
     # -- the operator's action ----------------------------------------------------------
-    def revoke(self, caller: CallerStore, ref: CertificateRef, reason: str,
+    def revoke(self, caller: CallerStore | None, ref: CertificateRef, reason: str,
                replace: bool | None = None,
                actor: str = "operator") -> cf.Future[CertificateStatus]:
         """Revoke the current certificate at the CA, record it, and start the follow-up
         (replace or remove, destroy old versions, verify targets) in the background.
+
+        ``caller`` is the operator's store (Vault decides); None when certlocker acts
+        on an authority it checked itself (its ACME server: an account of the
+        certificate's service, or the certificate's own key).
 
         ``replace`` defaults to True for keyCompromise while a spec still asks for the
         certificate, else False.
@@ -140,8 +144,9 @@ class RevocationService:
         :raises RevocationFailed: when the CA refuses.
         """
         reason = parse_reason(reason)
-        authorize(caller, self._store, ref, self._audit, actor, "certificate.revoke",
-                  ("update",))
+        if caller is not None:
+            authorize(caller, self._store, ref, self._audit, actor, "certificate.revoke",
+                      ("update",))
         found_spec = self._store.read_spec(ref)
         found_status = self._store.read_status(ref)
         spec = found_spec[0] if found_spec else None
