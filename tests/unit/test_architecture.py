@@ -204,7 +204,7 @@ def test_the_private_attribute_check_sees_a_use() -> None:
 LAYERS = {
     **dict.fromkeys(("__init__", "models", "ports", "names", "paths", "clock", "errors", "cas",
                      "specs", "ownership", "renew_before", "x509info"), 0),
-    **dict.fromkeys(("audit", "transport", "pools", "logs"), 1),
+    **dict.fromkeys(("audit", "transport", "fanout", "logs"), 1),
     **dict.fromkeys(("vault", "issuance", "credentials", "delivery", "notify", "settings"), 2),
     **dict.fromkeys(("lifecycle", "discovery", "metrics"), 3),
     "composition": 4,
@@ -286,6 +286,47 @@ def test_no_import_circle_between_modules_or_packages() -> None:
     assert _circle(graph) is None
     assert _circle(packages) is None
     assert _circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+#: the executor classes of ``concurrent.futures`` that make threads or processes
+POOL_CLASSES = {"ThreadPoolExecutor", "ProcessPoolExecutor"}
+#: the one module that makes pools (``composition.Pools``)
+POOL_MAKERS = {"composition.py"}
+
+
+def pool_references(source: str, where: str) -> list[str]:
+    """Every mention of a pool class in ``source``: an import of it, a name, or an
+    attribute (``cf.ThreadPoolExecutor``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        found += [f"{where}:{node.lineno}: {n}" for n in names if n in POOL_CLASSES]
+    return found
+
+
+def test_no_thread_pool_outside_the_composition_root() -> None:
+    """Every pool is made by ``composition.Pools`` and handed to what runs on it, so the
+    process's threads can be counted, sized and shut down in one place."""
+    offenders = [ref for path in modules()
+                 if str(path.relative_to(PACKAGE)) not in POOL_MAKERS
+                 for ref in pool_references(path.read_text(encoding="utf-8"),
+                                            str(path.relative_to(PACKAGE)))]
+    assert offenders == []
+
+
+def test_the_pool_check_sees_a_pool() -> None:
+    """The check above is not vacuous: each way of naming a pool class is found."""
+    sample = ("import concurrent.futures as cf\n"
+              "from concurrent.futures import ProcessPoolExecutor\n"
+              "pool = cf.ThreadPoolExecutor(4)\n")
+    assert pool_references(sample, "s.py") == ["s.py:2: ProcessPoolExecutor",
+                                               "s.py:3: ThreadPoolExecutor"]
 
 
 def test_the_reconciler_process_does_not_import_flask() -> None:

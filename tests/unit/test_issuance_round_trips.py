@@ -29,6 +29,7 @@ from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
 from tests.support.memory_store import MemoryStore, grant
+from tests.support.pools import certificate_pools
 
 REF = CertificateRef("dev", "web", "www")
 SPEC = CertificateSpec(REF, ("www.example.test",), "fake")
@@ -53,7 +54,7 @@ def service_over(store: MemoryStore, ca: FakeAcme,
     conf = IssuerSettings(name="fake", directory_url=ca.directory_url)
     issuer = AcmeIssuer(conf, StoreAccounts(store, ca.directory_url), challenges,
                         transport=ca, sleep=lambda s: None, caa_lookup=lambda name: [])
-    service = CertificateService(store, {"fake": issuer}, workers=1)
+    service = CertificateService(store, {"fake": issuer}, pools=certificate_pools(1))
     try:
         yield service
     finally:

@@ -93,7 +93,7 @@ class _AlreadyClaimed(Exception):
 
 class Reconciler:
     def __init__(self, store: Store, certificates: CertificateIssuing, due: DueIndex, *,
-                 notifier: AlertSink | None = None, clock: Clock | None = None,
+                 pool: cf.Executor, notifier: AlertSink | None = None, clock: Clock | None = None,
                  options: Options = Options(),
                  policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
                  rng: random.Random | None = None, verifier: Verifying | None = None,
@@ -124,8 +124,8 @@ class Reconciler:
         self._swept = False  # a sweep finished since the last heartbeat
         self._failures = dict.fromkeys(FAILURE_KINDS, 0)  # since start, for the heartbeat
         self._failures_lock = threading.Lock()
-        self._pool = cf.ThreadPoolExecutor(max_workers=options.workers,
-                                           thread_name_prefix="reconcile")
+        # ``options.workers`` threads, the reconciler's own (``close`` stops it)
+        self._pool = pool
 
     # -- one certificate ---------------------------------------------------------------
     def handle(self, ref: CertificateRef, hint: Hint | None = None, *,
