@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from certlocker.lifecycle import planning
-from certlocker.lifecycle.due_index import DueIndex
-from certlocker.lifecycle.expiry_index import ExpiryIndex
+from certlocker.lifecycle.policy import planning
+from certlocker.lifecycle.records.due_index import DueIndex
+from certlocker.lifecycle.records.expiry_index import ExpiryIndex
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, KeyType, State)

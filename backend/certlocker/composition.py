@@ -28,12 +28,12 @@ from .discovery.service import DiscoveryPools, DiscoveryService
 from .issuance.acme_issuer import AcmeIssuer
 from .issuance.base import Issuer
 from .issuance.vault_pki import VaultPkiIssuer
-from .lifecycle import heartbeat
-from .lifecycle.alerts import policy_from_settings as alert_policy
-from .lifecycle.backoff import BackoffPolicy
-from .lifecycle.due_index import DueIndex
-from .lifecycle.heartbeat import Heartbeats
-from .lifecycle.issuer_secrets import StoreIssuerSecrets
+from .lifecycle.records import heartbeat
+from .lifecycle.policy.alerts import policy_from_settings as alert_policy
+from .lifecycle.policy.backoff import BackoffPolicy
+from .lifecycle.records.due_index import DueIndex
+from .lifecycle.records.heartbeat import Heartbeats
+from .lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.ports import Store
 from .lifecycle.reconciler import Options, Reconciler
@@ -42,7 +42,7 @@ from .lifecycle.revocation import RevocationService
 from .lifecycle.service import HOLDER, CertificatePools, CertificateService
 from .lifecycle.spec_watch import SpecWatch, WatchOptions
 from .lifecycle.target_allowlist import AllowList
-from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from .lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import (AlertOnDivergence, DivergenceHook, PolicySource, StatusChange,
                                      Verifier, load_anchors)
 from .metrics.collector import AcmeRequestMetrics, InventoryCollector, IssuanceMetrics

@@ -12,9 +12,9 @@ from certlocker.errors import IssuanceFailed
 from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.base import Inflight, IssueRequest
-from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
+from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreJournal
+from certlocker.lifecycle.records.vault_adapters import StoreJournal
 from certlocker.models import CertificateRef, CertificateSpec, KeyType, State
 from certlocker.settings import IssuerSettings
 from devstack import free_port, wait_until

@@ -15,7 +15,7 @@ from certlocker.audit.chain import AuditLog
 from certlocker.clock import SystemClock
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.base import IssueRequest
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import CertificateRef, KeyType
 from certlocker.paths import VaultPaths
 from certlocker.settings import IssuerSettings

@@ -19,7 +19,7 @@ from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.base import IssueRequest
 from certlocker.issuance.caa import DnsCaaLookup
 from certlocker.issuance.dns.rfc2136 import Rfc2136Options, Rfc2136Provider
-from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
+from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.models import CertificateRef, KeyType
 from certlocker.settings import IssuerSettings
 from tests.support.acme_helpers import MemoryAccounts, MemoryJournal, root_store
@@ -185,8 +185,8 @@ def test_a_caa_refusal_is_not_retried_by_the_reconciler(dns_pebble: Pebble, bind
     import datetime as dt
 
     from certlocker.clock import FixedClock
-    from certlocker.lifecycle import alerts
-    from certlocker.lifecycle.due_index import DueIndex
+    from certlocker.lifecycle.policy import alerts
+    from certlocker.lifecycle.records.due_index import DueIndex
     from certlocker.lifecycle.reconciler import Options, Reconciler
     from certlocker.lifecycle.service import CertificateService
     from certlocker.models import CertificateSpec, State

@@ -401,7 +401,7 @@ def test_the_ports_import_only_the_domain() -> None:
 def test_lifecycle_and_discovery_reach_adapters_only_through_ports() -> None:
     found = {(str(p.relative_to(PACKAGE)), m)
              for folder in ("lifecycle", "discovery")
-             for p in sorted((PACKAGE / folder).glob("*.py"))
+             for p in sorted((PACKAGE / folder).rglob("*.py"))
              for m in certlocker_imports(p) if any(_in(m, a) for a in ADAPTERS)}
     assert found - KNOWN_ADAPTER_IMPORTS == set()
 
@@ -423,8 +423,47 @@ def test_optional_abilities_are_not_probed_by_attribute_name() -> None:
     ``getattr(obj, "name", default)``: a capability has a written contract."""
     probes = [f"{p.relative_to(PACKAGE)}:{node.lineno}"
               for folder in ("lifecycle", "discovery")
-              for p in sorted((PACKAGE / folder).glob("*.py"))
+              for p in sorted((PACKAGE / folder).rglob("*.py"))
               for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id == "getattr" and len(node.args) == 3]
     assert probes == []
+
+
+# -- the lifecycle's pure policy -----------------------------------------------------------
+
+POLICY = PACKAGE / "lifecycle" / "policy"
+#: what lifecycle/policy may import of certlocker: the domain's values and rules, and
+#: its own modules. No ports (nothing to call), no door, no other part of the lifecycle.
+POLICY_MAY_IMPORT = {"models", "errors", "clock", "names", "specs", "ownership",
+                     "renew_before", "x509info", "lifecycle.policy"}
+#: the standard library modules that would mean I/O, threads or the process's state
+IMPURE_STDLIB = {"os", "socket", "threading", "concurrent", "subprocess", "time",
+                 "pathlib", "io", "shutil", "tempfile", "urllib", "http", "ssl"}
+
+
+def test_the_lifecycle_policy_is_pure() -> None:
+    """lifecycle/policy decides from the facts it is given: it imports nothing of the
+    lifecycle's services or records, no port, no door and no library that does I/O."""
+    allowed = {f"certlocker.{m}" for m in POLICY_MAY_IMPORT}
+    modules_ = sorted(POLICY.rglob("*.py"))
+    assert len(modules_) > 5, "lifecycle/policy is where the pure decisions live"
+    outside = sorted(f"{p.relative_to(PACKAGE)} -> {m}" for p in modules_
+                     for m in certlocker_imports(p)
+                     if not any(m == a or m.startswith(a + ".") for a in allowed))
+    assert outside == []
+    third_party = sorted(f"{p.relative_to(PACKAGE)}: {r}" for p in modules_
+                         for r in imported_roots(p) - {"certlocker"}
+                         if r not in sys.stdlib_module_names or r in IMPURE_STDLIB)
+    assert third_party == []
+
+
+def test_the_policy_check_sees_an_impure_import() -> None:
+    """The check above is not vacuous: a record, a port and a sibling service are seen."""
+    sample = ("from ..records.due_index import DueIndex\n"
+              "from ...ports import Store\n"
+              "from .. import verification\n"
+              "from . import backoff\n")
+    assert certlocker_imports(POLICY / "sample.py", sample) == {
+        "certlocker.lifecycle.records.due_index", "certlocker.ports",
+        "certlocker.lifecycle.verification", "certlocker.lifecycle.policy.backoff"}

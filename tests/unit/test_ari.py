@@ -22,8 +22,9 @@ from certlocker.clock import FixedClock
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.ari import ari_id, cert_id
 from certlocker.issuance.base import IssueRequest, RenewalWindow
-from certlocker.lifecycle import planning, reissue, renewal_info
-from certlocker.lifecycle.due_index import DueIndex
+from certlocker.lifecycle.policy import planning, reissue
+from certlocker.lifecycle import renewal_info
+from certlocker.lifecycle.records.due_index import DueIndex
 from certlocker.lifecycle.reconciler import ISSUED, UP_TO_DATE, Reconciler
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (AriWindow, CertificateInfo, CertificateRef, CertificateSpec,

@@ -16,7 +16,7 @@ import pytest
 from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import CertificateRef, CertificateSpec, State
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme

@@ -23,7 +23,7 @@ from certlocker.issuance.ari import cert_id
 from certlocker.lifecycle import renewal_info
 from certlocker.lifecycle.local_challenges import LocalFirstChallenges
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State)
 from certlocker.settings import IssuerSettings

@@ -23,12 +23,12 @@ from certlocker.delivery.verify import under_policy, verify_targets
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.vault_pki import VaultPkiIssuer
 from certlocker.lifecycle import ports as lifecycle_ports
-from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
+from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.lifecycle.local_challenges import LocalFirstChallenges
 from certlocker.lifecycle.retirement import RetirementService
 from certlocker.lifecycle.revocation import RevocationService
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges, StoreJournal
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges, StoreJournal
 from certlocker.lifecycle.verification import Verifier
 from certlocker.metrics.collector import IssuanceMetrics
 from certlocker.models import CertificateRef

@@ -9,9 +9,9 @@ import pytest
 
 from certlocker.clock import FixedClock
 from certlocker.errors import AlertDeliveryFailed, IssuanceFailed, VaultUnavailable
-from certlocker.lifecycle import alerts, backoff, planning, reissue
-from certlocker.lifecycle.due_index import DueIndex, Hint, slot_of
-from certlocker.lifecycle.expiry_index import ExpiryIndex
+from certlocker.lifecycle.policy import alerts, backoff, planning, reissue
+from certlocker.lifecycle.records.due_index import DueIndex, Hint, slot_of
+from certlocker.lifecycle.records.expiry_index import ExpiryIndex
 from certlocker.lifecycle.reconciler import Options, Reconciler
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,

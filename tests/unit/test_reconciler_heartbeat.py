@@ -10,8 +10,8 @@ import pytest
 
 from certlocker.clock import FixedClock
 from certlocker.errors import VaultUnavailable
-from certlocker.lifecycle.due_index import DueIndex
-from certlocker.lifecycle.heartbeat import FORGET_AFTER, Heartbeats, process_name, recorded
+from certlocker.lifecycle.records.due_index import DueIndex
+from certlocker.lifecycle.records.heartbeat import FORGET_AFTER, Heartbeats, process_name, recorded
 from certlocker.lifecycle.reconciler import Options, Reconciler
 from certlocker.lifecycle.service import CertificateService
 from certlocker.metrics.collector import InventoryCollector, exposition

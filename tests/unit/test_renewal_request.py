@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from certlocker.issuance.base import IssueRequest, Journal
-from certlocker.lifecycle import planning, reissue
-from certlocker.lifecycle.due_index import slot_of
+from certlocker.lifecycle.policy import planning, reissue
+from certlocker.lifecycle.records.due_index import slot_of
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import CertificateStatus, IssuedCertificate, RenewalRequest, State
 from tests.support.memory_issuer import MemoryIssuer

@@ -32,10 +32,11 @@ from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
                       VaultUnavailable)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 from ..ports import AlertSink
-from . import alerts, planning, reissue, revocation, verification
-from .due_index import DueIndex, Hint
-from .expiry_index import ExpiryIndex
-from .heartbeat import FAILURE_KINDS, Heartbeats
+from .policy import alerts, planning, reissue
+from . import revocation, verification
+from .records.due_index import DueIndex, Hint
+from .records.expiry_index import ExpiryIndex
+from .records.heartbeat import FAILURE_KINDS, Heartbeats
 from .ports import (CertificateIssuing, FollowingUp, FollowingUpAll, RenewalInfoRefresher,
                     Store, Verifying)
 from .spec_watch import SpecChange, SpecWatch

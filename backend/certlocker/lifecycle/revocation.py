@@ -30,7 +30,7 @@ from ..models import (CertificateInfo, CertificateRef, CertificateSpec, Certific
                       Revocation, State, Target, TargetStatus)
 from ..ports import Probe, Revoker, Store, VersionedStore
 from .ports import ReplacementIssuing
-from . import status_writes
+from .records import status_writes
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,12 @@ from .. import specs
 from ..audit.recorder import Auditor, NoAudit
 from ..clock import Clock, SystemClock
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
-from . import backoff, journals, renewal_info
+from .policy import backoff
+from .records import journals
+from . import renewal_info
 from .declaration import Declarations
-from .due_index import DueIndex, Hint
-from .expiry_index import ExpiryIndex
+from .records.due_index import DueIndex, Hint
+from .records.expiry_index import ExpiryIndex
 from .issuing import HOLDER as HOLDER
 from .issuing import Issuance
 from ..ports import Issuer, OperatorStore
@@ -37,7 +39,7 @@ from .ports import Store
 from .renewal_requests import request_renewal
 from .setbacks import DEFAULT_LIFETIME as DEFAULT_LIFETIME
 from .setbacks import Setbacks
-from .status_writes import update_status
+from .records.status_writes import update_status
 from .views import CertificateReads
 from .views import CertificateView as CertificateView
 from .views import RetiredLookup as RetiredLookup

@@ -260,7 +260,7 @@ def divergence_alert(ref: CertificateRef, bad: Sequence[TargetStatus],
                      delivered_at: dt.datetime, now: dt.datetime,
                      current: CertificateInfo | None = None) -> Any:
     """An ``alerts.Alert`` (kind ``delivery-diverged``) naming the divergent nodes."""
-    from .alerts import Alert
+    from .policy.alerts import Alert
 
     counts = summary(bad) or "divergent"
     nodes = ", ".join(f"{t.address} {t.status}" for t in list(bad)[:10])

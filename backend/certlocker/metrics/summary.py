@@ -21,7 +21,8 @@ from typing import Callable, Generic, Iterator, TypeVar
 from ..errors import CertlockerError, InvalidInput
 from ..fanout import bounded_map
 from ..lifecycle.ports import Store
-from ..lifecycle import renewal_info, shown
+from ..lifecycle import renewal_info
+from ..lifecycle.policy import shown
 from ..lifecycle.verification import shown_node
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 

@@ -10,9 +10,10 @@ import datetime as dt
 import logging
 from typing import Callable
 
-from ..errors import InvalidInput
-from ..models import CertificateSpec, CertificateStatus, KeyType, State
-from . import alerts, reissue, renewal_info
+from ...errors import InvalidInput
+from ...models import CertificateSpec, CertificateStatus, KeyType, State
+from . import alerts, reissue
+from . import renewal_window
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
                                      issued_by=issued_by, status=status)
     except InvalidInput:
         log.warning("spec.renew_before_invalid", extra={"certificate": spec.ref.id})
-        renewal_at = (renewal_info.plan(current, None, status, now).at
+        renewal_at = (renewal_window.plan(current, None, status, now).at
                       if current is not None else None)
         return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
                                      issued_by=issued_by, status=status, renewal_at=renewal_at)
@@ -102,11 +103,11 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     if current is not None:
         if decision.reason == reissue.UP_TO_DATE:
             try:
-                candidates.append(renewal_info.plan(current, spec.renew_before, status,
+                candidates.append(renewal_window.plan(current, spec.renew_before, status,
                                                     now).at)
             except InvalidInput:
-                candidates.append(renewal_info.plan(current, None, status, now).at)
-            window = renewal_info.window_of(status)
+                candidates.append(renewal_window.plan(current, None, status, now).at)
+            window = renewal_window.window_of(status)
             if window is not None:  # the CA may move its window: ask again then
                 candidates.append(window.next_check_at)
         if status.alerted != alerts.EXPIRY_NEAR:
