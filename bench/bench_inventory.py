@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from certlocker.lifecycle import planning
-from certlocker.lifecycle.due_index import DueIndex
-from certlocker.lifecycle.expiry_index import ExpiryIndex
+from certlocker.lifecycle.policy import planning
+from certlocker.lifecycle.records.due_index import DueIndex
+from certlocker.lifecycle.records.expiry_index import ExpiryIndex
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, KeyType, State)
@@ -22,6 +22,7 @@ from certlocker.vault.store import VaultStore
 from .common import devstack  # noqa: I001  (vault-dev/ is put on sys.path there)
 from .common import (Row, certlocker_stack, children, http_json, median, ms, percentile,
                      proc_named, secs, table, vm_hwm_kib, workdir)
+from tests.support.pools import certificate_pools
 
 SIZES = (1_000, 10_000)
 FULL_SIZES = (1_000, 10_000, 100_000)
@@ -75,7 +76,7 @@ def _seed(root: VaultStore, start: int, stop: int, due: set[int]) -> float:
 
 def _listing_baseline(store: VaultStore) -> tuple[float, set[CertificateRef]]:
     """The approach without the index: list every spec, read every status, decide."""
-    service = CertificateService(store, {})
+    service = CertificateService(store, {}, pools=certificate_pools())
     now = dt.datetime.now(dt.timezone.utc)
 
     def check(ref: CertificateRef) -> CertificateRef | None:

@@ -542,6 +542,7 @@ def audit_verify(ctx: click.Context, mount: str, anchors: tuple[str, ...]) -> No
     them back with --anchor. Exits 0 when intact, 1 when broken or denied, 3 when Vault
     is unreachable."""
     from .audit.chain import verify_lanes
+    from .composition import Pools
     from .errors import CertlockerError
     from .paths import VaultPaths
     from .vault.audit_store import vault_audit_lanes
@@ -554,7 +555,9 @@ def audit_verify(ctx: click.Context, mount: str, anchors: tuple[str, ...]) -> No
     try:
         store = VaultStore.connect(addr, token, VaultPaths(mount),
                                    os.environ.get("VAULT_CACERT"))
-        results = verify_lanes(vault_audit_lanes(store), pinned)
+        with Pools() as pools:  # appends nothing: the hint pool stays empty
+            results = verify_lanes(vault_audit_lanes(store, pools.threads(1, "audit-head-hint")),
+                                   pinned)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except CertlockerError as exc:

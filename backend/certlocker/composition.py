@@ -8,9 +8,12 @@ audit lanes, credentials, discovery, metrics) is called in this module.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import datetime as dt
-from typing import Any, Callable
+import os
+import threading
+from typing import Any, Callable, TypeVar
 
 from . import notify
 from .acmeserver.bindings import Bindings
@@ -21,29 +24,29 @@ from .audit.chain import AuditLog
 from .audit.recorder import Auditor
 from .clock import Clock, SystemClock
 from .credentials.keys import KeyRing
-from .credentials.service import CredentialService
+from .credentials.service import LOOKUP_THREADS, CredentialService
 from .credentials.tokens import TokenMinter
-from .delivery import verify as probes
+from .delivery import verify
 from .delivery.verify import under_policy
-from .discovery.service import DiscoveryService
+from .discovery.service import DiscoveryPools, DiscoveryService
 from .issuance.acme_issuer import AcmeIssuer
 from .issuance.base import Issuer
 from .issuance.vault_pki import VaultPkiIssuer
-from .lifecycle import heartbeat
-from .lifecycle.alerts import policy_from_settings as alert_policy
-from .lifecycle.backoff import BackoffPolicy
-from .lifecycle.due_index import DueIndex
-from .lifecycle.heartbeat import Heartbeats
-from .lifecycle.issuer_secrets import StoreIssuerSecrets
+from .lifecycle.records import heartbeat
+from .lifecycle.policy.alerts import policy_from_settings as alert_policy
+from .lifecycle.policy.backoff import BackoffPolicy
+from .lifecycle.records.due_index import DueIndex
+from .lifecycle.records.heartbeat import Heartbeats
+from .lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.ports import Store
 from .lifecycle.reconciler import Options, Reconciler
 from .lifecycle.retirement import RetiredRecords, RetirementService
 from .lifecycle.revocation import RevocationService
-from .lifecycle.service import HOLDER, CertificateService
+from .lifecycle.service import HOLDER, CertificatePools, CertificateService
 from .lifecycle.spec_watch import SpecWatch, WatchOptions
 from .lifecycle.target_allowlist import AllowList
-from .lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from .lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import (AlertOnDivergence, DivergenceHook, PolicySource, StatusChange,
                                      Verifier, load_anchors)
 from .metrics.collector import AcmeRequestMetrics, InventoryCollector, IssuanceMetrics
@@ -57,6 +60,77 @@ from .vault.identity import ServiceIdentities
 from .vault.pki import PkiSigner
 from .vault.service_login import ServiceLogin
 from .vault.store import VaultStore
+
+
+T = TypeVar("T")
+E = TypeVar("E", bound=cf.Executor)
+
+
+class ProcessPool(cf.Executor):
+    """A thread pool that belongs to one process.
+
+    gunicorn may import the app before forking its workers (``--preload``); a forked
+    child inherits the parent's pool object but none of its threads. A ``ProcessPool``
+    makes its executor on first use in each process.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._threads = threads
+        self._name = name
+        self._lock = threading.Lock()
+        self._pool: tuple[int, cf.ThreadPoolExecutor] | None = None
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> cf.Future[T]:
+        pool = self._pool
+        if pool is None or pool[0] != os.getpid():
+            with self._lock:
+                pool = self._pool
+                if pool is None or pool[0] != os.getpid():
+                    pool = (os.getpid(), cf.ThreadPoolExecutor(
+                        self._threads, thread_name_prefix=self._name))
+                    self._pool = pool
+        return pool[1].submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pool = self._pool
+        if pool is not None and pool[0] == os.getpid():
+            pool[1].shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class Pools:
+    """Every thread pool of one process: made here and nowhere else, and shut down
+    together. A service that is given a pool of its own (the issuance queue, the
+    reconciler's workers) still stops it from its ``shutdown``/``close``, as before."""
+
+    def __init__(self) -> None:
+        self._made: list[cf.Executor] = []
+        self._lock = threading.Lock()
+
+    def threads(self, workers: int, name: str) -> cf.ThreadPoolExecutor:
+        """A pool of up to ``workers`` threads named ``name-N`` (made as work comes)."""
+        return self._keep(cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name))
+
+    def per_process(self, workers: int, name: str) -> ProcessPool:
+        """A pool used before gunicorn forks and in every worker after."""
+        return self._keep(ProcessPool(workers, name))
+
+    def _keep(self, pool: E) -> E:
+        with self._lock:
+            self._made.append(pool)
+        return pool
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop every pool made here; queued work is cancelled."""
+        with self._lock:
+            made, self._made = self._made, []
+        for pool in made:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> "Pools":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
 
 
 class _SigningKeyStore:
@@ -96,16 +170,34 @@ class Services:
     metrics: InventoryCollector
     #: the ACME server for stock clients (/acme/<env>/...)
     acme: AcmeServer
+    #: every thread pool the services run on (``shutdown`` stops them all)
+    pools: Pools
+    #: the TLS handshakes of target verification, shared by every verifier and prober
+    probes: cf.Executor
+
+
+#: the reads an operator's listing keeps in flight (``CertificateReads``)
+READ_THREADS = 8
+#: background revocation follow-ups at once
+REVOCATION_THREADS = 2
+#: whole discovery scans at once, and the most handshakes one scan asks for (the API's cap)
+SCAN_THREADS, SCAN_PARALLELISM_MAX = 2, 256
+#: discovery's record reads in flight per call, and the calls served at once at that pace
+DISCOVERY_READ_WORKERS, DISCOVERY_READ_CALLS = 8, 8
+#: the status and spec reads of one metrics summary
+METRICS_THREADS = 8
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     clock = SystemClock()
+    pools = Pools()
     store = VaultStore.connect(settings.vault_addr, settings.vault_token, settings.paths,
                                settings.vault_ca_cert, keep_versions=settings.keep_versions,
                                retry_seconds=settings.vault_retry_seconds, own_token=True,
                                token_file=settings.vault_token_file,
                                spec_rules=SpecRules.from_settings(settings))
-    audit = AuditLog(vault_audit_lanes(store), clock)
+    # one thread for every lane's head hint, made in each process (used before a fork)
+    audit = AuditLog(vault_audit_lanes(store, pools.per_process(1, "audit-head-hint")), clock)
     challenges = LocalFirstChallenges(StoreChallenges(store))
     issuers: dict[str, Issuer] = {}
     for name, conf in settings.issuers.items():
@@ -119,8 +211,12 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
             issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
                                                            conf.pki_role or ""))
     verify_every = dt.timedelta(seconds=settings.verify_interval_seconds)
+    workers = settings.issuance_workers
     certificates = CertificateService(store, issuers, clock=clock,
-                                      workers=settings.issuance_workers,
+                                      pools=CertificatePools(
+                                          issuance=pools.threads(workers, "issuance"),
+                                          reads=pools.threads(READ_THREADS, "reads"),
+                                          side=pools.threads(max(4, workers), "side-writes")),
                                       issuance_timeout=settings.issuance_timeout_seconds,
                                       audit=audit, actor=actor, observer=IssuanceMetrics(),
                                       due_index=DueIndex(store, alert_policy(settings),
@@ -138,26 +234,37 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                        current_generation=generation,
                                        audience=settings.jwt_audience,
                                        default_ttl=settings.jwt_ttl_seconds),
-        audit=audit)
+        audit=audit, lookups=pools.per_process(LOOKUP_THREADS, "credential-lookup"))
     lease_ttl = settings.issuance_timeout_seconds + 60
     targets = AllowList(settings.targets, store,
                         refresh=float(settings.targets_refresh_seconds))
-    revocation = RevocationService(store, certificates, under_policy(targets), audit=audit,
-                                   actor=actor, replace_timeout=lease_ttl)
+    # Each verification keeps up to ``verify_parallelism`` handshakes in flight; as many
+    # run at once as the reconciler has workers, plus revocations and the API's.
+    probes = pools.threads(settings.verify_parallelism * (workers + 4), "verify")
+    revocation = RevocationService(store, certificates, under_policy(targets, probes),
+                                   audit=audit, actor=actor, replace_timeout=lease_ttl,
+                                   pool=pools.threads(REVOCATION_THREADS, "revocation"))
     return Services(
         settings, store, challenges, certificates, keyring, credentials, audit,
         verifier=build_verifier(settings, store, certificates.update_status, audit,
-                                clock=clock, policy=targets),
+                                probes=probes, clock=clock, policy=targets),
         revocation=revocation,
         retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit,
                                      issuers=issuers, credentials=credentials,
-                                     probe=under_policy(targets), actor=actor,
+                                     probe=under_policy(targets, probes), actor=actor,
                                      probe_timeout=float(settings.verify_timeout_seconds),
                                      names=certificates.ownership),
         targets=targets,
-        discovery=DiscoveryService(store, audit=audit, policy=targets),
+        discovery=DiscoveryService(store, DiscoveryPools(
+            scans=pools.threads(SCAN_THREADS, "discovery-scan"),
+            handshakes=pools.threads(SCAN_THREADS * SCAN_PARALLELISM_MAX, "discovery-probe"),
+            reads=pools.threads(DISCOVERY_READ_WORKERS * DISCOVERY_READ_CALLS,
+                                "discovery-read")),
+            audit=audit, policy=targets, read_workers=DISCOVERY_READ_WORKERS),
         service_login=ServiceLogin(store, settings.jwt_role),
-        metrics=_inventory_metrics(settings, store, clock),
+        metrics=_inventory_metrics(settings, store, clock,
+                                   pools.threads(METRICS_THREADS, "metrics")),
+        pools=pools, probes=probes,
         acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
                           audit, clock))
 
@@ -184,16 +291,17 @@ def _acme_server(settings: Settings, store: VaultStore, certificates: Certificat
 
 def build_verifier(settings: Settings, store: Store,
                    update_status: Callable[[CertificateRef, StatusChange], CertificateStatus],
-                   audit: Auditor | None = None, *, clock: Clock | None = None,
+                   audit: Auditor | None = None, *, probes: cf.Executor,
+                   clock: Clock | None = None,
                    on_divergence: DivergenceHook | None = None,
                    policy: PolicySource | None = None) -> Verifier:
     """A ``Verifier`` from the settings (timeouts, parallelism, grace, each issuer's
     ``trust_roots``) and the target allow-list: ``policy``, else the settings' extended
-    by the administrator's Vault document."""
+    by the administrator's Vault document; its handshakes run on ``probes``."""
     policy = policy or AllowList(settings.targets, store,
                                  refresh=float(settings.targets_refresh_seconds))
     return Verifier(
-        store, update_status, probe=probes.under_policy(policy), policy=policy,
+        store, update_status, probe=verify.under_policy(policy, probes), policy=policy,
         anchors=load_anchors({n: i.trust_roots for n, i in settings.issuers.items()}),
         audit=audit, clock=clock, timeout=float(settings.verify_timeout_seconds),
         parallelism=settings.verify_parallelism,
@@ -201,11 +309,11 @@ def build_verifier(settings: Settings, store: Store,
         on_divergence=on_divergence)
 
 
-def _inventory_metrics(settings: Settings, store: VaultStore,
-                       clock: Clock) -> InventoryCollector:
+def _inventory_metrics(settings: Settings, store: VaultStore, clock: Clock,
+                       pool: cf.Executor) -> InventoryCollector:
     refresh = settings.metrics_refresh_seconds
     return InventoryCollector(
-        SummaryCache(lambda: load_rows(store, clock.now()), refresh),
+        SummaryCache(lambda: load_rows(store, clock.now(), pool, METRICS_THREADS), refresh),
         SummaryCache(lambda: store.token_life().expires_at(clock.now()), refresh),
         SummaryCache(lambda: heartbeat.recorded(
             store, since=clock.now() - dt.timedelta(days=1)), refresh))
@@ -222,11 +330,13 @@ def build_reconciler(settings: Settings, options: Options,
     policy = alert_policy(settings)
     notifier = notify.from_settings(settings, secrets, audit=services.audit, actor="reconciler")
     verifier = build_verifier(settings, store, services.certificates.update_status,
-                              services.audit, policy=services.targets,
+                              services.audit, probes=services.probes,
+                              policy=services.targets,
                               on_divergence=AlertOnDivergence(notifier)
                               if notifier is not None else None)  # alerts, unlike the API's
     verify_interval = dt.timedelta(seconds=settings.verify_interval_seconds)
-    kwargs: dict[str, Any] = {"notifier": notifier, "options": options, "policy": policy,
+    kwargs: dict[str, Any] = {"pool": services.pools.threads(options.workers, "reconcile"),
+                              "notifier": notifier, "options": options, "policy": policy,
                               "verifier": verifier, "verify_interval": verify_interval,
                               "revocations": services.revocation,
                               "retirements": services.retirement,

@@ -12,9 +12,9 @@ from certlocker.errors import IssuanceFailed
 from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.base import Inflight, IssueRequest
-from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
+from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreJournal
+from certlocker.lifecycle.records.vault_adapters import StoreJournal
 from certlocker.models import CertificateRef, CertificateSpec, KeyType, State
 from certlocker.settings import IssuerSettings
 from devstack import free_port, wait_until
@@ -22,6 +22,7 @@ from tests.support.acme_helpers import (CountingTransport, Http01Responder, Memo
                                         MemoryJournal, http01_responder, root_store)
 from tests.support.memory_store import grant
 from tests.support.stack import Pebble, running_pebble
+from tests.support.pools import certificate_pools
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +150,7 @@ def test_a_crash_resumes_the_same_order_with_the_same_key(
 
     new_order_url = acme.directory["newOrder"]
     orders_before = transport.count("POST", new_order_url)
-    service = CertificateService(store, {"pebble": issuer}, workers=1)
+    service = CertificateService(store, {"pebble": issuer}, pools=certificate_pools(1))
     try:
         status = service.issue(ref)
     finally:

@@ -15,7 +15,7 @@ from certlocker.audit.chain import AuditLog
 from certlocker.clock import SystemClock
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.base import IssueRequest
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import CertificateRef, KeyType
 from certlocker.paths import VaultPaths
 from certlocker.settings import IssuerSettings
@@ -25,6 +25,7 @@ from devstack import Proc, _base_env, find_binary, wait_http
 from tests.support.acme_helpers import MemoryJournal
 from tests.support.audit_trail import stored_events
 from tests.support.stack import SHARED_PEBBLE_ENV, CertlockerStack, running_certlocker
+from tests.support.pools import threads
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,8 @@ def test_a_forgotten_account_is_registered_again_once_without_a_restart(
         IssuerSettings(name="pebble", directory_url=stack.directory_url,
                        ca_bundle=str(stack.ca_bundle)),
         StoreAccounts(store, stack.directory_url), StoreChallenges(store),
-        audit=AuditLog(vault_audit_lanes(store), SystemClock()), actor="other-process")
+        audit=AuditLog(vault_audit_lanes(store, threads(1, "audit-head-hint")), SystemClock()),
+        actor="other-process")
     assert other.client().net.account.uri == before["uri"]
     workers = {p.name: p.pid for p in stack.stack.procs if p.name in ("api", "reconciler")}
 

@@ -19,13 +19,14 @@ from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.base import IssueRequest
 from certlocker.issuance.caa import DnsCaaLookup
 from certlocker.issuance.dns.rfc2136 import Rfc2136Options, Rfc2136Provider
-from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
+from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.models import CertificateRef, KeyType
 from certlocker.settings import IssuerSettings
 from tests.support.acme_helpers import MemoryAccounts, MemoryJournal, root_store
 from tests.support.bind import Bind, running_bind
 from tests.support.memory_store import grant
 from tests.support.stack import Pebble
+from tests.support.pools import certificate_pools, threads
 
 pytestmark = pytest.mark.integration
 
@@ -184,8 +185,8 @@ def test_a_caa_refusal_is_not_retried_by_the_reconciler(dns_pebble: Pebble, bind
     import datetime as dt
 
     from certlocker.clock import FixedClock
-    from certlocker.lifecycle import alerts
-    from certlocker.lifecycle.due_index import DueIndex
+    from certlocker.lifecycle.policy import alerts
+    from certlocker.lifecycle.records.due_index import DueIndex
     from certlocker.lifecycle.reconciler import Options, Reconciler
     from certlocker.lifecycle.service import CertificateService
     from certlocker.models import CertificateSpec, State
@@ -194,8 +195,8 @@ def test_a_caa_refusal_is_not_retried_by_the_reconciler(dns_pebble: Pebble, bind
     policy = alerts.AlertPolicy(max_attempts=2)
     due = DueIndex(store, policy, clock)
     service = CertificateService(store, {ISSUER: make_issuer(
-        dns_pebble, bind, store, caa_identities=("pebble.test",))}, clock=clock, workers=1,
-        due_index=due)
+        dns_pebble, bind, store, caa_identities=("pebble.test",))}, clock=clock,
+        pools=certificate_pools(1), due_index=due)
     sent: list[alerts.Alert] = []
 
     class Sink:
@@ -203,6 +204,7 @@ def test_a_caa_refusal_is_not_retried_by_the_reconciler(dns_pebble: Pebble, bind
             sent.append(alert)
 
     reconciler = Reconciler(store, service, due, notifier=Sink(), clock=clock,
+                            pool=threads(1, "reconcile"),
                             options=Options(workers=1), policy=policy)
     ref = CertificateRef("dev", "caa", "refused")
     spec = CertificateSpec(ref, ("www.deny.example.test",), ISSUER)

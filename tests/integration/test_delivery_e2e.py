@@ -25,6 +25,10 @@ from tests.support.agent import (BAO, TEMPLATES, Agent, minimal_config, shipped_
 from tests.support.stack import CertlockerStack
 from tests.support.tls_servers import (TlsServer, issue_test_chain, start_haproxy,
                                        start_nginx)
+from tests.support.pools import threads
+
+#: the handshakes' executor (certlocker's composition root makes its own)
+PROBES = threads(64, "verify")
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +148,7 @@ def _probe(api: Certlocker, cert: dict[str, Any],
     targets = [Target(t["address"], t["sni"]) for t in cert["targets"]]
     anchors = TrustAnchors.from_pem(api.stack.pebble_roots(), include_system=False)
     results = verify_targets(info, history, targets, now=dt.datetime.now(dt.timezone.utc),
-                             anchors=anchors)
+                             anchors=anchors, pool=PROBES)
     return {r.address: r.status for r in results}
 
 

@@ -27,6 +27,10 @@ from cryptography.x509.oid import NameOID
 from certlocker.discovery.files import FoundCertificate
 from certlocker.discovery.scan import ScanError, expand_targets, match_inventory, \
     scan_endpoints
+from tests.support.pools import threads
+
+#: the handshakes' executor (certlocker's composition root makes its own)
+PROBES = threads(64, "verify")
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +207,7 @@ def test_port_range_scan_finds_exactly_the_shadow_certificates(fleet: Fleet) -> 
         with lock:
             calls.append((done, total))
 
-    results = scan_endpoints(endpoints, timeout=5, parallelism=3, progress=progress)
+    results = scan_endpoints(endpoints, timeout=5, parallelism=3, progress=progress, pool=PROBES)
 
     assert len(results) == 6
     assert sorted(calls) == [(i, 6) for i in range(1, 7)]
@@ -234,11 +238,11 @@ def test_port_range_scan_finds_exactly_the_shadow_certificates(fleet: Fleet) -> 
 
 def test_sni_selects_the_served_certificate(fleet: Fleet) -> None:
     port = fleet.base + 6
-    plain, named = scan_endpoints([("127.0.0.1", port)] * 2, timeout=5, parallelism=2)
+    plain, named = scan_endpoints([("127.0.0.1", port)] * 2, timeout=5, parallelism=2, pool=PROBES)
     assert isinstance(plain, FoundCertificate) and isinstance(named, FoundCertificate)
     assert plain.sha256_fingerprint == fleet.fingerprints["managed-a"]
     [with_sni] = scan_endpoints([("127.0.0.1", port)], timeout=5,
-                                sni="managed-b.example.test")
+                                sni="managed-b.example.test", pool=PROBES)
     assert isinstance(with_sni, FoundCertificate)
     assert with_sni.sha256_fingerprint == fleet.fingerprints["managed-b"]
 
@@ -247,7 +251,7 @@ def test_closed_port_is_reported_refused() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    [result] = scan_endpoints([("127.0.0.1", port)], timeout=2)
+    [result] = scan_endpoints([("127.0.0.1", port)], timeout=2, pool=PROBES)
     assert isinstance(result, ScanError) and result.reason == "refused"
 
 
@@ -257,6 +261,6 @@ def test_silent_listener_times_out() -> None:
         s.listen(1)
         port = s.getsockname()[1]
         start = time.monotonic()
-        [result] = scan_endpoints([("127.0.0.1", port)], timeout=0.5)
+        [result] = scan_endpoints([("127.0.0.1", port)], timeout=0.5, pool=PROBES)
         assert time.monotonic() - start < 5
     assert isinstance(result, ScanError) and result.reason == "timeout"

@@ -256,7 +256,7 @@ def test_the_reconcilers_failures_reach_the_apis_metrics(stack: Stack) -> None:
     record in Vault, which the API's /metrics exports per reconciler process."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from certlocker.lifecycle.heartbeat import process_name
+    from certlocker.lifecycle.records.heartbeat import process_name
 
     closed = free_port()
     write_spec(stack, "metrics", "broken", ["broken.metrics.test"], issuer="broken")

@@ -31,6 +31,10 @@ from certlocker.discovery.scan import scan_endpoints
 from certlocker.models import CertificateInfo, Target
 from tests.support.kv import grant_names
 from tests.support.stack import SHARED_PEBBLE_ENV
+from tests.support.pools import threads
+
+#: the handshakes' executor (certlocker's composition root makes its own)
+PROBES = threads(64, "verify")
 
 pytestmark = pytest.mark.integration
 
@@ -264,12 +268,14 @@ def test_verification_dials_the_address_it_checked(
     policy = TargetPolicy.parse(["127.0.0.2/32"], [good.port], ["*.oracle.test"])
     resolver = Rebinding("127.0.0.2", "127.0.0.3")
     [result] = verify_targets(INFO, (), [Target(f"svc.oracle.test:{good.port}")],
-                              now=INFO.not_before, timeout=2, policy=policy, resolve=resolver)
+                              now=INFO.not_before, timeout=2, policy=policy, resolve=resolver,
+                              pool=PROBES)
     assert result.status == "unreachable"  # reached, but it speaks no TLS
     assert (good.accepted, bad.accepted, resolver.calls) == (1, 0, 1)
     # DNS now points the permitted name at a forbidden address: refused, never dialled
     [result] = verify_targets(INFO, (), [Target(f"svc.oracle.test:{good.port}")],
-                              now=INFO.not_before, timeout=2, policy=policy, resolve=resolver)
+                              now=INFO.not_before, timeout=2, policy=policy, resolve=resolver,
+                              pool=PROBES)
     assert result.status == "forbidden" and "127.0.0.3" in result.detail
     assert (good.accepted, bad.accepted) == (1, 0)
 
@@ -280,6 +286,7 @@ def test_a_scan_dials_the_address_it_checked(
     policy = TargetPolicy.parse(["127.0.0.2/32"], [good.port], ["*.oracle.test"])
     resolver = Rebinding("127.0.0.2", "127.0.0.3")
     first, second = (scan_endpoints([("svc.oracle.test", good.port)], timeout=2,
-                                    policy=policy, resolve=resolver)[0] for _ in range(2))
+                                    policy=policy, resolve=resolver,
+                                    pool=PROBES)[0] for _ in range(2))
     assert first.reason == "tls-error" and second.reason == "forbidden"
     assert (good.accepted, bad.accepted) == (1, 0)

@@ -20,6 +20,10 @@ from certlocker.delivery.verify import TrustAnchors, verify_targets
 from certlocker.models import CertificateInfo, Target
 from tests.support.tls_servers import (IssuedChain, TlsServer, free_port, issue_test_chain,
                                        start_nginx, wait_for_port)
+from tests.support.pools import threads
+
+#: the handshakes' executor (certlocker's composition root makes its own)
+PROBES = threads(64, "verify")
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +86,7 @@ def test_a_pool_where_one_member_kept_the_old_certificate_stays_stale(
     [result] = verify_targets(info(new), {old.sha256_fingerprint},
                               [Target(f"127.0.0.1:{port}", sni="localhost")],
                               now=dt.datetime.now(dt.timezone.utc), anchors=anchors,
-                              recheck_pause=0.1)
+                              recheck_pause=0.1, pool=PROBES)
     # old, new, old, new: the first handshake meets "old", and so do half the rechecks.
     assert result.status == "stale", result
     assert result.served_sha256 == old.sha256_fingerprint

@@ -11,6 +11,10 @@ import pytest
 from certlocker.delivery.verify import TrustAnchors, verify_targets
 from certlocker.models import CertificateInfo, Target
 from tests.support.nginx_pool import Issued, MiniCA, NginxPool, free_port
+from tests.support.pools import threads
+
+#: the handshakes' executor (certlocker's composition root makes its own)
+PROBES = threads(64, "verify")
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +79,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
 def test_every_target_and_every_pool_node_gets_its_own_status(scene: Scene) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     results = verify_targets(info(scene.current), {scene.old.sha256}, scene.targets(),
-                             now=now, timeout=3.0, anchors=scene.anchors)
+                             now=now, timeout=3.0, anchors=scene.anchors, pool=PROBES)
     by_address = {r.address: r for r in results}
     assert len(results) == len(by_address) == len(POOL_IPS) + 5
 
@@ -100,14 +104,16 @@ def test_every_target_and_every_pool_node_gets_its_own_status(scene: Scene) -> N
 
 def test_history_given_as_serials_finds_the_stale_nodes(scene: Scene) -> None:
     results = verify_targets(info(scene.current), [scene.old.serial], scene.targets()[:1],
-                             now=dt.datetime.now(dt.timezone.utc), anchors=scene.anchors)
+                             now=dt.datetime.now(dt.timezone.utc), anchors=scene.anchors,
+                             pool=PROBES)
     assert {r.address for r in results if r.status == "stale"} == scene.stale_nodes
 
 
 def test_after_a_redeploy_the_old_certificate_becomes_the_expected_one(scene: Scene) -> None:
     """Swap roles: expecting the old cert makes the four current nodes mismatches."""
     results = verify_targets(info(scene.old), set(), scene.targets()[:1],
-                             now=dt.datetime.now(dt.timezone.utc), anchors=scene.anchors)
+                             now=dt.datetime.now(dt.timezone.utc), anchors=scene.anchors,
+                             pool=PROBES)
     statuses = sorted(r.status for r in results)
     assert statuses == ["mismatch"] * 4 + ["ok"] * 2
 
@@ -115,7 +121,7 @@ def test_after_a_redeploy_the_old_certificate_becomes_the_expected_one(scene: Sc
 def test_without_the_private_root_a_full_chain_is_reported_incomplete(scene: Scene) -> None:
     results = verify_targets(info(scene.current), set(), [Target(scene.ok_addr, sni=NAME)],
                              now=dt.datetime.now(dt.timezone.utc),
-                             anchors=TrustAnchors())
+                             anchors=TrustAnchors(), pool=PROBES)
     assert [r.status for r in results] == ["chain-incomplete"]
 
 
@@ -131,6 +137,6 @@ def test_two_hundred_listeners_are_all_checked(tmp_path: Path) -> None:
         targets = [Target(f"{ip}:{port}", sni=NAME) for ip in ips]
         results = verify_targets(info(leaf), set(), targets,
                                  now=dt.datetime.now(dt.timezone.utc), timeout=5.0,
-                                 parallelism=64, anchors=TrustAnchors([ca.root.cert]))
+                                 parallelism=64, anchors=TrustAnchors([ca.root.cert]), pool=PROBES)
     assert [r.address for r in results] == [t.address for t in targets]
     assert {r.status for r in results} == {"ok"}

@@ -34,7 +34,7 @@ def app() -> Iterator[Flask]:
     app = create_app(settings, services=services)
     app.config.update(TESTING=True)
     yield app
-    services.certificates.shutdown()
+    services.pools.shutdown()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from certlocker.transport import netenv
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.transport.acme_session import LeanSession, session_for
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
 from tests.support.memory_store import MemoryStore

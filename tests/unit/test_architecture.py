@@ -204,7 +204,7 @@ def test_the_private_attribute_check_sees_a_use() -> None:
 LAYERS = {
     **dict.fromkeys(("__init__", "models", "ports", "names", "paths", "clock", "errors", "cas",
                      "specs", "ownership", "renew_before", "x509info"), 0),
-    **dict.fromkeys(("audit", "transport", "pools", "logs"), 1),
+    **dict.fromkeys(("audit", "transport", "fanout", "logs"), 1),
     **dict.fromkeys(("vault", "issuance", "credentials", "delivery", "notify", "settings"), 2),
     **dict.fromkeys(("lifecycle", "discovery", "metrics", "acmeserver"), 3),
     "composition": 4,
@@ -288,6 +288,47 @@ def test_no_import_circle_between_modules_or_packages() -> None:
     assert _circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
+#: the executor classes of ``concurrent.futures`` that make threads or processes
+POOL_CLASSES = {"ThreadPoolExecutor", "ProcessPoolExecutor"}
+#: the one module that makes pools (``composition.Pools``)
+POOL_MAKERS = {"composition.py"}
+
+
+def pool_references(source: str, where: str) -> list[str]:
+    """Every mention of a pool class in ``source``: an import of it, a name, or an
+    attribute (``cf.ThreadPoolExecutor``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        found += [f"{where}:{node.lineno}: {n}" for n in names if n in POOL_CLASSES]
+    return found
+
+
+def test_no_thread_pool_outside_the_composition_root() -> None:
+    """Every pool is made by ``composition.Pools`` and handed to what runs on it, so the
+    process's threads can be counted, sized and shut down in one place."""
+    offenders = [ref for path in modules()
+                 if str(path.relative_to(PACKAGE)) not in POOL_MAKERS
+                 for ref in pool_references(path.read_text(encoding="utf-8"),
+                                            str(path.relative_to(PACKAGE)))]
+    assert offenders == []
+
+
+def test_the_pool_check_sees_a_pool() -> None:
+    """The check above is not vacuous: each way of naming a pool class is found."""
+    sample = ("import concurrent.futures as cf\n"
+              "from concurrent.futures import ProcessPoolExecutor\n"
+              "pool = cf.ThreadPoolExecutor(4)\n")
+    assert pool_references(sample, "s.py") == ["s.py:2: ProcessPoolExecutor",
+                                               "s.py:3: ThreadPoolExecutor"]
+
+
 def test_the_reconciler_process_does_not_import_flask() -> None:
     code = ("import sys, certlocker.reconcile_cmd, certlocker.composition; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
@@ -360,7 +401,7 @@ def test_the_ports_import_only_the_domain() -> None:
 def test_lifecycle_and_discovery_reach_adapters_only_through_ports() -> None:
     found = {(str(p.relative_to(PACKAGE)), m)
              for folder in ("lifecycle", "discovery")
-             for p in sorted((PACKAGE / folder).glob("*.py"))
+             for p in sorted((PACKAGE / folder).rglob("*.py"))
              for m in certlocker_imports(p) if any(_in(m, a) for a in ADAPTERS)}
     assert found - KNOWN_ADAPTER_IMPORTS == set()
 
@@ -382,8 +423,47 @@ def test_optional_abilities_are_not_probed_by_attribute_name() -> None:
     ``getattr(obj, "name", default)``: a capability has a written contract."""
     probes = [f"{p.relative_to(PACKAGE)}:{node.lineno}"
               for folder in ("lifecycle", "discovery")
-              for p in sorted((PACKAGE / folder).glob("*.py"))
+              for p in sorted((PACKAGE / folder).rglob("*.py"))
               for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id == "getattr" and len(node.args) == 3]
     assert probes == []
+
+
+# -- the lifecycle's pure policy -----------------------------------------------------------
+
+POLICY = PACKAGE / "lifecycle" / "policy"
+#: what lifecycle/policy may import of certlocker: the domain's values and rules, and
+#: its own modules. No ports (nothing to call), no door, no other part of the lifecycle.
+POLICY_MAY_IMPORT = {"models", "errors", "clock", "names", "specs", "ownership",
+                     "renew_before", "x509info", "lifecycle.policy"}
+#: the standard library modules that would mean I/O, threads or the process's state
+IMPURE_STDLIB = {"os", "socket", "threading", "concurrent", "subprocess", "time",
+                 "pathlib", "io", "shutil", "tempfile", "urllib", "http", "ssl"}
+
+
+def test_the_lifecycle_policy_is_pure() -> None:
+    """lifecycle/policy decides from the facts it is given: it imports nothing of the
+    lifecycle's services or records, no port, no door and no library that does I/O."""
+    allowed = {f"certlocker.{m}" for m in POLICY_MAY_IMPORT}
+    modules_ = sorted(POLICY.rglob("*.py"))
+    assert len(modules_) > 5, "lifecycle/policy is where the pure decisions live"
+    outside = sorted(f"{p.relative_to(PACKAGE)} -> {m}" for p in modules_
+                     for m in certlocker_imports(p)
+                     if not any(m == a or m.startswith(a + ".") for a in allowed))
+    assert outside == []
+    third_party = sorted(f"{p.relative_to(PACKAGE)}: {r}" for p in modules_
+                         for r in imported_roots(p) - {"certlocker"}
+                         if r not in sys.stdlib_module_names or r in IMPURE_STDLIB)
+    assert third_party == []
+
+
+def test_the_policy_check_sees_an_impure_import() -> None:
+    """The check above is not vacuous: a record, a port and a sibling service are seen."""
+    sample = ("from ..records.due_index import DueIndex\n"
+              "from ...ports import Store\n"
+              "from .. import verification\n"
+              "from . import backoff\n")
+    assert certlocker_imports(POLICY / "sample.py", sample) == {
+        "certlocker.lifecycle.records.due_index", "certlocker.ports",
+        "certlocker.lifecycle.verification", "certlocker.lifecycle.policy.backoff"}

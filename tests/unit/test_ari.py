@@ -22,8 +22,9 @@ from certlocker.clock import FixedClock
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.ari import ari_id, cert_id
 from certlocker.issuance.base import IssueRequest, RenewalWindow
-from certlocker.lifecycle import planning, reissue, renewal_info
-from certlocker.lifecycle.due_index import DueIndex
+from certlocker.lifecycle.policy import planning, reissue
+from certlocker.lifecycle import renewal_info
+from certlocker.lifecycle.records.due_index import DueIndex
 from certlocker.lifecycle.reconciler import ISSUED, UP_TO_DATE, Reconciler
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (AriWindow, CertificateInfo, CertificateRef, CertificateSpec,
@@ -31,6 +32,7 @@ from certlocker.models import (AriWindow, CertificateInfo, CertificateRef, Certi
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme, ari_id_of
 from tests.support.memory_store import MemoryStore, grant
+from tests.support.pools import certificate_pools, threads
 from tests.unit.test_acme_requests import Accounts, Challenges, Journal
 
 REF = CertificateRef("dev", "web", "www")
@@ -156,7 +158,7 @@ class Setup:
         self.due = DueIndex(self.store, clock=self.clock)
         self.service = CertificateService(
             self.store, {"fake": _issuer(self.ca, self.challenges)}, clock=self.clock,
-            workers=1, due_index=self.due)
+            pools=certificate_pools(1), due_index=self.due)
         self.store.create_spec(CertificateSpec(REF, ("www.example.test",), "fake"))
         grant(self.store, CertificateSpec(REF, ("www.example.test",), "fake"))
     def status(self) -> CertificateStatus:
@@ -214,7 +216,7 @@ def test_a_window_moved_into_the_past_makes_the_reconciler_renew(
         decided.append(real(*args, **kwargs).reason)
         return real(*args, **kwargs)
     monkeypatch.setattr(planning, "decide", recording)
-    reconciler = Reconciler(s.store, s.service, s.due, clock=s.clock)
+    reconciler = Reconciler(s.store, s.service, s.due, pool=threads(8, "reconcile"), clock=s.clock)
     try:
         assert reconciler.handle(REF) == UP_TO_DATE
         now = s.clock.now()

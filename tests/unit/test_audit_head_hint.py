@@ -13,6 +13,7 @@ from certlocker.clock import FixedClock
 from certlocker.errors import AccessDenied, Conflict
 from certlocker.paths import VaultPaths
 from certlocker.vault.audit_store import HINT_EVERY, VaultAuditStore
+from tests.support.pools import threads
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 HEAD_HINT = VaultPaths().audit_head_hint()
@@ -62,7 +63,8 @@ def _wait_for(condition: Any) -> None:
 
 def test_appends_do_not_wait_for_the_head_hint() -> None:
     kv = MemoryKV()
-    log = AuditLog([VaultAuditStore(kv)], FixedClock(T0))  # type: ignore[arg-type]
+    log = AuditLog([VaultAuditStore(kv,
+                                    hints=threads(1, "audit-head-hint"))], FixedClock(T0))  # type: ignore[arg-type]
     for i in range(HINT_EVERY + 3):  # the hint write at HINT_EVERY is held back
         log.record("alice", "credential.mint", f"service:prod/s{i}", "success")
     assert kv.hint_writes == []
@@ -73,7 +75,7 @@ def test_appends_do_not_wait_for_the_head_hint() -> None:
 
 def test_head_is_right_before_and_after_the_hint_lands() -> None:
     kv = MemoryKV()
-    store = VaultAuditStore(kv)  # type: ignore[arg-type]
+    store = VaultAuditStore(kv, hints=threads(1, "audit-head-hint"))  # type: ignore[arg-type]
     log = AuditLog([store], FixedClock(T0))
     for i in range(HINT_EVERY + 2):
         log.record("alice", "credential.mint", f"s{i}", "success")
@@ -91,7 +93,8 @@ def test_head_is_right_before_and_after_the_hint_lands() -> None:
 def test_each_lane_keeps_its_own_folder_and_hint() -> None:
     kv = MemoryKV()
     kv.release.set()
-    lanes = [VaultAuditStore(kv, n) for n in range(3)]  # type: ignore[arg-type]
+    lanes = [VaultAuditStore(kv, n,
+                             hints=threads(1, "audit-head-hint")) for n in range(3)]  # type: ignore[arg-type]
     log = AuditLog(lanes, FixedClock(T0), lane=2)
     for i in range(HINT_EVERY):
         log.record("alice", "credential.mint", f"s{i}", "success")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from certlocker.lifecycle.backoff import (
+from certlocker.lifecycle.policy.backoff import (
     DECORRELATED,
     BackoffPolicy,
     cap,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from certlocker.lifecycle.vault_adapters import StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreChallenges
 from tests.support.memory_store import MemoryStore
 
 

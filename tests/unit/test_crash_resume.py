@@ -16,11 +16,12 @@ import pytest
 from certlocker.issuance import keys
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import CertificateRef, CertificateSpec, State
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
 from tests.support.memory_store import MemoryStore, grant
+from tests.support.pools import certificate_pools
 
 REF = CertificateRef("dev", "web", "www")
 
@@ -76,7 +77,7 @@ def process(store: MemoryStore, ca: FakeAcme) -> CertificateService:
     conf = IssuerSettings(name="fake", directory_url=ca.directory_url)
     issuer = AcmeIssuer(conf, StoreAccounts(store, ca.directory_url), challenges,
                         transport=ca, sleep=lambda s: None, caa_lookup=lambda name: [])
-    return CertificateService(store, {"fake": issuer}, workers=1)
+    return CertificateService(store, {"fake": issuer}, pools=certificate_pools(1))
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from certlocker.credentials.service import CredentialService
 from certlocker.credentials.tokens import TokenMinter
 from certlocker.errors import AccessDenied, Conflict
 from tests.support.threads import run_together
+from tests.support.pools import threads
 
 ISSUER = "https://certlocker.example.test"
 
@@ -86,7 +87,8 @@ class Parts:
             self.identities,
             lambda current: TokenMinter(self.ring, self.clock, issuer=ISSUER,
                                         current_generation=current),
-            audit=AuditLog([self.audit_store], self.clock))
+            audit=AuditLog([self.audit_store], self.clock),
+            lookups=threads(16, "credential-lookup"))
 
 
 @pytest.fixture

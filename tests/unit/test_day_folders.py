@@ -7,8 +7,8 @@ import datetime as dt
 import time
 
 from certlocker.clock import FixedClock
-from certlocker.lifecycle.due_index import DueIndex
-from certlocker.lifecycle.expiry_index import ExpiryIndex
+from certlocker.lifecycle.records.due_index import DueIndex
+from certlocker.lifecycle.records.expiry_index import ExpiryIndex
 from certlocker.models import CertificateRef
 from tests.support.memory_store import MemoryStore
 from tests.support.threads import run_together

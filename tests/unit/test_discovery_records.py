@@ -15,6 +15,7 @@ from certlocker.discovery.service import DiscoveryService
 from certlocker.errors import Conflict, NotFound
 from certlocker.models import CertificateInfo, CertificateRef, CertificateStatus, State
 from tests.support.memory_store import MemoryStore
+from tests.support.pools import discovery_pools
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -61,7 +62,7 @@ def test_the_expiring_flag_is_computed_when_read() -> None:
 def test_record_stores_only_unmanaged_leaves() -> None:
     store = MemoryStore()
     issued(store, CertificateRef("prod", "web", "www"), "b", ("c",))
-    svc = DiscoveryService(store, clock=FixedClock(NOW))
+    svc = DiscoveryService(store, clock=FixedClock(NOW), pools=discovery_pools())
     result = svc.record([found("a", "tls:h:1"), found("b", "tls:h:2"),
                          found("c", "tls:h:3"), found("d", "file:/x", ca=True),
                          ScanError("h", 4, "refused")])
@@ -77,7 +78,7 @@ def test_a_self_signed_ca_certificate_served_on_a_port_is_unmanaged() -> None:
     """``openssl req -x509`` marks its certificate CA:TRUE; served, it is a server's leaf.
     The same CA flag in a file is a chain certificate, counted, not recorded."""
     store = MemoryStore()
-    svc = DiscoveryService(store, clock=FixedClock(NOW))
+    svc = DiscoveryService(store, clock=FixedClock(NOW), pools=discovery_pools())
     result = svc.record([found("e", "tls:h:5", ca=True), found("f", "file:/ca.pem", ca=True)],
                         known={})
     assert [(d.sha256_fingerprint[0], d.is_ca) for d in result.unmanaged] == [("e", True)]
@@ -88,7 +89,7 @@ def test_a_self_signed_ca_certificate_served_on_a_port_is_unmanaged() -> None:
 
 def test_adoption_happens_once() -> None:
     store = MemoryStore()
-    svc = DiscoveryService(store, clock=FixedClock(NOW))
+    svc = DiscoveryService(store, clock=FixedClock(NOW), pools=discovery_pools())
     svc.record([found("a", "tls:h:1")], known={})
     adopted = svc.mark_adopted("a" * 64, "prod.web.www", "alice")
     assert adopted.state == "adopted" and adopted.adoption is not None

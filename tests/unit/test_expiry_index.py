@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from certlocker.lifecycle.expiry_index import ExpiryIndex
+from certlocker.lifecycle.records.expiry_index import ExpiryIndex
 from certlocker.models import CertificateRef
 from tests.support.memory_store import MemoryStore
 

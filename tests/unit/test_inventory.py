@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from certlocker.errors import InvalidInput
-from certlocker.lifecycle.inventory import Query, page, parse_duration, parse_query
+from certlocker.lifecycle.policy.inventory import Query, page, parse_duration, parse_query
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State)
 

@@ -23,12 +23,13 @@ from certlocker.issuance.ari import cert_id
 from certlocker.lifecycle import renewal_info
 from certlocker.lifecycle.local_challenges import LocalFirstChallenges
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State)
 from certlocker.settings import IssuerSettings
 from tests.support.fake_acme import FakeAcme
 from tests.support.memory_store import MemoryStore, grant
+from tests.support.pools import certificate_pools
 
 REF = CertificateRef("dev", "web", "www")
 SPEC = CertificateSpec(REF, ("www.example.test",), "fake")
@@ -53,7 +54,7 @@ def service_over(store: MemoryStore, ca: FakeAcme,
     conf = IssuerSettings(name="fake", directory_url=ca.directory_url)
     issuer = AcmeIssuer(conf, StoreAccounts(store, ca.directory_url), challenges,
                         transport=ca, sleep=lambda s: None, caa_lookup=lambda name: [])
-    service = CertificateService(store, {"fake": issuer}, workers=1)
+    service = CertificateService(store, {"fake": issuer}, pools=certificate_pools(1))
     try:
         yield service
     finally:

@@ -17,7 +17,7 @@ from certlocker.audit.chain import AuditLog
 from certlocker.audit.memory import MemoryAuditStore
 from certlocker.clock import FixedClock
 from certlocker.errors import AlertDeliveryFailed
-from certlocker.lifecycle.alerts import RETRIES_EXHAUSTED, Alert
+from certlocker.lifecycle.policy.alerts import RETRIES_EXHAUSTED, Alert
 from certlocker.notify import Notifier, Webhook
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)

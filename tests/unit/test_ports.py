@@ -9,6 +9,7 @@ optional capabilities the lifecycle branches on.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any, NoReturn, get_args, get_type_hints
 
@@ -22,12 +23,12 @@ from certlocker.delivery.verify import under_policy, verify_targets
 from certlocker.issuance.acme_issuer import AcmeIssuer
 from certlocker.issuance.vault_pki import VaultPkiIssuer
 from certlocker.lifecycle import ports as lifecycle_ports
-from certlocker.lifecycle.issuer_secrets import StoreIssuerSecrets
+from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.lifecycle.local_challenges import LocalFirstChallenges
 from certlocker.lifecycle.retirement import RetirementService
 from certlocker.lifecycle.revocation import RevocationService
 from certlocker.lifecycle.service import CertificateService
-from certlocker.lifecycle.vault_adapters import StoreAccounts, StoreChallenges, StoreJournal
+from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges, StoreJournal
 from certlocker.lifecycle.verification import Verifier
 from certlocker.metrics.collector import IssuanceMetrics
 from certlocker.models import CertificateRef
@@ -39,6 +40,7 @@ from tests.support.acme_helpers import Http01Responder, MemoryAccounts, MemoryJo
 from tests.support.fake_acme import FakeAcme
 from tests.support.memory_issuer import MemoryIssuer
 from tests.support.memory_store import MemoryStore
+from tests.support.pools import certificate_pools, threads
 
 # -- checked by mypy: implementation classes against their ports -------------------------
 # storage
@@ -78,8 +80,8 @@ verifier: type[lifecycle_ports.Verifying] = Verifier
 revocations: type[lifecycle_ports.FollowingUp] = RevocationService
 retirements: type[lifecycle_ports.FollowingUpAll] = RetirementService
 # probes (callables: checked by mypy only)
-probe: ports.Probe = verify_targets
-policed_probe: ports.Probe = under_policy(TargetPolicy)
+probe: ports.Probe = functools.partial(verify_targets, pool=threads(1, "verify"))
+policed_probe: ports.Probe = under_policy(TargetPolicy, threads(1, "verify"))
 
 REF = CertificateRef("prod", "payments", "www")
 
@@ -149,7 +151,8 @@ def test_only_the_acme_issuer_revokes_and_answers_renewal_info() -> None:
 
 
 def test_the_certificate_service_refreshes_renewal_info() -> None:
-    service = CertificateService(MemoryStore(), {"test": MemoryIssuer()}, workers=1)
+    service = CertificateService(MemoryStore(), {"test": MemoryIssuer()},
+                                 pools=certificate_pools(1))
     try:
         assert isinstance(service, lifecycle_ports.RenewalInfoRefresher)
     finally:

@@ -9,15 +9,16 @@ import pytest
 
 from certlocker.clock import FixedClock
 from certlocker.errors import AlertDeliveryFailed, IssuanceFailed, VaultUnavailable
-from certlocker.lifecycle import alerts, backoff, planning, reissue
-from certlocker.lifecycle.due_index import DueIndex, Hint, slot_of
-from certlocker.lifecycle.expiry_index import ExpiryIndex
+from certlocker.lifecycle.policy import alerts, backoff, planning, reissue
+from certlocker.lifecycle.records.due_index import DueIndex, Hint, slot_of
+from certlocker.lifecycle.records.expiry_index import ExpiryIndex
 from certlocker.lifecycle.reconciler import Options, Reconciler
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import (CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, KeyType, State)
 from tests.support.memory_issuer import MemoryIssuer
 from tests.support.memory_store import MemoryStore, grant
+from tests.support.pools import certificate_pools, threads
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -59,10 +60,11 @@ class World:
         self.issuer = issuer or MemoryIssuer(not_before=T0)
         self.due = DueIndex(self.store, policy, self.clock)
         self.service = CertificateService(self.store, {"test": self.issuer}, clock=self.clock,
-                                          workers=2, due_index=self.due,
+                                          pools=certificate_pools(2), due_index=self.due,
                                           backoff_policy=backoff_policy)
         self.alerts = Recorder()
         self.reconciler = Reconciler(self.store, self.service, self.due, notifier=self.alerts,
+                                     pool=threads(4, "reconcile"),
                                      clock=self.clock, options=Options(workers=4),
                                      policy=policy)
 
@@ -457,6 +459,7 @@ def test_a_certificate_with_targets_is_verified_and_rescheduled_for_the_next_che
     world = World()
     verifier = CountingVerifier(world)
     world.reconciler = Reconciler(world.store, world.service, world.due, clock=world.clock,
+                                  pool=threads(2, "reconcile"),
                                   options=Options(workers=2), verifier=verifier,
                                   verify_interval=dt.timedelta(minutes=15))
     try:
@@ -496,6 +499,7 @@ def test_the_sweep_carries_on_a_revocation_whose_worker_died():
     world = World()
     follow_ups = FollowUps()
     world.reconciler = Reconciler(world.store, world.service, world.due, clock=world.clock,
+                                  pool=threads(2, "reconcile"),
                                   options=Options(workers=2), revocations=follow_ups)
     try:
         world.declare_in_vault(spec(1))
@@ -558,6 +562,7 @@ def test_an_issuance_through_the_api_files_the_first_verification():
     w.due.verify_interval = interval
     verifier = CountingVerifier(w)
     w.reconciler = Reconciler(w.store, w.service, w.due, clock=w.clock,
+                              pool=threads(2, "reconcile"),
                               options=Options(workers=2), verifier=verifier,
                               verify_interval=interval)
     try:

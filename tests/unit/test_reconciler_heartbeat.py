@@ -10,8 +10,8 @@ import pytest
 
 from certlocker.clock import FixedClock
 from certlocker.errors import VaultUnavailable
-from certlocker.lifecycle.due_index import DueIndex
-from certlocker.lifecycle.heartbeat import FORGET_AFTER, Heartbeats, process_name, recorded
+from certlocker.lifecycle.records.due_index import DueIndex
+from certlocker.lifecycle.records.heartbeat import FORGET_AFTER, Heartbeats, process_name, recorded
 from certlocker.lifecycle.reconciler import Options, Reconciler
 from certlocker.lifecycle.service import CertificateService
 from certlocker.metrics.collector import InventoryCollector, exposition
@@ -19,6 +19,7 @@ from certlocker.metrics.summary import SummaryCache
 from certlocker.names import component
 from tests.support.memory_issuer import MemoryIssuer
 from tests.support.memory_store import MemoryStore
+from tests.support.pools import certificate_pools, threads
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -84,9 +85,10 @@ def test_the_reconciler_beats_after_each_tick_and_marks_finished_sweeps() -> Non
     store, clock = MemoryStore(), FixedClock(T0)
     due = DueIndex(store, clock=clock)
     service = CertificateService(store, {"test": MemoryIssuer(not_before=T0)}, clock=clock,
-                                 workers=1, due_index=due)
+                                 pools=certificate_pools(1), due_index=due)
     beats = Heartbeats(store, clock, name="rec-1")
     reconciler = Reconciler(store, service, due, clock=clock, options=Options(workers=1),
+                            pool=threads(1, "reconcile"),
                             heartbeats=beats)
     try:
         reconciler.run_once()  # a full sweep, then a tick
@@ -128,9 +130,10 @@ def test_the_reconcilers_failure_counts_reach_metrics_through_its_heartbeat() ->
     due = DueIndex(store, clock=clock)
     issuer = MemoryIssuer(not_before=T0)
     issuer.fail_with = IssuanceFailed("cannot reach the CA (connection refused)")
-    service = CertificateService(store, {"test": issuer}, clock=clock, workers=1,
+    service = CertificateService(store, {"test": issuer}, clock=clock, pools=certificate_pools(1),
                                  due_index=due)
     reconciler = Reconciler(store, service, due, clock=clock, options=Options(workers=1),
+                            pool=threads(1, "reconcile"),
                             heartbeats=Heartbeats(store, clock, name="rec-1"))
     store.create_spec(CertificateSpec(CertificateRef("dev", "svc", "a"), ("a.test",), "test"))
     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from certlocker.lifecycle.reissue import CHECKS, Decision, needs_reissue
+from certlocker.lifecycle.policy.reissue import CHECKS, Decision, needs_reissue
 from certlocker.models import (
     CertificateInfo,
     CertificateRef,

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from certlocker.errors import InvalidInput
-from certlocker.lifecycle.renewal import (
+from certlocker.lifecycle.policy.renewal import (
     Duration,
     Fraction,
     is_due,

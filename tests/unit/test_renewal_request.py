@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from certlocker.issuance.base import IssueRequest, Journal
-from certlocker.lifecycle import planning, reissue
-from certlocker.lifecycle.due_index import slot_of
+from certlocker.lifecycle.policy import planning, reissue
+from certlocker.lifecycle.records.due_index import slot_of
 from certlocker.lifecycle.service import CertificateService
 from certlocker.models import CertificateStatus, IssuedCertificate, RenewalRequest, State
 from tests.support.memory_issuer import MemoryIssuer
+from tests.support.pools import certificate_pools
 from tests.unit.test_reconciler import T0, World, info, ref, spec
 
 
@@ -32,8 +33,8 @@ class DeadQueue(CertificateService):
 
 
 def api_of(world: World) -> DeadQueue:
-    return DeadQueue(world.store, {"test": world.issuer}, clock=world.clock, workers=1,
-                     due_index=world.due)
+    return DeadQueue(world.store, {"test": world.issuer}, clock=world.clock,
+                     pools=certificate_pools(1), due_index=world.due)
 
 
 @pytest.fixture

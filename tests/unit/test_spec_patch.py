@@ -13,6 +13,7 @@ from certlocker.lifecycle.service import CertificateService
 from certlocker.models import CertificateRef, CertificateSpec, State
 from tests.support.memory_issuer import MemoryIssuer
 from tests.support.memory_store import MemoryStore, grant
+from tests.support.pools import certificate_pools
 
 REF = CertificateRef("prod", "shop", "www")
 RULES = specs.SpecRules(environments=("prod", "dev"), issuers={"test": "http-01"},
@@ -60,7 +61,7 @@ def test_patched_spec_is_parsed_like_a_declaration() -> None:
 @pytest.fixture
 def world():
     store, issuer = MemoryStore(spec_rules=RULES), MemoryIssuer("test")
-    service = CertificateService(store, {"test": issuer}, workers=1)
+    service = CertificateService(store, {"test": issuer}, pools=certificate_pools(1))
     yield store, issuer, service
     service.shutdown()
 

@@ -15,6 +15,7 @@ from certlocker.lifecycle.reconciler import ISSUED, Options, Reconciler
 from certlocker.lifecycle.spec_watch import SpecWatch, WatchOptions
 from certlocker.models import CertificateSpec, State
 from tests.support.memory_store import MemoryStore
+from tests.support.pools import threads
 from tests.unit.test_reconciler import World, ref, spec
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -149,6 +150,7 @@ def test_keys_that_name_no_certificate_are_left_alone(store):
 def watching_world(clock: FixedClock) -> tuple[World, Reconciler]:
     w = World(store=MemoryStore(clock=clock), clock=clock)
     r = Reconciler(w.store, w.service, w.due, clock=clock, options=Options(workers=2),
+                   pool=threads(2, "reconcile"),
                    watch=SpecWatch(w.store, clock.now(), monotonic=Ticks()))
     return w, r
 
@@ -215,7 +217,7 @@ def test_the_loop_watches_between_ticks(clock):
     """``run`` with a tick interval of an hour still handles a spec written after its
     start-up sweep, within one watch interval."""
     w, _ = watching_world(clock)
-    r = Reconciler(w.store, w.service, w.due, clock=clock,
+    r = Reconciler(w.store, w.service, w.due, pool=threads(2, "reconcile"), clock=clock,
                    options=Options(interval=3600.0, jitter=0.0, workers=2),
                    watch=SpecWatch(w.store, clock.now(), WatchOptions(interval=0.05)))
     try:

@@ -16,6 +16,10 @@ import pytest
 from certlocker.delivery import verify
 from certlocker.delivery.verify import Served
 from certlocker.models import CertificateInfo, Target
+from tests.support.pools import threads
+
+#: the handshakes' executor (certlocker's composition root makes its own)
+PROBES = threads(64, "verify")
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.timezone.utc)
 CURRENT, OLD = "aa" * 32, "bb" * 32
@@ -45,7 +49,7 @@ def run(monkeypatch: pytest.MonkeyPatch, answers: list[str], **kw: object
     script = Script(itertools.chain(answers, itertools.repeat(answers[-1])))
     monkeypatch.setattr(verify, "probe", script)
     [result] = verify.verify_targets(EXPECTED, {OLD}, [Target("web.test:443")], now=NOW,
-                                     recheck_pause=0.0, **kw)  # type: ignore[arg-type]
+                                     recheck_pause=0.0, **kw, pool=PROBES)  # type: ignore[arg-type]
     return result, script.calls
 
 

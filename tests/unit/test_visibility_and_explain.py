@@ -11,7 +11,8 @@ import fnmatch
 import pytest
 
 from certlocker.errors import AccessDenied
-from certlocker.lifecycle import explain, visibility
+from certlocker.lifecycle.policy import explain
+from certlocker.lifecycle import visibility
 from certlocker.models import (AriWindow, CertificateInfo, CertificateRef, CertificateSpec,
                                CertificateStatus, State)
 from tests.support.memory_store import MemoryStore

@@ -14,7 +14,8 @@ from ..audit.recorder import audited
 from ..errors import TargetForbidden
 from ..lifecycle.revocation import authorize
 from ..clock import SystemClock
-from ..lifecycle import inventory, shown, visibility
+from ..lifecycle.policy import inventory, shown
+from ..lifecycle import visibility
 from ..lifecycle.service import CertificateView
 from ..lifecycle.target_allowlist import require_allowed
 from ..lifecycle.verification import target_views

@@ -34,7 +34,9 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..clock import SystemClock
 from ..errors import (AccessDenied, CertlockerError, Conflict, InvalidInput, NotFound,
                       Unauthenticated)
-from ..lifecycle import explain, heartbeat, inventory, shown, visibility
+from ..lifecycle.policy import explain, inventory, shown
+from ..lifecycle.records import heartbeat
+from ..lifecycle import visibility
 from ..lifecycle.verification import target_views
 from ..models import CertificateRef, State
 from .certificates import listed

@@ -31,7 +31,7 @@ from ..discovery.files import FoundCertificate
 from ..discovery.service import DiscoveryService
 from ..discovery.scan import expand_targets, first_refusal
 from ..errors import Conflict, InvalidInput, TargetForbidden
-from ..lifecycle.inventory import parse_duration
+from ..lifecycle.policy.inventory import parse_duration
 from ..lifecycle.target_allowlist import require_allowed
 from ..models import State
 from .certificates import render

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from .. import __version__
 from ..delivery.formats import FORMATS
-from ..lifecycle.inventory import DEFAULT_LIMIT, MAX_LIMIT
+from ..lifecycle.policy.inventory import DEFAULT_LIMIT, MAX_LIMIT
 from ..models import KeyType, State
 from ..ownership import grant_schema
 from ..specs import PERMISSIVE, SpecRules, declaration_schema

@@ -10,18 +10,18 @@ tokens already obtained with them stop working.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from typing import Any, Callable, Protocol
 
 from .. import cas
 from ..errors import CertlockerError, Unauthenticated
-from ..pools import ProcessPool
 from ..audit.recorder import Auditor, NoAudit, audited
 from ..names import component
 from .tokens import Claims, MintedToken, TokenMinter
 
 log = logging.getLogger(__name__)
 
-# Two reads per mint run on the pool: enough for the request threads of a worker.
+# Two reads per mint run on the lookup pool: enough for the request threads of a worker.
 LOOKUP_THREADS = 16
 
 
@@ -39,13 +39,16 @@ class GenerationStore(Protocol):
 
 class CredentialService:
     def __init__(self, store: GenerationStore, generation_path: Any, identities: Identities,
-                 minter_factory: Any, audit: Auditor | None = None) -> None:
+                 minter_factory: Any, audit: Auditor | None = None, *,
+                 lookups: Executor) -> None:
+        """``lookups`` runs a mint's two reads side by side (``LOOKUP_THREADS`` threads,
+        made per process: the API may build this before gunicorn forks)."""
         self._store = store
         self._audit = audit or NoAudit()
         self._path = generation_path  # (env, service) -> logical path
         self._identities = identities
         self.minter: TokenMinter = minter_factory(self.generation)
-        self._lookups = ProcessPool(LOOKUP_THREADS, "credential-lookup")
+        self._lookups = lookups
 
     def generation(self, environment: str, service: str) -> int:
         doc, _ = self._store.read_json(self._path(environment, service))

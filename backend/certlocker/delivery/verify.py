@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.utils import CryptographyDeprecationWarning
 
+from ..fanout import bounded_map
 from ..models import CertificateInfo, Target, TargetStatus
 from . import target_policy
 from .target_policy import (FORBIDDEN, Refusal, Resolver, TargetPolicy, connect_first,
@@ -236,6 +237,7 @@ def verify_targets(
     history: Collection[str],
     targets: Sequence[Target],
     *,
+    pool: concurrent.futures.Executor,
     now: dt.datetime,
     timeout: float = 3.0,
     parallelism: int = 64,
@@ -245,7 +247,8 @@ def verify_targets(
     policy: TargetPolicy | None = None,
     resolve: Resolver = system_resolver,
 ) -> list[TargetStatus]:
-    """Probe every target, every pool node separately, ``parallelism`` at a time.
+    """Probe every target, every pool node separately, ``parallelism`` at a time on
+    ``pool`` (an executor the caller does not itself run on).
 
     A target with ``ips`` is a pool behind one name: each IP is dialled at the target's
     port with the target's SNI (its ``sni``, else its host name), and reported as its own
@@ -298,20 +301,18 @@ def verify_targets(
             detail = f"{job.pool_name}: {detail}" if detail else job.pool_name
         return dataclasses.replace(result, address=job.report, detail=detail)
 
-    workers = max(1, min(parallelism, len(jobs)))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers,
-                                               thread_name_prefix="verify") as pool:
-        return list(pool.map(run, jobs))
+    return bounded_map(pool, run, jobs, min(parallelism, len(jobs)))
 
 
-def under_policy(policy: Callable[[], TargetPolicy],
+def under_policy(policy: Callable[[], TargetPolicy], pool: concurrent.futures.Executor,
                  resolve: Resolver = system_resolver) -> Callable[..., list[TargetStatus]]:
-    """``verify_targets`` under the allow-list ``policy()`` answers at each call: what the
-    verifier and the revocation check run, so no path probes an unchecked address."""
+    """``verify_targets`` under the allow-list ``policy()`` answers at each call, its
+    handshakes on ``pool``: what the verifier and the revocation check run, so no path
+    probes an unchecked address."""
     def verify(expected: CertificateInfo, history: Collection[str],
                targets: Sequence[Target], **options: object) -> list[TargetStatus]:
-        return verify_targets(expected, history, targets, policy=policy(), resolve=resolve,
-                              **options)  # type: ignore[arg-type]
+        return verify_targets(expected, history, targets, pool=pool, policy=policy(),
+                              resolve=resolve, **options)  # type: ignore[arg-type]
     return verify
 
 

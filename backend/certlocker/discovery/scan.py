@@ -21,12 +21,13 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor
 from typing import Any
 
 from ..delivery.target_policy import (Refusal, Resolver, TargetPolicy, admit, check,
                                       connect_first, system_resolver)
 from ..errors import InvalidInput
+from ..fanout import completed
 from ..names import dns_name
 from .files import FoundCertificate, describe_der
 
@@ -116,7 +117,7 @@ def first_refusal(policy: TargetPolicy, endpoints: Iterable[Endpoint]) -> Refusa
     return None
 
 
-def scan_endpoints(endpoints: Iterable[Endpoint], timeout: float = 5.0,
+def scan_endpoints(endpoints: Iterable[Endpoint], pool: Executor, timeout: float = 5.0,
                    parallelism: int = 32, sni: str | None = None,
                    progress: Progress | None = None, policy: TargetPolicy | None = None,
                    resolve: Resolver = system_resolver) -> list[FoundCertificate | ScanError]:
@@ -126,6 +127,7 @@ def scan_endpoints(endpoints: Iterable[Endpoint], timeout: float = 5.0,
     every endpoint when given; otherwise a DNS-name host is sent as SNI and an IP address
     sends none. ``progress(done, total)`` is called from worker threads as each finishes.
     ``policy``: the allow-list every endpoint is admitted by before it is dialled.
+    The handshakes run on ``pool``, ``parallelism`` at a time.
     """
     items = list(endpoints)
     total = len(items)
@@ -134,14 +136,15 @@ def scan_endpoints(endpoints: Iterable[Endpoint], timeout: float = 5.0,
         return []
     context = _context()
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, total))) as pool:
-        futures = {pool.submit(probe, host, port, timeout, sni, context, policy, resolve): i
-                   for i, (host, port) in enumerate(items)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            done += 1
-            if progress is not None:
-                progress(done, total)
+
+    def one(endpoint: Endpoint) -> FoundCertificate | ScanError:
+        return probe(endpoint[0], endpoint[1], timeout, sni, context, policy, resolve)
+
+    for index, future in completed(pool, one, items, min(parallelism, total)):
+        results[index] = future.result()
+        done += 1
+        if progress is not None:
+            progress(done, total)
     return [r for r in results if r is not None]
 
 

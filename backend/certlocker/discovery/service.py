@@ -31,6 +31,7 @@ from ..audit.recorder import Auditor, NoAudit, audited
 from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
 from ..delivery.target_policy import TargetPolicy
 from ..errors import CertlockerError, Conflict, NotFound
+from ..fanout import bounded_map
 from ..ports import Store
 from ..models import CertificateRef, State
 from .files import FoundCertificate
@@ -87,22 +88,37 @@ class Recorded:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class DiscoveryPools:
+    """The executors discovery runs on, made by the composition root. Three, because
+    they nest: a scan (on ``scans``) fans its handshakes out on ``handshakes`` and then
+    reads the inventory on ``reads``; none waits on the pool it runs on."""
+
+    #: whole scans in the background (two at a time in certlocker)
+    scans: cf.Executor
+    #: the TLS handshakes of running scans (each keeps its ``parallelism`` in flight)
+    handshakes: cf.Executor
+    #: status and discovery records read side by side (``read_workers`` per call)
+    reads: cf.Executor
+
+
 class DiscoveryService:
-    def __init__(self, store: Store, *, audit: Auditor | None = None,
-                 clock: Clock | None = None, max_scans: int = 2,
+    def __init__(self, store: Store, pools: DiscoveryPools, *, audit: Auditor | None = None,
+                 clock: Clock | None = None,
                  expiring_within: dt.timedelta = DEFAULT_EXPIRING_WITHIN,
                  read_workers: int = 8,
                  policy: Callable[[], TargetPolicy] | None = None) -> None:
         """``policy`` answers the target allow-list in force; the API always passes one
-        (None, for tests of the bookkeeping alone, scans anything)."""
+        (None, for tests of the bookkeeping alone, scans anything). ``read_workers``:
+        the reads one call keeps in flight on ``pools.reads``."""
         self._store = store
         self._policy = policy
         self._audit = audit or NoAudit()
         self._clock = clock or SystemClock()
         self.expiring_within = expiring_within
         self._read_workers = read_workers
-        self._scans = cf.ThreadPoolExecutor(max_workers=max_scans,
-                                            thread_name_prefix="discovery-scan")
+        self._pools = pools
+        self._scans = pools.scans
 
     # -- the inventory side -------------------------------------------------------------
     def known_fingerprints(self) -> KnownFingerprints:
@@ -133,10 +149,9 @@ class DiscoveryService:
                 fps.append(status.revocation.sha256_fingerprint)
             return [(fp.lower(), ref.id) for fp in fps]
 
-        with cf.ThreadPoolExecutor(max_workers=self._read_workers,
-                                   thread_name_prefix="discovery-index") as pool:
-            pairs = [pair for found in pool.map(one, iter_refs(self._store))
-                     for pair in found]
+        pairs = [pair for found in bounded_map(self._pools.reads, one, iter_refs(self._store),
+                                               self._read_workers)
+                 for pair in found]
         return KnownFingerprints(pairs, retired)
 
     # -- recording ----------------------------------------------------------------------
@@ -212,9 +227,8 @@ class DiscoveryService:
             except NotFound:
                 return None
 
-        with cf.ThreadPoolExecutor(max_workers=self._read_workers,
-                                   thread_name_prefix="discovery-read") as pool:
-            found = [d for d in pool.map(one, keys) if d is not None]
+        found = [d for d in bounded_map(self._pools.reads, one, keys, self._read_workers)
+                 if d is not None]
         out = [d for d in found if (state is None or d.state == state) and (
             expiring_within is None or d.not_after <= now + expiring_within)]
         return sorted(out, key=lambda d: (d.not_after, d.sha256_fingerprint))
@@ -294,7 +308,8 @@ class DiscoveryService:
         try:
             doc.update(state="running", updated_at=rfc3339(self._clock.now()))
             self._write_scan(doc)
-            results = scan_endpoints(endpoints, timeout=doc["timeout"],
+            results = scan_endpoints(endpoints, self._pools.handshakes,
+                                     timeout=doc["timeout"],
                                      parallelism=doc["parallelism"], sni=doc["sni"],
                                      progress=progress,
                                      policy=self._policy() if self._policy else None)

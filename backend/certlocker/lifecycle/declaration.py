@@ -15,12 +15,12 @@ from ..audit.recorder import Auditor, audited
 from ..clock import Clock
 from ..errors import CertlockerError, Conflict, NotFound
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
-from . import planning
-from .due_index import DueIndex, Hint
+from .policy import planning
+from .records.due_index import DueIndex, Hint
 from ..ports import OperatorStore
 from .name_grants import NameOwnership
 from .ports import Store
-from .status_writes import update_status
+from .records.status_writes import update_status
 
 #: What an operator may add to a spec the ACME server writes, kept across its orders.
 KEPT = ("targets", "owner", "contact", "renew_before")

@@ -25,13 +25,13 @@ from ..models import (CertificateInfo, CertificateRef, CertificateSpec, Certific
 from ..ownership import summary
 from ..ports import Issuer
 from . import renewal_info
-from .expiry_index import ExpiryIndex
+from .records.expiry_index import ExpiryIndex
 from .name_grants import NameOwnership
 from .observe import IssuanceObserver
 from .ports import Store
 from .setbacks import Setbacks
-from .status_writes import update_status
-from .vault_adapters import StoreJournal, StoreLease
+from .records.status_writes import update_status
+from .records.vault_adapters import StoreJournal, StoreLease
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,11 @@ from ..errors import (AlertDeliveryFailed, CertlockerError, Conflict, NotFound,
                       VaultUnavailable)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 from ..ports import AlertSink
-from . import alerts, planning, reissue, revocation, verification
-from .due_index import DueIndex, Hint
-from .expiry_index import ExpiryIndex
-from .heartbeat import FAILURE_KINDS, Heartbeats
+from .policy import alerts, planning, reissue
+from . import revocation, verification
+from .records.due_index import DueIndex, Hint
+from .records.expiry_index import ExpiryIndex
+from .records.heartbeat import FAILURE_KINDS, Heartbeats
 from .ports import (CertificateIssuing, FollowingUp, FollowingUpAll, RenewalInfoRefresher,
                     Store, Verifying)
 from .spec_watch import SpecChange, SpecWatch
@@ -93,7 +94,7 @@ class _AlreadyClaimed(Exception):
 
 class Reconciler:
     def __init__(self, store: Store, certificates: CertificateIssuing, due: DueIndex, *,
-                 notifier: AlertSink | None = None, clock: Clock | None = None,
+                 pool: cf.Executor, notifier: AlertSink | None = None, clock: Clock | None = None,
                  options: Options = Options(),
                  policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY,
                  rng: random.Random | None = None, verifier: Verifying | None = None,
@@ -124,8 +125,8 @@ class Reconciler:
         self._swept = False  # a sweep finished since the last heartbeat
         self._failures = dict.fromkeys(FAILURE_KINDS, 0)  # since start, for the heartbeat
         self._failures_lock = threading.Lock()
-        self._pool = cf.ThreadPoolExecutor(max_workers=options.workers,
-                                           thread_name_prefix="reconcile")
+        # ``options.workers`` threads, the reconciler's own (``close`` stops it)
+        self._pool = pool
 
     # -- one certificate ---------------------------------------------------------------
     def handle(self, ref: CertificateRef, hint: Hint | None = None, *,

@@ -1,72 +1,33 @@
 """ACME Renewal Information (RFC 9773) in the lifecycle: which certificate a renewal
-replaces, the CA's suggested window in the status, and the renewal plan it yields.
+replaces, and the CA's suggested window fetched into the status.
 
-The pure part (``window_of``, ``plan``, ``check_due``, ``record``) decides; ``replaces_for``
-and ``fetch`` read the stored public leaf and ask the issuer. ARI is advisory: nothing
-here raises because a CA cannot be asked.
+The pure part (``window_of``, ``plan``, ``check_due``, ``record``) decides and lives in
+``policy/renewal_window.py`` (re-exported here); ``replaces_for`` and ``fetch`` read the
+stored public leaf and ask the issuer. ARI is advisory: nothing here raises because a
+CA cannot be asked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 from typing import Mapping
 
 from ..errors import CertlockerError
 from ..issuance import ari
 from ..models import (AriWindow, CertificateInfo, CertificateRef, CertificateSpec,
-                      CertificateStatus, RenewalWindow)
+                      CertificateStatus)
 from ..ports import Issuer, RenewalInfoSource, Store
-from .renewal import RenewalPlan, plan_renewal
-from .status_writes import update_status
+from .policy.renewal_window import DEFAULT_RECHECK as DEFAULT_RECHECK
+from .policy.renewal_window import MAX_RECHECK as MAX_RECHECK
+from .policy.renewal_window import MIN_RECHECK as MIN_RECHECK
+from .policy.renewal_window import check_due as check_due
+from .policy.renewal_window import plan as plan
+from .policy.renewal_window import record as record
+from .policy.renewal_window import window_of as window_of
+from .records.status_writes import update_status
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RECHECK = dt.timedelta(hours=6)  # RFC 9773 section 4.3.2's suggestion
-MIN_RECHECK = dt.timedelta(hours=1)
-MAX_RECHECK = dt.timedelta(days=1)
-
-
-def window_of(status: CertificateStatus | None) -> AriWindow | None:
-    """The stored window, if it is for the current certificate."""
-    if status is None or status.ari is None or status.current is None:
-        return None
-    return status.ari if status.ari.serial == status.current.serial else None
-
-
-def plan(current: CertificateInfo, renew_before: str | None,
-         status: CertificateStatus | None, now: dt.datetime) -> RenewalPlan:
-    """``renewal.plan_renewal`` with the stored CA window. The moment inside the window
-    is drawn from a generator seeded by the certificate and the window, so every
-    replica and every pass picks the same one.
-
-    :raises InvalidInput: as ``plan_renewal``.
-    """
-    window = window_of(status)
-    if window is None:
-        return plan_renewal(current.not_before, current.not_after, renew_before=renew_before)
-    rng = random.Random(f"{current.sha256_fingerprint}|{window.start}|{window.end}")
-    return plan_renewal(current.not_before, current.not_after, renew_before=renew_before,
-                        ari_window=(window.start, window.end),
-                        ari_explanation_url=window.explanation_url, now=now, rng=rng)
-
-
-def check_due(status: CertificateStatus | None, now: dt.datetime) -> bool:
-    """Whether to ask the CA for the current certificate's window now: it is unexpired
-    (RFC 9773 section 4.3: never after expiry) and the last answer's Retry-After is over."""
-    if status is None or status.current is None or status.current.not_after <= now:
-        return False
-    window = window_of(status)
-    return window is None or window.next_check_at <= now
-
-
-def record(serial: str, window: RenewalWindow, now: dt.datetime) -> AriWindow:
-    """What the status keeps of a CA's answer; the CA's Retry-After clamped to between
-    an hour and a day."""
-    wait = min(max(window.retry_after or DEFAULT_RECHECK, MIN_RECHECK), MAX_RECHECK)
-    return AriWindow(serial=serial, start=window.start, end=window.end, checked_at=now,
-                     next_check_at=now + wait, explanation_url=window.explanation_url)
 
 
 def fetch(issuer: object, serial: str, certificate_pem: str,

@@ -13,9 +13,9 @@ from typing import Callable
 from ..audit.recorder import Auditor, audited
 from ..clock import Clock
 from ..models import CertificateRef, CertificateStatus, RenewalRequest, State
-from .due_index import DueIndex
+from .records.due_index import DueIndex
 from .ports import Store
-from .status_writes import update_status
+from .records.status_writes import update_status
 
 
 def request_renewal(store: Store, ref: CertificateRef, actor: str, *, clock: Clock,

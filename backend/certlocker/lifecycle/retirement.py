@@ -36,7 +36,7 @@ from ..models import (CertificateInfo, CertificateRef, CertificateSpec, Certific
 from .name_grants import NameOwnership
 from ..ports import Credentials, Issuer, OperatorStore, Probe, Revoker, Store, VersionedStore
 from .revocation import REASONS, authorize, update_status
-from .vault_adapters import StoreLease
+from .records.vault_adapters import StoreLease
 from .verification import CLEAR, SERVING_RETIRED
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from ..models import (CertificateInfo, CertificateRef, CertificateSpec, Certific
                       Revocation, State, Target, TargetStatus)
 from ..ports import Probe, Revoker, Store, VersionedStore
 from .ports import ReplacementIssuing
-from . import status_writes
+from .records import status_writes
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ class RevocationService:
                  *, clock: Clock | None = None, audit: Auditor | None = None,
                  actor: str = "certlocker", replace_timeout: float = 360.0,
                  verify_timeout: float = 300.0, verify_interval: float = 2.0,
-                 sleep: Callable[[float], None] = time.sleep, workers: int = 2) -> None:
+                 sleep: Callable[[float], None] = time.sleep, pool: cf.Executor) -> None:
+        """``pool`` runs the follow-ups in the background (two threads in certlocker);
+        it is the service's own: ``shutdown`` stops it."""
         self._store = store
         self._certs = certificates
         self._probe = probe
@@ -121,7 +123,7 @@ class RevocationService:
         self._verify_timeout = verify_timeout
         self._verify_interval = verify_interval
         self._sleep = sleep
-        self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
+        self._pool = pool
 
     # -- the operator's action ----------------------------------------------------------
     def revoke(self, caller: CallerStore | None, ref: CertificateRef, reason: str,

@@ -15,6 +15,7 @@ specs), ``journals`` (recovery), ``renewal_info`` (the CA's window) and
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime as dt
 import random
 from typing import Any, Callable, Iterable, Mapping
@@ -23,10 +24,12 @@ from .. import specs
 from ..audit.recorder import Auditor, NoAudit
 from ..clock import Clock, SystemClock
 from ..models import CertificateRef, CertificateSpec, CertificateStatus
-from . import backoff, journals, renewal_info
+from .policy import backoff
+from .records import journals
+from . import renewal_info
 from .declaration import Declarations
-from .due_index import DueIndex, Hint
-from .expiry_index import ExpiryIndex
+from .records.due_index import DueIndex, Hint
+from .records.expiry_index import ExpiryIndex
 from .issuing import HOLDER as HOLDER
 from .issuing import Issuance
 from ..ports import Issuer, OperatorStore
@@ -36,7 +39,7 @@ from .ports import Store
 from .renewal_requests import request_renewal
 from .setbacks import DEFAULT_LIFETIME as DEFAULT_LIFETIME
 from .setbacks import Setbacks
-from .status_writes import update_status
+from .records.status_writes import update_status
 from .views import CertificateReads
 from .views import CertificateView as CertificateView
 from .views import RetiredLookup as RetiredLookup
@@ -44,9 +47,24 @@ from .views import listed as _listed
 from .work_queue import IssuanceQueue
 
 
+@dataclasses.dataclass(frozen=True)
+class CertificatePools:
+    """The executors a ``CertificateService`` runs on, made by the composition root
+    (``issuance``: ``issuance_workers`` threads; ``reads``: 8; ``side``: at least 4).
+    They are the service's own: ``shutdown`` stops them."""
+
+    #: this process's queued issuances (``work_queue``)
+    issuance: cf.Executor
+    #: an operator's several views read at once (``views``)
+    reads: cf.Executor
+    #: independent records written side by side (audit event, index hints, journal
+    #: cleanup): one round trip of latency instead of one each
+    side: cf.Executor
+
+
 class CertificateService:
     def __init__(self, store: Store, issuers: Mapping[str, Issuer], *,
-                 clock: Clock | None = None, workers: int = 8,
+                 pools: CertificatePools, clock: Clock | None = None,
                  issuance_timeout: float = 300, audit: Auditor | None = None,
                  actor: str = "certlocker", observer: IssuanceObserver | None = None,
                  due_index: DueIndex | None = None,
@@ -59,13 +77,9 @@ class CertificateService:
         self._clock = clock or SystemClock()
         self._audit = audit or NoAudit()
         expiry = ExpiryIndex(store, self._clock)
-        self._pool = cf.ThreadPoolExecutor(max_workers=workers,
-                                           thread_name_prefix="issuance")
-        self._readers = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="reads")
-        # Independent records written side by side (audit event, index hints, journal
-        # cleanup): one round trip of latency instead of one each.
-        self._side = cf.ThreadPoolExecutor(max_workers=max(4, workers),
-                                           thread_name_prefix="side-writes")
+        self._pool = pools.issuance
+        self._readers = pools.reads
+        self._side = pools.side
         self._reads = CertificateReads(expiry, retired, self._readers)
         # Late-bound: a subclass or a test may replace ``issue`` and ``schedule``.
         self._queue = IssuanceQueue(self._pool, lambda *a, **k: self.issue(*a, **k), store,

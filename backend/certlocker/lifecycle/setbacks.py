@@ -12,9 +12,9 @@ from ..audit.recorder import Auditor, audited
 from ..clock import Clock
 from ..errors import CertlockerError, IssuanceFailed, NamesRefused, RateLimited
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
-from . import backoff
+from .policy import backoff
 from .ports import Store
-from .status_writes import update_status
+from .records.status_writes import update_status
 
 log = logging.getLogger(__name__)
 

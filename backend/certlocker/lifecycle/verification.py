@@ -260,7 +260,7 @@ def divergence_alert(ref: CertificateRef, bad: Sequence[TargetStatus],
                      delivered_at: dt.datetime, now: dt.datetime,
                      current: CertificateInfo | None = None) -> Any:
     """An ``alerts.Alert`` (kind ``delivery-diverged``) naming the divergent nodes."""
-    from .alerts import Alert
+    from .policy.alerts import Alert
 
     counts = summary(bad) or "divergent"
     nodes = ", ".join(f"{t.address} {t.status}" for t in list(bad)[:10])
@@ -319,14 +319,16 @@ class Verifier:
     """Verify one certificate's targets and record the outcome (certlocker's own token).
 
     ``update_status(ref, change)`` is the check-and-set read-modify-write of the status
-    (``CertificateService.update_status``). ``policy`` answers the target allow-list in
+    (``CertificateService.update_status``). ``probe`` does the handshakes (in certlocker
+    ``delivery.verify.under_policy`` on a pool the composition root made). ``policy``
+    answers the target allow-list in
     force (``AllowList``); the composition root always passes one, None (tests of the
     orchestration alone) probes every target.
     """
 
     def __init__(self, store: Store, update_status: Callable[[CertificateRef, StatusChange],
                                                               CertificateStatus], *,
-                 probe: Probe = probes.verify_targets,
+                 probe: Probe,
                  anchors: Callable[[str], probes.TrustAnchors | None] = lambda _: None,
                  audit: Auditor | None = None, clock: Clock | None = None,
                  timeout: float = 5.0, parallelism: int = 32,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from ..errors import AccessDenied, NotFound, OwnTokenRefused
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
-from .expiry_index import ExpiryIndex
+from .records.expiry_index import ExpiryIndex
 from .ports import Store
 
 class RetiredLookup(Protocol):

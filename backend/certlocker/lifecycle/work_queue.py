@@ -16,8 +16,8 @@ from typing import Callable
 
 from ..clock import Clock
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
-from . import planning
-from .due_index import DueIndex, Hint
+from .policy import planning
+from .records.due_index import DueIndex, Hint
 from .ports import Store
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from prometheus_client import generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..lifecycle.heartbeat import Heartbeat
+from ..lifecycle.records.heartbeat import Heartbeat
 from ..lifecycle.verification import SEVERITY
 from ..models import CertificateRef
 from .summary import CertificateRow, SummaryCache

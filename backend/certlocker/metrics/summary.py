@@ -19,8 +19,10 @@ import time
 from typing import Callable, Generic, Iterator, TypeVar
 
 from ..errors import CertlockerError, InvalidInput
+from ..fanout import bounded_map
 from ..lifecycle.ports import Store
-from ..lifecycle import renewal_info, shown
+from ..lifecycle import renewal_info
+from ..lifecycle.policy import shown
 from ..lifecycle.verification import shown_node
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 
@@ -84,9 +86,11 @@ def iter_refs(store: Store) -> Iterator[CertificateRef]:
                     yield CertificateRef(env, service, name)
 
 
-def load_rows(store: Store, now: dt.datetime, workers: int = 8) -> list[CertificateRow]:
-    """Read every status and spec (``workers`` reads in flight). A certificate whose
-    records cannot be read is left out, never fails the whole summary."""
+def load_rows(store: Store, now: dt.datetime, pool: cf.Executor,
+              workers: int = 8) -> list[CertificateRow]:
+    """Read every status and spec (``workers`` reads in flight on ``pool``). A
+    certificate whose records cannot be read is left out, never fails the whole
+    summary."""
 
     def one(ref: CertificateRef) -> CertificateRow | None:
         try:
@@ -100,8 +104,7 @@ def load_rows(store: Store, now: dt.datetime, workers: int = 8) -> list[Certific
             return None
         return row(spec[0], status[0], now)
 
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics") as pool:
-        return [r for r in pool.map(one, iter_refs(store)) if r is not None]
+    return [r for r in bounded_map(pool, one, iter_refs(store), workers) if r is not None]
 
 
 class SummaryCache(Generic[T]):

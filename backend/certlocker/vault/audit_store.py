@@ -13,12 +13,12 @@ writer may crash between creating an event and moving the hint.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from typing import Iterator
 
 from ..audit.chain import AuditEvent
 from ..errors import AccessDenied, Conflict
 from ..paths import AUDIT_LANES
-from ..pools import ProcessPool
 from ..transport.settle import until_found
 from .store import VaultStore
 
@@ -28,18 +28,18 @@ TAKEN_WAIT = 2.0  # seconds a refused seq is looked for before the 403 is believ
 log = logging.getLogger(__name__)
 
 
-_HINTS = ProcessPool(1, "audit-head-hint")
-
-
-def vault_audit_lanes(store: VaultStore) -> list["VaultAuditStore"]:
-    return [VaultAuditStore(store, lane) for lane in range(AUDIT_LANES)]
+def vault_audit_lanes(store: VaultStore, hints: Executor) -> list["VaultAuditStore"]:
+    """Every lane, their head hints written in the background on ``hints``."""
+    return [VaultAuditStore(store, lane, hints=hints) for lane in range(AUDIT_LANES)]
 
 
 class VaultAuditStore:
-    """One lane of the audit trail."""
+    """One lane of the audit trail. ``hints`` writes the head hint in the background (one
+    thread per process, shared by every lane, in certlocker)."""
 
-    def __init__(self, store: VaultStore, lane: int = 0) -> None:
+    def __init__(self, store: VaultStore, lane: int = 0, *, hints: Executor) -> None:
         self._store = store
+        self._hints = hints
         self._lane = lane
         self._hint = store.paths.audit_head_hint(lane)
         self._dir = store.paths.audit_events_dir(lane)
@@ -87,7 +87,7 @@ class VaultAuditStore:
             # stale one costs a few reads there instead of two calls on every append.
             # Written in the background: the append is durable already, and the caller
             # (a mint, a declare) does not wait for a write it does not need.
-            _HINTS.submit(self._write_hint, event.seq)
+            self._hints.submit(self._write_hint, event.seq)
 
     def _write_hint(self, seq: int) -> None:
         try:

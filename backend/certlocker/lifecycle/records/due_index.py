@@ -14,14 +14,14 @@ import dataclasses
 import datetime as dt
 import logging
 
-from ..clock import Clock, rfc3339
-from ..errors import CertlockerError, NotFound
-from ..models import CertificateRef, CertificateSpec, CertificateStatus
-from . import alerts
+from ...clock import Clock, rfc3339
+from ...errors import CertlockerError, NotFound
+from ...models import CertificateRef, CertificateSpec, CertificateStatus
+from ..policy import alerts
 from .day_folders import DayFolders
-from .planning import next_action_at
-from .verification import next_verification_at
-from .ports import Store
+from ..policy.planning import next_action_at
+from ..verification import next_verification_at
+from ..ports import Store
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import dataclasses
 import datetime as dt
 import random
 
-from ..errors import InvalidInput
-from ..renew_before import MAX_DURATION, Duration, Fraction, parse_renew_before
+from ...errors import InvalidInput
+from ...renew_before import MAX_DURATION, Duration, Fraction, parse_renew_before
 
 __all__ = ["MAX_DURATION", "Duration", "Fraction", "RenewalPlan", "is_due", "parse_renew_before",
            "plan_renewal", "renewal_time"]

@@ -28,10 +28,10 @@ import threading
 import time
 from typing import Any
 
-from .. import cas
-from ..clock import Clock, SystemClock
-from ..errors import CertlockerError, Conflict
-from .ports import Store
+from ... import cas
+from ...clock import Clock, SystemClock
+from ...errors import CertlockerError, Conflict
+from ..ports import Store
 
 log = logging.getLogger(__name__)
 

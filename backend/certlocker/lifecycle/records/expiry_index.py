@@ -14,11 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterator
 
-from ..clock import Clock
-from ..errors import NotFound
-from ..models import CertificateRef
+from ...clock import Clock
+from ...errors import NotFound
+from ...models import CertificateRef
 from .day_folders import DayFolders, day_of
-from .ports import Store
+from ..ports import Store
 
 
 class ExpiryIndex:

@@ -19,9 +19,9 @@ import re
 import socket
 from typing import Any, Mapping
 
-from ..clock import Clock, SystemClock, parse_rfc3339, rfc3339
-from ..errors import CertlockerError, InvalidInput
-from .ports import Store
+from ...clock import Clock, SystemClock, parse_rfc3339, rfc3339
+from ...errors import CertlockerError, InvalidInput
+from ..ports import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from ..errors import CertlockerError, NotFound
-from ..models import CertificateRef, CertificateSpec, CertificateStatus
-from .ports import Store
-from .views import listed
+from ...errors import CertlockerError, NotFound
+from ...models import CertificateRef, CertificateSpec, CertificateStatus
+from ..ports import Store
+from ..views import listed
 
 log = logging.getLogger(__name__)
 

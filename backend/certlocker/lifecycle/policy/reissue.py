@@ -39,8 +39,8 @@ import datetime as dt
 import enum
 from typing import Callable
 
-from ..models import CertificateInfo, CertificateSpec, CertificateStatus, KeyType
-from . import renewal_info
+from ...models import CertificateInfo, CertificateSpec, CertificateStatus, KeyType
+from . import renewal_window
 
 class Reason(enum.StrEnum):
     """Why a certificate is (not) reissued: the first check that fired (shown, logged)."""
@@ -198,7 +198,7 @@ def needs_reissue(
     """Run the checks in order; see the module docstring.
 
     ``issued_by`` defaults to ``current.issuer``. ``renewal_at`` defaults to
-    ``renewal_info.plan`` of the current certificate with the spec's ``renew_before``
+    ``renewal_window.plan`` of the current certificate with the spec's ``renew_before``
     and the CA's renewal window stored in ``status`` (RFC 9773), if any.
 
     :raises InvalidInput: if the spec's ``renew_before`` does not parse and
@@ -208,7 +208,7 @@ def needs_reissue(
         if issued_by is None:
             issued_by = current.issuer
         if renewal_at is None:
-            renewal_at = renewal_info.plan(current, spec.renew_before, status, now).at
+            renewal_at = renewal_window.plan(current, spec.renew_before, status, now).at
     facts = Facts(spec, current, issued_key_type, issued_by, now, renewal_at,
                   status is not None and status.renewal_request is not None, status)
     trigger = first_hit(ACME_CHECKS if spec.acme_order else CHECKS, facts)

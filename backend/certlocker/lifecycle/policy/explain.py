@@ -1,7 +1,7 @@
 """When a certificate is next renewed, and why, in words an operator can act on.
 
 The dashboard's certificate page answers "when will this renew?" from the same pure
-decisions the reconciler takes (``planning.decide``, ``renewal_info.plan``), so what a
+decisions the reconciler takes (``planning.decide``, ``renewal_window.plan``), so what a
 person reads is what will happen. Pure: no I/O.
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from ..errors import InvalidInput
-from ..models import CertificateSpec, CertificateStatus, State
-from . import planning, reissue, renewal_info
+from ...errors import InvalidInput
+from ...models import CertificateSpec, CertificateStatus, State
+from . import planning, reissue
+from . import renewal_window
 
 _TRIGGERS: dict[str, str] = {
     reissue.MISSING: "no certificate has been issued yet",
@@ -55,14 +56,14 @@ def next_renewal(spec: CertificateSpec, status: CertificateStatus | None,
     if current is None:
         return NextRenewal(None, "no certificate issued yet")
     try:
-        plan = renewal_info.plan(current, spec.renew_before, status, now)
+        plan = renewal_window.plan(current, spec.renew_before, status, now)
     except InvalidInput:
-        plan = renewal_info.plan(current, None, status, now)
+        plan = renewal_window.plan(current, None, status, now)
     return NextRenewal(plan.at, _source(plan.source, spec, status))
 
 
 def _source(source: str, spec: CertificateSpec, status: CertificateStatus) -> str:
-    window = renewal_info.window_of(status)
+    window = renewal_window.window_of(status)
     if source == "renew-before":
         return f"renew_before {spec.renew_before} before expiry (the spec's policy)"
     if source == "renew-before-clamped":

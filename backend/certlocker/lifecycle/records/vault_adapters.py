@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Conflict, NotFound
-from ..models import Inflight
-from ..models import CertificateRef
-from ..transport.settle import until_found
-from .ports import Store
+from ...errors import Conflict, NotFound
+from ...models import Inflight
+from ...models import CertificateRef
+from ...transport.settle import until_found
+from ..ports import Store
 
 
 class StoreJournal:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import cas
-from ..models import CertificateRef, CertificateStatus
-from .ports import Store
+from ... import cas
+from ...models import CertificateRef, CertificateStatus
+from ..ports import Store
 
 Change = Callable[[CertificateStatus | None], CertificateStatus]
 #: ``known`` when nothing was read beforehand (``None`` means "read: no status").

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ..models import CertificateStatus, State
+from ...models import CertificateStatus, State
 
 #: stored states that only describe the certificate while it is in date
 _DATED = (State.PENDING, State.ISSUING, State.VALID, State.FAILED)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..errors import IssuanceFailed
-from .ports import Store
+from ...errors import IssuanceFailed
+from ..ports import Store
 
 
 class StoreIssuerSecrets:

@@ -13,9 +13,9 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from ..clock import rfc3339
-from ..models import Alert as Alert  # the record lives in the domain: ports.AlertSink sends it
-from ..models import CertificateInfo, CertificateRef, CertificateStatus
+from ...clock import rfc3339
+from ...models import Alert as Alert  # the record lives in the domain: ports.AlertSink sends it
+from ...models import CertificateInfo, CertificateRef, CertificateStatus
 from .backoff import exhausted
 
 RETRIES_EXHAUSTED = "retries-exhausted"

@@ -10,9 +10,10 @@ import datetime as dt
 import logging
 from typing import Callable
 
-from ..errors import InvalidInput
-from ..models import CertificateSpec, CertificateStatus, KeyType, State
-from . import alerts, reissue, renewal_info
+from ...errors import InvalidInput
+from ...models import CertificateSpec, CertificateStatus, KeyType, State
+from . import alerts, reissue
+from . import renewal_window
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
                                      issued_by=issued_by, status=status)
     except InvalidInput:
         log.warning("spec.renew_before_invalid", extra={"certificate": spec.ref.id})
-        renewal_at = (renewal_info.plan(current, None, status, now).at
+        renewal_at = (renewal_window.plan(current, None, status, now).at
                       if current is not None else None)
         return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
                                      issued_by=issued_by, status=status, renewal_at=renewal_at)
@@ -58,7 +59,7 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
 
 def inactive(spec: CertificateSpec, status: CertificateStatus | None) -> reissue.Hit:
     """Revoked and retired certificates are never reissued (unless ``_revived``)."""
-    if status is None or status.state not in INACTIVE or _revived(status):
+    if status is None or status.state not in INACTIVE or _revived(spec, status):
         return None
     return status.state.value, f"never reissued: the certificate is {status.state.value}"
 
@@ -75,8 +76,15 @@ PRECHECKS: tuple[Callable[[CertificateSpec, CertificateStatus | None], reissue.H
     inactive, invalid_spec)
 
 
-def _revived(status: CertificateStatus) -> bool:
-    return status.state is State.REVOKED and status.renewal_request is not None
+def _revived(spec: CertificateSpec, status: CertificateStatus) -> bool:
+    """A revoked certificate an operator asked to renew, or whose ACME client placed a
+    new order since (its key is the client's: only the client can replace it)."""
+    if status.state is not State.REVOKED:
+        return False
+    current = status.current
+    new_order = spec.acme_order is not None and (current is None
+                                                 or current.acme_order != spec.acme_order)
+    return status.renewal_request is not None or new_order
 
 
 def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
@@ -102,11 +110,11 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     if current is not None:
         if decision.reason == reissue.UP_TO_DATE:
             try:
-                candidates.append(renewal_info.plan(current, spec.renew_before, status,
+                candidates.append(renewal_window.plan(current, spec.renew_before, status,
                                                     now).at)
             except InvalidInput:
-                candidates.append(renewal_info.plan(current, None, status, now).at)
-            window = renewal_info.window_of(status)
+                candidates.append(renewal_window.plan(current, None, status, now).at)
+            window = renewal_window.window_of(status)
             if window is not None:  # the CA may move its window: ask again then
                 candidates.append(window.next_check_at)
         if status.alerted != alerts.EXPIRY_NEAR:

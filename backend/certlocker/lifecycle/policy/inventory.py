@@ -14,9 +14,9 @@ import datetime as dt
 import re
 from typing import Callable, Generic, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from .. import names
-from ..errors import InvalidInput
-from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
+from ... import names
+from ...errors import InvalidInput
+from ...models import CertificateRef, CertificateSpec, CertificateStatus, State
 from .shown import matches_state
 
 DEFAULT_LIMIT = 100
