@@ -20,7 +20,7 @@ from typing import Any
 import josepy as jose
 import pytest
 import requests
-from acme import messages
+from acme import jws as acme_jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -226,11 +226,10 @@ def test_key_rollover_and_deactivation(stack: CertlockerStack) -> None:
     account_url = acme.net.account.uri
     new_key = ad.rsa_key()
     directory = requests.get(directory_url(stack), timeout=30).json()
-    inner = json.loads(jose.JWS.sign(
+    inner = json.loads(acme_jws.JWS.sign(
         json.dumps({"account": account_url,
                     "oldKey": acme.net.key.public_key().to_json()}).encode(),
-        key=new_key, alg=jose.RS256, include_jwk=True,
-        protect=frozenset(["alg", "jwk", "url"]), url=directory["keyChange"]).json_dumps())
+        key=new_key, alg=jose.RS256, nonce=None, url=directory["keyChange"]).json_dumps())
     resp = ad.signed_post(directory["keyChange"], inner, acme.net.key,
                           nonce=ad.fresh_nonce(directory), kid=account_url)
     assert resp.status_code == 200, resp.text

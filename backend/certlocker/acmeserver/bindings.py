@@ -59,8 +59,12 @@ class Bindings:
     def create(self, environment: str, service: str, generation: int, actor: str,
                now: dt.datetime) -> tuple[Binding, str]:
         """A new binding and its HMAC key (base64url), to be shown once."""
-        binding = Binding(secrets.token_hex(16), environment, service, generation, now,
-                          actor)
+        kid = secrets.token_hex(16)
+        # A key starting with "-" reads as an option to some CLIs (certbot's
+        # --eab-hmac-key KEY): pick another kid, which derives another key.
+        while jose.encode_b64jose(self._mac_key(kid)).startswith("-"):
+            kid = secrets.token_hex(16)
+        binding = Binding(kid, environment, service, generation, now, actor)
         self._store.write_json(self._store.paths.acme_binding(binding.kid),
                                binding.to_json(), cas=0)
         return binding, jose.encode_b64jose(self._mac_key(binding.kid))

@@ -138,12 +138,11 @@ def verify(body: bytes, url: str, *, by_account: KeyLookup | None,
             raise AcmeProblem("malformed", "the protected header has no jwk")
         key = header.jwk
         _check_key(key)
-    if not _alg_fits(alg, key) or not _verifies(parsed, key):
-        raise AcmeProblem("unauthorized" if _alg_fits(alg, key) else
-                          "badSignatureAlgorithm", "the JWS signature does not verify"
-                          if _alg_fits(alg, key) else f"alg {alg} does not fit the key",
-                          extra={} if _alg_fits(alg, key) else
-                          {"algorithms": list(ALGORITHMS)})
+    if not _alg_fits(alg, key):
+        raise AcmeProblem("unauthorized", f"alg {alg} does not fit the "
+                          f"{'account' if header.kid else 'request'}'s key")
+    if not _verifies(parsed, key):
+        raise AcmeProblem("unauthorized", "the JWS signature does not verify")
     return Signed(parsed.payload, key, header.kid, nonce, url)
 
 

@@ -79,6 +79,7 @@ class Order:
     serial: str | None = None
     fullchain: str | None = dataclasses.field(default=None, repr=False)
     error: dict[str, Any] | None = None
+    deactivated: tuple[int, ...] = ()  # authorizations the client deactivated
 
     @property
     def ref(self) -> CertificateRef:
@@ -94,7 +95,8 @@ class Order:
                 "expires": rfc3339(self.expires), "status": self.status.value,
                 "replaces": self.replaces,
                 "finalized_at": rfc3339(self.finalized_at) if self.finalized_at else None,
-                "serial": self.serial, "fullchain": self.fullchain, "error": self.error}
+                "serial": self.serial, "fullchain": self.fullchain, "error": self.error,
+                "deactivated": list(self.deactivated)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Order":
@@ -107,7 +109,8 @@ class Order:
                    replaces=data.get("replaces"),
                    finalized_at=parse_rfc3339(finalized) if finalized else None,
                    serial=data.get("serial"), fullchain=data.get("fullchain"),
-                   error=data.get("error"))
+                   error=data.get("error"),
+                   deactivated=tuple(int(i) for i in data.get("deactivated") or ()))
 
 
 @dataclasses.dataclass(frozen=True)

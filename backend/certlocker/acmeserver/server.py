@@ -288,8 +288,18 @@ class AcmeServer:
     def authorization(self, env: str, url: str, body: bytes, account_id: str,
                       order_id: str, index: int) -> Reply:
         signed, account, _ = self._authenticated(env, url, body)
-        _post_as_get(signed)
-        order, _ = self._own_order(env, account, account_id, order_id)
+        order, version = self._own_order(env, account, account_id, order_id)
+        if not signed.post_as_get:
+            # RFC 8555 section 7.5.2: a client may deactivate an authorization (Caddy does
+            # when an order fails); an order not yet finalized cannot be used after that.
+            if signed.json().get("status") != "deactivated":
+                raise AcmeProblem("malformed", "an authorization can only be deactivated")
+            self._authz_json(order, index)
+            if index not in order.deactivated:
+                order = order.replace(deactivated=tuple(sorted({*order.deactivated, index})),
+                                      status=OrderStatus.INVALID if order.status is
+                                      OrderStatus.READY else order.status)
+                self._records.save_order(order, version)
         return Reply(200, self._authz_json(order, index))
 
     def challenge(self, env: str, url: str, body: bytes, account_id: str, order_id: str,
@@ -619,7 +629,8 @@ class AcmeServer:
         token = hashlib.sha256(f"{order.id}:{index}".encode()).hexdigest()[:43]
         document: dict[str, Any] = {
             "identifier": {"type": "dns", "value": name[2:] if wildcard else name},
-            "status": "valid", "expires": rfc3339(order.expires),
+            "status": "deactivated" if index in order.deactivated else "valid",
+            "expires": rfc3339(order.expires),
             "challenges": [{"type": "dns-01" if wildcard else "http-01",
                             "url": f"{self.base(order.environment)}/chall/{order.account}/"
                                    f"{order.id}/{index}",
