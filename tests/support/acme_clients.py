@@ -294,7 +294,9 @@ class Certbot(_Runner):
         argv = [*self._common(), "certonly", "--standalone",
                 "--preferred-challenges", "http-01",
                 "--http-01-address", "127.0.0.1", "--http-01-port", str(self.http01_port),
-                "--eab-kid", self.eab_kid, "--eab-hmac-key", self.eab_hmac_key,
+                # "=": a base64url key may start with "-", which argparse would take
+                # for an option ("expected one argument")
+                f"--eab-kid={self.eab_kid}", f"--eab-hmac-key={self.eab_hmac_key}",
                 "--agree-tos", "-m", self.email, "--no-eff-email",
                 "--cert-name", domains[0]]
         for domain in domains:
@@ -338,8 +340,8 @@ class Lego(_Runner):
     def _common(self) -> list[str]:
         # lego asks for the EAB flags on every command once the directory requires EAB.
         argv = [self.binary, "--server", self.directory_url, "--accept-tos",
-                "--email", self.email, "--eab", "--kid", self.eab_kid,
-                "--hmac", self.eab_hmac_key, "--path", str(self.workdir),
+                "--email", self.email, "--eab", f"--kid={self.eab_kid}",
+                f"--hmac={self.eab_hmac_key}", "--path", str(self.workdir),
                 "--http", "--http.port", f"127.0.0.1:{self.http01_port}"]
         for domain in self._need_domains():
             argv += ["-d", domain]
@@ -420,7 +422,7 @@ class Dehydrated(_Runner):
             "CHALLENGETYPE": "http-01", "HOOK": str(self.hook),
             "CONTACT_EMAIL": self.email, "EAB_KID": self.eab_kid,
             "EAB_HMAC_KEY": self.eab_hmac_key, "OCSP_FETCH": "no",
-            "OCSP_MUST_STAPLE": "no",
+            "OCSP_MUST_STAPLE": "no", "KEYSIZE": "2048",  # the RSA account key
             "CURL_OPTS": f"--cacert {self.ca_bundle}" if self.ca_bundle else "",
         }
         self.config.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in settings.items()))
@@ -494,7 +496,7 @@ class Uacme(_Runner):
 
     def obtain(self, domains: list[str]) -> Issued:
         self.domains = list(domains)
-        self.run(self._cmd("--eab", f"{self.eab_kid}:{self.eab_hmac_key}", "new", self.email))
+        self.run(self._cmd(f"--eab={self.eab_kid}:{self.eab_hmac_key}", "new", self.email))
         self.run(self._cmd("issue", *domains))
         return self._issued()
 
@@ -502,9 +504,13 @@ class Uacme(_Runner):
         self.run(self._cmd("--force", "issue", *self._need_domains()))
         return self._issued()
 
+    #: True: sign the revocation with the certificate's own key (``revoke CERT KEY``, a
+    #: JWS with ``jwk``, RFC 8555 §7.6) instead of the account key (``kid``)
+    revoke_with_cert_key = False
+
     def revoke(self, issued: Issued) -> None:
-        self.run(self._cmd("--reason", "1", "revoke", str(issued.cert_path),
-                           str(issued.key_path)))
+        key = [str(issued.key_path)] if self.revoke_with_cert_key else []
+        self.run(self._cmd("--reason", "1", "revoke", str(issued.cert_path), *key))
 
 
 # -------------------------------------------------------------------------- Caddy
