@@ -34,6 +34,34 @@ uacme (Debian 1.7.4) cannot be given a CA bundle: it uses libcurl-gnutls' compil
 ``ca_bundle`` the runner starts it in a private mount namespace (``unshare --mount``)
 where the bundle is bind-mounted over that path; the host's file is untouched. With a
 plain ``http://`` directory (certlocker on loopback) no bundle is needed.
+
+What these client versions need of a server (read in their sources; Pebble does all of it):
+
+- all five accept a plain ``http://127.0.0.1:PORT/...`` directory (each POSTs newAccount
+  over it); Caddy accepts http only for loopback and private-network IP hosts
+  (certmagic: "insecure CA URL (HTTPS required)" otherwise);
+- all five skip an authorization that is already ``valid`` (tested here: Pebble's
+  ``PEBBLE_AUTHZREUSE=100`` hands the renewal valid authorizations, with challenges
+  forbidden);
+- account keys: certbot, dehydrated, uacme RSA (RS256); lego, Caddy P-256 (ES256); EAB
+  HS256; lego and Caddy decode the EAB key as base64url *without* padding;
+- CSR keys: certbot/lego/Caddy P-256, dehydrated P-384, uacme RSA 2048;
+- ``Location`` on newAccount (certbot: 201 for a new account, 200 means "exists" and is
+  an error for it) and on newOrder; newAccount ``onlyReturnExisting`` (dehydrated, uacme,
+  each run) answering 200 + ``Location``;
+- newNonce by HEAD (certbot, lego, Caddy, dehydrated) and by GET answering exactly 204
+  (uacme);
+- uacme wants 200 from finalize, order and certificate POSTs; certbot, dehydrated and
+  uacme poll the order URL after finalize; lego 4.9 polls at most ``--cert.timeout``
+  (30 s) and ignores Retry-After;
+- the certificate as ``application/pem-certificate-chain`` (Caddy refuses any other
+  type) holding the whole chain (dehydrated splits it; lego follows ``rel="up"`` only for
+  a lone leaf; Caddy *appends* every ``rel="up"`` it is given, so send none);
+- certbot needs ``Link: <authz>;rel="up"`` on a challenge response (only if a challenge
+  is ever answered); Caddy deactivates valid authorizations when an order fails;
+- ARI (``renewalInfo``): only certbot reads it (``certbot renew`` without
+  ``--force-renewal``; GET ``<renewalInfo>/<AKI>.<serial>``, no ``replaces``); Caddy 2.6,
+  lego 4.9, dehydrated 0.7 and uacme 1.7 have none.
 """
 
 from __future__ import annotations
