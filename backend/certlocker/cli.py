@@ -1106,3 +1106,21 @@ def reconcile(once: bool, interval: float | None, jitter: float,
 
 
 _accept_json_everywhere(main)
+
+
+@main.command("acme-account")
+@click.argument("environment")
+@click.argument("service")
+@click.pass_context
+def acme_account(ctx: click.Context, environment: str, service: str) -> None:
+    """Create an External Account Binding for a stock ACME client of SERVICE: its
+    directory URL, eab_kid and eab_hmac_key (shown once). The client may then order the
+    names SERVICE is granted; revoking SERVICE's credentials stops it."""
+    body = ctx.obj["api"].call("POST", f"/v1/services/{environment}/{service}/acme-accounts")
+    _out(ctx, body, f"directory: {body['directory_url']}\n"
+                    f"eab_kid: {body['eab_kid']}\n"
+                    f"eab_hmac_key: {body['eab_hmac_key']}\n"
+                    f"e.g. certbot certonly --server {body['directory_url']} "
+                    f"--eab-kid={body['eab_kid']} --eab-hmac-key={body['eab_hmac_key']} "
+                    f"-d <name>\n"
+                    "(the HMAC key is not shown again)")

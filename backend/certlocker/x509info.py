@@ -57,6 +57,7 @@ class CsrFacts:
     dns_names: tuple[str, ...]
     key_type: KeyType
     public_key_der: bytes = dataclasses.field(repr=False)
+    common_name: str | None = None
 
 
 MAX_CSR_BYTES = 16 * 1024
@@ -91,13 +92,16 @@ def read_csr(data: str | bytes) -> CsrFacts:
                          "addresses or URIs)")
     if not names:
         raise ValueError("the CSR names no DNS names (subjectAltName)")
+    common_name = None
     for attribute in csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
         value = attribute.value if isinstance(attribute.value, str) else ""
         if value.lower().rstrip(".") not in names:
             raise ValueError(f"the CSR's common name {value[:64]!r} is not among its DNS "
                              "names")
+        common_name = value
     return CsrFacts(names, _key_type(csr.public_key()), csr.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        common_name)
 
 
 def _key_type(key: object) -> KeyType:

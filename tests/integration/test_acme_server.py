@@ -15,6 +15,9 @@ the shipped policies, Pebble upstream, the API under gunicorn, driven by certbot
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import josepy as jose
@@ -320,3 +323,25 @@ def test_protocol_failures_are_acme_problems(stack: CertlockerStack) -> None:
         ad.register(ad.client(directory_url(stack)),
                     {**eab, "eab_hmac_key": jose.encode_b64jose(b"z" * 32)})
     assert bad_mac.value.typ == "urn:ietf:params:acme:error:unauthorized"
+
+
+def test_the_cli_creates_a_binding_a_client_can_use(stack: CertlockerStack) -> None:
+    certlocker = str(Path(sys.executable).with_name("certlocker"))
+    service_with_names(stack, "cli-acme", ["cli.acme.test"])
+    human = subprocess.run([certlocker, "acme-account", ENV, "cli-acme"], env=dict(stack.env),
+                           capture_output=True, text=True, timeout=60)
+    assert human.returncode == 0, human.stderr
+    assert f"directory: {directory_url(stack)}" in human.stdout
+    done = subprocess.run([certlocker, "--json", "acme-account", ENV, "cli-acme"],
+                          env=dict(stack.env), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    eab = json.loads(done.stdout)
+    assert eab["directory_url"] == directory_url(stack)
+    acme = ad.client(eab["directory_url"])
+    ad.register(acme, eab)
+    got = ad.obtain(acme, ["cli.acme.test"])
+    assert view(stack, "prod.cli-acme.acme-cli-acme-test")["current"]["serial"] == format(
+        leaf(got.fullchain).serial_number, "x")
+    # The HMAC key is stored nowhere: no secret under the mount holds it.
+    assert not [p for p, doc in every_secret(stack).items()
+                if eab["eab_hmac_key"] in json.dumps(doc)]

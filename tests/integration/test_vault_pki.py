@@ -26,6 +26,8 @@ import devstack
 from certlocker import settings as settings_mod
 from certlocker.vault.bootstrap import Bootstrapper
 from certlocker.x509info import split_pem_chain
+from tests.support import acme_direct
+from tests.support.kv import grant_names
 from tests.support.stack import SHARED_PEBBLE_ENV
 
 pytestmark = pytest.mark.integration
@@ -116,6 +118,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PkiStack]:
                                "CERTLOCKER_ISSUERS__INTERNAL__PKI_ROLE": ROLE,
                                "CERTLOCKER_ISSUERS__BAOACME__DIRECTORY_URL":
                                    f"{vault_addr}/v1/{INT_MOUNT}/acme/directory",
+                               # certlocker's own ACME server orders from the PKI mount
+                               "CERTLOCKER_ACME_SERVER_ISSUER": "internal",
                            })
     stack.up()
     try:
@@ -224,3 +228,27 @@ def test_openbao_acme_rejects_names_outside_the_role(pki: PkiStack) -> None:
         "dns_names": ["www.example.org"], "issuer": "baoacme"})
     assert body["status"] == "failed", body
     assert body["current"] is None
+
+
+def test_acme_server_clients_get_certificates_from_vault_pki(pki: PkiStack) -> None:
+    """The ACME server with a Vault PKI upstream: a client's CSR is signed by the PKI
+    mount's role, the chain verifies to the PKI root, and no key is stored."""
+    names = ["shop.internal.test", "www.shop.internal.test"]
+    grant_names(pki.root, "certlocker", "prod", "pki-shop", names)
+    eab = acme_direct.binding(pki.stack.api_url, pki.stack.operator_token or "", "prod",
+                              "pki-shop")
+    acme = acme_direct.client(eab["directory_url"])
+    acme_direct.register(acme, eab)
+    got = acme_direct.obtain(acme, names)
+    parts = split_pem_chain(got.fullchain)
+    certs = _verify_chain(parts[0], "".join(parts[1:]), pki.root_ca())
+    assert _san(certs[0]) == sorted(names)
+    key = serialization.load_pem_private_key(got.key_pem, None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    assert key.public_key().public_bytes(der, spki) == certs[0].public_key().public_bytes(der, spki)
+    stored = pki.stored("prod.pki-shop.acme-shop-internal-test")
+    assert "private_key" not in stored
+    assert stored["certificate"] == parts[0]
+    status, view = pki.api("GET", "/v1/certificates/prod.pki-shop.acme-shop-internal-test")
+    assert status == 200 and view["key_held_by"] == "client" and view["issuer"] == "internal"

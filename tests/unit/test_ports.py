@@ -160,7 +160,8 @@ def test_the_certificate_service_refreshes_renewal_info() -> None:
 
 
 class _NoSigner:
-    def sign(self, csr_pem: str, ttl: str | None = None) -> NoReturn:
+    def sign(self, csr_pem: str, ttl: str | None = None,
+             common_name: str | None = None) -> NoReturn:
         raise AssertionError("nothing is signed here")
 
 

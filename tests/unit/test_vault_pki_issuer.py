@@ -56,7 +56,8 @@ class MemoryCA:
         self.csrs: list[x509.CertificateSigningRequest] = []
         self.swap_key = swap_key
 
-    def sign(self, csr_pem: str, ttl: str | None = None) -> Signed:
+    def sign(self, csr_pem: str, ttl: str | None = None,
+             common_name: str | None = None) -> Signed:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
         assert csr.is_signature_valid
         self.csrs.append(csr)

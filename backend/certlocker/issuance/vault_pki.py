@@ -18,7 +18,7 @@ from ..errors import IssuanceFailed
 from ..models import Inflight, IssuedCertificate, IssueRequest
 from ..ports import Journal
 from ..settings import IssuerSettings
-from ..x509info import info_from_pem
+from ..x509info import info_from_pem, read_csr
 from . import keys
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class Signed(Protocol):
 
 
 class Signer(Protocol):
-    def sign(self, csr_pem: str, ttl: str | None = None) -> Signed: ...
+    def sign(self, csr_pem: str, ttl: str | None = None,
+             common_name: str | None = None) -> Signed: ...
 
 
 class VaultPkiIssuer:
@@ -53,7 +54,10 @@ class VaultPkiIssuer:
             that does not match the key.
         """
         if request.csr_pem is not None:  # the client holds the key: sign its CSR as is
-            signed = self._signer.sign(request.csr_pem)
+            facts = read_csr(request.csr_pem)
+            cn = None if facts.common_name else next(
+                (n for n in facts.dns_names if len(n) <= 64), None)
+            signed = self._signer.sign(request.csr_pem, common_name=cn)
             issued = keys.bundle_for_csr(request.csr_pem, signed.certificate
                                     + chain_without_root(signed.ca_chain))
             log.info("vault_pki.signed", extra={"certificate": request.ref.id,

@@ -37,8 +37,11 @@ class PkiSigner:
     def sign_path(self) -> str:
         return f"{self.mount}/sign/{self.role}"
 
-    def sign(self, csr_pem: str, ttl: str | None = None) -> SignedCertificate:
+    def sign(self, csr_pem: str, ttl: str | None = None,
+             common_name: str | None = None) -> SignedCertificate:
         """``POST <mount>/sign/<role>`` with the CSR; names come from the CSR's SANs.
+        ``common_name``: for a CSR without one (stock ACME clients send none), the CN
+        the role requires, instead of the CSR's.
 
         :raises IssuanceFailed: (not retryable) when the role refuses the request, e.g.
             a name outside ``allowed_domains`` or a TTL beyond ``max_ttl``; (retryable)
@@ -49,6 +52,8 @@ class PkiSigner:
         data: dict[str, object] = {"csr": csr_pem, "format": "pem"}
         if ttl:
             data["ttl"] = ttl
+        if common_name:
+            data.update(common_name=common_name, use_csr_common_name=False)
         with translated(self.sign_path):
             try:
                 resp = self._client.write_data(self.sign_path, data=data)
