@@ -99,6 +99,9 @@ service credential (JWT for auth/{auth_path}, role {role}), expires {credential[
     {'OK   denied another service: permission denied' if ok_other
      else 'FAIL the service could read another service: ' + other.stdout[:80]}
 
+ACME server for stock clients (EAB from `certlocker acme-account prod <service>`):
+  {api}/acme/prod/directory
+
 Load the stack's environment with `. vault-dev/.env`; stop it with `vault-dev/down`.""")
     return 0 if ok_own and ok_other else 1
 

@@ -1034,7 +1034,13 @@ def _next_steps(stack: Stack, env_file: Path) -> str:
                   "\"$CERTLOCKER_URL/metrics\"",
                   "  certlocker request dev web web --dns web.test   # issued by Pebble",
                   "  certlocker list",
-                  "  certlocker credentials mint dev web"]
+                  "  certlocker credentials mint dev web",
+                  "",
+                  "ACME server for stock clients (certbot, lego, Caddy, cert-manager...):",
+                  *(f"  {stack.api_url}/acme/{env}/directory"
+                    for env in ENVIRONMENTS.split(",")),
+                  "  certlocker grants add dev web --dns web.test",
+                  "  certlocker acme-account dev web   # eab_kid + eab_hmac_key for the client"]
     lines += ["", f"Logs: {stack.state_dir}/*.log    Stop: vault-dev/down"]
     lines += [f"Note: {n}" for n in stack.notes]
     return "\n".join(lines)

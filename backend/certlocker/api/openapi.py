@@ -474,6 +474,29 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                               **_problems(400, 401, 403, 503)},
             },
         },
+        "/v1/services/{env}/{service}/acme-accounts": {
+            "post": {
+                "operationId": "createAcmeBinding", "tags": ["credentials"],
+                "summary": "An External Account Binding for a stock ACME client of the "
+                           "service (same permission as minting its credentials; revoking "
+                           "them stops it). The HMAC key is shown once.",
+                "security": OPERATOR, "parameters": [ENV, SERVICE],
+                "responses": {"201": _json({
+                    "type": "object",
+                    "required": ["directory_url", "eab_kid", "eab_hmac_key"],
+                    "properties": {
+                        "directory_url": {"type": "string", "description":
+                                          "<public_url>/acme/<env>/directory"},
+                        "eab_kid": {"type": "string"},
+                        "eab_hmac_key": {"type": "string", "description":
+                                         "base64url, unpadded"},
+                        "environment": {"type": "string"},
+                        "service": {"type": "string"},
+                        "created_at": {"type": "string", "format": "date-time"}}},
+                    "A new binding"),
+                              **_problems(400, 401, 403, 503)},
+            },
+        },
         "/v1/services/{env}/{service}/credentials/refresh": {
             "post": {
                 "operationId": "refreshCredential", "tags": ["credentials"],
