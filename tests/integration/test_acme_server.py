@@ -345,3 +345,43 @@ def test_the_cli_creates_a_binding_a_client_can_use(stack: CertlockerStack) -> N
     # The HMAC key is stored nowhere: no secret under the mount holds it.
     assert not [p for p, doc in every_secret(stack).items()
                 if eab["eab_hmac_key"] in json.dumps(doc)]
+
+
+def test_targets_added_to_an_acme_certificate_are_verified_and_kept_across_orders(
+        stack: CertlockerStack, tmp_path: Path) -> None:
+    """A node serving what its ACME client got reads ok; after a new order the node
+    still serving the old certificate does not, until it is given the new one."""
+    from tests.support.tls_servers import start_nginx
+
+    service_with_names(stack, "edge", ["edge.acme.test"])
+    acme = new_client(stack, "edge")
+    cert_id = "prod.edge.acme-edge-acme-test"
+    first = ad.obtain(acme, ["edge.acme.test"])
+    served = tmp_path / "edge.pem"
+    served.write_text(first.fullchain + first.key_pem.decode())
+    nginx = start_nginx(tmp_path, served)
+    try:
+        headers = {"X-Vault-Token": stack.operator_token}
+        patched = requests.patch(f"{stack.api_url}/v1/certificates/{cert_id}", headers=headers,
+                                 json={"targets": [{"address": f"127.0.0.1:{nginx.port}",
+                                                    "sni": "edge.acme.test"}]}, timeout=60)
+        assert patched.status_code == 200, patched.text
+
+        def verify() -> dict[str, Any]:
+            resp = requests.post(f"{stack.api_url}/v1/certificates/{cert_id}/verify",
+                                 headers=headers, timeout=60)
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json()["targets"][0])
+
+        assert verify()["status"] == "ok"
+        second = ad.obtain(acme, ["edge.acme.test"])
+        shown = view(stack, cert_id)
+        assert [t["address"] for t in shown["targets"]] == [f"127.0.0.1:{nginx.port}"]
+        assert verify()["status"] != "ok"
+        served.write_text(second.fullchain + second.key_pem.decode())
+        subprocess.run(nginx.reload_command, check=True, timeout=30)
+        from tests.support.tls_servers import wait_until
+
+        wait_until(lambda: verify()["status"] == "ok", 30, "nginx serves the new certificate")
+    finally:
+        nginx.stop()
