@@ -343,6 +343,13 @@ class AcmeServer:
                 "badCSR", exc.detail).document())
             self._records.save_order(order, version)
             raise AcmeProblem("badCSR", exc.detail) from None
+        except CertlockerError as exc:  # Vault refused or is away: the order ends here
+            order = order.replace(status=OrderStatus.INVALID, error=AcmeProblem(
+                "serverInternal", f"the order could not be recorded: {exc.detail}"[:500],
+                status=503).document())
+            self._records.save_order(order, version)
+            raise AcmeProblem("serverInternal", f"the order could not be recorded: "
+                              f"{exc.detail}"[:500], status=503) from None
         audited(self._audit, self._actor(account), "acme.order.finalize", spec.ref.id,
                 "success", details={"account": account.id, "order": order.id,
                                     "dns_names": list(order.dns_names),
