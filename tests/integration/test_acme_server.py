@@ -291,7 +291,8 @@ def test_protocol_failures_are_acme_problems(stack: CertlockerStack) -> None:
         resp = requests.post(new_order, data=body, timeout=30,
                              headers={"Content-Type": "application/jose+json"})
         assert 400 <= resp.status_code < 500, (body[:40], resp.status_code, resp.text)
-        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        assert ad.problem_type(resp) == "malformed"
+        assert resp.headers["Replay-Nonce"]
 
     ip = ad.signed_post(new_order, {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]},
                         key, nonce=ad.fresh_nonce(directory), kid=kid)

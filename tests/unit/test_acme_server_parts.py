@@ -318,3 +318,34 @@ def test_ari_ids_and_revocation_reasons_parse_strictly() -> None:
         with pytest.raises(AcmeProblem) as refused:
             server._reason(bad)
         assert code(refused) == "badRevocationReason"
+
+
+def test_an_order_whose_finalize_never_recorded_its_spec_ends_invalid() -> None:
+    from typing import Any, cast
+
+    from certlocker.acmeserver.records import Records
+    from certlocker.clock import FixedClock
+
+    store = MemoryStore()
+    options = server.ServerOptions(public_url="http://127.0.0.1:1", environments=("prod",),
+                                   issuer="pebble", challenge="http-01", finalize_wait=5)
+    acme = server.AcmeServer(
+        cast(Any, store), options, rules=specs.PERMISSIVE, certificates=cast(Any, None),
+        ownership=cast(Any, None), revocation=cast(Any, None), issuers={},
+        credentials=cast(Any, None), bindings=cast(Any, None), nonces=cast(Any, None),
+        audit=cast(Any, None), clock=FixedClock(NOW))
+    order = Order(id="a" * 32, account="c" * 32, environment="prod", service="shop",
+                  certificate="acme-a-test", dns_names=("a.test",), created_at=NOW,
+                  expires=NOW + dt.timedelta(days=7), status=OrderStatus.PROCESSING,
+                  finalized_at=NOW - dt.timedelta(seconds=30))
+    records = Records(store)
+    version = records.save_order(order, 0)
+    assert acme._settle(order, version).status is OrderStatus.PROCESSING  # still young
+    old = order.replace(finalized_at=NOW - dt.timedelta(minutes=5))
+    version = records.save_order(old, version)
+    store.create_spec(acme_spec("a" * 32))
+    assert acme._settle(old, version).status is OrderStatus.PROCESSING  # recorded: answered
+    store.write_json(store.paths.spec(old.ref), acme_spec("b" * 32).to_json(), cas=None)
+    ended = acme._settle(old, version)
+    assert ended.status is OrderStatus.INVALID and ended.error is not None
+    assert records.order("prod", "c" * 32, "a" * 32)[0].status is OrderStatus.INVALID

@@ -54,6 +54,7 @@ from .records import (Account, AccountStatus, Issued, Order, OrderStatus, Record
 ORDER_LIFETIME = dt.timedelta(days=7)
 ARI_RETRY_AFTER = 3600
 PROCESSING_RETRY_AFTER = 2
+ABANDONED_AFTER = 60  # seconds past the finalize wait
 MAX_IDENTIFIERS = names.MAX_DNS_NAMES
 _CONTACT = re.compile(r"^mailto:[^@\s,;]+@[^@\s,;]+$")
 
@@ -572,7 +573,7 @@ class AcmeServer:
             return order
         found = self._store.read_status(order.ref)
         status = found[0] if found else None
-        settled = _settled(order, status)
+        settled = _settled(order, status) or self._abandoned(order)
         if settled is None:
             return order
         if settled.status is OrderStatus.VALID and settled.serial and status and \
@@ -586,6 +587,21 @@ class AcmeServer:
         except Conflict:
             pass  # another poller settled it the same way
         return settled
+
+    def _abandoned(self, order: Order) -> Order | None:
+        """A processing order its certificate's spec no longer names, long after its
+        finalize: the process died before recording it, or a newer order of the same
+        names took its place. It ends invalid (the client's key is with the client; a new
+        order starts over); None while it may still be answered."""
+        if order.finalized_at is None or self._clock.now() - order.finalized_at < \
+                dt.timedelta(seconds=self._options.finalize_wait + ABANDONED_AFTER):
+            return None
+        found = self._store.read_spec(order.ref)
+        if found is not None and found[0].acme_order == order.id:
+            return None  # recorded: the lifecycle (or its retries) answers it
+        return order.replace(status=OrderStatus.INVALID, error=AcmeProblem(
+            "serverInternal", "the order was interrupted or replaced by a newer order for "
+            "the same names; place a new order").document())
 
     def _actor(self, account: Account) -> str:
         return f"acme:{account.environment}/{account.service}/{account.id[:12]}"

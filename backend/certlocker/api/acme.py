@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from ..acmeserver.problems import AcmeProblem
 from ..acmeserver.server import AcmeServer, Reply
@@ -80,6 +81,13 @@ def _domain(exc: CertlockerError) -> Response:
                                                  "path": request.path})
     code = "serverInternal" if exc.status >= 500 else "malformed"
     return _problem(AcmeProblem(code, exc.detail[:500], status=exc.status))
+
+
+@bp.errorhandler(HTTPException)
+def _http(exc: HTTPException) -> Response:
+    """What werkzeug refuses inside an ACME resource (a body over the size limit)."""
+    return _problem(AcmeProblem("malformed", exc.description or exc.name,
+                                status=exc.code or 400))
 
 
 @bp.get("/directory")
