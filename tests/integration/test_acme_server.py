@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certlocker.issuance import ari
 from tests.support import acme_direct as ad
+from tests.support import kv
 from tests.support.audit_trail import stored_events
 from tests.support.kv import grant_names
 from tests.support.stack import CertlockerStack
@@ -72,22 +73,7 @@ def view(stack: CertlockerStack, cert_id: str) -> dict[str, Any]:
 
 def every_secret(stack: CertlockerStack) -> dict[str, dict[str, Any]]:
     """Every secret under the mount (root token), by path."""
-    kv = stack.client(stack.root_token).secrets.kv.v2
-    found: dict[str, dict[str, Any]] = {}
-    folders = [""]
-    while folders:
-        folder = folders.pop()
-        for key in kv.list_secrets(mount_point=MOUNT, path=folder)["data"]["keys"]:
-            if key.endswith("/"):
-                folders.append(folder + key)
-                continue
-            try:
-                found[folder + key] = kv.read_secret_version(
-                    mount_point=MOUNT, path=folder + key,
-                    raise_on_deleted_version=True)["data"]["data"]
-            except Exception:  # noqa: BLE001 - a destroyed latest version holds nothing
-                continue
-    return found
+    return kv.every_secret(stack.client(stack.root_token), MOUNT)
 
 
 def test_a_bound_account_gets_its_service_names_with_its_own_key(
@@ -113,9 +99,8 @@ def test_a_bound_account_gets_its_service_names_with_its_own_key(
 
     # The key never reached certlocker or Vault: no secret anywhere under the mount holds
     # it, and the certificate's secret has no private_key field.
-    body = b"".join(got.key_pem.splitlines()[1:-1]).decode()
     secrets = every_secret(stack)
-    assert not [p for p, doc in secrets.items() if body in json.dumps(doc)]
+    assert kv.holding_key(secrets, got.key_pem) == []
     stored = secrets["certs/prod/shop/acme-shop-acme-test"]
     assert "private_key" not in stored
     assert stored["certificate"].strip() == cert.public_bytes(

@@ -66,6 +66,7 @@ What these client versions need of a server (read in their sources; Pebble does 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import glob
 import ipaddress
@@ -166,6 +167,7 @@ def refusing_proxy() -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         _REFUSER = sock
+        atexit.register(sock.close)
     return f"http://127.0.0.1:{_REFUSER.getsockname()[1]}"
 
 
@@ -573,6 +575,9 @@ class Caddy(_Runner):
         self.storage = self.workdir / "storage"
         self.config_path = self.workdir / "caddy.json"
         self.proc: Proc | None = None
+        #: how long obtain and renew wait for Caddy's certificate (Caddy does not exit
+        #: when an order fails: it retries with backoff)
+        self.timeout = CADDY_TIMEOUT
 
     def config(self, *, renewal_window_ratio: float | None = None) -> dict[str, Any]:
         issuer: dict[str, Any] = {
@@ -639,7 +644,7 @@ class Caddy(_Runner):
             return bool(predicate())
 
         try:
-            wait_until(ready, CADDY_TIMEOUT, what=what, interval=0.2)
+            wait_until(ready, self.timeout, what=what, interval=0.2)
         except TimeoutError:
             tail = self.proc.log_tail(60) if self.proc else ""
             raise ClientError(f"caddy: timed out waiting for {what}{tail}") from None
