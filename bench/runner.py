@@ -1,5 +1,6 @@
-"""``bench/run [issuance|inventory|credentials|verify|watch|all] [--full]``: run benchmark parts,
-print one markdown table per part, and keep the output in ``bench/results/<timestamp>.md``."""
+"""``bench/run [issuance|inventory|credentials|verify|watch|acme-server|all] [--full]``: run
+benchmark parts, print one markdown table per part, and keep the output in
+``bench/results/<timestamp>.md``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable
 
 from .common import BENCH, machine
 
-PARTS = ("issuance", "credentials", "verify", "inventory", "watch")
+PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "acme-server")
 
 
 def _part(name: str, full: bool) -> Callable[[], str]:
@@ -25,6 +26,9 @@ def _part(name: str, full: bool) -> Callable[[], str]:
     if name == "verify":
         from . import bench_verify
         return bench_verify.run
+    if name == "acme-server":
+        from . import bench_acme_server
+        return bench_acme_server.run
     if name == "watch":
         from . import bench_watch
         return lambda: bench_watch.run(full=full)

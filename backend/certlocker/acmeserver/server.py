@@ -13,6 +13,10 @@ means in certlocker:
   targets and owner an operator added are kept), and issues it through the lifecycle like
   any certificate (lease, name check again, audit, status, inventory, verification).
   The answer waits up to ``finalize_wait`` seconds; then the client polls the order.
+  At most ``finalize_waiters`` finalize requests per process wait at once; the others
+  answer ``processing`` (with Retry-After) at once: a waiting request holds one of the
+  API's request threads, and the upstream CA's http-01 checks come to this same API, so
+  every thread waiting would leave none to answer them (the orders then fail).
 - ``renewalInfo`` (RFC 9773) answers from certlocker's plan for the certificate, and a
   renewal an operator asks for (or a revocation) moves the window to now.
 - ``revokeCert`` goes through certlocker's revocation when the certificate is the current
@@ -26,6 +30,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import threading
 from typing import Any, Mapping
 
 import josepy as jose
@@ -77,6 +82,9 @@ class ServerOptions:
     issuer: str
     challenge: str  # the issuer's challenge type: wildcards need dns-01
     finalize_wait: float = 30.0
+    #: finalize requests per process that wait for their issuance (the others answer
+    #: ``processing`` at once); below gunicorn's threads per worker (8 in the dev stack)
+    finalize_waiters: int = 4
 
 
 class AcmeServer:
@@ -98,6 +106,7 @@ class AcmeServer:
         self._records = Records(store)
         self._audit = audit
         self._clock = clock
+        self._waiters = threading.BoundedSemaphore(max(1, options.finalize_waiters))
 
     # -- URLs --------------------------------------------------------------------------------
     def base(self, env: str) -> str:
@@ -356,9 +365,13 @@ class AcmeServer:
                                     "dns_names": list(order.dns_names),
                                     "key_type": facts.key_type.value,
                                     "csr_sha256": hashlib.sha256(csr_pem.encode()).hexdigest()})
-        self._certificates.wait_settled(
-            spec.ref, future, lambda status: _answered(order, status),
-            self._options.finalize_wait)
+        if self._waiters.acquire(blocking=False):
+            try:
+                self._certificates.wait_settled(
+                    spec.ref, future, lambda status: _answered(order, status),
+                    self._options.finalize_wait)
+            finally:
+                self._waiters.release()
         current, version = self._records.order(env, account.id, order.id)
         return self._order_reply(self._settle(current or order, version))
 
