@@ -365,15 +365,17 @@ class AcmeServer:
                                     "dns_names": list(order.dns_names),
                                     "key_type": facts.key_type.value,
                                     "csr_sha256": hashlib.sha256(csr_pem.encode()).hexdigest()})
+        seen = None
         if self._waiters.acquire(blocking=False):
             try:
-                self._certificates.wait_settled(
+                seen = self._certificates.wait_settled(
                     spec.ref, future, lambda status: _answered(order, status),
                     self._options.finalize_wait)
             finally:
                 self._waiters.release()
-        current, version = self._records.order(env, account.id, order.id)
-        return self._order_reply(self._settle(current or order, version))
+        if seen is None or not _answered(order, seen):
+            return self._order_reply(order)  # the client polls the order
+        return self._order_reply(self._settle(order, version, seen))
 
     def certificate(self, env: str, url: str, body: bytes, account_id: str,
                     order_id: str) -> Reply:
@@ -580,12 +582,15 @@ class AcmeServer:
                                                   certificate_name(dns)),
                                dns_names=dns, issuer=self._options.issuer)
 
-    def _settle(self, order: Order, version: int) -> Order:
-        """A processing order brought up to date with its certificate's status."""
+    def _settle(self, order: Order, version: int,
+                status: CertificateStatus | None = None) -> Order:
+        """A processing order brought up to date with its certificate's status (read
+        unless given)."""
         if order.status is not OrderStatus.PROCESSING:
             return order
-        found = self._store.read_status(order.ref)
-        status = found[0] if found else None
+        if status is None:
+            found = self._store.read_status(order.ref)
+            status = found[0] if found else None
         settled = _settled(order, status) or self._abandoned(order)
         if settled is None:
             return order

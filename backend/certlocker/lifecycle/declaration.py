@@ -125,7 +125,8 @@ class Declarations:
         """Write, with certlocker's own token, the spec of a certificate a client orders
         with its CSR (the ACME server's finalize), keeping what operators added to an
         earlier one (targets, owner, contact, renew_before), then queue its issuance.
-        Name ownership is checked by the caller and again before the order.
+        Name ownership is checked by the caller and again before the order; the caller
+        records the action in the audit trail (the ACME server's ``acme.order.finalize``).
 
         :raises Conflict: the spec kept changing under us."""
         path = self._store.paths.spec(spec.ref)
@@ -140,10 +141,6 @@ class Declarations:
                 self._store.write(path, written.to_json(), cas=version or 0)
             except Conflict:
                 continue
-            audited(self._audit, actor, "spec.update" if record else "spec.create",
-                    spec.ref.id, "success", details={
-                        "dns_names": list(spec.dns_names), "acme_order": spec.acme_order,
-                        "key_held_by": "client"})
             future = self._act_on_change(written)
             return future if future is not None else self._schedule(spec.ref)
         raise Conflict(f"{spec.ref.id} kept changing while its order was recorded")
