@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 HOLDER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 Decide = Callable[[CertificateSpec, CertificateStatus | None], bool]
+#: The spec and the status (with their versions) as read under the lease.
+Known = tuple[tuple[CertificateSpec, int], tuple[CertificateStatus, int] | None]
 FileHint = Callable[[CertificateSpec, CertificateStatus], CertificateStatus]
 
 
@@ -72,9 +74,10 @@ class Issuance:
         if not lease.acquire(time.time(), self._lease_ttl, probably_first=first_lease):
             current = self._store.read_status(ref)
             return current[0] if current else CertificateStatus(state=State.ISSUING)
+        known: Known | None = None
         if decide is not None and not lease.first:  # a first lease: nothing was issued
             try:
-                skip = self._still_needed(ref, decide)
+                skip, known = self._still_needed(ref, decide)
             except BaseException:
                 lease.release()
                 raise
@@ -88,7 +91,7 @@ class Issuance:
         started = time.monotonic()
         ok = False
         try:
-            result = self._issue_locked(ref, first=lease.first)
+            result = self._issue_locked(ref, first=lease.first, known=known)
             ok = result.last_error is None
             return result
         finally:
@@ -97,19 +100,23 @@ class Issuance:
                 "certificate": ref.id, "seconds": round(time.monotonic() - started, 3)})
             self._observer.issuance_finished(ref, time.monotonic() - started, ok)
 
-    def _still_needed(self, ref: CertificateRef, decide: Decide) -> CertificateStatus | None:
-        """None when ``decide`` still wants an issuance, else the status to return."""
+    def _still_needed(self, ref: CertificateRef, decide: Decide,
+                      ) -> tuple[CertificateStatus | None, Known]:
+        """None when ``decide`` still wants an issuance, else the status to return; with
+        the spec and status read under the lease (the issuance goes on from them)."""
         found = self._store.read_spec(ref)
         if found is None:
             raise NotFound(f"no certificate {ref.id}")
         current = self._store.read_status(ref)
         status = current[0] if current else None
         if decide(found[0], status):
-            return None
-        return status or CertificateStatus(state=State.PENDING)
+            return None, (found, current)
+        return status or CertificateStatus(state=State.PENDING), (found, current)
 
-    def _issue_locked(self, ref: CertificateRef, *, first: bool = False) -> CertificateStatus:
-        found = self._store.read_spec(ref)
+    def _issue_locked(self, ref: CertificateRef, *, first: bool = False,
+                      known: Known | None = None) -> CertificateStatus:
+        """``known``: the spec and status just read under this lease, if any."""
+        found = known[0] if known is not None else self._store.read_spec(ref)
         if found is None:
             raise NotFound(f"no certificate {ref.id}")
         spec = found[0]
@@ -121,7 +128,8 @@ class Issuance:
         assert issuer is not None
         # Read once under the lease: the stored version is the check-and-set for both the
         # certificate and the status written after it (a race falls back to re-reading).
-        before = None if first else self._store.read_status(ref)
+        before = None if first else known[1] if known is not None \
+            else self._store.read_status(ref)
         journal = StoreJournal(self._store, ref, nothing_to_resume=first)
         try:
             issued = issuer.issue(IssueRequest(
@@ -163,7 +171,8 @@ class Issuance:
         # status says VALID: a process that dies between the two leaves a certificate the
         # next attempt issues again, never a key in service that certlocker could read
         # (nothing looks at a VALID certificate's journal).
-        journal.clear()
+        if spec.csr is None:  # an order with the client's CSR journaled no key
+            journal.clear()
         # The status carries the public leaf: certlocker cannot read certs/ back. For a
         # client-held key also the chain and the order, which certlocker hands out itself.
         info = dataclasses.replace(issued.info, vault_version=version,
