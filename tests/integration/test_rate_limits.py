@@ -202,7 +202,7 @@ def test_with_the_primary_pebble_stopped_the_fallback_issues_and_the_status_says
 
     assert first.state is State.VALID and first.current is not None
     assert first.current.issuer_name == primary and first.current.fallback_for is None
-    for ref, status in zip(refs[1:], rest):
+    for ref, status in zip(refs[1:], rest, strict=True):
         assert status.state is State.VALID, status.last_error
         assert status.current is not None
         assert status.current.issuer_name == backup

@@ -341,7 +341,7 @@ class AcmeIssuer:
         """newOrder, naming the certificate it ``replaces`` (RFC 9773 section 5) when the
         CA speaks ARI. A CA that refuses the order with ``replaces`` (``alreadyReplaced``,
         or any other problem) is asked once more without it: ARI is advisory."""
-        profile = self.settings.profile
+        profile = self._profile(acme)
         if replaces is None or not _has_ari(acme):
             return acme.new_order(csr_pem, profile=profile)
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -362,6 +362,31 @@ class AcmeIssuer:
             body=body, uri=response.headers.get("Location"), csr_pem=csr_pem,
             authorizations=[acme_compat.authorization(acme, self._get(acme, url), url)
                             for url in body.authorizations])
+
+    def _profile(self, acme: ClientV2) -> str | None:
+        """The issuer's ``profile`` when the directory advertises it in
+        ``meta.profiles`` (draft-ietf-acme-profiles); None when none is configured, or
+        when the CA advertises no profiles at all (a CA that does not know the field
+        may refuse the order for it, and then issues its default certificate).
+
+        :raises IssuanceFailed: (not retryable) when the CA advertises profiles and not
+            this one: retrying cannot help until the settings or the CA change.
+        """
+        wanted = self.settings.profile
+        if not wanted:
+            return None
+        meta = acme.directory.meta
+        offered = meta.profiles if meta is not None else None
+        if not offered:
+            log.warning("acme.profile.not_advertised", extra={
+                "issuer": self.name, "profile": wanted})
+            return None
+        if wanted not in offered:
+            raise IssuanceFailed(
+                f"the CA offers no profile {wanted!r} (it offers "
+                f"{', '.join(sorted(offered))})", acme_code="invalidProfile",
+                retryable=False)
+        return wanted
 
     # -- renewal information (RFC 9773) --------------------------------------------------
     def renewal_info(self, certificate_pem: str) -> RenewalWindow | None:
