@@ -168,6 +168,8 @@ def test_nine_certificates_stay_inside_three_orders_per_ten_seconds_and_meet_the
     # What the CA saw: never more than three new orders in any 10 s.
     assert most_in_any_window(orders.orders, WINDOW) == 3
     took, promised = (finished - start).total_seconds(), (expected - start).total_seconds()
+    print(f"rate-limit ETA {promised:.2f} s, finished in {took:.2f} s, orders at "
+          f"{[round(t - orders.orders[1], 2) for t in orders.orders[1:]]}")
     assert promised > 2 * WINDOW  # the limit did hold them back
     assert abs(took - promised) <= 0.1 * promised, (took, promised)
 
@@ -267,3 +269,69 @@ def test_a_retry_after_beyond_the_slack_sends_the_certificate_to_the_fallback(
     assert status.state is State.VALID and status.current is not None
     assert status.current.issuer_name == backup_name
     assert "Retry-After 2h" in (status.current.fallback_reason or "")
+
+
+# -- past the limit: scheduled, not failed -----------------------------------------------------
+def test_a_certificate_past_the_limit_waits_for_its_slot_with_the_time_in_its_status(
+        primary_pebble: Pebble, responder: Http01Responder, openbao: Any) -> None:
+    from certlocker.lifecycle.records.due_index import DueIndex
+
+    store = root_store(openbao)
+    name = "wt-" + secrets.token_hex(3)
+    account = AcmeIssuer(conf(primary_pebble, name), StoreAccounts(store, name + "-url"),
+                         responder, timeout=60)
+    issuer = GovernedIssuer(name, [account], RateBooks(store, name, orders=Limit(
+        1, dt.timedelta(hours=1))), clock=SystemClock(), governance=Governance(
+        max_wait=dt.timedelta(seconds=5), fallback_after=dt.timedelta(days=1)))
+    first, second = specs(store, name, 2, secrets.token_hex(3))
+    due = DueIndex(store)
+    service = CertificateService(store, {name: issuer}, pools=certificate_pools(2),
+                                 due_index=due)
+    try:
+        before = dt.datetime.now(dt.timezone.utc)
+        assert service.issue(first).state is State.VALID
+        waiting = service.issue(second)
+    finally:
+        service.shutdown()
+
+    # Not a failure: no attempt counted, no error; the time of its slot and why.
+    assert waiting.state is State.PENDING and waiting.attempts == 0
+    assert waiting.last_error is None
+    assert waiting.waiting is not None and name in waiting.waiting
+    assert waiting.next_attempt_at is not None
+    assert before + dt.timedelta(hours=1) <= waiting.next_attempt_at \
+        <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1, seconds=5)
+    stored = store.read_status(second)
+    assert stored is not None and stored[0].to_json()["waiting"] == waiting.waiting
+    # The reconciler is told to come back at that time, and not before.
+    spec = store.read_spec(second)[0]
+    decision = planning.decide(spec, waiting, dt.datetime.now(dt.timezone.utc))
+    assert not decision.needed and "scheduled for" in decision.message
+    assert planning.next_action_at(spec, waiting, dt.datetime.now(dt.timezone.utc)) \
+        == waiting.next_attempt_at
+    hints = due.due(waiting.next_attempt_at + dt.timedelta(minutes=1), 1000)
+    assert second in [h.ref for h in hints]
+    assert second not in [h.ref for h in due.due(dt.datetime.now(dt.timezone.utc), 1000)]
+
+
+def test_orders_are_spread_over_several_acme_accounts_each_with_its_own_limit(
+        primary_pebble: Pebble, responder: Http01Responder, openbao: Any) -> None:
+    store = root_store(openbao)
+    name = "ac-" + secrets.token_hex(3)
+    url = name + "-url"
+    clocks = [OrderClock(), OrderClock()]
+    accounts = [AcmeIssuer(conf(primary_pebble, name), StoreAccounts(store, url, i),
+                           responder, timeout=60, transport=clocks[i]) for i in range(2)]
+    issuer = GovernedIssuer(name, accounts, RateBooks(store, name, accounts=2, orders=Limit(
+        2, dt.timedelta(hours=1))), clock=SystemClock())
+    refs = specs(store, name, 5, secrets.token_hex(3))
+    service = CertificateService(store, {name: issuer}, pools=certificate_pools(2))
+    try:
+        statuses = [service.issue(ref) for ref in refs]
+    finally:
+        service.shutdown()
+    # two per account per hour: four issued now, the fifth scheduled
+    assert [s.state for s in statuses] == [State.VALID] * 4 + [State.PENDING]
+    assert [len(c.orders) for c in clocks] == [2, 2]
+    uris = [store.read_json(store.paths.acme_account(url, i))[0]["uri"] for i in range(2)]
+    assert uris[0] != uris[1]  # two accounts at the CA
