@@ -29,6 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from certlocker import settings as settings_module
+from certlocker.api.certificates import render
 from certlocker.audit.recorder import NoAudit
 from certlocker.clock import SystemClock
 from certlocker.composition import build_issuers
@@ -39,6 +40,7 @@ from certlocker.lifecycle.policy.ratelimits import Limit
 from certlocker.lifecycle.records.rate_books import RateBooks
 from certlocker.lifecycle.records.vault_adapters import StoreAccounts
 from certlocker.lifecycle.service import CertificateService
+from certlocker.lifecycle.views import CertificateView
 from certlocker.models import CertificateRef, CertificateSpec, KeyType, State
 from certlocker.settings import IssuerSettings
 from devstack import free_port
@@ -210,9 +212,14 @@ def test_with_the_primary_pebble_stopped_the_fallback_issues_and_the_status_says
         assert status.current.issuer_name == backup
         assert status.current.fallback_for == primary
         assert "connection" in (status.current.fallback_reason or "")
-        # the status document operators read says the same
+        # the status document and the API's answer say the same
         shown = status.to_json()["current"]
         assert shown["issuer_name"] == backup and shown["fallback_for"] == primary
+        answer = render(CertificateView(store.read_spec(ref)[0], status), store.paths)
+        assert answer["issuer"] == primary  # the spec's issuer is unchanged
+        assert answer["current"]["issued_by"] == backup
+        assert answer["current"]["fallback_for"] == primary
+        assert "connection" in answer["current"]["fallback_reason"]
         # issued by the backup's CA, not the primary's
         stored = store.read(store.paths.cert(ref))
         assert stored is not None and "Pebble" in stored.data["issuer"]
@@ -303,6 +310,9 @@ def test_a_certificate_past_the_limit_waits_for_its_slot_with_the_time_in_its_st
         <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1, seconds=5)
     stored = store.read_status(second)
     assert stored is not None and stored[0].to_json()["waiting"] == waiting.waiting
+    answer = render(CertificateView(store.read_spec(second)[0], stored[0]), store.paths)
+    assert answer["status"] == "pending" and answer["waiting"] == waiting.waiting
+    assert answer["next_attempt_at"] is not None and answer["last_error"] is None
     # The reconciler is told to come back at that time, and not before.
     spec = store.read_spec(second)[0]
     decision = planning.decide(spec, waiting, dt.datetime.now(dt.timezone.utc))
