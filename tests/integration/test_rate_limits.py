@@ -345,3 +345,30 @@ def test_orders_are_spread_over_several_acme_accounts_each_with_its_own_limit(
     assert [len(c.orders) for c in clocks] == [2, 2]
     uris = [store.read_json(store.paths.acme_account(url, i))[0]["uri"] for i in range(2)]
     assert uris[0] != uris[1]  # two accounts at the CA
+
+
+def test_two_replicas_share_one_limit_through_vault(
+        primary_pebble: Pebble, responder: Http01Responder, openbao: Any) -> None:
+    """Two certlocker replicas (own issuers, own clients, own threads; one Vault) at
+    once: three orders per hour between them, not three each."""
+    name = "rp-" + secrets.token_hex(3)
+    tag = secrets.token_hex(3)
+    refs = specs(root_store(openbao), name, 6, tag)
+    clocks, services = [], []
+    for _ in range(2):
+        store = root_store(openbao)  # a replica's own Vault client
+        transport = OrderClock()
+        account = AcmeIssuer(conf(primary_pebble, name), StoreAccounts(store, name + "-url"),
+                             responder, timeout=60, transport=transport)
+        issuer = GovernedIssuer(name, [account], RateBooks(store, name, orders=Limit(
+            3, dt.timedelta(hours=1))), clock=SystemClock())
+        clocks.append(transport)
+        services.append(CertificateService(store, {name: issuer}, pools=certificate_pools(3)))
+    try:
+        with cf.ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda i: services[i % 2].issue(refs[i]), range(6)))
+    finally:
+        for service in services:
+            service.shutdown()
+    assert sum(len(c.orders) for c in clocks) == 3
+    assert sorted(s.state.value for s in statuses) == ["pending"] * 3 + ["valid"] * 3
