@@ -270,3 +270,13 @@ def test_bad_limits_fail_at_start_naming_the_key(issuer: dict[str, object],
     with pytest.raises(ConfigurationError, match=message):
         settings_module.from_mapping({**BASE, "issuance_timeout_seconds": 300, "issuers": {
             "a": {"directory_url": "https://127.0.0.1:1/dir", **issuer}}})
+
+
+def test_without_an_order_limit_the_accounts_take_turns() -> None:
+    store, clock = MemoryStore(), FixedClock(T0)
+    inner = [MemoryIssuer("primary") for _ in range(3)]
+    issuer = GovernedIssuer("primary", inner, RateBooks(store, "primary", accounts=3),
+                            clock=clock)
+    for i in range(6):
+        issuer.issue(request(i), None)  # type: ignore[arg-type]
+    assert [len(i.issued) for i in inner] == [2, 2, 2]

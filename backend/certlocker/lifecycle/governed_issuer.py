@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import threading
 import time
@@ -66,6 +67,7 @@ class GovernedIssuer:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._durations: list[float] = []  # seconds of this process's recent issuances
+        self._turns = itertools.count()  # accounts in turn when no order limit picks one
 
     def with_fallback(self, fallback: Issuer) -> "GovernedIssuer":
         """This issuer (same accounts and reservations) with ``fallback`` behind it."""
@@ -96,7 +98,8 @@ class GovernedIssuer:
                     until=slot.at, issuer=self.name)
             if wait > dt.timedelta(0):
                 self._sleep(wait.total_seconds())
-        account = self._accounts[slot.account if slot else self._round_robin()]
+        account = self._accounts[slot.account if slot and self._books.orders_limit
+                                 else self._round_robin()]
         started = time.monotonic()
         try:
             issued = account.issue(request, journal)
@@ -122,8 +125,7 @@ class GovernedIssuer:
 
     def _round_robin(self) -> int:
         with self._lock:
-            index = len(self._durations) % len(self._accounts)
-        return index
+            return next(self._turns) % len(self._accounts)
 
     def _took(self, seconds: float) -> None:
         with self._lock:
