@@ -29,10 +29,13 @@ from .credentials.tokens import TokenMinter
 from .delivery import verify
 from .delivery.verify import under_policy
 from .discovery.service import DiscoveryPools, DiscoveryService
-from .issuance.acme_issuer import AcmeIssuer
+from .issuance.acme_issuer import AcmeIssuer, Pacer
 from .issuance.base import Issuer
 from .issuance.vault_pki import VaultPkiIssuer
+from .lifecycle.governed_issuer import GovernedIssuer, Governance
+from .lifecycle.policy.ratelimits import Limit
 from .lifecycle.records import heartbeat
+from .lifecycle.records.rate_books import RateBooks
 from .lifecycle.policy.alerts import policy_from_settings as alert_policy
 from .lifecycle.policy.backoff import BackoffPolicy
 from .lifecycle.records.due_index import DueIndex
@@ -199,17 +202,7 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     # one thread for every lane's head hint, made in each process (used before a fork)
     audit = AuditLog(vault_audit_lanes(store, pools.per_process(1, "audit-head-hint")), clock)
     challenges = LocalFirstChallenges(StoreChallenges(store))
-    issuers: dict[str, Issuer] = {}
-    for name, conf in settings.issuers.items():
-        if conf.type == "acme":
-            issuers[name] = AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or ""),
-                                       challenges, timeout=settings.issuance_timeout_seconds,
-                                       secrets=StoreIssuerSecrets(store, name),
-                                       audit=audit, actor=actor,
-                                       request_observer=AcmeRequestMetrics())
-        elif conf.type == "vault-pki":
-            issuers[name] = VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
-                                                           conf.pki_role or ""))
+    issuers = build_issuers(settings, store, challenges, audit, actor, clock)
     verify_every = dt.timedelta(seconds=settings.verify_interval_seconds)
     workers = settings.issuance_workers
     certificates = CertificateService(store, issuers, clock=clock,
@@ -267,6 +260,57 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         pools=pools, probes=probes,
         acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
                           audit, clock))
+
+
+def build_issuers(settings: Settings, store: VaultStore, challenges: LocalFirstChallenges,
+                  audit: Auditor, actor: str, clock: Clock) -> dict[str, Issuer]:
+    """Every configured issuer; one with limits, several accounts or a fallback is a
+    ``GovernedIssuer`` over its accounts (its fallback ungoverned by it: the fallback's
+    own limits, if any, are kept by its own entry)."""
+    plain: dict[str, list[Issuer]] = {}
+    for name, conf in settings.issuers.items():
+        if conf.type == "acme":
+            limits = conf.limits
+            pacer = (Pacer(limits.requests_per_second)
+                     if limits is not None and limits.requests_per_second else None)
+            plain[name] = [AcmeIssuer(conf, StoreAccounts(store, conf.directory_url or "", i),
+                                      challenges, timeout=settings.issuance_timeout_seconds,
+                                      secrets=StoreIssuerSecrets(store, name),
+                                      audit=audit, actor=actor,
+                                      request_observer=AcmeRequestMetrics(), pacer=pacer)
+                           for i in range(conf.accounts)]
+        elif conf.type == "vault-pki":
+            plain[name] = [VaultPkiIssuer(conf, PkiSigner(store.hvac, conf.pki_mount or "",
+                                                          conf.pki_role or ""))]
+    issuers: dict[str, Issuer] = {name: found[0] for name, found in plain.items()}
+    governed = {name: conf for name, conf in settings.issuers.items()
+                if name in plain and (conf.limits is not None or conf.accounts > 1
+                                      or conf.fallback)}
+    for name, conf in governed.items():
+        limits = conf.limits
+        margin = dt.timedelta(seconds=limits.margin_seconds if limits else 0)
+        books = RateBooks(
+            store, name, accounts=conf.accounts,
+            orders=Limit(limits.orders_per_window, dt.timedelta(
+                seconds=limits.order_window_seconds) + margin)
+            if limits and limits.orders_per_window else None,
+            per_domain=Limit(limits.certificates_per_domain, dt.timedelta(
+                seconds=limits.domain_window_seconds) + margin)
+            if limits and limits.certificates_per_domain else None)
+        issuers[name] = GovernedIssuer(
+            name, plain[name], books, clock=clock,
+            governance=Governance(
+                max_wait=dt.timedelta(seconds=limits.max_wait_seconds if limits else 0),
+                fallback_after=dt.timedelta(seconds=conf.fallback_after_seconds)))
+    # A fallback is the other issuer as built above, without a fallback of its own: one
+    # hop, so two issuers that name each other never pass a certificate back and forth.
+    alone = dict(issuers)
+    for name, conf in governed.items():
+        if conf.fallback and conf.fallback in alone:
+            found = issuers[name]
+            assert isinstance(found, GovernedIssuer)
+            issuers[name] = found.with_fallback(alone[conf.fallback])
+    return issuers
 
 
 def _acme_server(settings: Settings, store: VaultStore, certificates: CertificateService,

@@ -161,6 +161,21 @@ class RateLimited(IssuanceFailed):
         super().__init__(detail, acme_code="rateLimited")
 
 
+class IssuanceDeferred(IssuanceFailed):
+    """Not a failure: the issuer's rate limits (kept by certlocker) have no slot now, so
+    the certificate is scheduled for ``until`` (an aware datetime); ``issuer`` names
+    the issuer it waits for. No attempt is counted and nothing is retried before then."""
+
+    status = 429
+    slug = "issuance-deferred"
+    title = "Issuance scheduled for a later slot"
+
+    def __init__(self, detail: str, until: Any, issuer: str) -> None:
+        self.until = until
+        self.issuer = issuer
+        super().__init__(detail, acme_code=None, retryable=True)
+
+
 # --- dependencies ---------------------------------------------------------------------
 
 

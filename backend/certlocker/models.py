@@ -160,6 +160,11 @@ class CertificateInfo:
     # itself (a certificate ordered through its ACME server), with that order's id.
     chain_pem: str | None = dataclasses.field(default=None, repr=False, compare=False)
     acme_order: str | None = None
+    # Issued by ``issuer_name`` standing in for the spec's issuer ``fallback_for`` (its
+    # fallback), and why. Not an issuer change: the primary takes the certificate back
+    # at its next normal renewal (lifecycle/policy/planning.py).
+    fallback_for: str | None = None
+    fallback_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +180,8 @@ class CertificateInfo:
             **({"leaf_pem": self.leaf_pem} if self.leaf_pem else {}),
             **({"chain_pem": self.chain_pem} if self.chain_pem is not None else {}),
             **({"acme_order": self.acme_order} if self.acme_order else {}),
+            **({"fallback_for": self.fallback_for,
+                "fallback_reason": self.fallback_reason} if self.fallback_for else {}),
         }
 
     @classmethod
@@ -193,6 +200,8 @@ class CertificateInfo:
             chain_pem=data.get("chain_pem") if isinstance(data.get("chain_pem"), str) else None,
             acme_order=data.get("acme_order") if isinstance(data.get("acme_order"), str)
             else None,
+            fallback_for=_text(data.get("fallback_for")),
+            fallback_reason=_text(data.get("fallback_reason")),
         )
 
 
@@ -340,6 +349,9 @@ class CertificateStatus:
     ari: AriWindow | None = None  # the CA's renewal window (lifecycle.renewal_info)
     retryable: bool = True  # False: the last failure is a refusal that retrying won't fix
     renewal_request: RenewalRequest | None = None  # a forced renewal not yet done
+    # Scheduled, not failed: what the next attempt (at ``next_attempt_at``) waits for
+    # (an issuer's rate limits, lifecycle/governed_issuer.py).
+    waiting: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -358,6 +370,7 @@ class CertificateStatus:
             "retryable": self.retryable,
             "renewal_request": (self.renewal_request.to_json() if self.renewal_request
                                 else None),
+            **({"waiting": self.waiting} if self.waiting else {}),
         }
 
     @classmethod
@@ -381,6 +394,7 @@ class CertificateStatus:
             retryable=data.get("retryable") is not False,
             renewal_request=(RenewalRequest.from_json(data["renewal_request"])
                              if data.get("renewal_request") else None),
+            waiting=_text(data.get("waiting")),
         )
 
     def replace(self, **changes: Any) -> "CertificateStatus":
@@ -399,6 +413,9 @@ class IssueRequest:
     replaces: str | None = None  # ARI certificate id of the certificate being renewed
     # The client's CSR (PEM) when the key is held by the client: sent as is, no key made.
     csr_pem: str | None = dataclasses.field(default=None, repr=False)
+    # When the certificate in service expires (None: there is none): how long this
+    # issuance may wait for a rate limit before a fallback issuer takes it.
+    not_after: dt.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,3 +498,7 @@ class Inflight:
     def for_names(self, dns_names: tuple[str, ...]) -> bool:
         """Made for the same names (in any order) as a request for ``dns_names``."""
         return sorted(self.dns_names) == sorted(dns_names)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -86,9 +86,21 @@ class VaultPaths:
         return self._dir("system/retiring", environment, service)
 
     # -- system -------------------------------------------------------------------------
-    def acme_account(self, directory_url: str) -> str:
-        digest = hashlib.sha256(directory_url.encode()).hexdigest()[:24]
+    def acme_account(self, directory_url: str, index: int = 0) -> str:
+        """The account ``index`` of a directory (several when an issuer spreads its
+        orders over accounts; the first keeps the path it always had)."""
+        key = directory_url if index == 0 else f"{directory_url}#account-{int(index)}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         return f"system/acme/accounts/{digest}"
+
+    def rate_book(self, issuer: str, kind: str, key: str) -> str:
+        """``system/ratelimits/<issuer>/<kind>/<key>``: one issuer's reservations under
+        one limit (``orders``/``account-<n>``, ``domains``/<hex digest of a registered
+        domain>), updated with check-and-set by every worker and replica."""
+        if kind not in ("orders", "domains"):
+            raise ValueError(f"unknown rate-limit kind {kind!r}")
+        return (f"system/ratelimits/{component('issuer', issuer)}/{kind}/"
+                f"{component('rate-limit key', key)}")
 
     def acme_eab(self, issuer: str) -> str:
         return f"system/acme/eab/{component('issuer', issuer)}"

@@ -48,9 +48,34 @@ class IssuerSettings:
     # dns-01 provider options ({"provider": "rfc2136", "server": ..., "zone": ...}); its
     # secrets (TSIG key, API tokens) are read from Vault at system/dns/<name>, never here.
     dns: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Rate limits kept by certlocker across every worker and replica ([issuers.<n>.limits],
+    # see RateLimitSettings), the ACME accounts orders are spread over, and the issuer
+    # that takes over when this one fails or is exhausted (lifecycle/governed_issuer.py).
+    limits: "RateLimitSettings | None" = None
+    accounts: int = 1
+    fallback: str | None = None
+    # How long a certificate may wait for this issuer (its own limits, or the CA's
+    # Retry-After) before the fallback issues it instead; never more than half the time
+    # left on the certificate in service.
+    fallback_after_seconds: int = 3600
 
     def validate(self) -> None:
         where = f"issuers.{self.name}"
+        if not 1 <= self.accounts <= 32:
+            raise ConfigurationError(f"{where}.accounts must be between 1 and 32")
+        if self.accounts > 1 and self.type != "acme":
+            raise ConfigurationError(f"{where}.accounts: only an ACME issuer has accounts")
+        if self.limits is not None and self.type != "acme":
+            raise ConfigurationError(f"{where}.limits: only ACME issuers are rate limited")
+        if (self.limits is not None or self.accounts > 1) and not re.fullmatch(
+                r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", self.name):
+            # Its reservations live at system/ratelimits/<name>/...
+            raise ConfigurationError(f"{where}: an issuer with limits or several accounts "
+                                     "needs a name of lowercase letters, digits and '-'")
+        if self.fallback == self.name:
+            raise ConfigurationError(f"{where}.fallback must name another issuer")
+        if not 0 <= self.fallback_after_seconds <= 30 * 86400:
+            raise ConfigurationError(f"{where}.fallback_after_seconds must be 0..2592000")
         if self.type not in ISSUER_TYPES:
             raise ConfigurationError(f"{where}.type must be one of {ISSUER_TYPES}")
         if self.type == "acme":
@@ -77,6 +102,68 @@ class IssuerSettings:
             raise ConfigurationError(f"{where}.ca_bundle: no file at {self.ca_bundle}")
         if self.trust_roots and not Path(self.trust_roots).is_file():
             raise ConfigurationError(f"{where}.trust_roots: no file at {self.trust_roots}")
+
+
+LIMIT_KEYS = ("orders_per_window", "order_window_seconds", "certificates_per_domain",
+              "domain_window_seconds", "requests_per_second", "max_wait_seconds",
+              "margin_seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimitSettings:
+    """``[issuers.<name>.limits]``: what certlocker keeps every issuance inside.
+
+    ``orders_per_window`` new orders per ACME account in any ``order_window_seconds``
+    (sliding); ``certificates_per_domain`` certificates per registered domain in any
+    ``domain_window_seconds`` (default a week); ``requests_per_second`` HTTP requests to
+    the CA per process. A certificate whose slot is at most ``max_wait_seconds`` away
+    waits for it in its worker; a later one is scheduled for its slot. ``margin_seconds``
+    is added to each window for the time between a slot and the CA seeing the order.
+    """
+
+    orders_per_window: int | None = None
+    order_window_seconds: int = 3 * 3600
+    certificates_per_domain: int | None = None
+    domain_window_seconds: int = 7 * 86400
+    requests_per_second: float | None = None
+    max_wait_seconds: int = 30
+    margin_seconds: float = 1.0
+
+    @classmethod
+    def parse(cls, where: str, table: Any) -> "RateLimitSettings":
+        """:raises ConfigurationError: naming the bad key."""
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"{where} must be a table of {', '.join(LIMIT_KEYS)}")
+        unknown = set(table) - set(LIMIT_KEYS)
+        if unknown:
+            raise ConfigurationError(f"unknown settings: {where}."
+                                     + f", {where}.".join(sorted(unknown)))
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            try:
+                number = float(value) if key in ("requests_per_second",
+                                                 "margin_seconds") else int(value)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"{where}.{key} must be a number") from None
+            values[key] = number
+        limits = cls(**values)
+        limits.validate(where)
+        return limits
+
+    def validate(self, where: str) -> None:
+        for key in ("orders_per_window", "certificates_per_domain"):
+            value = getattr(self, key)
+            if value is not None and not 1 <= value <= 1_000_000:
+                raise ConfigurationError(f"{where}.{key} must be between 1 and 1000000")
+        for key in ("order_window_seconds", "domain_window_seconds"):
+            if not 1 <= getattr(self, key) <= 366 * 86400:
+                raise ConfigurationError(f"{where}.{key} must be between 1 and 31622400")
+        if self.requests_per_second is not None and not 0.01 <= self.requests_per_second <= 10000:
+            raise ConfigurationError(f"{where}.requests_per_second must be 0.01..10000")
+        if not 0 <= self.max_wait_seconds <= 3600:
+            raise ConfigurationError(f"{where}.max_wait_seconds must be 0..3600")
+        if not 0 <= self.margin_seconds <= 3600:
+            raise ConfigurationError(f"{where}.margin_seconds must be 0..3600")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +289,15 @@ class Settings:
                                      "must not be negative")
         for issuer in self.issuers.values():
             issuer.validate()
+            if issuer.fallback is not None and issuer.fallback not in self.issuers:
+                raise ConfigurationError(f"issuers.{issuer.name}.fallback: "
+                                         f"{issuer.fallback!r} is not configured")
+            limits = issuer.limits
+            if (limits is not None and limits.max_wait_seconds * 2
+                    > self.issuance_timeout_seconds):
+                # The wait happens under the certificate's lease, inside its timeout.
+                raise ConfigurationError(f"issuers.{issuer.name}.limits.max_wait_seconds "
+                                         "must be at most half issuance_timeout_seconds")
         if self.acme_server_issuer and self.acme_server_issuer not in self.issuers:
             raise ConfigurationError(f"acme_server_issuer {self.acme_server_issuer!r} is "
                                      "not configured")
@@ -265,6 +361,14 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
         for flag in ("eab", "ip_addresses"):
             if flag in conf:
                 conf[flag] = _as_bool(f"issuers.{name}.{flag}", conf[flag])
+        if "limits" in conf:
+            conf["limits"] = RateLimitSettings.parse(f"issuers.{name}.limits", conf["limits"])
+        for key in ("accounts", "fallback_after_seconds"):
+            if key in conf:
+                try:
+                    conf[key] = int(conf[key])
+                except (TypeError, ValueError):
+                    raise ConfigurationError(f"issuers.{name}.{key} must be an integer") from None
         try:
             issuers[name] = IssuerSettings(name=name, **conf)
         except TypeError as exc:

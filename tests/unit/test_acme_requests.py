@@ -83,13 +83,31 @@ def request(*names: str) -> IssueRequest:
 
 def test_the_issuers_profile_is_sent_in_new_order_and_again_on_renewal() -> None:
     store = Challenges()
-    ca = FakeAcme(http01=store)
+    ca = FakeAcme(http01=store, profiles={"classic": "90 days", "shortlived": "6 days"})
     acme = issuer(ca, store, profile="shortlived")
     first = acme.issue(request("www.example.test"), Journal())
     renewed = acme.issue(IssueRequest(REF, ("www.example.test",), KeyType.EC_P256,
                                       replaces="abc.def"), Journal())
     assert [p["profile"] for p in ca.payloads("new-order")] == ["shortlived", "shortlived"]
     assert first.info.serial != renewed.info.serial
+
+
+def test_no_profile_field_when_the_directory_advertises_no_profiles() -> None:
+    store = Challenges()
+    ca = FakeAcme(http01=store)  # like Pebble 2.4: no meta.profiles
+    issuer(ca, store, profile="shortlived").issue(request("www.example.test"), Journal())
+    (payload,) = ca.payloads("new-order")
+    assert "profile" not in payload
+
+
+def test_a_profile_the_ca_does_not_offer_is_refused_before_any_order() -> None:
+    store = Challenges()
+    ca = FakeAcme(http01=store, profiles={"classic": "90 days"})
+    with pytest.raises(IssuanceFailed) as refused:
+        issuer(ca, store, profile="shortlived").issue(request("www.example.test"), Journal())
+    assert refused.value.acme_code == "invalidProfile" and not refused.value.retryable
+    assert "classic" in refused.value.detail
+    assert ca.payloads("new-order") == []
 
 
 def test_no_profile_field_when_the_issuer_names_none() -> None:

@@ -42,6 +42,10 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         current = {k: c[k] for k in ("serial", "not_before", "not_after",
                                      "sha256_fingerprint", "issuer")}
         current["vault_version"] = c["vault_version"]
+        # The configured issuer that issued it; a fallback says whom it stood in for.
+        current["issued_by"] = c["issuer_name"]
+        current["fallback_for"] = c.get("fallback_for")
+        current["fallback_reason"] = c.get("fallback_reason")
     # A pool target's status is its worst node's; "nodes" has each node's own result.
     targets = [v.to_json() for v in target_views(spec.targets, status.targets,
                                                   status.current)]
@@ -67,6 +71,7 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         "attempts": status.attempts,
         "retryable": status.retryable,
         "next_attempt_at": status.to_json()["next_attempt_at"],
+        "waiting": status.waiting,
         "updated_at": status.to_json()["updated_at"],
         "vault": {"path": paths.api_path(paths.cert(spec.ref))},
         "targets": targets,

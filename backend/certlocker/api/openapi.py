@@ -107,6 +107,14 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "sha256_fingerprint": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "issuer": {"type": "string", "description": "issuer DN (RFC 4514)"},
                 "vault_version": _nullable({"type": "integer"}),
+                "issued_by": _nullable({"type": "string", "description":
+                                        "the configured issuer that issued it"}),
+                "fallback_for": _nullable({"type": "string", "description":
+                                           "issued by a fallback standing in for this "
+                                           "issuer (the spec's); it takes the certificate "
+                                           "back at the next normal renewal"}),
+                "fallback_reason": _nullable({"type": "string", "description":
+                                              "why the fallback issued it"}),
             },
         },
         "TargetStatus": {
@@ -157,6 +165,10 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                               "false: the last failure is a refusal (CAA, a rejected "
                               "name) that is not retried until renewed or redeclared"},
                 "next_attempt_at": _nullable(time),
+                "waiting": _nullable({"type": "string", "description":
+                                      "scheduled, not failed: what the attempt at "
+                                      "next_attempt_at waits for (an issuer's rate "
+                                      "limits)"}),
                 "updated_at": _nullable(time),
                 "key_held_by": {"type": "string", "enum": ["vault", "client"],
                                 "description": "client: certlocker ordered with the "

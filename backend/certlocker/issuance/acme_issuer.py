@@ -56,6 +56,33 @@ class _NewOrder(messages.NewOrder):
     replaces: str | None = jose.field("replaces", omitempty=True)
 
 
+#: the Retry-After of the last error answer this thread received from a CA (acme's
+#: ``messages.Error`` does not keep the response's headers)
+_LAST_RETRY_AFTER = threading.local()
+
+
+class Pacer:
+    """At most ``per_second`` requests to one CA from this process (its limits'
+    ``requests_per_second``), shared by every account of the issuer. Per process: a
+    Vault round trip per request would cost more than the request it paces."""
+
+    def __init__(self, per_second: float, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = 1.0 / per_second
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            at = max(now, self._next)
+            self._next = at + self._interval
+        if at > now:
+            self._sleep(at - now)
+
+
 class _Network(ClientNetwork):
     """``ClientNetwork`` that retries ``badNonce`` as RFC 8555 section 6.5 allows.
 
@@ -65,14 +92,20 @@ class _Network(ClientNetwork):
     """
 
     observer: RequestObserver = NoRequestObserver()
+    pacer: Pacer | None = None
 
     def _send_request(self, method: str, url: str, *args: Any,
                       **kwargs: Any) -> requests.Response:
         """Every request the client sends, counted by status and endpoint (a 429 is a
-        CA's rate limit)."""
+        CA's rate limit), paced when the issuer's limits ask, and the Retry-After of an
+        error answer kept for ``_translate`` (RFC 8555 section 6.6)."""
+        if self.pacer is not None:
+            self.pacer.wait()
         response: requests.Response = observed(self.observer, method, url, lambda:
                                                acme_compat.send_request(self, method, url,
                                                                         *args, **kwargs))
+        if response.status_code >= 400:
+            _LAST_RETRY_AFTER.value = _retry_after(response.headers.get("Retry-After"))
         return response
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
@@ -96,7 +129,8 @@ class AcmeIssuer:
                  caa_lookup: caa.Lookup | None = None,
                  transport: requests.adapters.BaseAdapter | None = None,
                  audit: Auditor | None = None, actor: str = "certlocker",
-                 request_observer: RequestObserver | None = None) -> None:
+                 request_observer: RequestObserver | None = None,
+                 pacer: Pacer | None = None) -> None:
         """``secrets`` gives EAB and dns-01 credentials from Vault; ``dns_provider``
         defaults to the one ``settings.dns`` names; ``caa_lookup`` to a resolver at
         ``settings.caa_resolver``; ``transport``, when given, carries every HTTP request;
@@ -125,6 +159,7 @@ class AcmeIssuer:
         self._audit = audit or NoAudit()
         self._actor = actor
         self._requests = request_observer or NoRequestObserver()
+        self._pacer = pacer
         self._lock = threading.Lock()
         self._client: ClientV2 | None = None
         self._account_version = 0  # the stored account document the client was built from
@@ -173,6 +208,7 @@ class AcmeIssuer:
                        timeout=30)
         net.session = session_for(self._transport)
         net.observer = self._requests
+        net.pacer = self._pacer
         created = False
         try:
             directory = ClientV2.get_directory(self._directory_url, net)
@@ -256,6 +292,7 @@ class AcmeIssuer:
     # -- issuance ----------------------------------------------------------------------
     def issue(self, request: IssueRequest, journal: Journal) -> IssuedCertificate:
         deadline = time.monotonic() + self._timeout
+        _LAST_RETRY_AFTER.value = None
         try:
             return self._with_account(
                 lambda acme: self._issue_with(acme, request, journal, deadline))
@@ -304,7 +341,7 @@ class AcmeIssuer:
         """newOrder, naming the certificate it ``replaces`` (RFC 9773 section 5) when the
         CA speaks ARI. A CA that refuses the order with ``replaces`` (``alreadyReplaced``,
         or any other problem) is asked once more without it: ARI is advisory."""
-        profile = self.settings.profile
+        profile = self._profile(acme)
         if replaces is None or not _has_ari(acme):
             return acme.new_order(csr_pem, profile=profile)
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -325,6 +362,31 @@ class AcmeIssuer:
             body=body, uri=response.headers.get("Location"), csr_pem=csr_pem,
             authorizations=[acme_compat.authorization(acme, self._get(acme, url), url)
                             for url in body.authorizations])
+
+    def _profile(self, acme: ClientV2) -> str | None:
+        """The issuer's ``profile`` when the directory advertises it in
+        ``meta.profiles`` (draft-ietf-acme-profiles); None when none is configured, or
+        when the CA advertises no profiles at all (a CA that does not know the field
+        may refuse the order for it, and then issues its default certificate).
+
+        :raises IssuanceFailed: (not retryable) when the CA advertises profiles and not
+            this one: retrying cannot help until the settings or the CA change.
+        """
+        wanted = self.settings.profile
+        if not wanted:
+            return None
+        meta = acme.directory.meta
+        offered = meta.profiles if meta is not None else None
+        if not offered:
+            log.warning("acme.profile.not_advertised", extra={
+                "issuer": self.name, "profile": wanted})
+            return None
+        if wanted not in offered:
+            raise IssuanceFailed(
+                f"the CA offers no profile {wanted!r} (it offers "
+                f"{', '.join(sorted(offered))})", acme_code="invalidProfile",
+                retryable=False)
+        return wanted
 
     # -- renewal information (RFC 9773) --------------------------------------------------
     def renewal_info(self, certificate_pem: str) -> RenewalWindow | None:
@@ -615,7 +677,12 @@ def _translate(exc: Exception, context: str) -> IssuanceFailed:
     if isinstance(exc, messages.Error):
         code = exc.code or "unknown"
         if code == "rateLimited":
-            return RateLimited(f"{context}: {exc.detail or code}", retry_after=None)
+            # RFC 8555 section 6.6: the CA "may" say when to come back; the retry is
+            # never earlier (Setbacks), and the fallback decides on it.
+            wait = getattr(_LAST_RETRY_AFTER, "value", None)
+            return RateLimited(f"{context}: {exc.detail or code}",
+                               retry_after=wait.total_seconds() if wait is not None
+                               else None)
         retryable = code not in ("rejectedIdentifier", "unsupportedIdentifier", "caa",
                                  "badCSR", "unsupportedContact", "invalidContact")
         return IssuanceFailed(f"{context}: {code}: {exc.detail or ''}".strip(),

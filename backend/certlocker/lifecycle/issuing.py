@@ -136,7 +136,9 @@ class Issuance:
                 ref, spec.dns_names, spec.key_type,
                 replaces=renewal_info.replaces_for(self._store, spec, before[0] if before
                                                    else None),
-                csr_pem=spec.csr), journal)
+                csr_pem=spec.csr,
+                not_after=before[0].current.not_after if before and before[0].current
+                else None), journal)
         except IssuanceFailed as exc:
             return self._hint(spec, self._setbacks.fail(ref, exc))
         return self._record_issued(spec, issuer, issued, before, journal)
@@ -176,7 +178,9 @@ class Issuance:
         # The status carries the public leaf: certlocker cannot read certs/ back. For a
         # client-held key also the chain and the order, which certlocker hands out itself.
         info = dataclasses.replace(issued.info, vault_version=version,
-                                   key_type=spec.key_type.value, issuer_name=spec.issuer,
+                                   key_type=spec.key_type.value,
+                                   # the fallback's name when it stood in (governed_issuer)
+                                   issuer_name=issued.info.issuer_name or spec.issuer,
                                    leaf_pem=issued.certificate,
                                    chain_pem=issued.chain if spec.csr else None,
                                    acme_order=spec.acme_order)
@@ -218,7 +222,10 @@ class Issuance:
                      "success", details={
                          "serial": info.serial, "sha256_fingerprint": info.sha256_fingerprint,
                          "not_after": str(info.not_after), "vault_version": info.vault_version,
-                         "issuer": spec.issuer})]
+                         "issuer": info.issuer_name,
+                         **({"fallback_for": info.fallback_for,
+                             "fallback_reason": info.fallback_reason}
+                            if info.fallback_for else {})})]
         cf.wait(after)
         log.info("certificate.issued", extra={
             "certificate": ref.id, "serial": info.serial, "not_after": str(info.not_after),

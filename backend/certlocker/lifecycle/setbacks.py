@@ -10,7 +10,8 @@ import random
 from .. import cas
 from ..audit.recorder import Auditor, audited
 from ..clock import Clock
-from ..errors import CertlockerError, IssuanceFailed, NamesRefused, RateLimited
+from ..errors import (CertlockerError, IssuanceDeferred, IssuanceFailed, NamesRefused,
+                      RateLimited)
 from ..models import CertificateRef, CertificateSpec, CertificateStatus, State
 from .policy import backoff
 from .ports import Store
@@ -41,6 +42,8 @@ class Setbacks:
         the certificate is declared again, so no retry storm and no retries-exhausted
         alert for what retrying cannot fix."""
         now = self._clock.now()
+        if isinstance(exc, IssuanceDeferred):
+            return self.defer(ref, exc)
         retryable = not isinstance(exc, IssuanceFailed) or exc.retryable
 
         def update(old: CertificateStatus | None) -> CertificateStatus:
@@ -53,8 +56,9 @@ class Setbacks:
                      State.REVOKED if base.state is State.REVOKED else State.VALID)
             if not retryable:  # waits for an operator's renew or a new declaration
                 return base.replace(state=state, last_error=exc.detail, attempts=attempts,
-                                    updated_at=now, next_attempt_at=None, retryable=False)
-            return base.replace(state=state,
+                                    updated_at=now, next_attempt_at=None, retryable=False,
+                                    waiting=None)
+            return base.replace(state=state, waiting=None,
                                 last_error=exc.detail, attempts=attempts, updated_at=now,
                                 retryable=True,
                                 next_attempt_at=self._next_attempt(base, attempts, now, exc))
@@ -63,6 +67,27 @@ class Setbacks:
                                               "retryable": retryable})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
                 reason=exc.detail[:500])
+        return update_status(self._store, ref, update)
+
+    def defer(self, ref: CertificateRef, exc: IssuanceDeferred) -> CertificateStatus:
+        """Schedule the certificate for the slot its issuer's rate limits give it: not a
+        failure (no attempt counted, no error, no alert), so a mass replacement past the
+        limits is spread out with the time each certificate will be issued."""
+        now = self._clock.now()
+        until: dt.datetime = exc.until
+
+        def update(old: CertificateStatus | None) -> CertificateStatus:
+            base = old or CertificateStatus(State.PENDING)
+            state = (State.PENDING if base.current is None else
+                     State.REVOKED if base.state is State.REVOKED else State.VALID)
+            return base.replace(state=state, next_attempt_at=until, updated_at=now,
+                                waiting=f"a slot in issuer {exc.issuer}'s rate limits",
+                                retryable=True)
+
+        log.info("issuance.deferred", extra={"certificate": ref.id, "issuer": exc.issuer,
+                                             "until": until.isoformat()})
+        audited(self._audit, self._actor, "certificate.schedule", ref.id, "success",
+                details={"issuer": exc.issuer, "until": until.isoformat()})
         return update_status(self._store, ref, update)
 
     def _next_attempt(self, base: CertificateStatus, attempts: int, now: dt.datetime,

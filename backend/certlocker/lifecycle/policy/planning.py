@@ -46,6 +46,10 @@ def decide(spec: CertificateSpec, status: CertificateStatus | None,
                 issued_key_type = None
         if current.issuer_name:
             issued_by = current.issuer_name
+        if current.fallback_for == spec.issuer:
+            # Issued by the spec issuer's fallback while it could not: not an issuer
+            # change. The primary takes it back at the next normal renewal, not at once.
+            issued_by = spec.issuer
     try:
         return reissue.needs_reissue(spec, current, now=now, issued_key_type=issued_key_type,
                                      issued_by=issued_by, status=status)

@@ -168,6 +168,9 @@ def in_backoff(f: Facts) -> Hit:
     if at is None or at <= f.now:
         return None
     assert f.status is not None
+    if f.status.waiting:
+        return (IN_BACKOFF, f"scheduled for {at:%Y-%m-%d %H:%M:%S} UTC: waiting for "
+                            f"{f.status.waiting}")
     return (IN_BACKOFF, f"retried at {at:%Y-%m-%d %H:%M} UTC after {f.status.attempts} "
                         f"failed attempt(s) ({f.status.last_error})")
 

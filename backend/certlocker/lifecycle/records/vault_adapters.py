@@ -70,9 +70,9 @@ class StoreChallenges:
 class StoreAccounts:
     """The ACME account of one directory at ``system/acme/accounts/<hash>``."""
 
-    def __init__(self, store: Store, directory_url: str) -> None:
+    def __init__(self, store: Store, directory_url: str, index: int = 0) -> None:
         self._store = store
-        self._path = store.paths.acme_account(directory_url)
+        self._path = store.paths.acme_account(directory_url, index)
 
     def load(self) -> tuple[dict[str, Any] | None, int]:
         return self._store.read_json(self._path)

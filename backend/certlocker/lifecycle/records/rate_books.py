@@ -1,0 +1,164 @@
+"""Rate-limit reservations in Vault: the one place every worker and replica agrees on
+how many orders an issuer has placed and will place.
+
+One document per limit and key (``paths.rate_book``): the orders of one ACME account,
+or the certificates of one registered domain. Each holds the reservations still inside
+its window: ``{"at": <epoch seconds>, "for": <certificate id>, "used": bool}``. A
+reservation is added with check-and-set on the version read, so two replicas never
+take the same slot; a lost race reads again. A certificate scheduled for a later slot
+keeps its reservation (``used`` false) and takes it when it comes back; one that comes
+back after its slot has passed gives it up and reserves again from now (an order sent
+late must not bunch up with the next window's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+from typing import Any, Sequence
+
+from ...errors import Conflict
+from ...ports import Store
+from ..policy import ratelimits
+from ..policy.ratelimits import Limit
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Reservation:
+    """A slot at ``at`` on account ``account``, held for one certificate."""
+
+    account: int
+    at: dt.datetime
+
+
+@dataclasses.dataclass
+class _Book:
+    path: str
+    limit: Limit
+    entries: list[dict[str, Any]]
+    version: int
+
+    def times(self, without: str | None = None) -> list[dt.datetime]:
+        return sorted(_time(e["at"]) for e in self.entries if e.get("for") != without
+                      or e.get("used"))
+
+    def held_by(self, certificate: str) -> dict[str, Any] | None:
+        return next((e for e in self.entries if e.get("for") == certificate
+                     and not e.get("used")), None)
+
+
+class RateBooks:
+    """Reservations for one issuer's limits: orders per account (``accounts`` books),
+    certificates per registered domain."""
+
+    def __init__(self, store: Store, issuer: str, *, accounts: int = 1,
+                 orders: Limit | None = None, per_domain: Limit | None = None) -> None:
+        self._store = store
+        self._issuer = issuer
+        self._accounts = accounts
+        self._orders = orders
+        self._per_domain = per_domain
+
+    @property
+    def orders_limit(self) -> Limit | None:
+        return self._orders
+
+    @property
+    def limited(self) -> bool:
+        return self._orders is not None or self._per_domain is not None
+
+    def reserve(self, certificate: str, dns_names: Sequence[str], now: dt.datetime,
+                take_until: dt.datetime) -> Reservation:
+        """The certificate's slot: the one it already holds, else the earliest free one
+        on any account that fits every limit. A slot at or before ``take_until`` is
+        marked used (the caller orders at it); a later one is held for the certificate.
+
+        :raises VaultUnavailable: and the store's other errors.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                return self._reserve_once(certificate, dns_names, now, take_until)
+            except Conflict:
+                continue  # another worker or replica wrote first: read again
+        raise Conflict(f"rate-limit reservations of issuer {self._issuer} are contended")
+
+    def _reserve_once(self, certificate: str, dns_names: Sequence[str], now: dt.datetime,
+                      take_until: dt.datetime) -> Reservation:
+        accounts = [self._read(self._store.paths.rate_book(
+            self._issuer, "orders", f"account-{i}"), self._orders, now)
+            for i in range(self._accounts)] if self._orders else []
+        domains = ([self._read(self._store.paths.rate_book(self._issuer, "domains", _key(d)),
+                               self._per_domain, now)
+                    for d in sorted({ratelimits.registered_domain(n) for n in dns_names})]
+                   if self._per_domain else [])
+        held = [(i, book.held_by(certificate)) for i, book in enumerate(accounts)]
+        mine = [(i, e) for i, e in held if e is not None]
+        if mine and _time(mine[0][1]["at"]) >= now:
+            index, entry = mine[0]
+            at = _time(entry["at"])
+            if at <= take_until:  # come back for its slot: take it
+                self._mark_used(accounts[index], certificate, domains)
+            return Reservation(index, at)
+        # Nothing held, or a slot passed while the certificate was away: reserve afresh.
+        best: tuple[dt.datetime, int] | None = None
+        for index in range(max(1, len(accounts))):
+            pairs = [(b.times(without=certificate), b.limit) for b in domains]
+            if accounts:
+                pairs.append((accounts[index].times(without=certificate), accounts[index].limit))
+            at = ratelimits.earliest_all(pairs, now)
+            if best is None or at < best[0]:
+                best = (at, index)
+        assert best is not None
+        at, index = best
+        used = at <= take_until
+        entry = {"at": at.timestamp(), "for": certificate, "used": used}
+        # Domains first, then the account: a write lost to a race is retried from a fresh
+        # read; an entry left behind by that retry only makes the books stricter.
+        for book in domains + ([accounts[index]] if accounts else []):
+            book.entries = [e for e in book.entries if e.get("for") != certificate
+                            or e.get("used")] + [entry]
+            self._write(book)
+        return Reservation(index, at)
+
+    def _mark_used(self, book: _Book, certificate: str, domains: list[_Book]) -> None:
+        for each in domains + [book]:
+            entry = each.held_by(certificate)
+            if entry is not None:
+                entry["used"] = True
+                self._write(each)
+
+    def times(self, now: dt.datetime) -> list[list[dt.datetime]]:
+        """Every account's reservations still inside the order window (for an ETA)."""
+        if self._orders is None:
+            return [[] for _ in range(self._accounts)]
+        return [self._read(self._store.paths.rate_book(self._issuer, "orders",
+                                                       f"account-{i}"),
+                           self._orders, now).times() for i in range(self._accounts)]
+
+    def _read(self, path: str, limit: Limit | None, now: dt.datetime) -> _Book:
+        assert limit is not None
+        doc, version = self._store.read_json(path)
+        horizon = (now - limit.window).timestamp()
+        entries = [e for e in (doc or {}).get("entries", [])
+                   if isinstance(e, dict) and isinstance(e.get("at"), (int, float))
+                   and e["at"] > horizon]
+        return _Book(path, limit, entries, version)
+
+    def _write(self, book: _Book) -> None:
+        book.version = self._store.write_json(book.path, {"entries": book.entries},
+                                              cas=book.version)
+
+
+def _key(domain: str) -> str:
+    """A path component for a registered domain (dots and case are not allowed there)."""
+    return "d-" + hashlib.sha256(domain.encode()).hexdigest()[:32]
+
+
+def _time(epoch: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc)
