@@ -171,7 +171,9 @@ def run(n: int = N, workers: int = WORKERS) -> str:
         counts.mkdir()
         counter_env = {"PYTHONPATH": os.pathsep.join(
                            filter(None, (str(COUNTER), os.environ.get("PYTHONPATH")))),
-                       "BENCH_VAULT_COUNT_PORT": "1", "BENCH_VAULT_COUNT_DIR": str(counts)}
+                       "BENCH_VAULT_COUNT_PORT": "1", "BENCH_VAULT_COUNT_DIR": str(counts),
+                       # as many issuances at once as the client keeps orders in flight
+                       "CERTLOCKER_ISSUANCE_WORKERS": str(workers)}
         with certlocker_stack(tmp / "stack", extra_env=counter_env) as stack:
             api, token = stack.api_url, stack.operator_token or ""
             port = stack.ports["api"]
@@ -247,7 +249,7 @@ def run(n: int = N, workers: int = WORKERS) -> str:
         "inventory: checked after the run, each `valid` with `key_held_by: client`). "
         "Authorizations are valid at once; certlocker validates upstream at Pebble "
         "(http-01 answered by its API). gunicorn 2 workers x 8 threads, issuance_workers "
-        "8, reconciler running.",
+        f"{workers} (as many as the client keeps in flight), reconciler running.",
         "direct: the same client at Pebble, no EAB, answering http-01 from memory on the "
         "port Pebble validates (after certlocker's API and reconciler were stopped).",
         f"Both: ThreadPoolExecutor({workers}), 50 ms polling, {workers} untimed warm-up "

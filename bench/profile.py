@@ -48,9 +48,25 @@ def _load_issuance(api: str, token: str, n: int = 30) -> int:
     return n
 
 
+def _load_acme(api: str, token: str, ca_bundle: str, n: int = 60) -> int:
+    """``n`` certificates through the ACME server (the in-process client, 16 in flight)."""
+    from .inprocess_acme import InProcessClient
+
+    http_json("PUT", f"{api}/v1/grants/dev/prof", {"zones": ["prof.bench.test"]},
+              token=token)
+    _, eab = http_json("POST", f"{api}/v1/services/dev/prof/acme-accounts", token=token)
+    client = InProcessClient(eab["directory_url"], ca_bundle, None, workers=16, eab=eab)
+    try:
+        client.issue_all([f"a{i}.prof.bench.test" for i in range(n)])
+    finally:
+        client.close()
+    return n
+
+
 def summarize(raw: Path, top: int = 25) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     exclusive: collections.Counter[str] = collections.Counter()
+    on_top: collections.Counter[str] = collections.Counter()  # any frame, unfiltered
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -58,6 +74,7 @@ def summarize(raw: Path, top: int = 25) -> str:
             continue
         count = int(count_text)
         total += count
+        on_top[stack.split(";")[-1]] += count
         frames = [f for f in stack.split(";") if any(k in f for k in INTERESTING)]
         for frame in set(frames):
             inclusive[frame] += count
@@ -68,12 +85,14 @@ def summarize(raw: Path, top: int = 25) -> str:
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in inclusive.most_common(top)]
     out += ["", "deepest interesting frame:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in exclusive.most_common(top)]
+    out += ["", "on top (any frame):"]
+    out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in on_top.most_common(top)]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument("load", choices=("mint", "issuance"))
+    parser.add_argument("load", choices=("mint", "issuance", "acme"))
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="how long py-spy records (mint: also how long the load runs)")
     parser.add_argument("--idle", action="store_true",
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)  # py-spy attaches
         started = time.monotonic()
         done = (_load_mint(api, token, args.seconds) if args.load == "mint"
+                else _load_acme(api, token, str(stack.ca_bundle)) if args.load == "acme"
                 else _load_issuance(api, token))
         elapsed = time.monotonic() - started
         output, _ = recorder.communicate(timeout=120)
