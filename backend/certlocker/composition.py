@@ -187,6 +187,8 @@ REVOCATION_THREADS = 2
 SCAN_THREADS, SCAN_PARALLELISM_MAX = 2, 256
 #: discovery's record reads in flight per call, and the calls served at once at that pace
 DISCOVERY_READ_WORKERS, DISCOVERY_READ_CALLS = 8, 8
+#: the ACME server's reads and writes of one request made side by side
+ACME_THREADS = 16
 #: the status and spec reads of one metrics summary
 METRICS_THREADS = 8
 
@@ -259,7 +261,7 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                    pools.threads(METRICS_THREADS, "metrics")),
         pools=pools, probes=probes,
         acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
-                          audit, clock))
+                          audit, clock, pools.per_process(ACME_THREADS, "acme-server")))
 
 
 def build_issuers(settings: Settings, store: VaultStore, challenges: LocalFirstChallenges,
@@ -316,7 +318,7 @@ def build_issuers(settings: Settings, store: VaultStore, challenges: LocalFirstC
 def _acme_server(settings: Settings, store: VaultStore, certificates: CertificateService,
                  revocation: RevocationService, issuers: dict[str, Issuer],
                  credentials: CredentialService, audit: AuditLog,
-                 clock: Clock) -> AcmeServer:
+                 clock: Clock, side: cf.Executor) -> AcmeServer:
     issuer = settings.acme_server_issuer or settings.default_issuer or next(
         iter(settings.issuers), "")
     conf = settings.issuers.get(issuer)
@@ -329,7 +331,8 @@ def _acme_server(settings: Settings, store: VaultStore, certificates: Certificat
         rules=SpecRules.from_settings(settings), certificates=certificates,
         ownership=certificates.ownership, revocation=revocation, issuers=issuers,
         credentials=credentials, bindings=Bindings(store, secret),
-        nonces=Nonces(store, lambda: secret.key("nonce")), audit=audit, clock=clock)
+        nonces=Nonces(store, lambda: secret.key("nonce")), audit=audit, clock=clock,
+        side=side)
 
 
 

@@ -25,6 +25,7 @@ means in certlocker:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import datetime as dt
 import hashlib
@@ -92,7 +93,7 @@ class AcmeServer:
                  certificates: CertificateService, ownership: NameOwnership,
                  revocation: RevocationService, issuers: Mapping[str, Issuer],
                  credentials: Credentials, bindings: Bindings, nonces: Nonces,
-                 audit: Auditor, clock: Clock) -> None:
+                 audit: Auditor, clock: Clock, side: cf.Executor | None = None) -> None:
         self._store = store
         self._options = options
         self._rules = rules
@@ -106,6 +107,7 @@ class AcmeServer:
         self._records = Records(store)
         self._audit = audit
         self._clock = clock
+        self._side = side
         self._waiters = threading.BoundedSemaphore(max(1, options.finalize_waiters))
 
     # -- URLs --------------------------------------------------------------------------------
@@ -516,11 +518,16 @@ class AcmeServer:
             return jws.key_from_json(account.key)
 
         signed = jws.verify(body, url, by_account=key_of)
-        self._nonces.redeem(signed.nonce)
         account, version = found["account"]
+        # The service's generation is read while the nonce is redeemed: one round trip.
+        generation = (self._side.submit(self._credentials.generation, env, account.service)
+                      if self._side is not None else None)
+        self._nonces.redeem(signed.nonce)
         if account.status is not AccountStatus.VALID and not allow_inactive:
             raise AcmeProblem("unauthorized", "the account is deactivated")
-        if self._credentials.generation(env, account.service) != account.generation:
+        current = (generation.result() if generation is not None
+                   else self._credentials.generation(env, account.service))
+        if current != account.generation:
             raise AcmeProblem("unauthorized", f"the credentials of service "
                                               f"{env}/{account.service} were revoked: this "
                                               "account is stopped; create a new binding")
