@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (BENCH, Row, certlocker_stack, http_json, met, ms, percentile,
+from .common import (BENCH, Row, certlocker_stack, cpu_seconds, http_json, met, ms, percentile,
                      proc_named, reconciler_settled, table, workdir)
 from .inprocess_acme import InProcessClient
 
@@ -43,19 +43,6 @@ TARGET = 0.5
 ENV = "prod"
 SERVICE = "bench-acme"
 COUNTER = BENCH / "vault_counter"  # its sitecustomize logs each Vault request per pid
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICK
 
 
 def _own_cpu() -> float:
@@ -71,12 +58,12 @@ class _Cpu:
         self.used: dict[str, float] = {}
 
     def __enter__(self) -> "_Cpu":
-        self._before = {k: _cpu(v) for k, v in self.groups.items()}
+        self._before = {k: cpu_seconds(v) for k, v in self.groups.items()}
         self._before["client"] = _own_cpu()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.used = {k: _cpu(v) - self._before[k] for k, v in self.groups.items()}
+        self.used = {k: cpu_seconds(v) - self._before[k] for k, v in self.groups.items()}
         self.used["client"] = _own_cpu() - self._before["client"]
 
 

@@ -20,24 +20,12 @@ import time
 from pathlib import Path
 
 from .bench_issuance import _certlocker_run, _inprocess_run
-from .common import certlocker_stack, proc_named, reconciler_settled, workdir
+from .common import (certlocker_stack, cpu_seconds, proc_named, reconciler_settled,
+                     workdir)
 
 N = 50
 COUNTER = Path(__file__).parent / "vault_counter"  # logs each Vault request per pid
 COUNT_DIR = Path("/tmp/vcount-out")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICK
 
 
 def _shape(path: str) -> str:
@@ -120,10 +108,10 @@ def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
                  "--rate", "250", "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
-        before = {k: _cpu(v) for k, v in groups.items()}
+        before = {k: cpu_seconds(v) for k, v in groups.items()}
         started = time.monotonic()
         wall, declared = _certlocker_run(api, token, "bench-ec", "ec-p256", N)
-        after = {k: _cpu(v) for k, v in groups.items()}
+        after = {k: cpu_seconds(v) for k, v in groups.items()}
         if recorder is not None:
             import signal
             recorder.send_signal(signal.SIGINT)
