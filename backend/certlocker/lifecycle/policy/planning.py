@@ -94,8 +94,8 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
 
     Work needed now -> ``now``; in backoff -> ``next_attempt_at``; otherwise the renewal
     time, and when the CA's renewal window (RFC 9773) is to be fetched again. The
-    moment the expiry floor is crossed (an alert) is also a candidate, unless
-    that alert was already sent. Never earlier than ``now``.
+    moment the expiry floor is crossed (an alert; the larger failing floor while renewal
+    is failing) is also a candidate, unless that alert was already sent. Never earlier than ``now``.
     """
     decision = decide(spec, status, now)
     if decision.needed:
@@ -118,7 +118,9 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
             if window is not None:  # the CA may move its window: ask again then
                 candidates.append(window.next_check_at)
         if status.alerted != alerts.EXPIRY_NEAR:
-            floor_at = current.not_after - alerts.effective_floor(current, policy)
+            floor = (alerts.failing_floor(current, policy) if alerts.renewal_failing(status)
+                     else alerts.effective_floor(current, policy))
+            floor_at = current.not_after - floor
             if floor_at > now:
                 candidates.append(floor_at)
     if not candidates:
