@@ -15,6 +15,8 @@ import enum
 from typing import Any, Mapping
 
 from .clock import parse_rfc3339, rfc3339
+from .maintenance import MaintenanceWindow
+from .maintenance import parse as parse_window
 
 
 class KeyType(str, enum.Enum):
@@ -96,6 +98,8 @@ class CertificateSpec:
     # order the CSR came with (the certificate for it answers that order).
     csr: str | None = dataclasses.field(default=None, repr=False)
     acme_order: str | None = None
+    # When it may be rotated (``maintenance``); None: any time.
+    maintenance_window: MaintenanceWindow | None = None
     # Why the record stored for this certificate is not a valid spec (``specs.from_record``):
     # such a spec has no names and is never ordered. None for every valid spec.
     problem: str | None = None
@@ -118,6 +122,8 @@ class CertificateSpec:
             "contact": self.contact,
             **({"csr": self.csr} if self.csr else {}),
             **({"acme_order": self.acme_order} if self.acme_order else {}),
+            **({"maintenance_window": self.maintenance_window.to_json()}
+               if self.maintenance_window else {}),
         }
 
     @property
@@ -137,6 +143,8 @@ class CertificateSpec:
             contact=data.get("contact"),
             csr=data.get("csr"),
             acme_order=data.get("acme_order"),
+            maintenance_window=parse_window("maintenance_window",
+                                            data.get("maintenance_window")),
         )
 
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from . import names, x509info
+from . import maintenance, names, x509info
 from .errors import InvalidInput
 from .models import CertificateRef, CertificateSpec, KeyType, Target
 from .renew_before import parse_renew_before
 
 FIELDS = ("environment", "service", "name", "dns_names", "issuer", "key_type",
-          "renew_before", "targets", "owner", "contact", "csr", "acme_order")
+          "renew_before", "targets", "owner", "contact", "csr", "acme_order",
+          "maintenance_window")
 REQUIRED = ("environment", "service", "name", "dns_names")
 TARGET_FIELDS = ("address", "sni", "ips")
 MAX_TARGETS = 1000
@@ -95,6 +96,8 @@ def parse(body: Mapping[str, Any], rules: SpecRules) -> CertificateSpec:
         owner=_optional_text("owner", body.get("owner")),
         contact=_optional_text("contact", body.get("contact")),
         csr=csr[0] if csr else None, acme_order=acme_order,
+        maintenance_window=maintenance.parse("maintenance_window",
+                                             body.get("maintenance_window")),
     )
 
 
@@ -328,5 +331,6 @@ def declaration_schema(rules: SpecRules) -> dict[str, Any]:
                                    "certificate without a key; key_type is the CSR's"},
             "acme_order": {**text, "description": "set by certlocker's ACME server: the "
                                                   "order this CSR came with"},
+            "maintenance_window": maintenance.SCHEMA,
         },
     }

@@ -92,7 +92,8 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
                    policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY) -> dt.datetime | None:
     """When the reconciler should next look at this certificate; None for never.
 
-    Work needed now -> ``now``; in backoff -> ``next_attempt_at``; otherwise the renewal
+    Work needed now -> ``now``; in backoff -> ``next_attempt_at``; held for a maintenance
+    window -> the window's next start; otherwise the renewal
     time, and when the CA's renewal window (RFC 9773) is to be fetched again. The
     moment the expiry floor is crossed (an alert; the larger failing floor while renewal
     is failing) is also a candidate, unless that alert was already sent. Never earlier than ``now``.
@@ -106,6 +107,9 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     candidates: list[dt.datetime] = []
     if decision.reason == reissue.IN_BACKOFF and status.next_attempt_at is not None:
         candidates.append(status.next_attempt_at)
+    if (decision.reason == reissue.OUTSIDE_MAINTENANCE_WINDOW
+            and spec.maintenance_window is not None):
+        candidates.append(spec.maintenance_window.next_start(now))  # issued as it opens
     current = status.current
     if current is not None:
         if decision.reason == reissue.UP_TO_DATE:
