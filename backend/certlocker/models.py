@@ -100,6 +100,8 @@ class CertificateSpec:
     acme_order: str | None = None
     # When it may be rotated (``maintenance``); None: any time.
     maintenance_window: MaintenanceWindow | None = None
+    # The ACME profile to order ("shortlived", "tlsserver"); None: the issuer's profile
+    profile: str | None = None
     # Why the record stored for this certificate is not a valid spec (``specs.from_record``):
     # such a spec has no names and is never ordered. None for every valid spec.
     problem: str | None = None
@@ -124,6 +126,7 @@ class CertificateSpec:
             **({"acme_order": self.acme_order} if self.acme_order else {}),
             **({"maintenance_window": self.maintenance_window.to_json()}
                if self.maintenance_window else {}),
+            **({"profile": self.profile} if self.profile else {}),
         }
 
     @property
@@ -145,6 +148,7 @@ class CertificateSpec:
             acme_order=data.get("acme_order"),
             maintenance_window=parse_window("maintenance_window",
                                             data.get("maintenance_window")),
+            profile=data.get("profile"),
         )
 
 
@@ -407,6 +411,8 @@ class IssueRequest:
     replaces: str | None = None  # ARI certificate id of the certificate being renewed
     # The client's CSR (PEM) when the key is held by the client: sent as is, no key made.
     csr_pem: str | None = dataclasses.field(default=None, repr=False)
+    # The ACME profile the certificate asks for (None: the issuer's, if any)
+    profile: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

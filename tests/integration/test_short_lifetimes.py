@@ -4,6 +4,11 @@ certificates (ttl = max_ttl = 144h), certlocker's API and its reconciler process
 - A 6-day certificate is issued with a 144 h lifetime, its renewal is planned at two
   thirds of it (the due hint is filed in Vault at that minute), and the reconciler, having
   swept the inventory twice since, has not renewed it.
+- ACME profiles, honestly: Debian's Pebble 2.4 predates profiles (Pebble 2.7 added
+  them), so its directory advertises none; a spec that asks for ``shortlived`` still
+  gets its certificate, the order going out without the field.
+  That the field is sent to a CA that does advertise it is a unit test against an
+  in-memory CA (tests/unit/test_acme_requests.py).
 - A maintenance window that excludes now holds an operator's renewal with the reason
   ``outside-maintenance-window`` (the hint moves to the window's start); a window whose
   next opening would leave too little validity is overridden and the renewal issued.
@@ -172,3 +177,19 @@ def test_a_window_too_far_off_is_overridden_near_expiry(short: Short) -> None:
     assert status == 200, renewed
     assert renewed["current"]["serial"] != body["current"]["serial"]
     assert renewed["renewal_request"] is None
+
+
+def test_pebble_advertises_no_profiles_and_a_profile_asked_for_is_left_out(
+        short: Short) -> None:
+    code, raw = devstack.http_get(short.stack.directory_url,
+                                  verify=str(short.stack.ca_bundle))
+    assert code == 200
+    directory = json.loads(raw)
+    assert "newOrder" in directory
+    assert "profiles" not in (directory.get("meta") or {}), \
+        "this Pebble advertises profiles: test that certlocker sends them"
+    status, body = short.api("POST", "/v1/certificates?wait=60", {
+        "environment": "dev", "service": "short", "name": "profiled",
+        "dns_names": ["profiled.short.test"], "issuer": "pebble", "profile": "shortlived"})
+    assert status == 201 and body["status"] == "valid", body
+    assert body["profile"] == "shortlived"

@@ -42,9 +42,11 @@ def _b64e(data: bytes) -> str:
 
 class FakeAcme(BaseAdapter):
     def __init__(self, *, http01: dict[str, str] | None = None, dns: Any = None,
-                 eab_required: bool = False, ari: bool = False) -> None:
+                 eab_required: bool = False, ari: bool = False,
+                 profiles: dict[str, str] | None = None) -> None:
         super().__init__()
         self.ari = ari
+        self.profiles = profiles  # advertised in the directory's meta.profiles
         self.windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}
         self.ari_explanation: str | None = None
         self.ari_retry_after = "21600"
@@ -84,7 +86,10 @@ class FakeAcme(BaseAdapter):
                 "keyChange": f"{BASE}/key-change"}
             if self.ari:
                 directory["renewalInfo"] = f"{BASE}/renewal-info"
-            return self._reply(request, 200, directory)
+            body: dict[str, Any] = dict(directory)
+            if self.profiles is not None:
+                body["meta"] = {"profiles": self.profiles}
+            return self._reply(request, 200, body)
         if request.method == "GET" and url.startswith(f"{BASE}/renewal-info/") and self.ari:
             return self._renewal_info(request, url.rsplit("/", 1)[1])
         if request.method in ("HEAD", "GET") and url == f"{BASE}/nonce":

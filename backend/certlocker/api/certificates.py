@@ -59,6 +59,7 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         "renew_before": spec.renew_before,
         "maintenance_window": (spec.maintenance_window.to_json() if spec.maintenance_window
                                else None),
+        "profile": spec.profile,
         "owner": spec.owner,
         "contact": spec.contact,
         "status": shown.shown_state(status, now).value,

@@ -144,6 +144,9 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "maintenance_window": _nullable({"type": "object", "description":
                                                  "when it may be rotated (the "
                                                  "declaration's maintenance_window)"}),
+                "profile": _nullable({"type": "string", "description":
+                                      "the ACME profile it asks for (null: the "
+                                      "issuer's)"}),
                 "owner": _nullable({"type": "string"}),
                 "contact": _nullable({"type": "string"}),
                 "status": {"type": "string", "enum": [s.value for s in State],

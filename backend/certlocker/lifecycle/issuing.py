@@ -128,7 +128,7 @@ class Issuance:
                 ref, spec.dns_names, spec.key_type,
                 replaces=renewal_info.replaces_for(self._store, spec, before[0] if before
                                                    else None),
-                csr_pem=spec.csr), journal)
+                csr_pem=spec.csr, profile=spec.profile), journal)
         except IssuanceFailed as exc:
             return self._hint(spec, self._setbacks.fail(ref, exc))
         return self._record_issued(spec, issuer, issued, before, journal)
