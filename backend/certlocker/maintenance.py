@@ -18,6 +18,19 @@ override). So a 90-day certificate (30 days of slack) waits for a weekly window 
 renewal has failed for 8 days; a 6-day one (48 h of slack) waits for a daily window but
 never for a weekly one.
 
+Windows per team or service: an administrator's Vault document at
+``specs/_system/maintenance-windows`` (``paths.maintenance_windows``: under ``_system``
+like the target allow-list, so the admin policy writes it, certlocker reads it, and no
+team operator's ``specs/+/team-*`` reaches it) maps ``<env>/<service>`` keys to windows::
+
+    {"windows": {"prod/payments-api": {...}, "prod/payments-*": {...}, "prod/*": {...}}}
+
+A key's service part is a name, a prefix ending in ``*`` (a team's services, as the
+team policies name them) or ``*`` alone. A certificate's own ``maintenance_window``
+wins; otherwise the most specific key that matches (the exact service, then the longest
+prefix). ``parse_defaults`` reads the document; one that does not parse is not applied
+(``lifecycle.maintenance_defaults`` logs it and keeps none).
+
 Pure: no I/O. ``parse`` is the one parser (used by ``specs`` for the spec field and by
 any other document that carries a window), ``SCHEMA`` its JSON Schema.
 """
@@ -185,3 +198,58 @@ SCHEMA: dict[str, Any] = {
                      "description": "an IANA time zone; default UTC"},
     },
 }
+
+
+#: ``<env>/<service>``, ``<env>/<prefix>*`` or ``<env>/*``
+DEFAULT_KEY_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}/([a-z0-9][a-z0-9-]{0,62}\*?|\*)$"
+MAX_DEFAULTS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+    """The windows of the administrator's document, by ``(env, service pattern)``."""
+
+    windows: Mapping[tuple[str, str], MaintenanceWindow] = dataclasses.field(
+        default_factory=dict)
+
+    def for_service(self, environment: str, service: str) -> MaintenanceWindow | None:
+        """The window of the most specific key matching ``environment``/``service``."""
+        exact = self.windows.get((environment, service))
+        if exact is not None:
+            return exact
+        best: tuple[int, MaintenanceWindow] | None = None
+        for (env, pattern), window in self.windows.items():
+            if env != environment or not pattern.endswith("*"):
+                continue
+            prefix = pattern[:-1]
+            if service.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), window)
+        return best[1] if best else None
+
+
+NO_DEFAULTS = Defaults()
+
+
+def parse_defaults(document: Any) -> Defaults:
+    """The document at ``specs/_system/maintenance-windows``.
+
+    :raises InvalidInput: naming the first bad key or member (``windows/prod~1api/end``).
+    """
+    if document is None:
+        return NO_DEFAULTS
+    if not isinstance(document, Mapping) or set(document) - {"windows"}:
+        raise InvalidInput("", 'must be {"windows": {"<env>/<service>": window, ...}}')
+    windows = document.get("windows") or {}
+    if not isinstance(windows, Mapping) or len(windows) > MAX_DEFAULTS:
+        raise InvalidInput("windows", f"must map at most {MAX_DEFAULTS} keys to windows")
+    out: dict[tuple[str, str], MaintenanceWindow] = {}
+    for key, value in windows.items():
+        field = "windows/" + str(key).replace("~", "~0").replace("/", "~1")[:140]
+        if not isinstance(key, str) or not re.fullmatch(DEFAULT_KEY_PATTERN, key):
+            raise InvalidInput(field, "must be <env>/<service>, <env>/<prefix>* or <env>/*")
+        window = parse(field, value)
+        assert window is not None or value is None
+        if window is not None:
+            env, service = key.split("/")
+            out[(env, service)] = window
+    return Defaults(out)

@@ -100,6 +100,10 @@ class CertificateSpec:
     acme_order: str | None = None
     # When it may be rotated (``maintenance``); None: any time.
     maintenance_window: MaintenanceWindow | None = None
+    # The window of its service or team (the administrator's document), set when read;
+    # never stored with the spec, and not part of its identity.
+    inherited_window: MaintenanceWindow | None = dataclasses.field(default=None,
+                                                                   compare=False)
     # The ACME profile to order ("shortlived", "tlsserver"); None: the issuer's profile
     profile: str | None = None
     # Why the record stored for this certificate is not a valid spec (``specs.from_record``):
@@ -132,6 +136,11 @@ class CertificateSpec:
     @property
     def key_held_by_client(self) -> bool:
         return self.csr is not None
+
+    @property
+    def window(self) -> MaintenanceWindow | None:
+        """The maintenance window in force: its own, else its service's or team's."""
+        return self.maintenance_window or self.inherited_window
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CertificateSpec":

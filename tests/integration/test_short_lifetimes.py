@@ -4,6 +4,8 @@ certificates (ttl = max_ttl = 144h), certlocker's API and its reconciler process
 - A 6-day certificate is issued with a 144 h lifetime, its renewal is planned at two
   thirds of it (the due hint is filed in Vault at that minute), and the reconciler, having
   swept the inventory twice since, has not renewed it.
+- The administrator's windows per team (``specs/_system/maintenance-windows``) hold a
+  certificate that names none of its own.
 - ACME profiles, honestly: Debian's Pebble 2.4 predates profiles (Pebble 2.7 added
   them), so its directory advertises none; a spec that asks for ``shortlived`` still
   gets its certificate, the order going out without the field.
@@ -109,9 +111,21 @@ def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Short]:
             "allowed_domains": ["internal.test"], "allow_subdomains": True,
             "allow_bare_domains": False, "allow_localhost": False, "allow_ip_sans": False,
             "key_type": "any", "ttl": "144h", "max_ttl": "144h"})
+        # The administrator's windows per team: every "team-*" service of dev rotates
+        # only on the day before yesterday (so not now, and, for 6-day certificates, at
+        # a next opening 5 days off that still leaves over a day: held, not overridden).
+        # Written before any spec is read, so no process has cached an older document.
+        client.secrets.kv.v2.create_or_update_secret(
+            "specs/_system/maintenance-windows", mount_point="certlocker",
+            secret={"windows": {"dev/team-*": _weekly(2)}})
         yield Short(stack)
     finally:
         stack.down()
+
+
+def _weekly(days_ago: int) -> dict[str, Any]:
+    day = DAYS[(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days_ago)).weekday()]
+    return {"days": [day], "start": "00:00", "end": "00:01", "timezone": "UTC"}
 
 
 def _seconds(value: dt.datetime) -> dt.datetime:
@@ -169,10 +183,7 @@ def test_a_window_that_excludes_now_holds_a_renewal_with_the_reason(short: Short
 def test_a_window_too_far_off_is_overridden_near_expiry(short: Short) -> None:
     """A weekly window that opened yesterday: its next opening is after most of the
     6-day certificate's validity (under half the 48 h renewal slack would be left)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    yesterday = DAYS[(now - dt.timedelta(days=1)).weekday()]
-    body = short.declare("override", maintenance_window={
-        "days": [yesterday], "start": "00:00", "end": "00:01", "timezone": "UTC"})
+    body = short.declare("override", maintenance_window=_weekly(1))
     status, renewed = short.api("POST", f"/v1/certificates/{body['id']}/renew?wait=60")
     assert status == 200, renewed
     assert renewed["current"]["serial"] != body["current"]["serial"]
@@ -193,3 +204,21 @@ def test_pebble_advertises_no_profiles_and_a_profile_asked_for_is_left_out(
         "dns_names": ["profiled.short.test"], "issuer": "pebble", "profile": "shortlived"})
     assert status == 201 and body["status"] == "valid", body
     assert body["profile"] == "shortlived"
+
+
+def test_a_teams_window_from_the_administrators_document_holds_its_renewals(
+        short: Short) -> None:
+    status, body = short.api("POST", "/v1/certificates?wait=60", {
+        "environment": "dev", "service": "team-a", "name": "web",
+        "dns_names": ["web.internal.test"], "issuer": "internal"})
+    assert status == 201 and body["status"] == "valid", body
+    assert body["maintenance_window"] is None  # the spec names none: the team's applies
+    status, _ = short.api("POST", f"/v1/certificates/{body['id']}/renew?wait=5")
+    assert status == 202
+    status, shown = short.api("GET", f"/v1/certificates/{body['id']}")
+    assert shown["current"]["serial"] == body["current"]["serial"]
+    assert shown["next_renewal"]["reason"] == "outside-maintenance-window"
+    opens = parse_rfc3339(shown["next_renewal"]["at"])
+    assert (opens.hour, opens.minute) == (0, 0)
+    assert dt.timedelta(days=4) < opens - dt.datetime.now(dt.timezone.utc) \
+        <= dt.timedelta(days=5)

@@ -236,3 +236,55 @@ def test_through_the_reconciler_a_held_renewal_is_issued_when_the_window_opens()
         assert renewed is not None and renewed.sha256_fingerprint != first.sha256_fingerprint
     finally:
         w.close()
+
+
+# -- windows per service or team: the administrator's document ---------------------------
+
+NIGHTLY = {"start": "01:00", "end": "03:00"}
+
+
+def test_the_most_specific_key_wins() -> None:
+    defaults = maintenance.parse_defaults({"windows": {
+        "prod/*": WEEKEND, "prod/payments-*": NIGHTLY, "prod/payments-api": {
+            **NIGHTLY, "days": ["mon"]}}})
+    assert defaults.for_service("prod", "payments-api") == window(days=["mon"], **NIGHTLY)
+    assert defaults.for_service("prod", "payments-web") == maintenance.parse("w", NIGHTLY)
+    assert defaults.for_service("prod", "search") == window()
+    assert defaults.for_service("dev", "payments-api") is None
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"windows": {"prod": WEEKEND}}, "windows/prod"),
+    ({"windows": {"prod/a*b": WEEKEND}}, "windows/prod~1a*b"),
+    ({"windows": {"prod/api": {**WEEKEND, "end": "x"}}}, "windows/prod~1api/end"),
+    ({"windows": [], "other": 1}, ""),
+])
+def test_a_bad_document_names_the_key(doc: Any, field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        maintenance.parse_defaults(doc)
+    assert caught.value.field == field
+
+
+def test_the_stored_document_applies_to_specs_without_their_own_window() -> None:
+    from certlocker.lifecycle.maintenance_defaults import WindowDefaults
+    from tests.support.memory_store import MemoryStore
+    store = MemoryStore()
+    clock = [0.0]
+    defaults = WindowDefaults(store, refresh=30, monotonic=lambda: clock[0])
+    bare, own = declare(), declare(maintenance_window=NIGHTLY)
+    assert defaults.apply(bare).window is None  # no document yet
+    store.write_json(store.paths.maintenance_windows(), {"windows": {"dev/svc": WEEKEND}},
+                     cas=None)
+    assert defaults.apply(bare).window is None  # read again only after the refresh
+    clock[0] = 31
+    inherited = defaults.apply(bare)
+    assert inherited.window == window() and inherited.maintenance_window is None
+    assert inherited == bare and "maintenance_window" not in inherited.to_json()
+    assert defaults.apply(own).window == maintenance.parse("w", NIGHTLY)  # its own wins
+    status = due_90_day(inherited)
+    assert planning.decide(inherited, status, WED).reason == \
+        reissue.OUTSIDE_MAINTENANCE_WINDOW
+    store.write_json(store.paths.maintenance_windows(), {"windows": {"dev": WEEKEND}},
+                     cas=None)
+    clock[0] = 62
+    assert defaults.apply(bare).window is None  # a broken document holds nothing back

@@ -61,8 +61,8 @@ def _explain(spec: CertificateSpec, status: CertificateStatus | None, now: dt.da
                            f"retry after {status.attempts} failed attempt(s) "
                            f"({status.last_error}); {trigger}")
     if (decision.reason == reissue.OUTSIDE_MAINTENANCE_WINDOW
-            and spec.maintenance_window is not None):
-        return NextRenewal(spec.maintenance_window.next_start(now),
+            and spec.window is not None):
+        return NextRenewal(spec.window.next_start(now),
                            f"{decision.reason}: {decision.message}")
     current = status.current
     if current is None:

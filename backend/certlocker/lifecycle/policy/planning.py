@@ -108,8 +108,8 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     if decision.reason == reissue.IN_BACKOFF and status.next_attempt_at is not None:
         candidates.append(status.next_attempt_at)
     if (decision.reason == reissue.OUTSIDE_MAINTENANCE_WINDOW
-            and spec.maintenance_window is not None):
-        candidates.append(spec.maintenance_window.next_start(now))  # issued as it opens
+            and spec.window is not None):
+        candidates.append(spec.window.next_start(now))  # issued as it opens
     current = status.current
     if current is not None:
         if decision.reason == reissue.UP_TO_DATE:

@@ -195,7 +195,7 @@ def maintenance_hold(f: Facts, trigger: str) -> maintenance.Hold:
     """Whether the spec's maintenance window holds ``trigger`` back now."""
     if trigger not in WINDOWED or f.current is None:
         return maintenance.Hold(False, None, "not a rotation")
-    return maintenance.hold(f.spec.maintenance_window, f.now, f.current.not_after,
+    return maintenance.hold(f.spec.window, f.now, f.current.not_after,
                             f.renewal_at)
 
 
