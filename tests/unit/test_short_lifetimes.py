@@ -174,3 +174,16 @@ def test_a_6_day_cert_failing_at_day_4_alerts_with_48h_left_and_never_retries_pa
     finally:
         w.close()
 
+
+
+def test_the_failing_floor_is_a_setting_validated_at_start() -> None:
+    from certlocker import settings as settings_mod
+    from certlocker.errors import ConfigurationError
+    base = {"CERTLOCKER_VAULT_ADDR": "http://127.0.0.1:1", "CERTLOCKER_VAULT_TOKEN": "t"}
+    loaded = settings_mod.load(environ={**base,
+                                        "CERTLOCKER_ALERT_FAILING_FLOOR_SECONDS": "259200"})
+    assert alerts.policy_from_settings(loaded).failing_floor == D(hours=72)
+    assert alerts.policy_from_settings(settings_mod.load(environ=base)).failing_floor == \
+        D(hours=48)
+    with pytest.raises(ConfigurationError, match="alert_failing_floor_seconds"):
+        settings_mod.load(environ={**base, "CERTLOCKER_ALERT_FAILING_FLOOR_SECONDS": "-1"})
