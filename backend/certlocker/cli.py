@@ -184,6 +184,10 @@ def _describe(cert: dict[str, Any]) -> str:
         left = cert.get("remaining_validity_seconds")
         lines.append(f"renewal:     failing, next attempt {cert.get('next_attempt_at') or '-'}"
                      + (f", {left // 3600} h of validity left" if left is not None else ""))
+    planned = cert.get("next_renewal") or {}
+    if planned:
+        lines.append(f"next renewal: {planned.get('at') or 'never'} "
+                     f"({planned.get('reason')}: {planned.get('why')})")
     lines.append(f"vault path:  {cert['vault']['path']}")
     targets = [t["address"] for t in cert.get("targets") or []]
     lines.append(f"targets:     {', '.join(targets) or '-'}")

@@ -36,6 +36,7 @@ from .lifecycle.governed_issuer import GovernedIssuer, Governance
 from .lifecycle.policy.ratelimits import Limit
 from .lifecycle.records import heartbeat
 from .lifecycle.records.rate_books import RateBooks
+from .lifecycle.maintenance_defaults import WindowDefaults
 from .lifecycle.policy.alerts import policy_from_settings as alert_policy
 from .lifecycle.policy.backoff import BackoffPolicy
 from .lifecycle.records.due_index import DueIndex
@@ -233,6 +234,9 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     lease_ttl = settings.issuance_timeout_seconds + 60
     targets = AllowList(settings.targets, store,
                         refresh=float(settings.targets_refresh_seconds))
+    # Service and team maintenance windows, applied to every spec read (same refresh).
+    store.spec_defaults = WindowDefaults(
+        store, refresh=float(settings.targets_refresh_seconds)).apply
     # Each verification keeps up to ``verify_parallelism`` handshakes in flight; as many
     # run at once as the reconciler has workers, plus revocations and the API's.
     probes = pools.threads(settings.verify_parallelism * (workers + 4), "verify")

@@ -15,6 +15,8 @@ import enum
 from typing import Any, Mapping
 
 from .clock import parse_rfc3339, rfc3339
+from .maintenance import MaintenanceWindow
+from .maintenance import parse as parse_window
 
 
 class KeyType(str, enum.Enum):
@@ -96,6 +98,14 @@ class CertificateSpec:
     # order the CSR came with (the certificate for it answers that order).
     csr: str | None = dataclasses.field(default=None, repr=False)
     acme_order: str | None = None
+    # When it may be rotated (``maintenance``); None: any time.
+    maintenance_window: MaintenanceWindow | None = None
+    # The window of its service or team (the administrator's document), set when read;
+    # never stored with the spec, and not part of its identity.
+    inherited_window: MaintenanceWindow | None = dataclasses.field(default=None,
+                                                                   compare=False)
+    # The ACME profile to order ("shortlived", "tlsserver"); None: the issuer's profile
+    profile: str | None = None
     # Why the record stored for this certificate is not a valid spec (``specs.from_record``):
     # such a spec has no names and is never ordered. None for every valid spec.
     problem: str | None = None
@@ -118,11 +128,19 @@ class CertificateSpec:
             "contact": self.contact,
             **({"csr": self.csr} if self.csr else {}),
             **({"acme_order": self.acme_order} if self.acme_order else {}),
+            **({"maintenance_window": self.maintenance_window.to_json()}
+               if self.maintenance_window else {}),
+            **({"profile": self.profile} if self.profile else {}),
         }
 
     @property
     def key_held_by_client(self) -> bool:
         return self.csr is not None
+
+    @property
+    def window(self) -> MaintenanceWindow | None:
+        """The maintenance window in force: its own, else its service's or team's."""
+        return self.maintenance_window or self.inherited_window
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CertificateSpec":
@@ -137,6 +155,9 @@ class CertificateSpec:
             contact=data.get("contact"),
             csr=data.get("csr"),
             acme_order=data.get("acme_order"),
+            maintenance_window=parse_window("maintenance_window",
+                                            data.get("maintenance_window")),
+            profile=data.get("profile"),
         )
 
 
@@ -416,6 +437,8 @@ class IssueRequest:
     # When the certificate in service expires (None: there is none): how long this
     # issuance may wait for a rate limit before a fallback issuer takes it.
     not_after: dt.datetime | None = None
+    # The ACME profile the certificate asks for (None: the issuer's, if any)
+    profile: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -250,6 +250,11 @@ class VaultPaths:
         ``specs/+/team-*`` reaches it; listings skip ``_`` entries."""
         return "specs/_system/target-policy"
 
+    def maintenance_windows(self) -> str:
+        """The administrator's maintenance windows per service or team (``maintenance``),
+        under ``specs/_system/`` for the same reasons as ``target_policy``."""
+        return "specs/_system/maintenance-windows"
+
     def reconciler_heartbeat(self, name: str) -> str:
         """When the reconciler process ``name`` (``<host>-<pid>``) last ticked."""
         return "system/reconcilers/" + component("reconciler", name)

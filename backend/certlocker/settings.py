@@ -215,6 +215,9 @@ class Settings:
     reconcile_watch_fallback_seconds: int = 300
     alert_max_attempts: int = 5  # consecutive failures before a human is told
     alert_expiry_floor_seconds: int = 7 * 86400  # alert when expiry is closer than this
+    # ... and, while renewal is failing, when it is closer than this (however short the
+    # certificate: a 6-day one's own floor would be 14.4 h; lifecycle/policy/alerts.py)
+    alert_failing_floor_seconds: int = 48 * 3600
     alert_webhook_url: str | None = dataclasses.field(default=None, repr=False)
     alert_webhook_slack: bool = False  # send {"text": ...} (Slack-compatible) instead
     alert_webhook_token: str | None = dataclasses.field(default=None, repr=False)
@@ -428,13 +431,14 @@ def _target_settings(raw: dict[str, Any]) -> None:
 def _alert_settings(raw: dict[str, Any]) -> None:
     for key in ("reconcile_sweep_seconds", "reconcile_interval_seconds", "alert_max_attempts",
                 "alert_expiry_floor_seconds", "smtp_port", "reconcile_watch_seconds",
-                "reconcile_watch_fallback_seconds"):
+                "reconcile_watch_fallback_seconds", "alert_failing_floor_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])
             except (TypeError, ValueError):
                 raise ConfigurationError(f"{key} must be an integer") from None
             if raw[key] < (0 if key in ("alert_expiry_floor_seconds",
+                                        "alert_failing_floor_seconds",
                                         "reconcile_watch_seconds") else 1):
                 raise ConfigurationError(f"{key} is out of range")
     for key in ("alert_webhook_slack", "smtp_starttls"):

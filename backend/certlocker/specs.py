@@ -17,21 +17,25 @@ Pure: no I/O.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Mapping
 
-from . import names, x509info
+from . import maintenance, names, x509info
 from .errors import InvalidInput
 from .models import CertificateRef, CertificateSpec, KeyType, Target
 from .renew_before import parse_renew_before
 
 FIELDS = ("environment", "service", "name", "dns_names", "issuer", "key_type",
-          "renew_before", "targets", "owner", "contact", "csr", "acme_order")
+          "renew_before", "targets", "owner", "contact", "csr", "acme_order",
+          "maintenance_window", "profile")
 REQUIRED = ("environment", "service", "name", "dns_names")
 TARGET_FIELDS = ("address", "sni", "ips")
 MAX_TARGETS = 1000
 MAX_TARGET_IPS = 256
 MAX_RENEW_BEFORE = 32
 MAX_TEXT = 200
+MAX_PROFILE = 64
+PROFILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 VAULT_CLI_HINT = ("with the Vault CLI write the spec as JSON: bao kv put -mount=<mount> "
                   "specs/<env>/<service>/<name> @spec.json")
 
@@ -95,7 +99,23 @@ def parse(body: Mapping[str, Any], rules: SpecRules) -> CertificateSpec:
         owner=_optional_text("owner", body.get("owner")),
         contact=_optional_text("contact", body.get("contact")),
         csr=csr[0] if csr else None, acme_order=acme_order,
+        maintenance_window=maintenance.parse("maintenance_window",
+                                             body.get("maintenance_window")),
+        profile=_profile(body.get("profile")),
     )
+
+
+def _profile(value: Any) -> str | None:
+    """``profile``: an ACME profile name (draft-ietf-acme-profiles): sent only to a CA
+    whose directory advertises profiles, refused before any order by one that offers
+    others."""
+    if value is None:
+        return None
+    if (not isinstance(value, str) or len(value) > MAX_PROFILE
+            or not re.fullmatch(PROFILE_PATTERN, value)):
+        raise InvalidInput("profile", f"must be a profile name of at most {MAX_PROFILE} "
+                                      "letters, digits, '.', '_' or '-'")
+    return value
 
 
 def _csr(value: Any, dns_names: tuple[str, ...],
@@ -328,5 +348,11 @@ def declaration_schema(rules: SpecRules) -> dict[str, Any]:
                                    "certificate without a key; key_type is the CSR's"},
             "acme_order": {**text, "description": "set by certlocker's ACME server: the "
                                                   "order this CSR came with"},
+            "maintenance_window": maintenance.SCHEMA,
+            "profile": {"type": "string", "maxLength": MAX_PROFILE,
+                        "pattern": PROFILE_PATTERN,
+                        "description": "the ACME profile to order (e.g. shortlived); "
+                                       "default: the issuer's. Sent only when the CA's "
+                                       "directory advertises profiles"},
         },
     }

@@ -47,6 +47,7 @@ class FakeAcme(BaseAdapter):
         super().__init__()
         self.profiles = profiles
         self.ari = ari
+        self.profiles = profiles  # advertised in the directory's meta.profiles
         self.windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}
         self.ari_explanation: str | None = None
         self.ari_retry_after = "21600"

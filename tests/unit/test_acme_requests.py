@@ -81,9 +81,12 @@ def request(*names: str) -> IssueRequest:
     return IssueRequest(REF, names, KeyType.EC_P256)
 
 
+PROFILES = {"classic": "90 days", "shortlived": "6 days"}
+
+
 def test_the_issuers_profile_is_sent_in_new_order_and_again_on_renewal() -> None:
     store = Challenges()
-    ca = FakeAcme(http01=store, profiles={"classic": "90 days", "shortlived": "6 days"})
+    ca = FakeAcme(http01=store, profiles=PROFILES)
     acme = issuer(ca, store, profile="shortlived")
     first = acme.issue(request("www.example.test"), Journal())
     renewed = acme.issue(IssueRequest(REF, ("www.example.test",), KeyType.EC_P256,
@@ -92,27 +95,53 @@ def test_the_issuers_profile_is_sent_in_new_order_and_again_on_renewal() -> None
     assert first.info.serial != renewed.info.serial
 
 
-def test_no_profile_field_when_the_directory_advertises_no_profiles() -> None:
+def test_the_profile_is_sent_with_replaces_when_the_ca_speaks_ari() -> None:
     store = Challenges()
-    ca = FakeAcme(http01=store)  # like Pebble 2.4: no meta.profiles
-    issuer(ca, store, profile="shortlived").issue(request("www.example.test"), Journal())
+    ca = FakeAcme(http01=store, profiles=PROFILES, ari=True)
+    acme = issuer(ca, store, profile="shortlived")
+    acme.issue(IssueRequest(REF, ("www.example.test",), KeyType.EC_P256,
+                            replaces="abc.def"), Journal())
+    # the CA refuses to replace a certificate it never issued: asked again without it
+    first, again = ca.payloads("new-order")
+    assert (first["profile"], first["replaces"]) == ("shortlived", "abc.def")
+    assert again["profile"] == "shortlived" and "replaces" not in again
+
+
+def test_a_certificates_own_profile_wins_over_the_issuers() -> None:
+    store = Challenges()
+    ca = FakeAcme(http01=store, profiles=PROFILES)
+    issuer(ca, store, profile="classic").issue(
+        IssueRequest(REF, ("www.example.test",), KeyType.EC_P256, profile="shortlived"),
+        Journal())
+    (payload,) = ca.payloads("new-order")
+    assert payload["profile"] == "shortlived"
+
+
+def test_no_profile_is_sent_to_a_ca_that_advertises_none() -> None:
+    """Pebble 2.4 (Debian's) and most CAs today: the order goes out without it."""
+    store = Challenges()
+    ca = FakeAcme(http01=store)
+    issued = issuer(ca, store, profile="shortlived").issue(request("www.example.test"),
+                                                           Journal())
     (payload,) = ca.payloads("new-order")
     assert "profile" not in payload
+    assert issued.info.serial
 
 
 def test_a_profile_the_ca_does_not_offer_is_refused_before_any_order() -> None:
     store = Challenges()
-    ca = FakeAcme(http01=store, profiles={"classic": "90 days"})
-    with pytest.raises(IssuanceFailed) as refused:
-        issuer(ca, store, profile="shortlived").issue(request("www.example.test"), Journal())
-    assert refused.value.acme_code == "invalidProfile" and not refused.value.retryable
-    assert "classic" in refused.value.detail
+    ca = FakeAcme(http01=store, profiles=PROFILES)
+    with pytest.raises(IssuanceFailed) as caught:
+        issuer(ca, store).issue(IssueRequest(REF, ("www.example.test",), KeyType.EC_P256,
+                                             profile="tlsclient"), Journal())
+    assert not caught.value.retryable and caught.value.acme_code == "invalidProfile"
+    assert "classic, shortlived" in caught.value.detail
     assert ca.payloads("new-order") == []
 
 
 def test_no_profile_field_when_the_issuer_names_none() -> None:
     store = Challenges()
-    ca = FakeAcme(http01=store)
+    ca = FakeAcme(http01=store, profiles=PROFILES)
     issuer(ca, store).issue(request("www.example.test"), Journal())
     (payload,) = ca.payloads("new-order")
     assert "profile" not in payload
@@ -174,3 +203,17 @@ def test_an_issuer_without_a_directory_url_is_refused_when_built() -> None:
     with pytest.raises(ConfigurationError, match="directory_url"):
         AcmeIssuer(IssuerSettings(name="nowhere"), Accounts(), Challenges(),
                    caa_lookup=lambda name: [])
+
+
+def test_the_spec_parser_reads_a_profile_and_refuses_nonsense() -> None:
+    from certlocker import specs
+    from certlocker.errors import InvalidInput
+    base = {"environment": "dev", "service": "web", "name": "www",
+            "dns_names": ["www.example.test"], "issuer": "fake"}
+    spec = specs.parse({**base, "profile": "shortlived"}, specs.PERMISSIVE)
+    assert spec.profile == "shortlived"
+    assert type(spec).from_json(spec.to_json()) == spec
+    for bad in ("short lived", "", "x" * 65, 7, "../p"):
+        with pytest.raises(InvalidInput) as caught:
+            specs.parse({**base, "profile": bad}, specs.PERMISSIVE)
+        assert caught.value.field == "profile"

@@ -203,7 +203,7 @@ def test_the_private_attribute_check_sees_a_use() -> None:
 #: and what reports on it, 4 the composition root, 5 the entry points.
 LAYERS = {
     **dict.fromkeys(("__init__", "models", "ports", "names", "paths", "clock", "errors", "cas",
-                     "specs", "ownership", "renew_before", "x509info"), 0),
+                     "specs", "ownership", "renew_before", "x509info", "maintenance"), 0),
     **dict.fromkeys(("audit", "transport", "fanout", "logs"), 1),
     **dict.fromkeys(("vault", "issuance", "credentials", "delivery", "notify", "settings"), 2),
     **dict.fromkeys(("lifecycle", "discovery", "metrics", "acmeserver"), 3),
@@ -436,7 +436,7 @@ POLICY = PACKAGE / "lifecycle" / "policy"
 #: what lifecycle/policy may import of certlocker: the domain's values and rules, and
 #: its own modules. No ports (nothing to call), no door, no other part of the lifecycle.
 POLICY_MAY_IMPORT = {"models", "errors", "clock", "names", "specs", "ownership",
-                     "renew_before", "x509info", "lifecycle.policy"}
+                     "renew_before", "x509info", "maintenance", "lifecycle.policy"}
 #: the standard library modules that would mean I/O, threads or the process's state
 IMPURE_STDLIB = {"os", "socket", "threading", "concurrent", "subprocess", "time",
                  "pathlib", "io", "shutil", "tempfile", "urllib", "http", "ssl"}

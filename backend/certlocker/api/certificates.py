@@ -13,8 +13,8 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from ..audit.recorder import audited
 from ..errors import TargetForbidden
 from ..lifecycle.revocation import authorize
-from ..clock import SystemClock
-from ..lifecycle.policy import inventory, shown
+from ..clock import SystemClock, rfc3339
+from ..lifecycle.policy import explain, inventory, shown
 from ..lifecycle import visibility
 from ..lifecycle.service import CertificateView
 from ..lifecycle.target_allowlist import require_allowed
@@ -36,6 +36,7 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
     spec, status = view.spec, view.status
     now = now or SystemClock().now()
     remaining = shown.remaining_validity(status, now)
+    planned = explain.next_renewal(spec, status, now)
     current = None
     if status.current is not None:
         c = status.current.to_json()
@@ -60,6 +61,9 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         "key_held_by": "client" if spec.key_held_by_client else "vault",
         "acme_order": spec.acme_order,
         "renew_before": spec.renew_before,
+        "maintenance_window": (spec.maintenance_window.to_json() if spec.maintenance_window
+                               else None),
+        "profile": spec.profile,
         "owner": spec.owner,
         "contact": spec.contact,
         "status": shown.shown_state(status, now).value,
@@ -81,6 +85,8 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         "retirement": view.retirement,
         "renewal_request": (status.renewal_request.to_json() if status.renewal_request
                             else None),
+        "next_renewal": {"at": rfc3339(planned.at) if planned.at else None,
+                         "reason": planned.reason, "why": planned.why},
     }
 
 

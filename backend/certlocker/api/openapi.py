@@ -149,6 +149,12 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                 "issuer": {"type": "string"},
                 "key_type": {"type": "string", "enum": [k.value for k in KeyType]},
                 "renew_before": _nullable({"type": "string"}),
+                "maintenance_window": _nullable({"type": "object", "description":
+                                                 "when it may be rotated (the "
+                                                 "declaration's maintenance_window)"}),
+                "profile": _nullable({"type": "string", "description":
+                                      "the ACME profile it asks for (null: the "
+                                      "issuer's)"}),
                 "owner": _nullable({"type": "string"}),
                 "contact": _nullable({"type": "string"}),
                 "status": {"type": "string", "enum": [s.value for s in State],
@@ -194,6 +200,13 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                     "a forced renewal (POST .../renew) not yet answered by a new "
                     "certificate; the reconciler issues it if the API cannot",
                     "properties": {"at": time, "by": {"type": "string"}}}),
+                "next_renewal": {
+                    "type": "object", "description":
+                    "when it is next (re)issued and why, from the reconciler's own "
+                    "decision: reason is the check that decided (renewal-due, "
+                    "in-backoff, outside-maintenance-window, up-to-date ...)",
+                    "properties": {"at": _nullable(time), "reason": {"type": "string"},
+                                   "why": {"type": "string"}}},
             },
         },
         "CertificateList": {

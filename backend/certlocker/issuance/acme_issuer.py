@@ -315,7 +315,7 @@ class AcmeIssuer:
             # the key and the order durable before the CA hears of the key. A crash
             # before it leaves an order nobody answers, which expires at the CA.
             orderr = self._new_order(acme, keys.csr_pem(key, request.dns_names),
-                                     request.replaces)
+                                     request.replaces, request.profile)
             journal.save(Inflight(private_key=keys.to_pem(key), order_url=orderr.uri,
                                   dns_names=request.dns_names, issuer=self.name,
                                   key_type=request.key_type.value))
@@ -332,16 +332,20 @@ class AcmeIssuer:
         key to lose; an order left by a crash expires at the CA and the next attempt
         places a new one)."""
         self._check_caa(acme, request)
-        orderr = self._new_order(acme, csr_pem.encode(), request.replaces)
+        orderr = self._new_order(acme, csr_pem.encode(), request.replaces, request.profile)
         body = self._drive(acme, orderr, deadline)
         return keys.bundle_for_csr(csr_pem, self._download(acme, body))
 
-    def _new_order(self, acme: ClientV2, csr_pem: bytes,
-                   replaces: str | None) -> messages.OrderResource:
+    def _new_order(self, acme: ClientV2, csr_pem: bytes, replaces: str | None,
+                   wanted_profile: str | None = None) -> messages.OrderResource:
         """newOrder, naming the certificate it ``replaces`` (RFC 9773 section 5) when the
-        CA speaks ARI. A CA that refuses the order with ``replaces`` (``alreadyReplaced``,
-        or any other problem) is asked once more without it: ARI is advisory."""
-        profile = self._profile(acme)
+        CA speaks ARI, and the profile (``_profile``) when the CA offers it. A CA that
+        refuses the order with ``replaces`` (``alreadyReplaced``, or any other problem)
+        is asked once more without it: ARI is advisory.
+
+        :raises IssuanceFailed: the CA offers profiles, but not the one asked for.
+        """
+        profile = self._profile(acme, wanted_profile)
         if replaces is None or not _has_ari(acme):
             return acme.new_order(csr_pem, profile=profile)
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -363,29 +367,29 @@ class AcmeIssuer:
             authorizations=[acme_compat.authorization(acme, self._get(acme, url), url)
                             for url in body.authorizations])
 
-    def _profile(self, acme: ClientV2) -> str | None:
-        """The issuer's ``profile`` when the directory advertises it in
-        ``meta.profiles`` (draft-ietf-acme-profiles); None when none is configured, or
-        when the CA advertises no profiles at all (a CA that does not know the field
-        may refuse the order for it, and then issues its default certificate).
+    def _profile(self, acme: ClientV2, wanted: str | None) -> str | None:
+        """The profile to send in newOrder: the certificate's (``IssueRequest.profile``),
+        else the issuer's (``IssuerSettings.profile``), and only when the directory
+        advertises profiles. A CA that advertises none gets no ``profile`` field (a
+        server without profiles may reject an order with one; it issues its one kind).
+        One that advertises others is not asked (draft-ietf-acme-profiles section 4:
+        it would reject the order with ``invalidProfile``), so the refusal is told
+        here, before an order, and not retried: the spec or the settings must change.
 
-        :raises IssuanceFailed: (not retryable) when the CA advertises profiles and not
-            this one: retrying cannot help until the settings or the CA change.
+        :raises IssuanceFailed: not retryable, when the CA offers profiles but not this.
         """
-        wanted = self.settings.profile
+        wanted = wanted or self.settings.profile
         if not wanted:
             return None
-        meta = acme.directory.meta
-        offered = meta.profiles if meta is not None else None
+        offered = _offered_profiles(acme)
         if not offered:
-            log.warning("acme.profile.not_advertised", extra={
-                "issuer": self.name, "profile": wanted})
+            log.info("acme.profile_not_offered", extra={"issuer": self.name,
+                                                        "profile": wanted})
             return None
         if wanted not in offered:
-            raise IssuanceFailed(
-                f"the CA offers no profile {wanted!r} (it offers "
-                f"{', '.join(sorted(offered))})", acme_code="invalidProfile",
-                retryable=False)
+            raise IssuanceFailed(f"the CA of issuer {self.name!r} offers the profiles "
+                                 f"{', '.join(sorted(offered))}, not {wanted!r}",
+                                 acme_code="invalidProfile", retryable=False)
         return wanted
 
     # -- renewal information (RFC 9773) --------------------------------------------------
@@ -634,6 +638,13 @@ class AcmeIssuer:
     def _get(acme: ClientV2, url: str) -> requests.Response:
         """POST-as-GET (RFC 8555 section 6.3)."""
         return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
+
+
+def _offered_profiles(acme: ClientV2) -> frozenset[str]:
+    """The profile names the directory advertises (``meta.profiles``, an object of name
+    to description: draft-ietf-acme-profiles section 3); empty when it advertises none."""
+    profiles = acme.directory.meta.profiles
+    return frozenset(profiles) if isinstance(profiles, Mapping) else frozenset()
 
 
 def _has_ari(acme: ClientV2) -> bool:

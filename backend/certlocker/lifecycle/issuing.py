@@ -138,7 +138,7 @@ class Issuance:
                                                    else None),
                 csr_pem=spec.csr,
                 not_after=before[0].current.not_after if before and before[0].current
-                else None), journal)
+                else None, profile=spec.profile), journal)
         except IssuanceFailed as exc:
             return self._hint(spec, self._setbacks.fail(ref, exc))
         return self._record_issued(spec, issuer, issued, before, journal)

@@ -92,12 +92,15 @@ class Setbacks:
 
     def _next_attempt(self, base: CertificateStatus, attempts: int, now: dt.datetime,
                       exc: CertlockerError) -> dt.datetime:
-        """The backoff scales with the certificate's lifetime; the CA's Retry-After wins."""
+        """The backoff scales with the certificate's lifetime and fits in the validity it
+        has left (``backoff.next_attempt``); the CA's Retry-After wins."""
         lifetime = (base.current.not_after - base.current.not_before if base.current
                     else DEFAULT_LIFETIME)
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
         return backoff.next_attempt(attempts, now, lifetime, self._rng,
-                                    retry_after=retry_after, policy=self._policy)
+                                    retry_after=retry_after, policy=self._policy,
+                                    not_after=base.current.not_after if base.current
+                                    else None)
 
     def mark_invalid(self, spec: CertificateSpec) -> CertificateStatus:
         """Record that the stored spec does not parse (once per reason): its status says

@@ -10,7 +10,7 @@ import builtins
 import dataclasses
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Callable
 
 import hvac
 import hvac.adapters
@@ -65,6 +65,10 @@ class VaultStore:
         self.paths = paths
         self.keep_versions = keep_versions  # of certs/...: older versions are destroyed
         self.spec_rules = spec_rules
+        #: applied to every spec read (``lifecycle.maintenance_defaults``: the service's
+        #: or team's maintenance window); set by the composition root, shared by
+        #: ``for_token`` stores
+        self.spec_defaults: Callable[[CertificateSpec], CertificateSpec] | None = None
 
     @property
     def _client(self) -> hvac.Client:
@@ -89,8 +93,10 @@ class VaultStore:
         """A store acting with another caller's token (same server, mount and retries)."""
         adapter = self._adapter
         theirs = type(adapter)(base_uri=adapter.base_uri, token=token, **_adapter_options(adapter))
-        return VaultStore(None, self.paths, self.keep_versions, adapter=theirs,
-                          spec_rules=self.spec_rules)
+        store = VaultStore(None, self.paths, self.keep_versions, adapter=theirs,
+                           spec_rules=self.spec_rules)
+        store.spec_defaults = self.spec_defaults
+        return store
 
     # -- generic KV v2 -------------------------------------------------------------------
     def read(self, logical: str) -> Versioned | None:
@@ -231,7 +237,10 @@ class VaultStore:
         got = self.read(self.paths.spec(ref))
         if got is None or not got.data:
             return None
-        return from_record(got.data, ref, self.spec_rules), got.version
+        spec = from_record(got.data, ref, self.spec_rules)
+        if self.spec_defaults is not None:
+            spec = self.spec_defaults(spec)
+        return spec, got.version
 
     def create_spec(self, spec: CertificateSpec) -> int:
         """Create ``specs/<env>/<service>/<name>`` if absent.

@@ -2,7 +2,14 @@
 
 Retries go on quietly until ``backoff.exhausted`` says a human is needed: after
 ``max_attempts`` consecutive failures, or when the current certificate expires within
-the floor whatever happened. The alert kind last sent is kept in the status
+the floor whatever happened. The floor is the smaller of ``expiry_floor`` and a tenth
+of the lifetime (a 6-day certificate is not "near expiry" when it is issued), so for a
+short certificate it is also given a second, larger one while renewal is *failing*:
+``failing_floor`` (48 h by default, ``alert_failing_floor_seconds``). A 6-day
+certificate whose renewal fails is told with (just under, when renewal starts at the
+default day 4) 48 h left, however few attempts it has made; one renewed earlier
+(``renew_before`` over 48 h) is told when it crosses 48 h left still failing. The
+alert kind last sent is kept in the status
 (``CertificateStatus.alerted``), so each kind is sent once per state change, not on
 every reconcile pass; a successful issuance writes a fresh status and clears it.
 """
@@ -30,14 +37,31 @@ class AlertPolicy:
     #: the floor never exceeds this fraction of the lifetime: a 6-day certificate is not
     #: "near expiry" from the moment it is issued.
     floor_lifetime_fraction: float = 0.1
+    #: while renewal is failing, alert once less than this much validity is left, however
+    #: short the lifetime: the time a human needs to fix a renewal (a weekend).
+    failing_floor: dt.timedelta = dt.timedelta(hours=48)
 
 
 DEFAULT_POLICY = AlertPolicy()
 
 
 def effective_floor(current: CertificateInfo, policy: AlertPolicy) -> dt.timedelta:
+    """Expiry closer than this alerts whatever happened (the safety net)."""
     lifetime = current.not_after - current.not_before
     return min(policy.expiry_floor, lifetime * policy.floor_lifetime_fraction)
+
+
+def failing_floor(current: CertificateInfo, policy: AlertPolicy) -> dt.timedelta:
+    """Expiry closer than this alerts while renewal is failing: ``max(failing_floor,
+    effective_floor)``, so it only ever adds to the safety net (for a 6-day certificate
+    48 h instead of 14.4 h; a 90-day one keeps its 7 days)."""
+    return max(policy.failing_floor, effective_floor(current, policy))
+
+
+def renewal_failing(status: CertificateStatus) -> bool:
+    """At least one attempt to replace the current certificate has failed since the
+    last success (a success writes a fresh status with no attempts)."""
+    return status.attempts > 0 and status.last_error is not None
 
 
 def evaluate(status: CertificateStatus | None, now: dt.datetime,
@@ -57,6 +81,9 @@ def evaluate(status: CertificateStatus | None, now: dt.datetime,
         return RETRIES_EXHAUSTED
     if current is not None and exhausted(status.attempts, now, current.not_after,
                                          policy.max_attempts, effective_floor(current, policy)):
+        return EXPIRY_NEAR
+    if (current is not None and renewal_failing(status)
+            and current.not_after - now <= failing_floor(current, policy)):
         return EXPIRY_NEAR
     return None
 
@@ -89,6 +116,9 @@ def build(ref: CertificateRef, status: CertificateStatus, kind: str,
 
 
 def policy_from_settings(settings: Any) -> AlertPolicy:
-    """``alert_max_attempts`` and ``alert_expiry_floor_seconds`` of a ``Settings``."""
+    """``alert_max_attempts``, ``alert_expiry_floor_seconds`` and
+    ``alert_failing_floor_seconds`` of a ``Settings``."""
     return AlertPolicy(max_attempts=settings.alert_max_attempts,
-                       expiry_floor=dt.timedelta(seconds=settings.alert_expiry_floor_seconds))
+                       expiry_floor=dt.timedelta(seconds=settings.alert_expiry_floor_seconds),
+                       failing_floor=dt.timedelta(
+                           seconds=settings.alert_failing_floor_seconds))

@@ -31,14 +31,22 @@ class NextRenewal:
 
     at: dt.datetime | None
     why: str
+    #: the decision's reason (``reissue.Reason`` or a precheck's: ``retired`` ...)
+    reason: str = ""
 
 
 def next_renewal(spec: CertificateSpec, status: CertificateStatus | None,
                  now: dt.datetime) -> NextRenewal:
     decision = planning.decide(spec, status, now)
+    return dataclasses.replace(_explain(spec, status, now, decision), reason=decision.reason)
+
+
+def _explain(spec: CertificateSpec, status: CertificateStatus | None, now: dt.datetime,
+             decision: reissue.Decision) -> NextRenewal:
     trigger = _TRIGGERS.get(decision.trigger or decision.reason, decision.trigger or "")
     if decision.needed:
-        return NextRenewal(now, f"now: {trigger}")
+        return NextRenewal(now, f"now: {trigger}" + (f"; {decision.override}"
+                                                      if decision.override else ""))
     if decision.reason in (State.REVOKED.value, State.RETIRED.value):
         return NextRenewal(None, f"never: the certificate is {decision.reason}")
     if decision.reason == planning.INVALID_SPEC:
@@ -52,6 +60,10 @@ def next_renewal(spec: CertificateSpec, status: CertificateStatus | None,
         return NextRenewal(status.next_attempt_at,
                            f"retry after {status.attempts} failed attempt(s) "
                            f"({status.last_error}); {trigger}")
+    if (decision.reason == reissue.OUTSIDE_MAINTENANCE_WINDOW
+            and spec.window is not None):
+        return NextRenewal(spec.window.next_start(now),
+                           f"{decision.reason}: {decision.message}")
     current = status.current
     if current is None:
         return NextRenewal(None, "no certificate issued yet")

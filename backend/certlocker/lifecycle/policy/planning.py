@@ -96,10 +96,11 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
                    policy: alerts.AlertPolicy = alerts.DEFAULT_POLICY) -> dt.datetime | None:
     """When the reconciler should next look at this certificate; None for never.
 
-    Work needed now -> ``now``; in backoff -> ``next_attempt_at``; otherwise the renewal
+    Work needed now -> ``now``; in backoff -> ``next_attempt_at``; held for a maintenance
+    window -> the window's next start; otherwise the renewal
     time, and when the CA's renewal window (RFC 9773) is to be fetched again. The
-    moment the expiry floor is crossed (an alert) is also a candidate, unless
-    that alert was already sent. Never earlier than ``now``.
+    moment the expiry floor is crossed (an alert; the larger failing floor while renewal
+    is failing) is also a candidate, unless that alert was already sent. Never earlier than ``now``.
     """
     decision = decide(spec, status, now)
     if decision.needed:
@@ -110,6 +111,9 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
     candidates: list[dt.datetime] = []
     if decision.reason == reissue.IN_BACKOFF and status.next_attempt_at is not None:
         candidates.append(status.next_attempt_at)
+    if (decision.reason == reissue.OUTSIDE_MAINTENANCE_WINDOW
+            and spec.window is not None):
+        candidates.append(spec.window.next_start(now))  # issued as it opens
     current = status.current
     if current is not None:
         if decision.reason == reissue.UP_TO_DATE:
@@ -122,7 +126,9 @@ def next_action_at(spec: CertificateSpec, status: CertificateStatus | None,
             if window is not None:  # the CA may move its window: ask again then
                 candidates.append(window.next_check_at)
         if status.alerted != alerts.EXPIRY_NEAR:
-            floor_at = current.not_after - alerts.effective_floor(current, policy)
+            floor = (alerts.failing_floor(current, policy) if alerts.renewal_failing(status)
+                     else alerts.effective_floor(current, policy))
+            floor_at = current.not_after - floor
             if floor_at > now:
                 candidates.append(floor_at)
     if not candidates:

@@ -21,7 +21,13 @@ the client's) has one trigger instead (``ACME_CHECKS``): ``acme-order``, an orde
 certificate is not stored yet. Its client renews it, with a new order: certlocker serves
 the renewal time, and any renewal an operator asks for, as the ARI window.
 
-Two gates (``GATES``) hold back any trigger, in this order. A failure that retrying
+Two gates (``GATES``) hold back any trigger, in this order, and a third holds back the
+triggers that rotate a certificate still being served (``WINDOWED``): outside the spec's
+maintenance window (``maintenance.hold``) the answer is ``Decision(False,
+"outside-maintenance-window", trigger=...)`` until the window opens, unless waiting for
+it would leave less than half the renewal slack (the override: issued at once, the
+message says why). ``missing``, ``expired`` and ``acme-order`` are never held: nothing
+valid is served, or the client chose the moment. A failure that retrying
 cannot fix (``status.retryable`` False: a CAA refusal, a rejected identifier) gives
 ``Decision(False, "refused", trigger=...)`` until an operator renews or redeclares.
 Backoff: after a failure, ``status.next_attempt_at`` in the future gives
@@ -39,6 +45,7 @@ import datetime as dt
 import enum
 from typing import Callable
 
+from ... import maintenance
 from ...models import CertificateInfo, CertificateSpec, CertificateStatus, KeyType
 from . import renewal_window
 
@@ -55,6 +62,7 @@ class Reason(enum.StrEnum):
     ACME_ORDER = "acme-order"
     IN_BACKOFF = "in-backoff"
     REFUSED = "refused"
+    OUTSIDE_MAINTENANCE_WINDOW = "outside-maintenance-window"
     UP_TO_DATE = "up-to-date"
 
 
@@ -63,6 +71,7 @@ KEY_TYPE_CHANGED, ISSUER_CHANGED = Reason.KEY_TYPE_CHANGED, Reason.ISSUER_CHANGE
 EXPIRED, RENEWAL_DUE = Reason.EXPIRED, Reason.RENEWAL_DUE
 RENEWAL_REQUESTED, IN_BACKOFF = Reason.RENEWAL_REQUESTED, Reason.IN_BACKOFF
 REFUSED, UP_TO_DATE = Reason.REFUSED, Reason.UP_TO_DATE
+OUTSIDE_MAINTENANCE_WINDOW = Reason.OUTSIDE_MAINTENANCE_WINDOW
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +84,8 @@ class Decision:
     reason: str
     trigger: str | None = None
     message: str = dataclasses.field(default="", compare=False)
+    #: set when a maintenance window was overridden (expiry too close to wait): why
+    override: str | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +189,18 @@ def in_backoff(f: Facts) -> Hit:
 #: What holds a fired trigger back, in order.
 GATES: tuple[Check, ...] = (refused, in_backoff)
 
+#: The triggers a maintenance window holds back: rotations of a certificate that is
+#: still valid and served.
+WINDOWED = (NAMES_CHANGED, KEY_TYPE_CHANGED, ISSUER_CHANGED, RENEWAL_DUE, RENEWAL_REQUESTED)
+
+
+def maintenance_hold(f: Facts, trigger: str) -> maintenance.Hold:
+    """Whether the spec's maintenance window holds ``trigger`` back now."""
+    if trigger not in WINDOWED or f.current is None:
+        return maintenance.Hold(False, None, "not a rotation")
+    return maintenance.hold(f.spec.window, f.now, f.current.not_after,
+                            f.renewal_at)
+
 
 def first_hit(checks: tuple[Check, ...], facts: Facts) -> Hit:
     """The first check of ``checks`` that fires; the rest are not asked."""
@@ -223,6 +246,13 @@ def needs_reissue(
     if gate is not None:
         return Decision(False, gate[0], trigger=trigger[0],
                         message=f"{gate[1]}; {trigger[1]}")
+    held = maintenance_hold(facts, trigger[0])
+    if held.wait:
+        return Decision(False, OUTSIDE_MAINTENANCE_WINDOW, trigger=trigger[0],
+                        message=f"{held.why}; {trigger[1]}")
+    if held.until is not None:  # outside the window, overridden: say so
+        return Decision(True, trigger[0], message=f"{trigger[1]}; {held.why}",
+                        override=held.why)
     return Decision(True, trigger[0], message=trigger[1])
 
 
