@@ -42,6 +42,7 @@ from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.ports import Store
 from .lifecycle.reconciler import Options, Reconciler
 from .lifecycle.retirement import RetiredRecords, RetirementService
+from .lifecycle.replacements import ReplacementService
 from .lifecycle.revocation import RevocationService
 from .lifecycle.service import HOLDER, CertificatePools, CertificateService
 from .lifecycle.spec_watch import SpecWatch, WatchOptions
@@ -174,6 +175,8 @@ class Services:
     pools: Pools
     #: the TLS handshakes of target verification, shared by every verifier and prober
     probes: cf.Executor
+    #: mass replacement operations (``POST /v1/replacements``)
+    replacements: ReplacementService
 
 
 #: the reads an operator's listing keeps in flight (``CertificateReads``)
@@ -186,6 +189,9 @@ SCAN_THREADS, SCAN_PARALLELISM_MAX = 2, 256
 DISCOVERY_READ_WORKERS, DISCOVERY_READ_CALLS = 8, 8
 #: the status and spec reads of one metrics summary
 METRICS_THREADS = 8
+#: a replacement's reads and renewal requests in flight; operations followed at once
+#: by the API process that started them (the reconciler follows every one, each tick)
+REPLACEMENT_THREADS, REPLACEMENT_FOLLOWERS = 8, 4
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
@@ -244,10 +250,19 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     revocation = RevocationService(store, certificates, under_policy(targets, probes),
                                    audit=audit, actor=actor, replace_timeout=lease_ttl,
                                    pool=pools.threads(REVOCATION_THREADS, "revocation"))
+    verifier = build_verifier(settings, store, certificates.update_status, audit,
+                              probes=probes, clock=clock, policy=targets)
+    replacements = ReplacementService(
+        store, views=certificates.views,
+        refs=lambda caller, env, svc: certificates.refs(caller, env, svc),
+        renew=lambda ref, who: certificates.request_renewal(ref, who),
+        issuers=lambda: certificates.issuers,
+        pool=pools.per_process(REPLACEMENT_THREADS, "replacements"), clock=clock,
+        audit=audit, actor=actor, verifier=verifier,
+        follow=pools.per_process(REPLACEMENT_FOLLOWERS, "replacement-follow"))
     return Services(
         settings, store, challenges, certificates, keyring, credentials, audit,
-        verifier=build_verifier(settings, store, certificates.update_status, audit,
-                                probes=probes, clock=clock, policy=targets),
+        verifier=verifier,
         revocation=revocation,
         retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit,
                                      issuers=issuers, credentials=credentials,
@@ -264,7 +279,7 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         service_login=ServiceLogin(store, settings.jwt_role),
         metrics=_inventory_metrics(settings, store, clock,
                                    pools.threads(METRICS_THREADS, "metrics")),
-        pools=pools, probes=probes,
+        pools=pools, probes=probes, replacements=replacements,
         acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
                           audit, clock))
 
@@ -340,6 +355,7 @@ def build_reconciler(settings: Settings, options: Options,
                               "verifier": verifier, "verify_interval": verify_interval,
                               "revocations": services.revocation,
                               "retirements": services.retirement,
+                              "replacements": services.replacements,
                               "heartbeats": Heartbeats(store)}
     if settings.reconcile_watch_seconds > 0:
         kwargs["watch"] = SpecWatch(store, dt.datetime.now(dt.timezone.utc), WatchOptions(

@@ -160,6 +160,9 @@ class CertificateInfo:
     # itself (a certificate ordered through its ACME server), with that order's id.
     chain_pem: str | None = dataclasses.field(default=None, repr=False, compare=False)
     acme_order: str | None = None
+    # SHA-256 (hex) of the issuing intermediate's DER, the chain's first certificate:
+    # what a mass replacement selects by (``issuing_intermediate``); None when unknown.
+    issuer_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +178,7 @@ class CertificateInfo:
             **({"leaf_pem": self.leaf_pem} if self.leaf_pem else {}),
             **({"chain_pem": self.chain_pem} if self.chain_pem is not None else {}),
             **({"acme_order": self.acme_order} if self.acme_order else {}),
+            **({"issuer_sha256": self.issuer_sha256} if self.issuer_sha256 else {}),
         }
 
     @classmethod
@@ -193,6 +197,8 @@ class CertificateInfo:
             chain_pem=data.get("chain_pem") if isinstance(data.get("chain_pem"), str) else None,
             acme_order=data.get("acme_order") if isinstance(data.get("acme_order"), str)
             else None,
+            issuer_sha256=data.get("issuer_sha256")
+            if isinstance(data.get("issuer_sha256"), str) else None,
         )
 
 

@@ -85,6 +85,20 @@ class VaultPaths:
     def retiring_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("system/retiring", environment, service)
 
+    # -- mass replacement (lifecycle/replacements.py) -------------------------------------
+    def replacement(self, op_id: str) -> str:
+        """One replacement operation's record (selector, state, chunk count)."""
+        return "system/replacements/" + _hex("replacement", op_id, 32)
+
+    def replacement_chunk(self, op_id: str, index: int) -> str:
+        """The ``index``-th chunk of an operation's selected certificates."""
+        if not isinstance(index, int) or not 0 <= index < 100_000:
+            raise ValueError("a chunk index is 0..99999")
+        return f"{self.replacement(op_id)}-items/{index:05d}"
+
+    def replacements_dir(self) -> str:
+        return "system/replacements/"
+
     # -- system -------------------------------------------------------------------------
     def acme_account(self, directory_url: str) -> str:
         digest = hashlib.sha256(directory_url.encode()).hexdigest()[:24]
