@@ -51,6 +51,7 @@ from .lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import (AlertOnDivergence, DivergenceHook, PolicySource, StatusChange,
                                      Verifier, load_anchors)
 from .metrics.collector import AcmeRequestMetrics, InventoryCollector, IssuanceMetrics
+from .metrics.replacements import ReplacementCollector
 from .metrics.summary import SummaryCache, load_rows
 from .models import CertificateRef, CertificateStatus
 from .settings import Settings
@@ -278,7 +279,7 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
             audit=audit, policy=targets, read_workers=DISCOVERY_READ_WORKERS),
         service_login=ServiceLogin(store, settings.jwt_role),
         metrics=_inventory_metrics(settings, store, clock,
-                                   pools.threads(METRICS_THREADS, "metrics")),
+                                   pools.threads(METRICS_THREADS, "metrics"), replacements),
         pools=pools, probes=probes, replacements=replacements,
         acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
                           audit, clock))
@@ -325,13 +326,16 @@ def build_verifier(settings: Settings, store: Store,
 
 
 def _inventory_metrics(settings: Settings, store: VaultStore, clock: Clock,
-                       pool: cf.Executor) -> InventoryCollector:
+                       pool: cf.Executor,
+                       replacements: ReplacementService | None = None) -> InventoryCollector:
     refresh = settings.metrics_refresh_seconds
+    extra = [ReplacementCollector(SummaryCache(replacements.counts, refresh))] \
+        if replacements is not None else []
     return InventoryCollector(
         SummaryCache(lambda: load_rows(store, clock.now(), pool, METRICS_THREADS), refresh),
         SummaryCache(lambda: store.token_life().expires_at(clock.now()), refresh),
         SummaryCache(lambda: heartbeat.recorded(
-            store, since=clock.now() - dt.timedelta(days=1)), refresh))
+            store, since=clock.now() - dt.timedelta(days=1)), refresh), extra=extra)
 
 
 def build_reconciler(settings: Settings, options: Options,

@@ -378,3 +378,21 @@ def test_urgency_decides_the_order_of_requests(issued):
     svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",), ("dev",)),
               "alice")
     assert filed[0] == "dev.svc.c2"
+
+
+def test_the_gauge_counts_certificates_of_running_operations_by_state(issued):
+    from certlocker.metrics.replacements import NAME, ReplacementCollector
+    from certlocker.metrics.summary import SummaryCache
+
+    world = issued
+    svc = service(world, Audit())
+    op = svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
+                                                             ("dev",)), "alice")
+    assert svc.counts()["pending"] == 3
+    [family] = list(ReplacementCollector(SummaryCache(svc.counts, 60)).collect())
+    assert family.name == NAME
+    assert {s.labels["state"]: s.value for s in family.samples}["pending"] == 3
+    world.reconciler.tick()
+    svc.advance(op.id)
+    assert svc.operation(op.id).state == DONE
+    assert sum(svc.counts().values()) == 0  # a finished operation is no longer counted
