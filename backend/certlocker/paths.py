@@ -99,6 +99,14 @@ class VaultPaths:
     def replacements_dir(self) -> str:
         return "system/replacements/"
 
+    def replacement_running(self, op_id: str) -> str:
+        """Present while the operation runs: what the reconciler follows each tick, so
+        finished operations cost it nothing."""
+        return "system/replacements-running/" + _hex("replacement", op_id, 32)
+
+    def replacements_running_dir(self) -> str:
+        return "system/replacements-running/"
+
     # -- system -------------------------------------------------------------------------
     def acme_account(self, directory_url: str) -> str:
         digest = hashlib.sha256(directory_url.encode()).hexdigest()[:24]

@@ -336,12 +336,28 @@ def test_requests_a_crash_left_unfiled_are_filed_by_the_next_advance(issued):
     assert all(world.status(i).renewal_request is None for i in range(3))
 
     reconciler_side = service(world, audit)
-    reconciler_side.advance(op_id)
+    assert reconciler_side.running_ids() == [op_id]
+    assert reconciler_side.advance_all() == 1
     assert all(world.status(i).renewal_request is not None for i in range(3))
     world.reconciler.tick()
-    reconciler_side.advance(op_id)
+    reconciler_side.advance_all()
     assert all(world.status(i).current.serial != old[i] for i in range(3))  # type: ignore[union-attr]
     assert reconciler_side.operation(op_id).state == DONE
+    assert reconciler_side.running_ids() == []  # a finished one costs the ticks nothing
+    assert reconciler_side.ids() == [op_id]  # and stays on record
+
+
+def test_a_running_marker_without_its_record_is_dropped_only_once_stale(issued):
+    world = issued
+    svc = service(world, Audit())
+    orphan = "ab" * 16
+    world.store.write_json(world.store.paths.replacement_running(orphan),
+                           {"id": orphan, "at": "2030-01-01T12:05:00Z"}, cas=None)
+    svc.advance_all()
+    assert svc.running_ids() == [orphan]  # may be a start under way
+    world.clock.advance(dt.timedelta(minutes=10))
+    svc.advance_all()
+    assert svc.running_ids() == []
 
 
 def test_nothing_starts_unless_the_caller_may_renew_every_selected_one(issued):

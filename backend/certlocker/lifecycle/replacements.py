@@ -224,6 +224,10 @@ class ReplacementService:
         list(self._pool.map(lambda pair: self._store.write_json(
             paths.replacement_chunk(op_id, pair[0]),
             {"items": [i.to_json() for i in pair[1]]}, cas=0), enumerate(chunks)))
+        # The running marker before the record: a record never runs unseen by the
+        # reconciler (a marker without a record is dropped by ``advance_all``).
+        self._store.write_json(paths.replacement_running(op_id),
+                               {"id": op_id, "at": rfc3339(op.created_at)}, cas=None)
         self._store.write_json(paths.replacement(op_id), op.to_json(), cas=0)
         audited(self._audit, actor, "replacement.start", op_id, "success",
                 reason=request.reason, details={
@@ -484,6 +488,7 @@ class ReplacementService:
             return dataclasses.replace(old, state=DONE, done_at=self._clock.now())
 
         self._mark(op.id, done)
+        self._forget_running(op.id)
         if marked:
             audited(self._audit, self._actor, "replacement.done", op.id, "success",
                     details={"count": op.selected, "counts": snap.progress.counts,
@@ -492,14 +497,37 @@ class ReplacementService:
             log.info("replacement.done", extra={"replacement": op.id,
                                                 "counts": snap.progress.counts})
 
+    def running_ids(self) -> list[str]:
+        """The operations marked running (one listing, whatever the history)."""
+        names = self._store.list(self._store.paths.replacements_running_dir())
+        return sorted(n for n in names if "/" not in n)
+
+    def _forget_running(self, op_id: str) -> None:
+        try:
+            self._store.destroy(self._store.paths.replacement_running(op_id))
+        except NotFound:
+            pass
+
+    def _drop_orphan(self, op_id: str) -> None:
+        """A marker whose record was never written (a crash between the two) goes once
+        it is older than ``CLAIM_TIMEOUT``; a younger one may be a start under way."""
+        doc, _ = self._store.read_json(self._store.paths.replacement_running(op_id))
+        at = (doc or {}).get("at")
+        if not isinstance(at, str) or self._clock.now() - parse_rfc3339(at) > CLAIM_TIMEOUT:
+            self._forget_running(op_id)
+
     def advance_all(self) -> int:
         """``advance`` every running operation (the reconciler, each tick); how many
         were running. One that fails is logged and left for the next call."""
         running = 0
-        for op_id in self.ids():
+        for op_id in self.running_ids():
             try:
                 if self.advance(op_id) is not None:
                     running += 1
+                else:  # done (a marker a crash left behind)
+                    self._forget_running(op_id)
+            except NotFound:
+                self._drop_orphan(op_id)
             except CertlockerError as exc:
                 log.warning("replacement.advance_failed", extra={
                     "replacement": op_id, "error": type(exc).__name__,
@@ -525,7 +553,7 @@ class ReplacementService:
     def counts(self) -> dict[str, int]:
         """Certificates per state over every running operation (the metrics gauge)."""
         total = {s.value: 0 for s in policy.STATES}
-        for op_id in self.ids():
+        for op_id in self.running_ids():
             try:
                 op = self.operation(op_id)
                 if op.state == DONE:
