@@ -188,3 +188,62 @@ def test_the_cli_starts_a_replacement_and_follows_it_to_the_end(
     now = api(stack, "GET", "/v1/certificates/prod.rplcli.one").json()
     assert now["current"]["serial"] != old
     assert pebble_status(stack, old) == "Valid"  # no --revoke-old: the old one stands
+
+
+def child_token(stack: Any, policy: str) -> str:
+    root = stack.client(stack.root_token)
+    answer = root.auth.token.create(policies=[policy], ttl="1h", display_name=policy)
+    return str(answer["auth"]["client_token"])
+
+
+@pytest.mark.parametrize("body", [
+    {"all": True, "extra": 1}, {"serials": [1, 2]}, {"names": ["*"]}, {"all": "yes"},
+    {"environment": "prod", "service": "x" * 65}, {"issuing_intermediate": ""},
+    {"all": True, "revocation_reason": "certificateHold"}, {"reason": "x" * 501, "all": True},
+])
+def test_malformed_requests_are_problems_and_start_nothing(certlocker_stack: Any,
+                                                           body: dict[str, Any]) -> None:
+    before = api(certlocker_stack, "GET", "/v1/replacements").json()["items"]
+    resp = api(certlocker_stack, "POST", "/v1/replacements", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    after = api(certlocker_stack, "GET", "/v1/replacements").json()["items"]
+    assert len(after) == len(before)
+
+
+def test_only_a_caller_who_may_renew_every_selected_one_starts_or_sees_one(
+        certlocker_stack: Any) -> None:
+    stack = certlocker_stack
+    resp = api(stack, "POST", "/v1/certificates?wait=60", json={
+        "environment": "prod", "service": "rplacl", "name": "one",
+        "dns_names": ["one.rplacl.test"]})
+    assert resp.status_code == 201, resp.text
+    serial = resp.json()["current"]["serial"]
+    auditor = child_token(stack, "certlocker-auditor")
+    selector = {"environment": "prod", "service": "rplacl", "all": None,
+                "names": "*.rplacl.test"}
+    selector = {k: v for k, v in selector.items() if v is not None}
+    denied = requests.post(f"{stack.api_url}/v1/replacements", json=selector, timeout=60,
+                           headers={"X-Vault-Token": auditor})
+    assert denied.status_code == 403, denied.text
+    assert denied.headers["Content-Type"].startswith("application/problem+json")
+    assert api(stack, "GET", "/v1/certificates/prod.rplacl.one").json()[
+        "current"]["serial"] == serial
+    assert api(stack, "GET", "/v1/certificates/prod.rplacl.one").json()[
+        "renewal_request"] is None
+    nobody = requests.post(f"{stack.api_url}/v1/replacements", json=selector, timeout=60)
+    assert nobody.status_code == 401, nobody.text
+    missing = api(stack, "GET", "/v1/replacements/" + "0" * 32)
+    assert missing.status_code == 404, missing.text
+    garbage = api(stack, "GET", "/v1/replacements/..%2F..%2Fsecrets")
+    assert garbage.status_code == 404, garbage.text
+
+    started = api(stack, "POST", "/v1/replacements", json=selector)
+    assert started.status_code == 202, started.text
+    team = child_token(stack, "certlocker-operator-team-payments")
+    hidden = requests.get(f"{stack.api_url}/v1/replacements/{started.json()['id']}",
+                          headers={"X-Vault-Token": team}, timeout=60)
+    assert hidden.status_code == 404, hidden.text
+    listed = requests.get(f"{stack.api_url}/v1/replacements",
+                          headers={"X-Vault-Token": team}, timeout=60).json()["items"]
+    assert started.json()["id"] not in [o["id"] for o in listed]
