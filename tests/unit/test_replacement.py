@@ -204,7 +204,7 @@ def test_an_old_certificate_is_revocable_only_when_served_nowhere_and_unclaimed(
 
 def test_an_item_survives_its_record() -> None:
     item = OLD.replace(client=True, leaf_pem="PEM", revoke_error="x", revoke_attempts=2,
-                       revoking_since=T0, issuer_name="pebble")
+                       revoking_since=T0, issuer_name="pebble", replaced_by="0b")
     assert Item.from_json(item.to_json()) == item
 
 

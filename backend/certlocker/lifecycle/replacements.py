@@ -54,6 +54,8 @@ RUNNING, DONE = "running", "done"
 CLAIM_TIMEOUT = dt.timedelta(minutes=5)
 #: the API process re-verifies one issued certificate's nodes at most this often
 VERIFY_EVERY = 5.0
+#: the status reads per second the API process's following of one operation may cost
+FOLLOW_READS_PER_SECOND = 100.0
 
 class CallerReads(Store, Lister, Protocol):
     """The store bound to the caller's token: it lists and reads what the caller may,
@@ -137,9 +139,10 @@ def _failure(item: Item, state: ItemState, status: CertificateStatus | None) -> 
 def _item_json(item: Item, state: ItemState,
                status: CertificateStatus | None) -> dict[str, Any]:
     current = status.current if status else None
+    serial = current.serial if current and current.serial != item.serial else None
     return {"id": item.id, "state": state.value, "old_serial": item.serial,
             "not_after": rfc3339(item.not_after), "nodes": len(item.nodes),
-            "serial": current.serial if current and current.serial != item.serial else None,
+            "serial": serial or item.replaced_by,
             "revoked_at": rfc3339(item.revoked_at) if item.revoked_at else None,
             "last_error": item.revoke_error or (status.last_error if status and state in (
                 ItemState.FAILING, ItemState.PENDING) else None)}
@@ -319,6 +322,9 @@ class ReplacementService:
         items = [i for chunk, _ in self._chunks(op) for i in chunk]
 
         def facts(item: Item) -> tuple[CertificateStatus | None, bool]:
+            if item.revoked_at is not None or \
+                    item.revoke_attempts >= policy.MAX_REVOKE_ATTEMPTS:
+                return None, True  # final from its own record: no status to read
             ref = CertificateRef.parse_id(item.id)
             found = self._store.read_status(ref)
             status = found[0] if found else None
@@ -403,13 +409,15 @@ class ReplacementService:
         every node. True when anything was tried (the snapshot is stale)."""
         now = self._clock.now()
         states = {item.id: state for item, state, _ in snap.items}
+        serials = {item.id: status.current.serial for item, _, status in snap.items
+                   if status is not None and status.current is not None}
         tried = False
         for index in range(op.chunks):
-            tried = self._revoke_chunk(op, index, states, now) or tried
+            tried = self._revoke_chunk(op, index, states, serials, now) or tried
         return tried
 
     def _revoke_chunk(self, op: Operation, index: int, states: Mapping[str, ItemState],
-                      now: dt.datetime) -> bool:
+                      serials: Mapping[str, str], now: dt.datetime) -> bool:
         """Claim (check-and-set on the chunk, so of two processes one revokes), revoke
         at the CA, record each result. A claim left by a dead process goes stale after
         ``CLAIM_TIMEOUT``; revoking twice is harmless (already revoked counts)."""
@@ -447,7 +455,7 @@ class ReplacementService:
                     error = results[item.id]
                     item = item.replace(revoking_since=None, revoke_error=error)
                     item = item.replace(revoke_attempts=item.revoke_attempts + 1) if error \
-                        else item.replace(revoked_at=at)
+                        else item.replace(revoked_at=at, replaced_by=serials.get(item.id))
                 out.append(item.to_json())
             return {"items": out}
 
@@ -538,7 +546,14 @@ class ReplacementService:
         """The starting process follows its operation until done (or ``follow_for``
         passes, or it stops): the reconciler's ticks do the same from the records."""
         deadline = time.monotonic() + self._follow_for
-        while time.monotonic() < deadline and not self._stop.wait(self._follow_every):
+        try:
+            size = self.operation(op_id).selected
+        except CertlockerError:
+            size = 0
+        # Each look reads every status: a large operation is looked at less often, so
+        # following it costs Vault about FOLLOW_READS_PER_SECOND, not more.
+        every = max(self._follow_every, size / FOLLOW_READS_PER_SECOND)
+        while time.monotonic() < deadline and not self._stop.wait(every):
             try:
                 if self.advance(op_id) is None:
                     return

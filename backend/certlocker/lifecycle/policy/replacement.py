@@ -225,6 +225,7 @@ class Item:
     revoke_error: str | None = None
     revoke_attempts: int = 0
     revoking_since: dt.datetime | None = None  # a claim: someone is revoking it now
+    replaced_by: str | None = None  # the serial current when the old one was revoked
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -234,7 +235,8 @@ class Item:
             "leaf_pem": self.leaf_pem,
             "revoked_at": rfc3339(self.revoked_at) if self.revoked_at else None,
             "revoke_error": self.revoke_error, "revoke_attempts": self.revoke_attempts,
-            "revoking_since": rfc3339(self.revoking_since) if self.revoking_since else None}
+            "revoking_since": rfc3339(self.revoking_since) if self.revoking_since else None,
+            "replaced_by": self.replaced_by}
         return {k: v for k, v in data.items() if v not in (None, False, 0)}
 
     @classmethod
@@ -249,7 +251,7 @@ class Item:
                    issuer_name=data.get("issuer_name"), leaf_pem=data.get("leaf_pem"),
                    revoked_at=when("revoked_at"), revoke_error=data.get("revoke_error"),
                    revoke_attempts=int(data.get("revoke_attempts") or 0),
-                   revoking_since=when("revoking_since"))
+                   revoking_since=when("revoking_since"), replaced_by=data.get("replaced_by"))
 
     def replace(self, **changes: Any) -> "Item":
         return dataclasses.replace(self, **changes)
