@@ -24,8 +24,7 @@ def start() -> Response:
     parsed = parse_request(body, tuple(s.settings.issuers), s.settings.environments)
     who = caller()
     op = s.replacements.start(who.store, parsed, who.display_name)
-    snapshot = s.replacements.snapshot(op.id, op)
-    resp = jsonify(snapshot.to_json(with_items=False))
+    resp = jsonify(s.replacements.started(op))
     resp.status_code = 202
     resp.headers["Location"] = url_for("replacements.show", op_id=op.id)
     return resp
