@@ -177,10 +177,17 @@ def test_the_cli_starts_a_replacement_and_follows_it_to_the_end(
         "dns_names": ["one.rplcli.test"]})
     assert resp.status_code == 201, resp.text
     old = resp.json()["current"]["serial"]
+    # The issuing intermediate's SHA-256 is recorded at issuance and selects by itself.
+    root = stack.client(stack.root_token)
+    status = root.secrets.kv.v2.read_secret_version(
+        path="status/prod/rplcli/one", mount_point=MOUNT,
+        raise_on_deleted_version=True)["data"]["data"]
+    intermediate = status["current"]["issuer_sha256"]
+    assert len(intermediate) == 64
     runner = CliRunner()
     env = {"CERTLOCKER_URL": stack.api_url, "VAULT_TOKEN": stack.operator_token}
     result = runner.invoke(cli, ["--json", "replace", "--environment", "prod",
-                                 "--service", "rplcli", "--names", "*.rplcli.test",
+                                 "--service", "rplcli", "--intermediate", intermediate,
                                  "--poll", "0.5", "--timeout", "180"], env=env)
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)

@@ -412,3 +412,15 @@ def test_the_gauge_counts_certificates_of_running_operations_by_state(issued):
     svc.advance(op.id)
     assert svc.operation(op.id).state == DONE
     assert sum(svc.counts().values()) == 0  # a finished operation is no longer counted
+
+
+def test_the_issuing_intermediate_is_the_first_certificate_of_the_chain() -> None:
+    from certlocker.x509info import first_fingerprint
+    from tests.support.nginx_pool import MiniCA
+
+    ca = MiniCA()
+    chain = (ca.intermediate.pem + ca.root.pem).decode()
+    assert first_fingerprint(chain) == ca.intermediate.sha256
+    assert first_fingerprint("") is None
+    assert first_fingerprint("-----BEGIN CERTIFICATE-----\nnot base64\n"
+                             "-----END CERTIFICATE-----\n") is None
