@@ -424,3 +424,26 @@ def test_the_issuing_intermediate_is_the_first_certificate_of_the_chain() -> Non
     assert first_fingerprint("") is None
     assert first_fingerprint("-----BEGIN CERTIFICATE-----\nnot base64\n"
                              "-----END CERTIFICATE-----\n") is None
+
+
+def test_a_request_whose_write_failed_is_filed_again_by_the_next_advance(issued):
+    from certlocker.errors import Conflict
+
+    world, audit = issued, Audit()
+    filing = queued_nowhere(world, audit)
+
+    def flaky(r: CertificateRef, who: str) -> Any:
+        if r.name == "c1":
+            raise Conflict("the status kept changing under us")
+        return filing(r, who)
+
+    api = service(world, audit, renew=flaky)
+    op = api.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
+                                                             ("dev",)), "alice")
+    assert op.requested and world.status(1).renewal_request is None
+    reconciler_side = service(world, audit)
+    reconciler_side.advance_all()
+    assert world.status(1).renewal_request is not None
+    world.reconciler.tick()
+    reconciler_side.advance_all()
+    assert reconciler_side.operation(op.id).state == DONE

@@ -391,14 +391,18 @@ class ReplacementService:
         op = self.operation(op_id)
         if op.state == DONE:
             return None
-        if not op.requested:
-            snap = self.snapshot(op_id, op)
-            missing = [item for item, state, status in snap.items
-                       if state in (ItemState.PENDING, ItemState.AWAITING_CLIENT)
-                       and (status is None or status.renewal_request is None)]
-            self._request_all(op, missing)
-            op = self._mark(op_id, lambda o: dataclasses.replace(o, requested=True))
         snap = self.snapshot(op_id, op)
+        # Only a stored certificate answers a renewal request (a failure keeps it), so a
+        # certificate still on its old serial without one never had it recorded: a crash
+        # during the start, or a write that failed. File it now.
+        missing = [item for item, state, status in snap.items
+                   if state in (ItemState.PENDING, ItemState.AWAITING_CLIENT,
+                                ItemState.FAILING)
+                   and status is not None and status.renewal_request is None]
+        if missing:
+            self._request_all(op, missing)
+        if not op.requested:
+            op = self._mark(op_id, lambda o: dataclasses.replace(o, requested=True))
         if self._verifier is not None:
             self._verify_issued(snap)
         if op.revoke_old:
