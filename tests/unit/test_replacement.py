@@ -447,3 +447,20 @@ def test_a_request_whose_write_failed_is_filed_again_by_the_next_advance(issued)
     world.reconciler.tick()
     reconciler_side.advance_all()
     assert reconciler_side.operation(op.id).state == DONE
+
+
+def test_a_finished_operation_is_listed_with_its_final_counts_reading_no_status(issued):
+    world, audit = issued, Audit()
+    svc = service(world, audit, Revoking())
+    op = svc.start(Caller(world.store), policy.parse_request(
+        {"all": True, "revoke_old": True}, ("test",), ("dev",)), "alice")
+    running = svc.summary(Caller(world.store), op.id)
+    assert running is not None and running["counts"]["pending"] == 3
+    world.reconciler.tick()
+    svc.advance(op.id)
+    world.store.paths_read.clear()
+    shown = svc.summary(Caller(world.store), op.id)
+    assert shown is not None and shown["state"] == "done"
+    assert shown["counts"]["revoked"] == 3 and shown["finished"] == 3
+    assert not [p for p in world.store.paths_read if p.startswith("status/")]
+    assert svc.summary(Caller(world.store, refused={"/c2"}), op.id) is None

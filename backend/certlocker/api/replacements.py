@@ -57,16 +57,17 @@ def show(op_id: str) -> Response:
 
 @bp.get("")
 def index() -> Response:
-    """Every operation the caller may see, newest first, without per-certificate rows."""
+    """Every operation the caller may see, newest first, without per-certificate rows
+    (a finished one with the counts it ended with: no status is read for it)."""
     s = services()
     who = caller()
     found = []
     for op_id in s.replacements.ids():
         try:
-            snapshot = s.replacements.snapshot(op_id)
+            shown = s.replacements.summary(who.store, op_id)
         except NotFound:
             continue
-        if s.replacements.may_see(who.store, snapshot):
-            found.append(snapshot.to_json(with_items=False))
+        if shown is not None:
+            found.append(shown)
     found.sort(key=lambda o: o["created_at"], reverse=True)
     return jsonify({"items": found})

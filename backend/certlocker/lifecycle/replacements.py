@@ -82,6 +82,8 @@ class Operation:
     chunks: int
     requested: bool  # every renewal request was filed (False: a crash came first)
     done_at: dt.datetime | None = None
+    #: the counts per state when it was marked done (a listing shows them unread)
+    final: Mapping[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "selector": self.selector.to_json(),
@@ -89,7 +91,8 @@ class Operation:
                 "reason": self.reason, "created_at": rfc3339(self.created_at),
                 "created_by": self.created_by, "selected": self.selected,
                 "chunks": self.chunks, "requested": self.requested,
-                "done_at": rfc3339(self.done_at) if self.done_at else None}
+                "done_at": rfc3339(self.done_at) if self.done_at else None,
+                "final": dict(self.final) if self.final is not None else None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Operation":
@@ -100,7 +103,8 @@ class Operation:
                    reason=data.get("reason"), created_at=parse_rfc3339(data["created_at"]),
                    created_by=data.get("created_by") or "", selected=int(data["selected"]),
                    chunks=int(data["chunks"]), requested=bool(data.get("requested")),
-                   done_at=parse_rfc3339(data["done_at"]) if data.get("done_at") else None)
+                   done_at=parse_rfc3339(data["done_at"]) if data.get("done_at") else None,
+                   final=data.get("final") if isinstance(data.get("final"), dict) else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,11 +371,32 @@ class ReplacementService:
         return Snapshot(op, rows, policy.progress([s for _, s, _ in rows], op.revoke_old,
                                                   op.created_at, now), now)
 
+    def summary(self, caller: Lister, op_id: str) -> dict[str, Any] | None:
+        """One operation as a listing shows it (no per-certificate rows), or None when
+        the caller may not see it. A finished operation is shown with the counts it
+        ended with, so listing history reads no certificate's status.
+
+        :raises NotFound:"""
+        op = self.operation(op_id)
+        items = [i for chunk, _ in self._chunks(op) for i in chunk]
+        if not self._may_read(caller, [i.id for i in items]):
+            return None
+        if op.state != DONE or op.final is None:
+            return self.snapshot(op_id, op).to_json(with_items=False)
+        counts = {s.value: int(op.final.get(s.value, 0)) for s in policy.STATES}
+        states = [state for state in policy.STATES for _ in range(counts[state.value])]
+        done = Snapshot(op, [], policy.progress(states, op.revoke_old, op.created_at,
+                                                op.done_at or op.created_at),
+                        op.done_at or op.created_at)
+        return done.to_json(with_items=False)
+
     def may_see(self, caller: Lister, snapshot: Snapshot) -> bool:
         """Whether the caller may read every certificate of the operation (Vault
         decides: ``read`` on each spec)."""
+        return self._may_read(caller, [item.id for item, _, _ in snapshot.items])
+
+    def _may_read(self, caller: Lister, ids: list[str]) -> bool:
         paths = self._store.paths
-        ids = [item.id for item, _, _ in snapshot.items]
         for start in range(0, len(ids), 200):
             asked = [paths.api_path(paths.spec(CertificateRef.parse_id(i)))
                      for i in ids[start:start + 200]]
@@ -522,7 +547,8 @@ class ReplacementService:
             if old.state == DONE:
                 raise cas.Unchanged(old)
             marked.append(True)
-            return dataclasses.replace(old, state=DONE, done_at=self._clock.now())
+            return dataclasses.replace(old, state=DONE, done_at=self._clock.now(),
+                                       final=snap.progress.counts)
 
         self._mark(op.id, done)
         self._forget_running(op.id)
