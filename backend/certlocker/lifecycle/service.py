@@ -62,6 +62,9 @@ class CertificatePools:
     side: cf.Executor
 
 
+_DONE: cf.Future[CertificateStatus] = cf.Future()  # "nothing queued" for request_renewal
+
+
 class CertificateService:
     def __init__(self, store: Store, issuers: Mapping[str, Issuer], *,
                  pools: CertificatePools, clock: Clock | None = None,
@@ -182,6 +185,19 @@ class CertificateService:
         makes it ``missing``.
         """
         self.view(caller, ref)
+        return request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
+                               audit=self._audit, schedule=self.schedule)
+
+    def request_renewal(self, ref: CertificateRef, actor: str, *,
+                        queue: bool = True) -> cf.Future[CertificateStatus] | None:
+        """``renew`` for a caller already authorized and shown the certificate (a mass
+        replacement checks every one with Vault first): the same durable request,
+        without reading the view again. ``queue=False`` only records it (the caller
+        queues the issuances once every request is recorded, with ``schedule``)."""
+        if not queue:
+            request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
+                            audit=self._audit, schedule=lambda _: _DONE)
+            return None
         return request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
                                audit=self._audit, schedule=self.schedule)
 
