@@ -464,3 +464,30 @@ def test_a_finished_operation_is_listed_with_its_final_counts_reading_no_status(
     assert shown["counts"]["revoked"] == 3 and shown["finished"] == 3
     assert not [p for p in world.store.paths_read if p.startswith("status/")]
     assert svc.summary(Caller(world.store, refused={"/c2"}), op.id) is None
+
+
+def test_a_rate_limited_issuer_sets_the_eta_the_operation_starts_with(issued):
+    """Three certificates on an issuer allowing one order per 10 s: the start already
+    says the last one waits 20 s for its slot, and the ETA never reads sooner."""
+    from certlocker.lifecycle.governed_issuer import GovernedIssuer
+    from certlocker.lifecycle.policy.ratelimits import Limit
+    from certlocker.lifecycle.records.rate_books import RateBooks
+    from tests.support.memory_issuer import MemoryIssuer
+
+    world, audit = issued, Audit()
+    one_per_10s = Limit(1, dt.timedelta(seconds=10))
+    limited = GovernedIssuer("test", [MemoryIssuer("test")],
+                             RateBooks(world.store, "test", accounts=1, orders=one_per_10s),
+                             clock=world.clock)
+    svc = service(world, audit)
+    svc._issuers = lambda: {"test": limited}
+    request = policy.parse_request({"issuer": "test"}, ("test",), ("dev",))
+    op = svc.start(Caller(world.store), request, "alice")
+    now = world.clock.now()
+    assert op.limits_eta == now + dt.timedelta(seconds=20)
+    assert svc.operation(op.id).limits_eta == op.limits_eta  # stored with the record
+    shown = svc.snapshot(op.id).to_json(with_items=False)
+    assert shown["eta_seconds"] >= 20 and shown["limits_eta"] is not None
+    unlimited = service(world, audit)
+    unlimited._issuers = lambda: {"test": MemoryIssuer("test")}
+    assert unlimited.start(Caller(world.store), request, "alice").limits_eta is None

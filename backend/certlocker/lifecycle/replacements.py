@@ -23,6 +23,7 @@ here: their renewal request moves their ARI window to now, and they are counted 
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
@@ -39,6 +40,7 @@ from ..errors import (AccessDenied, CertlockerError, Conflict, NotFound,
                       UnprocessableSelection)
 from ..models import CertificateRef, CertificateStatus
 from ..ports import Lister, Revoker
+from . import governed_issuer
 from .policy import replacement as policy
 from .policy.replacement import Item, ItemState, Request
 from .ports import Store, Verifying
@@ -84,6 +86,9 @@ class Operation:
     done_at: dt.datetime | None = None
     #: the counts per state when it was marked done (a listing shows them unread)
     final: Mapping[str, int] | None = None
+    #: when the issuers' rate limits let the last selected certificate be ordered, as
+    #: reckoned at the start (None: no limit holds any of them back)
+    limits_eta: dt.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "selector": self.selector.to_json(),
@@ -92,7 +97,8 @@ class Operation:
                 "created_by": self.created_by, "selected": self.selected,
                 "chunks": self.chunks, "requested": self.requested,
                 "done_at": rfc3339(self.done_at) if self.done_at else None,
-                "final": dict(self.final) if self.final is not None else None}
+                "final": dict(self.final) if self.final is not None else None,
+                "limits_eta": rfc3339(self.limits_eta) if self.limits_eta else None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Operation":
@@ -104,7 +110,9 @@ class Operation:
                    created_by=data.get("created_by") or "", selected=int(data["selected"]),
                    chunks=int(data["chunks"]), requested=bool(data.get("requested")),
                    done_at=parse_rfc3339(data["done_at"]) if data.get("done_at") else None,
-                   final=data.get("final") if isinstance(data.get("final"), dict) else None)
+                   final=data.get("final") if isinstance(data.get("final"), dict) else None,
+                   limits_eta=parse_rfc3339(data["limits_eta"]) if data.get("limits_eta")
+                   else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,13 +126,20 @@ class Snapshot:
 
     def to_json(self, with_items: bool = True) -> dict[str, Any]:
         op = self.operation
+        progress = self.progress.to_json()
+        if op.limits_eta is not None and not self.progress.done:
+            # Never sooner than the rate limits allow: the observed pace cannot know
+            # that the rest waits for slots.
+            held = max((op.limits_eta - self.at).total_seconds(), 0.0)
+            progress["eta_seconds"] = round(max(progress["eta_seconds"] or 0.0, held), 1)
         body: dict[str, Any] = {
             "id": op.id, "state": op.state, "selected": op.selected,
             "created_at": rfc3339(op.created_at), "created_by": op.created_by,
             "done_at": rfc3339(op.done_at) if op.done_at else None,
             "selector": op.selector.to_json(), "revoke_old": op.revoke_old,
             "revocation_reason": op.revocation_reason if op.revoke_old else None,
-            "reason": op.reason, **self.progress.to_json(),
+            "reason": op.reason, **progress,
+            "limits_eta": rfc3339(op.limits_eta) if op.limits_eta else None,
             "awaiting_client": self.progress.counts[ItemState.AWAITING_CLIENT.value],
             "failures": [_failure(item, state, status) for item, state, status in self.items
                          if state in (ItemState.FAILING, ItemState.REVOKE_FAILED)
@@ -226,11 +241,12 @@ class ReplacementService:
         self._authorize(caller, items, actor)
         op_id = uuid.uuid4().hex
         chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+        now = self._clock.now()
         op = Operation(id=op_id, state=RUNNING, selector=request.selector,
                        revoke_old=request.revoke_old, revocation_reason=revocation_reason,
-                       reason=request.reason, created_at=self._clock.now(),
+                       reason=request.reason, created_at=now,
                        created_by=actor, selected=len(items), chunks=len(chunks),
-                       requested=False)
+                       requested=False, limits_eta=self._limits_eta(items, now))
         paths = self._store.paths
         # Chunks first, then the operation that names them: an operation record is
         # never read without its items.
@@ -258,6 +274,22 @@ class ReplacementService:
         if self._follow is not None:
             self._follow.submit(self._follow_loop, op_id)
         return op
+
+    def _limits_eta(self, items: list[Item], now: dt.datetime) -> dt.datetime | None:
+        """When every issuer's rate limits let its share of ``items`` be ordered (the
+        certificates their ACME clients renew are not counted); None when no limit holds
+        any back."""
+        shares = collections.Counter(i.issuer_name for i in items
+                                     if not i.client and i.issuer_name)
+        issuers = self._issuers()
+        ends = []
+        for name, count in shares.items():
+            try:
+                ends.append(governed_issuer.eta(issuers, name, count, now))
+            except KeyError:  # an issuer no longer configured: nothing to reckon with
+                continue
+        latest = max(ends, default=now)
+        return latest if latest > now else None
 
     def started(self, op: Operation) -> dict[str, Any]:
         """The answer to a start, without reading every status again: at the start every
