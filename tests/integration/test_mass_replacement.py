@@ -195,6 +195,15 @@ def test_the_cli_starts_a_replacement_and_follows_it_to_the_end(
     now = api(stack, "GET", "/v1/certificates/prod.rplcli.one").json()
     assert now["current"]["serial"] != old
     assert pebble_status(stack, old) == "Valid"  # no --revoke-old: the old one stands
+    # The dashboard lists the operation with its progress for the operator.
+    session = requests.Session()
+    signed_in = session.post(stack.api_url + "/login", data={"token": stack.operator_token},
+                             timeout=30, allow_redirects=False)
+    assert signed_in.status_code == 303
+    page = session.get(stack.api_url + "/", timeout=60)
+    assert page.status_code == 200
+    section = page.text.split('<section id="replacements">', 1)[1].split("</section>", 1)[0]
+    assert body["id"][:12] in section and ">done<" in section
 
 
 def child_token(stack: Any, policy: str) -> str:

@@ -51,6 +51,7 @@ CERTIFICATE_EVENTS = 50
 EXPIRING_WITHIN = dt.timedelta(days=30)
 AUDIT_EVENTS = 15
 DISCOVERIES = 50
+REPLACEMENTS = 10
 RECONCILER_QUIET = dt.timedelta(minutes=10)  # no tick for this long: shown as a problem
 _SECRET_LOCK = threading.Lock()
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -345,6 +346,7 @@ def home() -> BaseResponse:
         "discoveries": discoveries,
         "events": _audit(services, store),
         "reconcilers": _reconcilers(services, now),
+        "replacements": _replacements(services, store),
         "counts": {
             "total": len(rows),
             "valid": sum(r["status"] == State.VALID.value for r in rows),
@@ -440,6 +442,18 @@ def _reconcilers(services: Any, now: dt.datetime) -> Section:
                      "sweep_age": int((now - b.last_sweep_at).total_seconds())
                      if b.last_sweep_at else None,
                      "quiet": now - b.last_tick_at > RECONCILER_QUIET} for b in beats])
+
+
+def _replacements(services: Any, store: Any) -> Section:
+    """The mass replacements the signed-in operator may see (every certificate of one
+    readable with their token), newest first, with their progress."""
+    try:
+        shown = [o for o in (services.replacements.summary(store, op_id)
+                             for op_id in services.replacements.ids()) if o is not None]
+    except CertlockerError as exc:
+        return Section(denied=exc.detail)
+    shown.sort(key=lambda o: o["created_at"], reverse=True)
+    return Section(shown[:REPLACEMENTS], more=len(shown) > REPLACEMENTS)
 
 
 def _audit(services: Any, store: Any, *, certificate: str | None = None,
