@@ -9,10 +9,11 @@ one. A sweep over the inventory repairs lost hints: a rolling one (``rolling_swe
 that visits a budgeted slice per tick from a cursor every replica shares, so the load
 per minute does not grow with the inventory (docs/decisions/0007-steady-sweep.md); with
 no budget (``sweep_budget`` 0), the older full sweep at start-up and every
-``sweep_interval``, a batch per tick. ``run_once`` always sweeps in full. Specs written straight into Vault are found
-sooner by the spec watch (``spec_watch``), on its own cadence between ticks: each new or
-rewritten spec gets a hint and is handled at once, and a rewrite clears the backoff of
-an earlier failure (as cert-manager does not back off a changed spec).
+``sweep_interval``, a batch per tick. ``run_once`` always sweeps in full. Specs
+written straight into Vault are found sooner by the spec watch (``spec_watch``), on its
+own cadence between ticks: each new or rewritten spec gets a hint and is handled at
+once, and a rewrite clears the backoff of an earlier failure (as cert-manager does not
+back off a changed spec).
 
 One failing certificate never stops the loop; Vault unreachable or sealed makes the
 loop back off and retry, and nothing is written meanwhile.
