@@ -165,6 +165,7 @@ def idle_fleet(size: int, budget: float) -> tuple[Reconciler, MemoryStore, Fixed
     expiry = ExpiryIndex(store, clock)
     renew_at = "system/schedule/{}/{}/".format(*slot_of(T0 + dt.timedelta(days=50)))
     not_after = T0 + dt.timedelta(days=80)
+    clock.advance(-dt.timedelta(days=1))  # written long before the reconcilers below
     for i in range(size):
         r = CertificateRef("dev", f"s{i // 100:04d}", f"c{i}")
         name = f"{r.name}.{r.service}.test"
@@ -178,6 +179,7 @@ def idle_fleet(size: int, budget: float) -> tuple[Reconciler, MemoryStore, Fixed
         store.seed(renew_at + r.id, json.dumps({"at": "x"}))
         store.seed(store.paths.expiry_entry(not_after.strftime("%Y%m%d"), r),
                    json.dumps({"not_after": not_after.isoformat()}))
+    clock.advance(dt.timedelta(days=1))
     for days in (due.days, expiry.days):
         days.tidy()
     service = CertificateService(store, {"test": MemoryIssuer(not_before=T0)}, clock=clock,
@@ -245,4 +247,35 @@ def test_the_rolling_sweep_refiles_a_lost_hint_within_its_pass() -> None:
         assert ExpiryIndex(store, clock).exists(lost, T0 + dt.timedelta(days=80))
     finally:
         reconciler.close()
+        service.shutdown()
+
+
+def test_a_restarted_reconciler_finds_specs_written_while_none_ran_without_a_full_sweep() -> None:
+    """Mid-pass, a start does not sweep the inventory again: the spec watch looks back to
+    the last step any reconciler took, so a spec written meanwhile is issued at once."""
+    from certlocker.lifecycle.spec_watch import SpecWatch
+    from tests.support.memory_store import grant
+
+    first, store, clock, service = idle_fleet(1_000, budget=600)
+    try:
+        first.rolling_step()  # the pass began; 851 certificates still ahead of it
+        first.close()
+        clock.advance(dt.timedelta(minutes=30))  # no reconciler runs meanwhile
+        late = CertificateSpec(CertificateRef("dev", "zzz", "late"), ("late.zzz.test",),
+                               "test")
+        store.create_spec(late)
+        grant(store, late)
+        clock.advance(dt.timedelta(minutes=5))
+        again = Reconciler(store, service, DueIndex(store, clock=clock),
+                           pool=threads(2, "reconcile"), clock=clock,
+                           options=Options(workers=2, sweep_budget=600),
+                           watch=SpecWatch(store, clock.now()))
+        try:
+            # the pass goes on (two ticks' worth of credit at most), it does not start over
+            assert again.rolling_step().handled == 299
+            assert again.watch_step().outcomes == {"issued": 1}
+            assert store.versions(store.paths.cert(late.ref)) == 1
+        finally:
+            again.close()
+    finally:
         service.shutdown()

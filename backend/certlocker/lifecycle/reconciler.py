@@ -524,6 +524,12 @@ class Reconciler:
         report = Report()
         if self._rolling is None:
             return report
+        if self._sweep_wanted and self._watch is not None:
+            # A pass may be hours from this process's first certificates: the watch
+            # looks back to the last step any reconciler took, a tick before it.
+            last = self._rolling.cursor().stepped_at
+            if last is not None:
+                self._watch.look_back(last - dt.timedelta(seconds=self.options.interval))
         step = self._rolling.step(self.options.interval, start=self._sweep_wanted)
         self._sweep_wanted = False
         if step.began:
