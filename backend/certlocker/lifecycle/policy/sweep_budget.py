@@ -21,8 +21,10 @@ import math
 from typing import Any
 
 #: Vault requests a visit to an idle, healthy certificate makes: its spec, its status,
-#: its expiry-index entry and its due-index hint (each one read; writes only to repair).
-REQUESTS_PER_VISIT = 4
+#: its expiry-index entry and its due-index hint, and its leaf when the CA's renewal
+#: window is to be asked (each one read; writes only to repair). Measured in
+#: bench/bench_idle.py: 4 to 5.
+REQUESTS_PER_VISIT = 5
 #: Vault requests a step makes besides its visits: the cursor read and its write.
 REQUESTS_PER_STEP = 2
 #: credit is capped at this many ticks' worth of budget (and at least a minute's)
