@@ -1,5 +1,6 @@
-"""``bench/run [issuance|inventory|credentials|verify|watch|all] [--full]``: run benchmark parts,
-print one markdown table per part, and keep the output in ``bench/results/<timestamp>.md``."""
+"""``bench/run [issuance|inventory|credentials|verify|watch|idle|all] [--full]``: run
+benchmark parts, print one markdown table per part, and keep the output in
+``bench/results/<timestamp>.md``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable
 
 from .common import BENCH, machine
 
-PARTS = ("issuance", "credentials", "verify", "inventory", "watch")
+PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "idle")
 
 
 def _part(name: str, full: bool) -> Callable[[], str]:
@@ -25,6 +26,9 @@ def _part(name: str, full: bool) -> Callable[[], str]:
     if name == "verify":
         from . import bench_verify
         return bench_verify.run
+    if name == "idle":
+        from . import bench_idle
+        return lambda: bench_idle.run(full=full)
     if name == "watch":
         from . import bench_watch
         return lambda: bench_watch.run(full=full)
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("part", nargs="?", default="all", choices=(*PARTS, "all"))
     parser.add_argument("--full", action="store_true",
-                        help="inventory, watch: also 100k certificates (seeding alone takes "
+                        help="inventory, watch, idle: also 100k certificates (seeding alone takes "
                              "tens of minutes on 2 cores)")
     args = parser.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)
