@@ -1,4 +1,4 @@
-"""``bench/run [issuance|inventory|credentials|verify|watch|acme-server|all] [--full]``: run
+"""``bench/run [issuance|inventory|credentials|verify|watch|acme-server|idle|all] [--full]``: run
 benchmark parts, print one markdown table per part, and keep the output in
 ``bench/results/<timestamp>.md``."""
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 from .common import BENCH, machine
 
-PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "acme-server")
+PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "acme-server", "idle")
 
 
 def _part(name: str, full: bool) -> Callable[[], str]:
@@ -29,6 +29,9 @@ def _part(name: str, full: bool) -> Callable[[], str]:
     if name == "acme-server":
         from . import bench_acme_server
         return bench_acme_server.run
+    if name == "idle":
+        from . import bench_idle
+        return lambda: bench_idle.run(full=full)
     if name == "watch":
         from . import bench_watch
         return lambda: bench_watch.run(full=full)
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("part", nargs="?", default="all", choices=(*PARTS, "all"))
     parser.add_argument("--full", action="store_true",
-                        help="inventory, watch: also 100k certificates (seeding alone takes "
+                        help="inventory, watch, idle: also 100k certificates (seeding alone takes "
                              "tens of minutes on 2 cores)")
     args = parser.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)

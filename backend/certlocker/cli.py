@@ -1094,7 +1094,8 @@ def bootstrap(phase: str, policies_dir: str, token_file: str | None,
 @click.option("--jitter", default=0.1, show_default=True,
               help="+/- this fraction of the interval")
 @click.option("--sweep-interval", type=float, default=None,
-              help="seconds between full sweeps [default: reconcile_sweep_seconds]")
+              help="a sweep pass begins at most this often "
+                   "[default: reconcile_sweep_seconds]")
 @click.option("--duration", type=float, default=None,
               help="stop after this many seconds (default: run until SIGTERM)")
 def reconcile(once: bool, interval: float | None, jitter: float,

@@ -226,6 +226,11 @@ class VaultPaths:
             raise ValueError(f"unknown index {index!r}")
         return f"system/index-days/{index}"
 
+    def sweep_cursor(self) -> str:
+        """``system/sweep/cursor``: where the rolling sweep stands, shared by every
+        reconciler (docs/decisions/0007-steady-sweep.md)."""
+        return "system/sweep/cursor"
+
     def alerting_secrets(self) -> str:
         """SMTP password and webhook token for alert delivery (certlocker reads them)."""
         return "system/alerting"

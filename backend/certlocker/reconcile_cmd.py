@@ -37,6 +37,7 @@ def main(*, once: bool, interval: float | None, jitter: float,
     interval = interval or float(settings.reconcile_interval_seconds)
     options = Options(interval=interval, jitter=jitter,
                       sweep_interval=sweep_interval or settings.reconcile_sweep_seconds,
+                      sweep_budget=float(settings.reconcile_sweep_budget_per_minute),
                       workers=settings.issuance_workers)
     stopping = threading.Event()
     current: list[tuple[Reconciler, TokenKeeper]] = []

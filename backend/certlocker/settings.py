@@ -206,7 +206,11 @@ class Settings:
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     metrics_token_file: str | None = None
     # reconciler and alerts (lifecycle/reconciler.py, lifecycle/alerts.py, notify.py)
-    reconcile_sweep_seconds: int = 3600  # full inventory sweep that repairs due-index hints
+    reconcile_sweep_seconds: int = 3600  # a sweep pass (repairs hints) at most this often
+    # Vault requests per minute the rolling sweep makes, all reconcilers together: the
+    # idle load is flat in the inventory, a pass over 100k takes about 11 h at 600.
+    # 0: a full sweep every reconcile_sweep_seconds (docs/decisions/0007-steady-sweep.md).
+    reconcile_sweep_budget_per_minute: int = 600
     # Seconds between reconciler ticks: how late a due retry or verification can start.
     reconcile_interval_seconds: int = 60
     # Specs written straight into Vault: looked for this often (0: only by the sweep);
@@ -431,7 +435,8 @@ def _target_settings(raw: dict[str, Any]) -> None:
 def _alert_settings(raw: dict[str, Any]) -> None:
     for key in ("reconcile_sweep_seconds", "reconcile_interval_seconds", "alert_max_attempts",
                 "alert_expiry_floor_seconds", "smtp_port", "reconcile_watch_seconds",
-                "reconcile_watch_fallback_seconds", "alert_failing_floor_seconds"):
+                "reconcile_watch_fallback_seconds", "alert_failing_floor_seconds",
+                "reconcile_sweep_budget_per_minute"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])
@@ -439,7 +444,8 @@ def _alert_settings(raw: dict[str, Any]) -> None:
                 raise ConfigurationError(f"{key} must be an integer") from None
             if raw[key] < (0 if key in ("alert_expiry_floor_seconds",
                                         "alert_failing_floor_seconds",
-                                        "reconcile_watch_seconds") else 1):
+                                        "reconcile_watch_seconds",
+                                        "reconcile_sweep_budget_per_minute") else 1):
                 raise ConfigurationError(f"{key} is out of range")
     for key in ("alert_webhook_slack", "smtp_starttls"):
         if key in raw:

@@ -5,11 +5,15 @@ each certificate re-reads spec and status, decides (``planning.decide``), issues
 the certificate's lease when needed (``CertificateService.issue`` asks the decision
 again under the lease, so replicas never issue twice), alerts a human when retries are
 exhausted or expiry is near (``alerts``), files the next hint and deletes the handled
-one. A full sweep over the inventory runs at start-up and every ``sweep_interval``, a
-batch per tick: it repairs lost hints. Specs written straight into Vault are found
-sooner by the spec watch (``spec_watch``), on its own cadence between ticks: each new or
-rewritten spec gets a hint and is handled at once, and a rewrite clears the backoff of
-an earlier failure (as cert-manager does not back off a changed spec).
+one. A sweep over the inventory repairs lost hints: a rolling one (``rolling_sweep``)
+that visits a budgeted slice per tick from a cursor every replica shares, so the load
+per minute does not grow with the inventory (docs/decisions/0007-steady-sweep.md); with
+no budget (``sweep_budget`` 0), the older full sweep at start-up and every
+``sweep_interval``, a batch per tick. ``run_once`` always sweeps in full. Specs
+written straight into Vault are found sooner by the spec watch (``spec_watch``), on its
+own cadence between ticks: each new or rewritten spec gets a hint and is handled at
+once, and a rewrite clears the backoff of an earlier failure (as cert-manager does not
+back off a changed spec).
 
 One failing certificate never stops the loop; Vault unreachable or sealed makes the
 loop back off and retry, and nothing is written meanwhile.
@@ -37,6 +41,7 @@ from . import revocation, verification
 from .records.due_index import DueIndex, Hint
 from .records.expiry_index import ExpiryIndex
 from .records.heartbeat import FAILURE_KINDS, Heartbeats
+from .rolling_sweep import RollingSweep
 from .ports import (AdvancingAll, CertificateIssuing, FollowingUp, FollowingUpAll,
                     RenewalInfoRefresher, Store, Verifying)
 from .spec_watch import SpecChange, SpecWatch
@@ -68,8 +73,11 @@ ERROR_RETRY = dt.timedelta(minutes=10)  # a certificate whose handling broke, no
 class Options:
     interval: float = 60.0  # seconds between ticks
     jitter: float = 0.1  # +/- this fraction of the interval
-    sweep_interval: float = 3600.0
-    sweep_batch: int = 1000  # certificates swept per tick while a sweep runs
+    sweep_interval: float = 3600.0  # a pass starts no sooner than this after the last
+    sweep_batch: int = 1000  # certificates swept per tick while a full sweep runs
+    # Vault requests per minute the rolling sweep may make (all replicas together);
+    # 0: the full sweep every ``sweep_interval`` instead (the behaviour before 0007).
+    sweep_budget: float = 600.0
     max_due: int = 1000  # hints handled per tick; the rest wait for the next tick
     workers: int = 8
     vault_backoff_max: float = 300.0
@@ -125,6 +133,10 @@ class Reconciler:
         self._sweep_wanted = True  # at start-up, and again after a sweep broke off
         self._sweep_started = 0.0
         self._swept = False  # a sweep finished since the last heartbeat
+        self._rolling = RollingSweep(
+            store, budget_per_minute=options.sweep_budget, clock=self._clock,
+            min_pass=dt.timedelta(seconds=options.sweep_interval),
+        ) if options.sweep_budget > 0 else None
         self._failures = dict.fromkeys(FAILURE_KINDS, 0)  # since start, for the heartbeat
         self._failures_lock = threading.Lock()
         # ``options.workers`` threads, the reconciler's own (``close`` stops it)
@@ -513,6 +525,40 @@ class Reconciler:
             raise
         return report
 
+    def rolling_step(self) -> Report:
+        """Visit the next slice of the rolling sweep (``rolling_sweep.RollingSweep.step``);
+        at the end of a pass, the same housekeeping as after a full sweep. The first step
+        of this process begins a pass if none is running (what was written while no
+        reconciler ran is looked at now, at the budget's pace).
+
+        :raises VaultUnavailable: when Vault cannot be read; the next tick retries.
+        """
+        report = Report()
+        if self._rolling is None:
+            return report
+        if self._sweep_wanted and self._watch is not None:
+            # A pass may be hours from this process's first certificates: the watch
+            # looks back to the last step any reconciler took, a tick before it.
+            last = self._rolling.cursor().stepped_at
+            if last is not None:
+                self._watch.look_back(last - dt.timedelta(seconds=self.options.interval))
+        step = self._rolling.step(self.options.interval, start=self._sweep_wanted)
+        self._sweep_wanted = False
+        if step.began:
+            log.info("reconcile.sweep_started", extra={"rolling": True})
+        self._handle_all([(ref, None, []) for ref in step.refs], sweeping=True,
+                         report=report)
+        if step.finished:
+            self._tidy_indexes()
+            self._finish_journals()
+            self._finish_retirements()
+            self._swept = True
+            assert step.cursor is not None
+            log.info("reconcile.sweep_finished", extra={
+                "rolling": True, "certificates": step.cursor.last_pass,
+                "seconds": step.cursor.last_pass_seconds})
+        return report
+
     # -- the loop ----------------------------------------------------------------------
     def _beat(self) -> None:
         """Record a finished tick (and whether a sweep finished since the last one)."""
@@ -547,7 +593,8 @@ class Reconciler:
 
     def run(self, deadline: float | None = None) -> None:
         """Tick every ``interval`` (jittered) until ``stop()`` or the monotonic
-        ``deadline``; sweep at start and every ``sweep_interval``; between ticks, look
+        ``deadline``; each tick visits the rolling sweep's next slice (or, without a
+        budget, sweeps in full at start and every ``sweep_interval``); between ticks, look
         for specs written into Vault whenever the spec watch is due."""
         failures = 0
         next_sweep = time.monotonic()
@@ -560,10 +607,13 @@ class Reconciler:
                 continue
             started = time.monotonic()
             try:
-                if self._sweep is None and (self._sweep_wanted or started >= next_sweep):
-                    self.start_sweep()
-                    next_sweep = started + self.options.sweep_interval
-                swept = self.sweep_step(self.options.sweep_batch)
+                if self._rolling is not None:
+                    swept = self.rolling_step()
+                else:
+                    if self._sweep is None and (self._sweep_wanted or started >= next_sweep):
+                        self.start_sweep()
+                        next_sweep = started + self.options.sweep_interval
+                    swept = self.sweep_step(self.options.sweep_batch)
                 report = self.tick()
                 self._advance_replacements()
                 failures = 0

@@ -90,6 +90,14 @@ class SpecWatch:
         """Vault is away: look again no sooner than this."""
         self._next = max(self._next, self._monotonic() + seconds)
 
+    def look_back(self, since: dt.datetime) -> None:
+        """Also report, on the next look, the specs written since ``since`` (the last
+        time any reconciler was known to run): with a rolling sweep, a reconciler's start
+        no longer reads the whole inventory, so what was written while none ran is found
+        here. Scanning only: the level-by-level fallback reports new keys it has not
+        listed before, and its first listing is a baseline."""
+        self._high = min(self._high, since)
+
     def poll(self) -> list[SpecChange]:
         """The specs written since the last poll.
 
