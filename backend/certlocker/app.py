@@ -31,12 +31,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["certlocker"] = services
 
     from .api import (acme, audit, bundles, certificates, credentials, dashboard, discovery,
-                      grants, lifecycle_actions, metrics, openapi, problems, system,
-                      verification, wellknown)
+                      grants, lifecycle_actions, metrics, openapi, problems, replacements,
+                      system, verification, wellknown)
 
     problems.init_app(app)
     for module in (wellknown, certificates, lifecycle_actions, verification, bundles,
                    credentials, grants, system, audit, discovery, metrics, openapi,
-                   dashboard, acme):
+                   dashboard, acme, replacements):
         app.register_blueprint(module.bp)
     return app

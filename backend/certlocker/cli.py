@@ -1105,6 +1105,133 @@ def reconcile(once: bool, interval: float | None, jitter: float,
                  duration=duration))
 
 
+# -- mass replacement ---------------------------------------------------------------------
+
+REPLACE_WAIT_DEFAULT = 3600.0
+
+
+@main.group(invoke_without_command=True)
+@click.option("--issuer", default=None, help="a configured issuer's name")
+@click.option("--intermediate", "issuing_intermediate", default=None,
+              help="issuer DN substring, or the SHA-256 of the issuing intermediate")
+@click.option("--serial", "serials", multiple=True, help="a current serial (repeat)")
+@click.option("--names", default=None, help="a glob over DNS names, e.g. '*.example.com'")
+@click.option("--environment", default=None)
+@click.option("--service", default=None, help="needs --environment")
+@click.option("--all", "everything", is_flag=True, help="every certificate you may list")
+@click.option("--revoke-old", is_flag=True,
+              help="revoke each old certificate once its replacement is served everywhere")
+@click.option("--revocation-reason", default=None, help="RFC 5280 name [superseded]")
+@click.option("--reason", default=None, help="why (kept in the record and audit trail)")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="follow the operation until it is done")
+@click.option("--timeout", default=REPLACE_WAIT_DEFAULT, show_default=True,
+              help="seconds to follow it")
+@click.option("--poll", default=2.0, show_default=True, help="seconds between looks")
+@click.option("--json", "json_flag", is_flag=True, expose_value=False, is_eager=True,
+              callback=_json_flag, help="print JSON for scripts")
+@click.pass_context
+def replace(ctx: click.Context, issuer: str | None, issuing_intermediate: str | None,
+            serials: tuple[str, ...], names: str | None, environment: str | None,
+            service: str | None, everything: bool, revoke_old: bool,
+            revocation_reason: str | None, reason: str | None, wait: bool, timeout: float,
+            poll: float) -> None:
+    """Replace every selected certificate (most urgent first), then deliver, verify
+    every node and, with --revoke-old, revoke the old ones. Shows a progress bar until
+    the operation is done (--no-wait: only start it). `certlocker replace status ID`
+    shows one operation; `certlocker replace list` all of them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    body: dict[str, Any] = {k: v for k, v in {
+        "issuer": issuer, "issuing_intermediate": issuing_intermediate,
+        "serials": list(serials) or None, "names": names, "environment": environment,
+        "service": service, "all": True if everything else None,
+        "revocation_reason": revocation_reason, "reason": reason}.items() if v is not None}
+    if revoke_old:
+        body["revoke_old"] = True
+    op = ctx.obj["api"].call("POST", "/v1/replacements", json=body)
+    if not wait:
+        _out(ctx, op, _describe_replacement(op))
+        return
+    _follow_replacement(ctx, op, timeout, poll)
+
+
+def _describe_replacement(op: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in (op.get("counts") or {}).items() if v)
+    eta = op.get("eta_seconds")
+    lines = [f"replacement: {op['id']}",
+             f"state:       {op['state']} ({op.get('finished', 0)}/{op['selected']} "
+             "finished)",
+             f"selector:    {json.dumps(op.get('selector') or {})}",
+             f"started:     {op['created_at']} by {op.get('created_by') or '-'}",
+             f"counts:      {counts or '-'}"]
+    if op.get("revoke_old"):
+        lines.append(f"revoke old:  yes ({op.get('revocation_reason')})")
+    if eta is not None and op["state"] != "done":
+        lines.append(f"eta:         {eta:.0f}s")
+    if op.get("done_at"):
+        lines.append(f"done:        {op['done_at']}")
+    for failure in op.get("failures") or []:
+        lines.append(f"failing:     {failure['id']}: {failure.get('last_error') or '-'}")
+    return "\n".join(lines)
+
+
+def _follow_replacement(ctx: click.Context, op: dict[str, Any], timeout: float,
+                        poll: float) -> None:
+    """A progress bar on stderr (when shown) until the operation is done; exit 4 when
+    ``timeout`` runs out first."""
+    api = ctx.obj["api"]
+    deadline = time.monotonic() + timeout
+    shown = _show_progress(ctx)
+    total = int(op["selected"])
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(click.progressbar(
+            length=total, label=f"replacing {total}", file=sys.stderr, show_pos=True,
+            show_eta=False)) if shown else None
+        done = 0
+        while True:
+            finished = int(op.get("finished") or 0)
+            if bar is not None and finished > done:
+                bar.update(finished - done)
+                done = finished
+            if op["state"] == "done" or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+            op = api.call("GET", f"/v1/replacements/{op['id']}", params={"items": "false"})
+    _out(ctx, op, _describe_replacement(op))
+    if op["state"] != "done":
+        click.echo(f"timed out: replacement {op['id']} is still running; follow it with: "
+                   f"certlocker replace status {op['id']}", err=True)
+        sys.exit(EXIT_TIMEOUT)
+
+
+@replace.command("status")
+@click.argument("op_id")
+@click.option("--items", "with_items", is_flag=True, help="one row per certificate")
+@click.pass_context
+def replace_status(ctx: click.Context, op_id: str, with_items: bool) -> None:
+    """Show one replacement operation and its progress."""
+    op = ctx.obj["api"].call("GET", f"/v1/replacements/{op_id}",
+                             params={"items": "true" if with_items else "false"})
+    rows = [_describe_replacement(op)]
+    if with_items:
+        rows.append(f"\n{'ID':40} {'STATE':16} {'OLD SERIAL':36} NEW SERIAL")
+        rows += [f"{i['id']:40} {i['state']:16} {i['old_serial']:36} {i.get('serial') or '-'}"
+                 for i in op.get("items") or []]
+    _out(ctx, op, "\n".join(rows))
+
+
+@replace.command("list")
+@click.pass_context
+def replace_list(ctx: click.Context) -> None:
+    """Every replacement operation you may see, newest first."""
+    body = ctx.obj["api"].call("GET", "/v1/replacements")
+    rows = [f"{'ID':34} {'STATE':8} {'FINISHED':>9} {'SELECTED':>9} CREATED"]
+    rows += [f"{o['id']:34} {o['state']:8} {o.get('finished', 0):>9} {o['selected']:>9} "
+             f"{o['created_at']}" for o in body["items"]]
+    _out(ctx, body, "\n".join(rows))
+
+
 _accept_json_everywhere(main)
 
 

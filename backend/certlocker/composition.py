@@ -45,6 +45,7 @@ from .lifecycle.local_challenges import LocalFirstChallenges
 from .lifecycle.ports import Store
 from .lifecycle.reconciler import Options, Reconciler
 from .lifecycle.retirement import RetiredRecords, RetirementService
+from .lifecycle.replacements import ReplacementService
 from .lifecycle.revocation import RevocationService
 from .lifecycle.service import HOLDER, CertificatePools, CertificateService
 from .lifecycle.spec_watch import SpecWatch, WatchOptions
@@ -53,6 +54,7 @@ from .lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges
 from .lifecycle.verification import (AlertOnDivergence, DivergenceHook, PolicySource, StatusChange,
                                      Verifier, load_anchors)
 from .metrics.collector import AcmeRequestMetrics, InventoryCollector, IssuanceMetrics
+from .metrics.replacements import ReplacementCollector
 from .metrics.summary import SummaryCache, load_rows
 from .models import CertificateRef, CertificateStatus
 from .settings import Settings
@@ -177,6 +179,8 @@ class Services:
     pools: Pools
     #: the TLS handshakes of target verification, shared by every verifier and prober
     probes: cf.Executor
+    #: mass replacement operations (``POST /v1/replacements``)
+    replacements: ReplacementService
 
 
 #: the reads an operator's listing keeps in flight (``CertificateReads``)
@@ -189,6 +193,9 @@ SCAN_THREADS, SCAN_PARALLELISM_MAX = 2, 256
 DISCOVERY_READ_WORKERS, DISCOVERY_READ_CALLS = 8, 8
 #: the status and spec reads of one metrics summary
 METRICS_THREADS = 8
+#: a replacement's reads and renewal requests in flight; operations followed at once
+#: by the API process that started them (the reconciler follows every one, each tick)
+REPLACEMENT_THREADS, REPLACEMENT_FOLLOWERS = 8, 4
 
 
 def build_services(settings: Settings, actor: str = "certlocker") -> Services:
@@ -237,10 +244,19 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     revocation = RevocationService(store, certificates, under_policy(targets, probes),
                                    audit=audit, actor=actor, replace_timeout=lease_ttl,
                                    pool=pools.threads(REVOCATION_THREADS, "revocation"))
+    verifier = build_verifier(settings, store, certificates.update_status, audit,
+                              probes=probes, clock=clock, policy=targets)
+    replacements = ReplacementService(
+        store, views=certificates.views,
+        refs=lambda caller, env, svc: certificates.refs(caller, env, svc),
+        renew=lambda ref, who: certificates.request_renewal(ref, who),
+        issuers=lambda: certificates.issuers,
+        pool=pools.per_process(REPLACEMENT_THREADS, "replacements"), clock=clock,
+        audit=audit, actor=actor, verifier=verifier,
+        follow=pools.per_process(REPLACEMENT_FOLLOWERS, "replacement-follow"))
     return Services(
         settings, store, challenges, certificates, keyring, credentials, audit,
-        verifier=build_verifier(settings, store, certificates.update_status, audit,
-                                probes=probes, clock=clock, policy=targets),
+        verifier=verifier,
         revocation=revocation,
         retirement=RetirementService(store, holder=HOLDER, lease_ttl=lease_ttl, audit=audit,
                                      issuers=issuers, credentials=credentials,
@@ -256,8 +272,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
             audit=audit, policy=targets, read_workers=DISCOVERY_READ_WORKERS),
         service_login=ServiceLogin(store, settings.jwt_role),
         metrics=_inventory_metrics(settings, store, clock,
-                                   pools.threads(METRICS_THREADS, "metrics")),
-        pools=pools, probes=probes,
+                                   pools.threads(METRICS_THREADS, "metrics"), replacements),
+        pools=pools, probes=probes, replacements=replacements,
         acme=_acme_server(settings, store, certificates, revocation, issuers, credentials,
                           audit, clock))
 
@@ -354,13 +370,16 @@ def build_verifier(settings: Settings, store: Store,
 
 
 def _inventory_metrics(settings: Settings, store: VaultStore, clock: Clock,
-                       pool: cf.Executor) -> InventoryCollector:
+                       pool: cf.Executor,
+                       replacements: ReplacementService | None = None) -> InventoryCollector:
     refresh = settings.metrics_refresh_seconds
+    extra = [ReplacementCollector(SummaryCache(replacements.counts, refresh))] \
+        if replacements is not None else []
     return InventoryCollector(
         SummaryCache(lambda: load_rows(store, clock.now(), pool, METRICS_THREADS), refresh),
         SummaryCache(lambda: store.token_life().expires_at(clock.now()), refresh),
         SummaryCache(lambda: heartbeat.recorded(
-            store, since=clock.now() - dt.timedelta(days=1)), refresh))
+            store, since=clock.now() - dt.timedelta(days=1)), refresh), extra=extra)
 
 
 def build_reconciler(settings: Settings, options: Options,
@@ -384,6 +403,7 @@ def build_reconciler(settings: Settings, options: Options,
                               "verifier": verifier, "verify_interval": verify_interval,
                               "revocations": services.revocation,
                               "retirements": services.retirement,
+                              "replacements": services.replacements,
                               "heartbeats": Heartbeats(store)}
     if settings.reconcile_watch_seconds > 0:
         kwargs["watch"] = SpecWatch(store, dt.datetime.now(dt.timezone.utc), WatchOptions(

@@ -126,6 +126,15 @@ class AlreadyExists(CertlockerError):
     title = "Already exists"
 
 
+class UnprocessableSelection(CertlockerError):
+    """A well-formed selector that selects nothing (a mass replacement of no
+    certificate): said, rather than answered as an operation with nothing to do."""
+
+    status = 422
+    slug = "empty-selection"
+    title = "The selector matches no certificate"
+
+
 class Conflict(CertlockerError):
     """A concurrent writer won a check-and-set race, or the state forbids the action."""
 

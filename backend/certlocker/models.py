@@ -165,6 +165,9 @@ class CertificateInfo:
     # at its next normal renewal (lifecycle/policy/planning.py).
     fallback_for: str | None = None
     fallback_reason: str | None = None
+    # SHA-256 (hex) of the issuing intermediate's DER, the chain's first certificate:
+    # what a mass replacement selects by (``issuing_intermediate``); None when unknown.
+    issuer_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -182,6 +185,7 @@ class CertificateInfo:
             **({"acme_order": self.acme_order} if self.acme_order else {}),
             **({"fallback_for": self.fallback_for,
                 "fallback_reason": self.fallback_reason} if self.fallback_for else {}),
+            **({"issuer_sha256": self.issuer_sha256} if self.issuer_sha256 else {}),
         }
 
     @classmethod
@@ -202,6 +206,8 @@ class CertificateInfo:
             else None,
             fallback_for=_text(data.get("fallback_for")),
             fallback_reason=_text(data.get("fallback_reason")),
+            issuer_sha256=data.get("issuer_sha256")
+            if isinstance(data.get("issuer_sha256"), str) else None,
         )
 
 

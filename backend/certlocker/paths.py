@@ -85,6 +85,28 @@ class VaultPaths:
     def retiring_dir(self, environment: str | None = None, service: str | None = None) -> str:
         return self._dir("system/retiring", environment, service)
 
+    # -- mass replacement (lifecycle/replacements.py) -------------------------------------
+    def replacement(self, op_id: str) -> str:
+        """One replacement operation's record (selector, state, chunk count)."""
+        return "system/replacements/" + _hex("replacement", op_id, 32)
+
+    def replacement_chunk(self, op_id: str, index: int) -> str:
+        """The ``index``-th chunk of an operation's selected certificates."""
+        if not isinstance(index, int) or not 0 <= index < 100_000:
+            raise ValueError("a chunk index is 0..99999")
+        return f"{self.replacement(op_id)}-items/{index:05d}"
+
+    def replacements_dir(self) -> str:
+        return "system/replacements/"
+
+    def replacement_running(self, op_id: str) -> str:
+        """Present while the operation runs: what the reconciler follows each tick, so
+        finished operations cost it nothing."""
+        return "system/replacements-running/" + _hex("replacement", op_id, 32)
+
+    def replacements_running_dir(self) -> str:
+        return "system/replacements-running/"
+
     # -- system -------------------------------------------------------------------------
     def acme_account(self, directory_url: str, index: int = 0) -> str:
         """The account ``index`` of a directory (several when an issuer spreads its

@@ -37,6 +37,18 @@ def dns_names_of(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(san.value.get_values_for_type(x509.DNSName))
 
 
+def first_fingerprint(chain_pem: str) -> str | None:
+    """SHA-256 (hex) of the first certificate of a PEM chain (the issuing
+    intermediate); None when the chain is empty or does not parse."""
+    parts = split_pem_chain(chain_pem or "")
+    if not parts:
+        return None
+    try:
+        return fingerprint(x509.load_pem_x509_certificate(parts[0].encode()))
+    except ValueError:
+        return None
+
+
 def info_from_pem(leaf_pem: str) -> CertificateInfo:
     cert = x509.load_pem_x509_certificate(leaf_pem.encode())
     return CertificateInfo(

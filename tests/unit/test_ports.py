@@ -26,6 +26,7 @@ from certlocker.lifecycle import ports as lifecycle_ports
 from certlocker.lifecycle.records.issuer_secrets import StoreIssuerSecrets
 from certlocker.lifecycle.local_challenges import LocalFirstChallenges
 from certlocker.lifecycle.retirement import RetirementService
+from certlocker.lifecycle.replacements import ReplacementService
 from certlocker.lifecycle.revocation import RevocationService
 from certlocker.lifecycle.service import CertificateService
 from certlocker.lifecycle.records.vault_adapters import StoreAccounts, StoreChallenges, StoreJournal
@@ -79,6 +80,7 @@ replacements: type[lifecycle_ports.ReplacementIssuing] = CertificateService
 verifier: type[lifecycle_ports.Verifying] = Verifier
 revocations: type[lifecycle_ports.FollowingUp] = RevocationService
 retirements: type[lifecycle_ports.FollowingUpAll] = RetirementService
+mass_replacements: type[lifecycle_ports.AdvancingAll] = ReplacementService
 # probes (callables: checked by mypy only)
 probe: ports.Probe = functools.partial(verify_targets, pool=threads(1, "verify"))
 policed_probe: ports.Probe = under_policy(TargetPolicy, threads(1, "verify"))

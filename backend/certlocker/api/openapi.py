@@ -18,6 +18,7 @@ from ..lifecycle.policy.inventory import DEFAULT_LIMIT, MAX_LIMIT
 from ..models import KeyType, State
 from ..ownership import grant_schema
 from ..specs import PERMISSIVE, SpecRules, declaration_schema
+from . import openapi_replacements
 from .context import services
 
 bp = Blueprint("openapi", __name__)
@@ -649,7 +650,7 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
 
 def document(rules: SpecRules = PERMISSIVE) -> dict[str, Any]:
     """The document for a deployment's spec rules (its environments and issuers)."""
-    statuses = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503)
+    statuses = (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503)
     return {
         "openapi": "3.1.0",
         "info": {"title": "certlocker", "version": __version__,
@@ -657,9 +658,9 @@ def document(rules: SpecRules = PERMISSIVE) -> dict[str, Any]:
                                 "OpenBao. Every error is an RFC 9457 problem document."},
         "servers": [{"url": "/"}],
         "security": OPERATOR,
-        "paths": _paths(rules),
+        "paths": {**_paths(rules), **openapi_replacements.paths()},
         "components": {
-            "schemas": _schemas(rules),
+            "schemas": {**_schemas(rules), **openapi_replacements.schemas(rules)},
             "responses": {f"Problem{s}": {"description": _PROBLEM_TEXT[s], "content": {
                 PROBLEM: {"schema": _ref("Problem")}}} for s in statuses},
             "securitySchemes": {
@@ -684,6 +685,7 @@ _PROBLEM_TEXT = {400: "Invalid input: `detail` and `field` name the bad field or
                  409: "Already declared, or a concurrent change won",
                  413: "The body is larger than max_request_bytes",
                  415: "The body is not application/json",
+                 422: "Well-formed but selects nothing (empty-selection)",
                  429: "The CA rate-limited certlocker (see Retry-After)",
                  502: "The CA refused or the challenge failed",
                  503: "Vault is unavailable"}

@@ -24,6 +24,7 @@ from ..models import (CertificateInfo, CertificateRef, CertificateSpec, Certific
                      IssueRequest, IssuedCertificate, RenewalRequest, State)
 from ..ownership import summary
 from ..ports import Issuer
+from ..x509info import first_fingerprint
 from . import renewal_info
 from .records.expiry_index import ExpiryIndex
 from .name_grants import NameOwnership
@@ -183,7 +184,8 @@ class Issuance:
                                    issuer_name=issued.info.issuer_name or spec.issuer,
                                    leaf_pem=issued.certificate,
                                    chain_pem=issued.chain if spec.csr else None,
-                                   acme_order=spec.acme_order)
+                                   acme_order=spec.acme_order,
+                                   issuer_sha256=first_fingerprint(issued.chain))
         window = renewal_info.fetch(issuer, info.serial, issued.certificate,
                                     self._clock.now())
         replaced: list[dt.datetime] = []

@@ -119,3 +119,13 @@ class FollowingUpAll(Protocol):
         """Advance every unfinished retirement; how many were looked at. One that fails
         is logged and left for the next call: raises only when storage is unreachable."""
         ...
+
+
+@runtime_checkable
+class AdvancingAll(Protocol):
+    """What the reconciler needs of ``lifecycle.replacements.ReplacementService``."""
+
+    def advance_all(self) -> int:
+        """Move every running replacement operation on; how many were running. One that
+        fails is logged and left for the next call."""
+        ...

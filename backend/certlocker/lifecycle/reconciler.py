@@ -37,8 +37,8 @@ from . import revocation, verification
 from .records.due_index import DueIndex, Hint
 from .records.expiry_index import ExpiryIndex
 from .records.heartbeat import FAILURE_KINDS, Heartbeats
-from .ports import (CertificateIssuing, FollowingUp, FollowingUpAll, RenewalInfoRefresher,
-                    Store, Verifying)
+from .ports import (AdvancingAll, CertificateIssuing, FollowingUp, FollowingUpAll,
+                    RenewalInfoRefresher, Store, Verifying)
 from .spec_watch import SpecChange, SpecWatch
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ class Reconciler:
                  revocations: FollowingUp | None = None,
                  heartbeats: Heartbeats | None = None,
                  retirements: FollowingUpAll | None = None,
-                 watch: SpecWatch | None = None) -> None:
+                 watch: SpecWatch | None = None,
+                 replacements: AdvancingAll | None = None) -> None:
         self._store = store
+        self._replacements = replacements
         self._retirements = retirements
         self._watch = watch
         self._heartbeats = heartbeats
@@ -469,6 +471,16 @@ class Reconciler:
         except CertlockerError as exc:
             log.warning("reconcile.retirements_unfinished", extra={"error": type(exc).__name__})
 
+    def _advance_replacements(self) -> None:
+        """Move every running mass replacement on (``replacements.advance_all``): revoke
+        old certificates now served nowhere, mark finished operations done."""
+        if self._replacements is None:
+            return
+        try:
+            self._replacements.advance_all()
+        except CertlockerError as exc:
+            log.warning("reconcile.replacements_unfinished", extra={"error": type(exc).__name__})
+
     def start_sweep(self) -> None:
         self._sweep = iter(self._certificates.refs(self._store))
         self._sweep_wanted = False
@@ -526,6 +538,7 @@ class Reconciler:
         self.start_sweep()
         report = self.sweep_step(None)
         tick = self.tick()
+        self._advance_replacements()
         self._beat()
         for outcome, count in tick.outcomes.items():
             report.outcomes[outcome] = report.outcomes.get(outcome, 0) + count
@@ -552,6 +565,7 @@ class Reconciler:
                     next_sweep = started + self.options.sweep_interval
                 swept = self.sweep_step(self.options.sweep_batch)
                 report = self.tick()
+                self._advance_replacements()
                 failures = 0
                 self._beat()
                 if report.handled or swept.handled:

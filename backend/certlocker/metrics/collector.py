@@ -20,7 +20,7 @@ Names follow cert-manager's where one exists (``certmanager_certificate_*`` ->
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest, multiprocess
@@ -136,8 +136,10 @@ class InventoryCollector(Collector):
 
     def __init__(self, cache: SummaryCache[list[CertificateRow]],
                  token_expiry: SummaryCache[float] | None = None,
-                 reconcilers: SummaryCache[list[Heartbeat]] | None = None) -> None:
+                 reconcilers: SummaryCache[list[Heartbeat]] | None = None,
+                 extra: Sequence[Collector] = ()) -> None:
         self._cache = cache
+        self._extra = tuple(extra)  # more gauges from cached summaries (replacements)
         self._token_expiry = token_expiry
         self._reconcilers = reconcilers
 
@@ -167,6 +169,8 @@ class InventoryCollector(Collector):
             for kind, count in sorted(beat.failures.items()):
                 families["reconciler_failures"].add_metric([beat.name, kind], count)
         yield from families.values()
+        for collector in self._extra:
+            yield from collector.collect()
 
 
 def _add(families: dict[str, GaugeMetricFamily | CounterMetricFamily],
