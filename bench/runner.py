@@ -1,4 +1,5 @@
-"""``bench/run [issuance|inventory|credentials|verify|watch|acme-server|idle|all] [--full]``: run
+"""``bench/run [issuance|inventory|credentials|verify|watch|acme-server|idle|drill|all]
+[--full] [--count N]``: run
 benchmark parts, print one markdown table per part, and keep the output in
 ``bench/results/<timestamp>.md``."""
 
@@ -13,10 +14,11 @@ from typing import Callable
 
 from .common import BENCH, machine
 
-PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "acme-server", "idle")
+PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "acme-server", "idle",
+         "drill")
 
 
-def _part(name: str, full: bool) -> Callable[[], str]:
+def _part(name: str, full: bool, count: int | None = None) -> Callable[[], str]:
     if name == "issuance":
         from . import bench_issuance
         return bench_issuance.run
@@ -32,6 +34,9 @@ def _part(name: str, full: bool) -> Callable[[], str]:
     if name == "idle":
         from . import bench_idle
         return lambda: bench_idle.run(full=full)
+    if name == "drill":
+        from . import bench_drill
+        return lambda: bench_drill.run(count or bench_drill.DEFAULT_COUNT)
     if name == "watch":
         from . import bench_watch
         return lambda: bench_watch.run(full=full)
@@ -45,11 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="inventory, watch, idle: also 100k certificates (seeding alone takes "
                              "tens of minutes on 2 cores)")
+    parser.add_argument("--count", type=int, default=None,
+                        help="drill: how many certificates (default 1000; 100 for a quick "
+                             "check)")
     args = parser.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     header = (f"## certlocker benchmarks, {stamp}\n\nMachine: {machine()}. "
-              f"Command: `bench/run {args.part}{' --full' if args.full else ''}`. "
+              f"Command: `bench/run {args.part}{' --full' if args.full else ''}"
+              f"{f' --count {args.count}' if args.count else ''}`. "
               "Every ratio compares two figures measured side by side in this run.\n")
     print(header, flush=True)
     out = [header]
@@ -57,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in parts:
         started = time.monotonic()
         try:
-            text = _part(name, args.full)()
+            text = _part(name, args.full, args.count)()
         except Exception:
             failed += 1
             text = f"### {name}: FAILED\n\n```\n{traceback.format_exc()}```\n"

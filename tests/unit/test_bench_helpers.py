@@ -63,3 +63,32 @@ def test_profile_summary_counts_inclusive_and_deepest(tmp_path: Path) -> None:
     deepest = text.split("deepest interesting frame:")[1]
     assert "75.0%  read (hvac/adapters.py:9)" in deepest
     assert "25.0%  mint (certlocker/api/credentials.py:56)" in deepest
+
+
+def test_the_drill_counts_a_certificate_only_when_every_node_serves_the_new_one() -> None:
+    from bench.bench_drill import _served_ok
+    new, old = "ab" * 32, "cd" * 32
+    view = {"status": "valid", "current": {"sha256_fingerprint": new},
+            "targets": [{"status": "ok", "served_sha256": new},
+                        {"status": "ok", "served_sha256": new}]}
+    assert _served_ok(view, old)
+    assert not _served_ok(view, new)  # still the certificate from before the drill
+    lagging = {**view, "targets": [view["targets"][0],
+                                   {"status": "mismatch", "served_sha256": old}]}
+    assert not _served_ok(lagging, old)
+    assert not _served_ok({**view, "targets": []}, old)  # nothing verified is not done
+    assert not _served_ok({**view, "status": "renewing"}, old)
+
+
+def test_the_drill_reads_render_times_from_a_bao_agent_log(tmp_path: Path) -> None:
+    from bench.bench_drill import _renders
+    log = tmp_path / "agent.log"
+    log.write_text(
+        '2026-12-06T06:46:21.120Z [INFO]  agent: (runner) rendered "/t/c1.ctmpl" => '
+        '"/live/c1.pem"\n'
+        '2026-12-06T06:46:21.130Z [DEBUG] agent: (runner) checking template\n'
+        '2026-12-06T06:46:22.500Z [INFO]  agent: (runner) rendered "/t/c2.ctmpl" => '
+        '"/live/c2.pem"\n')
+    found = _renders(log)
+    assert [dest for _, dest in found] == ["/live/c1.pem", "/live/c2.pem"]
+    assert round(found[1][0] - found[0][0], 3) == 1.38
