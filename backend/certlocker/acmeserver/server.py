@@ -85,7 +85,7 @@ class ServerOptions:
     finalize_wait: float = 30.0
     #: finalize requests per process that wait for their issuance (the others answer
     #: ``processing`` at once); below gunicorn's threads per worker (8 in the dev stack)
-    finalize_waiters: int = 4
+    finalize_waiters: int = 6
 
 
 class AcmeServer:
