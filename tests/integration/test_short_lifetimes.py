@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import urllib.request
 from typing import Any, Iterator
 
 import hvac
@@ -31,7 +30,7 @@ import pytest
 
 import devstack
 from certlocker.clock import parse_rfc3339
-from tests.integration.test_vault_pki import INT_MOUNT, ROLE, _setup_pki
+from tests.integration.test_vault_pki import INT_MOUNT, ROLE, PkiStack, _setup_pki
 from tests.support.stack import SHARED_PEBBLE_ENV
 
 pytestmark = pytest.mark.integration
@@ -40,21 +39,8 @@ LIFETIME = dt.timedelta(hours=144)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class Short:
-    def __init__(self, stack: devstack.Stack) -> None:
-        self.stack = stack
-        self.root = hvac.Client(url=stack.vault_addr, token=stack.root_token, timeout=10)
-
-    def api(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.stack.api_url + path, data=data, method=method,
-                                     headers={"X-Vault-Token": self.stack.operator_token or "",
-                                              "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+class Short(PkiStack):
+    """The PKI stack's API and root client, with this module's steps."""
 
     def declare(self, name: str, **fields: Any) -> dict[str, Any]:
         status, body = self.api("POST", "/v1/certificates?wait=60", {
