@@ -30,7 +30,6 @@ from ..models import Inflight, IssuedCertificate, IssueRequest, RenewalWindow
 from ..ports import AccountStore, ChallengeStore, IssuerSecrets, Journal
 from ..settings import IssuerSettings
 from ..transport.urllib3_send import failure_reason
-from ..x509info import info_from_pem, split_pem_chain
 from . import acme_compat, ari, caa, chains, keys
 from .dns import DnsProvider, build_provider
 from ..transport.acme_session import NoRequestObserver, RequestObserver, observed, session_for
@@ -324,7 +323,7 @@ class AcmeIssuer:
             key = keys.from_pem(state.private_key)
         body = self._drive(acme, orderr, deadline, resumed=resumed)
         fullchain = self._download(acme, body)
-        return _bundle(key, fullchain)
+        return keys.bundle(fullchain, key)
 
     def _issue_for_csr(self, acme: ClientV2, request: IssueRequest, csr_pem: str,
                        deadline: float) -> IssuedCertificate:
@@ -334,7 +333,7 @@ class AcmeIssuer:
         self._check_caa(acme, request)
         orderr = self._new_order(acme, csr_pem.encode(), request.replaces, request.profile)
         body = self._drive(acme, orderr, deadline)
-        return keys.bundle_for_csr(csr_pem, self._download(acme, body))
+        return keys.bundle(self._download(acme, body), csr_pem=csr_pem)
 
     def _new_order(self, acme: ClientV2, csr_pem: bytes, replaces: str | None,
                    wanted_profile: str | None = None) -> messages.OrderResource:
@@ -670,17 +669,6 @@ def _retry_after(value: str | None) -> dt.timedelta | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(when - dt.datetime.now(dt.timezone.utc), dt.timedelta(0))
-
-
-def _bundle(key: keys.PrivateKey, fullchain: str) -> IssuedCertificate:
-    certs = split_pem_chain(fullchain)
-    if not certs:
-        raise IssuanceFailed("the CA returned no certificate")
-    leaf, chain = certs[0], "".join(certs[1:])
-    if not keys.public_key_matches(key, leaf):
-        raise IssuanceFailed("the CA returned a certificate for another key", retryable=False)
-    return IssuedCertificate(info=info_from_pem(leaf), certificate=leaf, chain=chain,
-                             private_key=keys.to_pem(key))
 
 
 def _translate(exc: Exception, context: str) -> IssuanceFailed:

@@ -50,20 +50,32 @@ def csr_pem(key: PrivateKey, dns_names: tuple[str, ...]) -> bytes:
 
 
 def public_key_matches(key: PrivateKey, cert_pem: str) -> bool:
-    cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    der = serialization.Encoding.DER
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+    return _spki(key) == public_key_der(cert_pem)
 
 
-def bundle_for_csr(csr_pem: str, fullchain: str) -> IssuedCertificate:
-    """The certificate for a client's CSR, without a key (the client holds it)."""
+def _spki(key: PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def bundle(fullchain: str, key: PrivateKey | None = None,
+           csr_pem: str | None = None) -> IssuedCertificate:
+    """The CA's full chain as the bundle stored for the certificate, checked to be for
+    ``key`` (certlocker's) or for the key of ``csr_pem`` (the client's, which stays with
+    the client: the bundle then has no private key).
+
+    :raises IssuanceFailed: no certificate, or one for another key (not retryable)."""
     certs = split_pem_chain(fullchain)
     if not certs:
         raise IssuanceFailed("the CA returned no certificate")
     leaf, chain = certs[0], "".join(certs[1:])
-    if public_key_der(leaf) != read_csr(csr_pem).public_key_der:
-        raise IssuanceFailed("the CA returned a certificate for another key than the CSR's",
-                             retryable=False)
+    if key is not None:
+        ours = _spki(key)
+    else:
+        assert csr_pem is not None
+        ours = read_csr(csr_pem).public_key_der
+    if public_key_der(leaf) != ours:
+        raise IssuanceFailed("the CA returned a certificate for another key"
+                             + ("" if key is not None else " than the CSR's"), retryable=False)
     return IssuedCertificate(info=info_from_pem(leaf), certificate=leaf, chain=chain,
-                             private_key="")
+                             private_key=to_pem(key) if key is not None else "")

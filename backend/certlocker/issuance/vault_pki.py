@@ -14,11 +14,10 @@ from typing import Protocol, Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from ..errors import IssuanceFailed
 from ..models import Inflight, IssuedCertificate, IssueRequest
 from ..ports import Journal
 from ..settings import IssuerSettings
-from ..x509info import info_from_pem, read_csr
+from ..x509info import read_csr
 from . import keys
 
 log = logging.getLogger(__name__)
@@ -58,8 +57,8 @@ class VaultPkiIssuer:
             cn = None if facts.common_name else next(
                 (n for n in facts.dns_names if len(n) <= 64), None)
             signed = self._signer.sign(request.csr_pem, common_name=cn)
-            issued = keys.bundle_for_csr(request.csr_pem, signed.certificate
-                                    + chain_without_root(signed.ca_chain))
+            issued = keys.bundle(signed.certificate + chain_without_root(signed.ca_chain),
+                                 csr_pem=request.csr_pem)
             log.info("vault_pki.signed", extra={"certificate": request.ref.id,
                                                 "issuer": self.name})
             return issued
@@ -72,14 +71,9 @@ class VaultPkiIssuer:
             journal.save(Inflight(private_key=keys.to_pem(key), dns_names=request.dns_names,
                                   issuer=self.name))
         signed = self._signer.sign(keys.csr_pem(key, request.dns_names).decode())
-        leaf = signed.certificate
-        if not keys.public_key_matches(key, leaf):
-            raise IssuanceFailed("the PKI engine returned a certificate for another key",
-                                 retryable=False)
+        issued = keys.bundle(signed.certificate + chain_without_root(signed.ca_chain), key)
         log.info("vault_pki.signed", extra={"certificate": request.ref.id, "issuer": self.name})
-        return IssuedCertificate(info=info_from_pem(leaf), certificate=leaf,
-                                 chain=chain_without_root(signed.ca_chain),
-                                 private_key=keys.to_pem(key))
+        return issued
 
 
 def chain_without_root(ca_chain: Sequence[str]) -> str:
