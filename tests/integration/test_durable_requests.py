@@ -13,9 +13,11 @@ the API dies, and the reconciler's next ticks do the renewals (no sweep runs mea
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import hvac
@@ -67,9 +69,9 @@ def start_reconciler(stack: Stack, generation: int) -> Proc:
     return proc
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state = tmp_path_factory.mktemp("durable-stack")
+@contextlib.contextmanager
+def durable_stack(state: Path) -> Iterator[Stack]:
+    """The dev stack without its reconciler (a test starts one that ticks often)."""
     stack = DurableStack(state, devstack.free_ports(), pebble_env=SHARED_PEBBLE_ENV)
     stack.up()
     try:
@@ -78,6 +80,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with durable_stack(tmp_path_factory.mktemp("durable-stack")) as running:
+        yield running
 
 
 def poll(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:

@@ -20,11 +20,10 @@ from typing import Any, Iterator
 
 import pytest
 
-import devstack
 from devstack import Stack
-from tests.integration.test_durable_requests import (DurableStack, Client, kill, poll, reap,
+from tests.integration.test_durable_requests import (durable_stack, Client, kill, poll, reap,
                                                       start_api, start_reconciler)
-from tests.support.stack import SHARED_PEBBLE_ENV, log_events
+from tests.support.stack import log_events
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +33,8 @@ KILL_WITHIN = 0.5
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state = tmp_path_factory.mktemp("replacement-crash-stack")
-    stack = DurableStack(state, devstack.free_ports(), pebble_env=SHARED_PEBBLE_ENV)
-    stack.up()
-    try:
-        for proc in [p for p in stack.procs if p.name == "reconciler"]:
-            proc.stop()  # replaced by one that ticks often enough for a test
-        yield stack
-    finally:
-        stack.down()
+    with durable_stack(tmp_path_factory.mktemp("replacement-crash-stack")) as running:
+        yield running
 
 
 def pebble_status(stack: Stack, serial: str) -> str:
