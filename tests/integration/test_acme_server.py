@@ -136,7 +136,7 @@ def test_revoking_the_service_credentials_stops_its_accounts(stack: CertlockerSt
     unused = ad.binding(stack.api_url, stack.operator_token, ENV, "kiosk")
     acme = ad.client(directory_url(stack))
     ad.register(acme, eab)
-    ad.obtain(acme, ["kiosk.acme.test"])
+    got = ad.obtain(acme, ["kiosk.acme.test"])
 
     resp = requests.delete(f"{stack.api_url}/v1/services/{ENV}/kiosk/credentials",
                            headers={"X-Vault-Token": stack.operator_token}, timeout=30)
@@ -144,6 +144,10 @@ def test_revoking_the_service_credentials_stops_its_accounts(stack: CertlockerSt
     with pytest.raises(messages.Error) as stopped:
         ad.obtain(acme, ["kiosk.acme.test"])
     assert stopped.value.typ == "urn:ietf:params:acme:error:unauthorized"
+    with pytest.raises(messages.Error) as no_revoke:  # a stopped account revokes nothing
+        acme.revoke(leaf(got.fullchain), 0)
+    assert no_revoke.value.typ == "urn:ietf:params:acme:error:unauthorized"
+    assert view(stack, "prod.kiosk.acme-kiosk-acme-test")["status"] == "valid"
     with pytest.raises(messages.Error) as old_binding:
         ad.register(ad.client(directory_url(stack)), unused)
     assert old_binding.value.typ == "urn:ietf:params:acme:error:unauthorized"

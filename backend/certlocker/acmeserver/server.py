@@ -445,6 +445,7 @@ class AcmeServer:
         :raises AcmeProblem: unauthorized for anyone else."""
         if signed.kid is not None:
             account = self._account_for_kid(env, signed.kid)
+            self._check_live(env, account)
             if account.service != issued.service:
                 raise AcmeProblem("unauthorized", "this account's service does not own the "
                                                   "certificate")
@@ -523,6 +524,17 @@ class AcmeServer:
         generation = (self._side.submit(self._credentials.generation, env, account.service)
                       if self._side is not None else None)
         self._nonces.redeem(signed.nonce)
+        self._check_live(env, account, generation, allow_inactive=allow_inactive)
+        return signed, account, version
+
+    def _check_live(self, env: str, account: Account,
+                    generation: cf.Future[int] | None = None, *,
+                    allow_inactive: bool = False) -> None:
+        """The account may act: not deactivated (unless ``allow_inactive``), and its
+        service's credentials not revoked since it was made (``generation``: that read,
+        already under way).
+
+        :raises AcmeProblem: unauthorized."""
         if account.status is not AccountStatus.VALID and not allow_inactive:
             raise AcmeProblem("unauthorized", "the account is deactivated")
         current = (generation.result() if generation is not None
@@ -531,7 +543,6 @@ class AcmeServer:
             raise AcmeProblem("unauthorized", f"the credentials of service "
                                               f"{env}/{account.service} were revoked: this "
                                               "account is stopped; create a new binding")
-        return signed, account, version
 
     def _account_and_version(self, env: str, kid: str) -> tuple[Account, int]:
         prefix = self.base(env) + "/account/"
