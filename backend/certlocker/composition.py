@@ -255,8 +255,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
     replacements = ReplacementService(
         store, views=certificates.views,
         refs=lambda caller, env, svc: certificates.refs(caller, env, svc),
-        renew=lambda ref, who: certificates.request_renewal(ref, who, queue=False),
-        queue=lambda ref: certificates.schedule(ref),
+        renew=lambda ref, who, serial: certificates.request_renewal(
+            ref, who, unless_replaced=serial),
         issuers=lambda: certificates.issuers,
         pool=pools.per_process(REPLACEMENT_THREADS, "replacements"), clock=clock,
         audit=audit, actor=actor, verifier=verifier,

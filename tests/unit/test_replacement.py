@@ -251,9 +251,10 @@ class Caller:
 def queued_nowhere(world: World, audit: Audit) -> Any:
     """``request_renewal`` as the API files it, with a queue that dies with the process:
     only what is in the store makes the issuance happen."""
-    return lambda r, who: request_renewal(world.store, r, who, clock=world.clock,
-                                          due=world.due, audit=audit,
-                                          schedule=lambda _: cf.Future())
+    return lambda r, who, serial: request_renewal(world.store, r, who, clock=world.clock,
+                                                  due=world.due, audit=audit,
+                                                  schedule=lambda _: cf.Future(),
+                                                  unless_replaced=serial)
 
 
 def service(world: World, audit: Audit, revoker: Revoking | None = None,
@@ -283,11 +284,11 @@ def test_an_operation_is_recorded_requests_each_renewal_and_finishes_revoking_ol
     seen_record: list[bool] = []
     svc = service(world, audit, revoker)
 
-    def renew(r: CertificateRef, who: str) -> Any:
+    def renew(r: CertificateRef, who: str, serial: str) -> Any:
         # The operation's record is in the store before any request is filed.
         seen_record.append(any(p.startswith("system/replacements/") and "-items" not in p
                                for p in world.store._data))
-        return filing(r, who)
+        return filing(r, who, serial)
 
     filing = queued_nowhere(world, audit)
     svc._renew = renew
@@ -324,7 +325,7 @@ def test_requests_a_crash_left_unfiled_are_filed_by_the_next_advance(issued):
     class Died(Exception):
         pass
 
-    def dies(r: CertificateRef, who: str) -> Any:
+    def dies(r: CertificateRef, who: str, serial: str) -> Any:
         raise Died()
 
     api = service(world, audit, renew=dies)
@@ -382,7 +383,7 @@ def test_a_selector_that_matches_nothing_is_refused(issued):
 def test_urgency_decides_the_order_of_requests(issued):
     world = issued
     filed: list[str] = []
-    svc = service(world, Audit(), renew=lambda r, who: filed.append(r.id))
+    svc = service(world, Audit(), renew=lambda r, who, serial: filed.append(r.id))
     svc._pool = threads(1, "one")  # one at a time: the order is observable
     # c2 expires first: make it so by hand
     found = world.store.read_status(ref(2))
@@ -432,10 +433,10 @@ def test_a_request_whose_write_failed_is_filed_again_by_the_next_advance(issued)
     world, audit = issued, Audit()
     filing = queued_nowhere(world, audit)
 
-    def flaky(r: CertificateRef, who: str) -> Any:
+    def flaky(r: CertificateRef, who: str, serial: str) -> Any:
         if r.name == "c1":
             raise Conflict("the status kept changing under us")
-        return filing(r, who)
+        return filing(r, who, serial)
 
     api = service(world, audit, renew=flaky)
     op = api.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
@@ -491,3 +492,71 @@ def test_a_rate_limited_issuer_sets_the_eta_the_operation_starts_with(issued):
     unlimited = service(world, audit)
     unlimited._issuers = lambda: {"test": MemoryIssuer("test")}
     assert unlimited.start(Caller(world.store), request, "alice").limits_eta is None
+
+
+class Held(cf.Executor):
+    """A follower pool that runs nothing until told: what happens before and after the
+    start's answer can be looked at apart."""
+
+    def __init__(self) -> None:
+        self.work: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        self.work.append((fn, args))
+        return cf.Future()
+
+
+def test_with_a_follower_the_start_answers_once_recorded_and_files_behind(issued):
+    world, audit = issued, Audit()
+    follower = Held()
+    svc = ReplacementService(
+        world.store, views=world.service.views,
+        refs=lambda caller, env, svc: world.service.refs(caller, env, svc),
+        renew=queued_nowhere(world, audit), issuers=lambda: {},
+        pool=threads(4, "replacements"), clock=world.clock, audit=audit,
+        follow=follower, follow_for=0.0)
+    op = svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
+                                                             ("dev",)), "alice")
+    assert svc.operation(op.id).state == RUNNING and not op.requested
+    assert all(world.status(i).renewal_request is None for i in range(3))
+    assert svc.running_ids() == [op.id]  # the reconciler would file them if we died now
+
+    [(work, args)] = follower.work
+    work(*args)  # the follower: every request, then (follow_for=0) no following
+    assert all(world.status(i).renewal_request is not None for i in range(3))
+    assert svc.operation(op.id).requested
+
+
+def test_a_certificate_replaced_since_its_selection_gets_no_request(issued):
+    world, audit = issued, Audit()
+    item = policy.select_item(world.store.read_spec(ref(0))[0],  # type: ignore[index]
+                              world.status(0), [], keep_leaf=False)
+    world.service.request_renewal(ref(0), "bob")
+    world.reconciler.tick()  # replaced by someone else meanwhile
+    assert world.status(0).current.serial != item.serial  # type: ignore[union-attr]
+    assert world.status(0).renewal_request is None
+    filing = queued_nowhere(world, audit)
+    assert filing(ref(0), "alice (replacement x)", item.serial) is None
+    assert world.status(0).renewal_request is None
+    assert audit.actions("certificate.renew.requested") == []
+
+
+def test_statuses_seen_verified_are_not_read_again_while_it_runs(issued):
+    world = issued
+    svc = service(world, Audit())
+    op = svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
+                                                             ("dev",)), "alice")
+    world.reconciler.tick()  # no targets: each is verified once issued
+    reads: list[str] = []
+    read_status = world.store.read_status
+
+    def counted(r: CertificateRef) -> Any:
+        reads.append(r.id)
+        return read_status(r)
+
+    world.store.read_status = counted  # type: ignore[method-assign]
+    first = svc.snapshot(op.id)
+    assert first.progress.counts["verified"] == 3 and len(reads) == 3
+    again = svc.snapshot(op.id)
+    assert again.progress.counts["verified"] == 3 and len(reads) == 3
+    assert [s for _, _, s in again.items] == [s for _, _, s in first.items]

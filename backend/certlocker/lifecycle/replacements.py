@@ -2,13 +2,17 @@
 
 ``start`` selects (with the caller's token: what they may list and read), checks with
 Vault that the caller may renew every selected certificate (``update`` on each spec, as
-``POST .../renew`` asks), writes the operation record BEFORE anything else, then files a
-renewal request for each certificate (``renewal_requests.request_renewal``: in the status
-with check-and-set, plus a due hint at now), most urgent first. From then on the records
+``POST .../renew`` asks) and writes the operation record; that record is the promise,
+and the start answers once it is in Vault. Behind the answer (or before it, without a
+follower), a renewal request is filed for each certificate
+(``renewal_requests.request_renewal``: in the status with check-and-set, plus a due hint
+at now), most urgent first, and each issuance is queued as soon as its request is in,
+so issuing the first ones does not wait for the last request. From then on the records
 in Vault are the operation: the reconciler's ``renewal-requested`` trigger issues even if
-every process dies, and ``advance`` (called by the reconciler every tick, and by the API
-process that started it while it lives) verifies the new certificates' nodes, revokes
-the old ones when asked (``revoke_old``), and marks the operation done.
+every process dies, ``advance`` (called by the reconciler every tick, and by the API
+process that started it while it lives) files any request a crash left unfiled, verifies
+the new certificates' nodes, revokes the old ones when asked (``revoke_old``), and marks
+the operation done.
 
 Records (``paths.replacement``): the operation (selector, state, counts) and its
 selected certificates in chunks of ``CHUNK`` (``paths.replacement_chunk``), each item
@@ -65,7 +69,11 @@ class CallerReads(Store, Lister, Protocol):
 
 
 Views = Callable[[list[CertificateRef]], list[CertificateView | None]]
-Renew = Callable[[CertificateRef, str], Any]
+#: ``renew(ref, actor, serial)``: record one renewal request and queue its issuance,
+#: unless the certificate is no longer ``serial`` (then nothing, and a falsy answer)
+Renew = Callable[[CertificateRef, str, str], Any]
+#: operations whose verified items a process remembers (see ``snapshot``)
+REMEMBERED_OPERATIONS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,24 +183,22 @@ class ReplacementService:
                                                         list[CertificateView | None]],
                  refs: Callable[[Store, str | None, str | None], Iterable[CertificateRef]],
                  renew: Renew, issuers: Callable[[], Mapping[str, Any]],
-                 queue: Callable[[CertificateRef], Any] | None = None,
                  pool: cf.Executor, clock: Clock | None = None,
                  audit: Auditor | None = None, actor: str = "certlocker",
                  verifier: Verifying | None = None,
                  follow: cf.Executor | None = None, follow_for: float = 3600.0,
                  follow_every: float = 2.0) -> None:
-        """``views``/``refs``: the caller's reads (``CertificateService``); ``renew(ref,
-        actor)`` records one renewal request; ``queue(ref)``, when given, queues its
-        issuance in this process once every request is recorded (so the first issuances
-        do not slow the recording of the rest); ``pool`` runs many reads or requests side by
-        side; ``follow`` (the API's) runs ``advance`` on a started operation every
+        """``views``/``refs``: the caller's reads (``CertificateService``); ``renew``
+        records one renewal request and queues its issuance in this process; ``pool``
+        runs many reads or requests side by side; ``follow`` (the API's) files a started
+        operation's requests behind the answer, then runs ``advance`` on it every
         ``follow_every`` seconds for up to ``follow_for``, so it moves on without waiting
-        for the reconciler's tick."""
+        for the reconciler's tick. Without ``follow`` the start files every request
+        before it returns."""
         self._store = store
         self._views = views
         self._refs = refs
         self._renew = renew
-        self._queue = queue
         self._issuers = issuers
         self._pool = pool
         self._clock = clock or SystemClock()
@@ -203,6 +209,10 @@ class ReplacementService:
         self._follow_for = follow_for
         self._follow_every = follow_every
         self._verified_at: dict[str, float] = {}
+        # op id -> the statuses of its items seen verified: a verified replacement stays
+        # done, so a later look need not read those statuses again
+        self._settled: collections.OrderedDict[str, dict[str, CertificateStatus]] = \
+            collections.OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -224,7 +234,8 @@ class ReplacementService:
 
     def start(self, caller: CallerReads, request: Request, actor: str) -> Operation:
         """Select, authorize, record, request: see the module's docstring. The operation
-        is in Vault before this returns, and so is each renewal request.
+        is in Vault before this returns; each renewal request is too when this service
+        has no follower, else its follower files them right after.
 
         :raises InvalidInput: a bad revocation reason.
         :raises UnprocessableSelection: the selector picks nothing.
@@ -263,17 +274,33 @@ class ReplacementService:
                     "selector": request.selector.to_json(), "count": len(items),
                     "revoke_old": request.revoke_old,
                     "awaiting_client": sum(1 for i in items if i.client)})
-        recorded = time.monotonic()
-        self._request_all(op, items)
-        op = self._mark(op_id, lambda o: dataclasses.replace(o, requested=True))
         log.info("replacement.started", extra={
             "replacement": op_id, "count": len(items),
             "select_seconds": round(selected - began, 3),
-            "record_seconds": round(recorded - selected, 3),
-            "request_seconds": round(time.monotonic() - recorded, 3)})
-        if self._follow is not None:
-            self._follow.submit(self._follow_loop, op_id)
+            "record_seconds": round(time.monotonic() - selected, 3)})
+        if self._follow is None:
+            return self._file(op, items)
+        self._follow.submit(self._file_and_follow, op, items)
         return op
+
+    def _file(self, op: Operation, items: list[Item]) -> Operation:
+        began = time.monotonic()
+        self._request_all(op, items)
+        log.info("replacement.requested", extra={
+            "replacement": op.id, "count": len(items),
+            "request_seconds": round(time.monotonic() - began, 3)})
+        return self._mark(op.id, lambda o: dataclasses.replace(o, requested=True))
+
+    def _file_and_follow(self, op: Operation, items: list[Item]) -> None:
+        """The follower's work for an operation this process started: its requests,
+        then following it. A failure here loses nothing: the reconciler's ``advance``
+        files what is unfiled."""
+        try:
+            self._file(op, items)
+        except Exception as exc:  # noqa: BLE001 - a follower never dies loudly
+            log.error("replacement.request_error", extra={
+                "replacement": op.id, "error": type(exc).__name__})
+        self._follow_loop(op.id)
 
     def _limits_eta(self, items: list[Item], now: dt.datetime) -> dt.datetime | None:
         """When every issuer's rate limits let its share of ``items`` be ordered (the
@@ -321,23 +348,21 @@ class ReplacementService:
                                refused=refused[:50])
 
     def _request_all(self, op: Operation, items: list[Item]) -> None:
-        """File every item's renewal request, most urgent first, side by side. The actor
-        names the operation: it shows in the status (``renewal_request.by``) and in each
-        ``certificate.renew.requested`` audit event."""
+        """File every item's renewal request, most urgent first, side by side (each
+        issuance is queued as its request is in: the issuance pool is first in, first
+        out). The actor names the operation: it shows in the status
+        (``renewal_request.by``) and in each ``certificate.renew.requested`` audit
+        event. A certificate already replaced since its selection gets none."""
         actor = f"{op.created_by} (replacement {op.id})"
 
         def one(item: Item) -> None:
             try:
-                self._renew(CertificateRef.parse_id(item.id), actor)
+                self._renew(CertificateRef.parse_id(item.id), actor, item.serial)
             except CertlockerError as exc:  # the operation shows it; the rest go on
                 log.warning("replacement.request_failed", extra={
                     "replacement": op.id, "certificate": item.id, "error": exc.detail})
 
         list(self._pool.map(one, items))
-        if self._queue is not None:
-            for item in items:  # most urgent first: the issuance pool is first in, first out
-                if not item.client:
-                    self._queue(CertificateRef.parse_id(item.id))
 
     def _mark(self, op_id: str, change: Callable[[Operation], Operation]) -> Operation:
         path = self._store.paths.replacement(op_id)
@@ -381,11 +406,15 @@ class ReplacementService:
         :raises NotFound:"""
         op = op or self.operation(op_id)
         items = [i for chunk, _ in self._chunks(op) for i in chunk]
+        with self._lock:
+            settled = dict(self._settled.get(op.id) or {})
 
         def facts(item: Item) -> tuple[CertificateStatus | None, bool]:
             if item.revoked_at is not None or \
                     item.revoke_attempts >= policy.MAX_REVOKE_ATTEMPTS:
                 return None, True  # final from its own record: no status to read
+            if item.id in settled:
+                return settled[item.id], True
             ref = CertificateRef.parse_id(item.id)
             found = self._store.read_status(ref)
             status = found[0] if found else None
@@ -400,8 +429,25 @@ class ReplacementService:
         for item, (status, declared) in zip(items, self._pool.map(facts, items), strict=True):
             rows.append((item, policy.classify(item, status, declared, op.created_at),
                          status))
+        self._remember_verified(op, rows)
         return Snapshot(op, rows, policy.progress([s for _, s, _ in rows], op.revoke_old,
                                                   op.created_at, now), now)
+
+    def _remember_verified(self, op: Operation, rows: list[tuple[Item, ItemState,
+                                                                 CertificateStatus | None]]
+                           ) -> None:
+        """Remember the statuses of items seen verified: their replacement is done
+        (what follows, a revocation, is in the item's own record), so the next look at a
+        large operation reads only the statuses still moving."""
+        if op.state == DONE:
+            return
+        with self._lock:
+            known = self._settled.setdefault(op.id, {})
+            self._settled.move_to_end(op.id)
+            known.update((item.id, status) for item, state, status in rows
+                         if state is ItemState.VERIFIED and status is not None)
+            while len(self._settled) > REMEMBERED_OPERATIONS:
+                self._settled.popitem(last=False)
 
     def summary(self, caller: Lister, op_id: str) -> dict[str, Any] | None:
         """One operation as a listing shows it (no per-certificate rows), or None when
@@ -584,6 +630,8 @@ class ReplacementService:
 
         self._mark(op.id, done)
         self._forget_running(op.id)
+        with self._lock:
+            self._settled.pop(op.id, None)
         if marked:
             audited(self._audit, self._actor, "replacement.done", op.id, "success",
                     details={"count": op.selected, "counts": snap.progress.counts,

@@ -62,7 +62,6 @@ class CertificatePools:
     side: cf.Executor
 
 
-_DONE: cf.Future[CertificateStatus] = cf.Future()  # "nothing queued" for request_renewal
 
 
 class CertificateService:
@@ -185,21 +184,21 @@ class CertificateService:
         makes it ``missing``.
         """
         self.view(caller, ref)
-        return request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
-                               audit=self._audit, schedule=self.schedule)
+        future = request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
+                                 audit=self._audit, schedule=self.schedule)
+        assert future is not None  # recorded: no ``unless_replaced`` asked
+        return future
 
     def request_renewal(self, ref: CertificateRef, actor: str, *,
-                        queue: bool = True) -> cf.Future[CertificateStatus] | None:
+                        unless_replaced: str | None = None,
+                        ) -> cf.Future[CertificateStatus] | None:
         """``renew`` for a caller already authorized and shown the certificate (a mass
         replacement checks every one with Vault first): the same durable request,
-        without reading the view again. ``queue=False`` only records it (the caller
-        queues the issuances once every request is recorded, with ``schedule``)."""
-        if not queue:
-            request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
-                            audit=self._audit, schedule=lambda _: _DONE)
-            return None
+        without reading the view again, and queued here. None when the certificate is
+        no longer ``unless_replaced`` (see ``renewal_requests.request_renewal``)."""
         return request_renewal(self._store, ref, actor, clock=self._clock, due=self._due,
-                               audit=self._audit, schedule=self.schedule)
+                               audit=self._audit, schedule=self.schedule,
+                               unless_replaced=unless_replaced)
 
     def views(self, caller: Store, refs: list[CertificateRef]) -> list[CertificateView | None]:
         """Read several views at once with the caller's token; None where the caller may
