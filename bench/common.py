@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import dataclasses
 import http.client
 import json
@@ -221,6 +223,15 @@ def proc_named(stack: devstack.Stack, name: str) -> devstack.Proc:
         if proc.name == name:
             return proc
     raise RuntimeError(f"no {name} process in the stack")
+
+
+def limit_arg(text: str) -> tuple[int, int]:
+    """``ORDERS/SECONDS`` on a bench's command line (the drill's ``--limit``)."""
+    orders, _, seconds = text.partition("/")
+    try:
+        return int(orders), int(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError("ORDERS/SECONDS, e.g. 40/60") from None
 
 
 def machine() -> str:

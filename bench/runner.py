@@ -1,5 +1,5 @@
 """``bench/run [issuance|inventory|credentials|verify|watch|acme-server|idle|drill|all]
-[--full] [--count N]``: run
+[--full] [--count N] [--limit ORDERS/SECONDS]``: run
 benchmark parts, print one markdown table per part, and keep the output in
 ``bench/results/<timestamp>.md``."""
 
@@ -12,13 +12,14 @@ import time
 import traceback
 from typing import Callable
 
-from .common import BENCH, machine
+from .common import BENCH, limit_arg, machine
 
 PARTS = ("issuance", "credentials", "verify", "inventory", "watch", "acme-server", "idle",
          "drill")
 
 
-def _part(name: str, full: bool, count: int | None = None) -> Callable[[], str]:
+def _part(name: str, full: bool, count: int | None = None,
+          limit: tuple[int, int] | None = None) -> Callable[[], str]:
     if name == "issuance":
         from . import bench_issuance
         return bench_issuance.run
@@ -36,7 +37,7 @@ def _part(name: str, full: bool, count: int | None = None) -> Callable[[], str]:
         return lambda: bench_idle.run(full=full)
     if name == "drill":
         from . import bench_drill
-        return lambda: bench_drill.run(count or bench_drill.DEFAULT_COUNT)
+        return lambda: bench_drill.run(count or bench_drill.DEFAULT_COUNT, limit=limit)
     if name == "watch":
         from . import bench_watch
         return lambda: bench_watch.run(full=full)
@@ -53,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=None,
                         help="drill: how many certificates (default 1000; 100 for a quick "
                              "check)")
+    parser.add_argument("--limit", type=limit_arg, default=None, metavar="ORDERS/SECONDS",
+                        help="drill: rate limit the issuer below the load, e.g. 40/60")
     args = parser.parse_args(argv)
     parts = PARTS if args.part == "all" else (args.part,)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     header = (f"## certlocker benchmarks, {stamp}\n\nMachine: {machine()}. "
               f"Command: `bench/run {args.part}{' --full' if args.full else ''}"
-              f"{f' --count {args.count}' if args.count else ''}`. "
+              f"{f' --count {args.count}' if args.count else ''}"
+              f"{f' --limit {args.limit[0]}/{args.limit[1]}' if args.limit else ''}`. "
               "Every ratio compares two figures measured side by side in this run.\n")
     print(header, flush=True)
     out = [header]
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in parts:
         started = time.monotonic()
         try:
-            text = _part(name, args.full, args.count)()
+            text = _part(name, args.full, args.count, args.limit)()
         except Exception:
             failed += 1
             text = f"### {name}: FAILED\n\n```\n{traceback.format_exc()}```\n"

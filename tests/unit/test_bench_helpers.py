@@ -92,3 +92,34 @@ def test_the_drill_reads_render_times_from_a_bao_agent_log(tmp_path: Path) -> No
     found = _renders(log)
     assert [dest for _, dest in found] == ["/live/c1.pem", "/live/c2.pem"]
     assert round(found[1][0] - found[0][0], 3) == 1.38
+
+
+def test_the_limited_drill_counts_the_most_orders_pebble_logged_in_any_window(
+        tmp_path: Path) -> None:
+    from bench.bench_drill import _orders_per_window
+
+    log = tmp_path / "pebble.log"
+    stamps = ["09:00:00", "09:00:00", "09:00:30", "09:01:00", "09:01:01", "09:02:30"]
+    log.write_text("Pebble 2026/12/06 08:59:59 Starting Pebble ACME server\n" + "".join(
+        f"Pebble 2026/12/06 {t} POST /order-plz -> calling handler()\n"
+        f"Pebble 2026/12/06 {t} GET /dir -> calling handler()\n" for t in stamps))
+    # 09:00:00 x2, 09:00:30 and 09:01:00 lie within 60 s (ends included: whole seconds)
+    assert _orders_per_window(log, 60) == {"orders": 6, "most_in_window": 4, "window_s": 60}
+    assert _orders_per_window(log, 10)["most_in_window"] == 2
+
+
+@pytest.mark.parametrize("text, parsed", [("40/60", (40, 60)), ("3/10", (3, 10))])
+def test_a_limit_is_orders_per_seconds(text: str, parsed: tuple[int, int]) -> None:
+    from bench.common import limit_arg
+
+    assert limit_arg(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["40", "forty/60", "40/"])
+def test_a_bad_limit_is_refused(text: str) -> None:
+    import argparse
+
+    from bench.common import limit_arg
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        limit_arg(text)
