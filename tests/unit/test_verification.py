@@ -165,6 +165,21 @@ def test_a_fresh_delivery_is_not_alerted_and_all_ok_is_a_success():
     assert event.outcome == "success" and event.reason is None and alerts == []
 
 
+def test_a_look_only_when_delivered_records_nothing_until_every_node_serves_it():
+    answers = dict(ALL_OK, **{"10.0.0.2:8443": "stale"})
+    store, verifier, audit_store, alerts, probe = scene(answers)
+    before = store.statuses[REF]
+    shown = verifier.verify_certificate(REF, only_when_delivered=True)
+    assert probe.calls == 1 and shown.targets == ()
+    assert store.statuses[REF] == before and audit_store.events == {} and alerts == []
+    answers["10.0.0.2:8443"] = "ok"
+    done = verifier.verify_certificate(REF, only_when_delivered=True)
+    assert {t.status for t in done.targets} == {"ok"}
+    assert store.read_status(REF)[0].targets == done.targets  # type: ignore[index]
+    [event] = audit_store.events.values()
+    assert event.outcome == "success"
+
+
 def test_a_certificate_replaced_during_the_probes_is_probed_again():
     holder: dict[str, Any] = {}
 

@@ -89,8 +89,10 @@ class ReplacementIssuing(Protocol):
 class Verifying(Protocol):
     """What the reconciler needs of ``lifecycle.verification.Verifier``."""
 
-    def verify_certificate(self, ref: CertificateRef, actor: str | None = None) -> Any:
-        """Probe every target of ``ref`` and record what each node serves.
+    def verify_certificate(self, ref: CertificateRef, actor: str | None = None, *,
+                           only_when_delivered: bool = False) -> Any:
+        """Probe every target of ``ref`` and record what each node serves (with
+        ``only_when_delivered``, only once every node serves the current certificate).
 
         :raises NotFound: no spec for ``ref``.
         :raises Conflict: nothing issued yet, or the certificate keeps changing.

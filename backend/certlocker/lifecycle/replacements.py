@@ -74,6 +74,8 @@ Views = Callable[[list[CertificateRef]], list[CertificateView | None]]
 Renew = Callable[[CertificateRef, str, str], Any]
 #: operations whose verified items a process remembers (see ``snapshot``)
 REMEMBERED_OPERATIONS = 8
+#: states a look at the operation reads no status for (remembered, or in the item)
+SETTLED = frozenset({ItemState.VERIFIED, ItemState.REVOKED, ItemState.REVOKE_FAILED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -530,7 +532,7 @@ class ReplacementService:
         def verify(item: Item) -> None:
             try:
                 verifier.verify_certificate(CertificateRef.parse_id(item.id),
-                                            actor="replacement")
+                                            actor="replacement", only_when_delivered=True)
             except CertlockerError:
                 pass  # a result for the next look; the reconciler verifies too
 
@@ -682,16 +684,19 @@ class ReplacementService:
         passes, or it stops): the reconciler's ticks do the same from the records."""
         deadline = time.monotonic() + self._follow_for
         try:
-            size = self.operation(op_id).selected
+            moving = self.operation(op_id).selected
         except CertlockerError:
-            size = 0
-        # Each look reads every status: a large operation is looked at less often, so
-        # following it costs Vault about FOLLOW_READS_PER_SECOND, not more.
-        every = max(self._follow_every, size / FOLLOW_READS_PER_SECOND)
-        while time.monotonic() < deadline and not self._stop.wait(every):
+            moving = 0
+        # Each look reads the status of every item not yet verified: a large operation
+        # is looked at less often, so following it costs Vault about
+        # FOLLOW_READS_PER_SECOND, not more.
+        while time.monotonic() < deadline and not self._stop.wait(
+                max(self._follow_every, moving / FOLLOW_READS_PER_SECOND)):
             try:
-                if self.advance(op_id) is None:
+                snap = self.advance(op_id)
+                if snap is None:
                     return
+                moving = sum(1 for _, state, _ in snap.items if state not in SETTLED)
             except CertlockerError as exc:
                 log.warning("replacement.follow_failed", extra={
                     "replacement": op_id, "error": type(exc).__name__})

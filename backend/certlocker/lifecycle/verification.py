@@ -349,12 +349,18 @@ class Verifier:
         self._alerted: dict[CertificateRef, frozenset[tuple[str, str]]] = {}
         self._actor = actor
 
-    def verify_certificate(self, ref: CertificateRef,
-                           actor: str | None = None) -> CertificateStatus:
+    def verify_certificate(self, ref: CertificateRef, actor: str | None = None, *,
+                           only_when_delivered: bool = False) -> CertificateStatus:
         """Probe the targets of ``ref`` and store the results in its status.
 
         If a new certificate is stored while the probes run, they are repeated once
         against it (results judged against a replaced certificate would be wrong).
+
+        ``only_when_delivered``: record nothing (no status write, no audit event) unless
+        every node serves the current certificate; the status as read is returned. A
+        mass replacement's follower looks every few seconds while the agents render,
+        and a look before the new certificate arrived is not news: the reconciler's own
+        verification records how a node that never gets it stands.
 
         :raises NotFound: no spec for ``ref``.
         :raises Conflict: nothing issued yet, or the certificate keeps changing.
@@ -378,6 +384,8 @@ class Verifier:
                 results += self._probe(expected, status.history, targets, now=now,
                                        timeout=self._timeout, parallelism=self._parallelism,
                                        anchors=self._anchors(spec.issuer))
+            if only_when_delivered and any(r.status != probes.OK for r in results):
+                return status
 
             # Called within this iteration only: the loop variables it reads are current.
             def change(old: CertificateStatus | None) -> CertificateStatus:
