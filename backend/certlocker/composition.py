@@ -219,7 +219,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
                                       pools=CertificatePools(
                                           issuance=pools.threads(workers, "issuance"),
                                           reads=pools.threads(READ_THREADS, "reads"),
-                                          side=pools.threads(max(4, workers), "side-writes")),
+                                          side=pools.threads(max(4, workers), "side-writes"),
+                                          wakeups=pools.per_process(1, "wakeups")),
                                       issuance_timeout=settings.issuance_timeout_seconds,
                                       audit=audit, actor=actor, observer=IssuanceMetrics(),
                                       due_index=DueIndex(store, alert_policy(settings),

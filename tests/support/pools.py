@@ -20,7 +20,8 @@ def certificate_pools(workers: int = 8) -> CertificatePools:
     say ``issuance_workers = workers``."""
     return CertificatePools(issuance=threads(workers, "issuance"),
                             reads=threads(8, "reads"),
-                            side=threads(max(4, workers), "side-writes"))
+                            side=threads(max(4, workers), "side-writes"),
+                            wakeups=threads(1, "wakeups"))
 
 
 def discovery_pools(max_scans: int = 2) -> DiscoveryPools:

@@ -3,6 +3,8 @@ the reservation books and governed issuer over the in-memory store."""
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as dt
 import random
 
@@ -190,6 +192,66 @@ def test_past_the_limit_a_certificate_is_deferred_to_its_slot_and_takes_it_later
     assert inner[0].issued == ["dev.web.c0", "dev.web.c1", "dev.web.c2", "dev.web.c3"]
     # held: c4 at 10 s; three more: 10 s, 20 s, 20 s (plus one issuance's time here)
     assert T0 + 20 * S <= eta({"primary": issuer}, "primary", 3, clock.now()) < T0 + 21 * S
+
+
+def placed(store: MemoryStore) -> list[dt.datetime]:
+    """The orders the books record as placed (what a CA would have counted)."""
+    books = RateBooks(store, "primary", orders=THREE_PER_10S)
+    return books._read(store.paths.rate_book("primary", "orders", "account-0"),  # noqa: SLF001
+                       THREE_PER_10S, T0).times(used_only=True)
+
+
+def test_late_for_its_slot_a_certificate_orders_if_the_orders_placed_leave_room() -> None:
+    store, clock = MemoryStore(), FixedClock(T0)
+    issuer, inner, _ = governed(store, clock)
+    for i in range(6):
+        with contextlib.suppress(IssuanceDeferred):
+            issuer.issue(request(i), None)  # type: ignore[arg-type]
+    clock.advance(25 * S)  # c3-c5 held 10 s, back at 25 s: nothing placed since 0 s
+    for i in (3, 4, 5):
+        issuer.issue(request(i), None)  # type: ignore[arg-type]
+    assert inner[0].issued[3:] == ["dev.web.c3", "dev.web.c4", "dev.web.c5"]
+    # recorded when ordered, not as planned (c0-c2 have left the window's book)
+    assert placed(store) == [T0 + 25 * S] * 3
+
+
+def test_late_into_a_full_window_a_certificate_reserves_again() -> None:
+    store, clock = MemoryStore(), FixedClock(T0)
+    issuer, inner, _ = governed(store, clock)
+    for i in range(9):  # c0-c2 at 0 s; c3-c5 held at 10 s; c6-c8 at 20 s
+        with contextlib.suppress(IssuanceDeferred):
+            issuer.issue(request(i), None)  # type: ignore[arg-type]
+    clock.advance(20 * S)
+    for i in (6, 7, 8):  # on time
+        issuer.issue(request(i), None)  # type: ignore[arg-type]
+    clock.advance(1 * S)
+    with pytest.raises(IssuanceDeferred) as deferred:
+        issuer.issue(request(3), None)  # type: ignore[arg-type]
+    assert deferred.value.until == T0 + 30 * S  # c6-c8 leave the window
+    assert "dev.web.c3" not in inner[0].issued
+
+
+def test_certificates_all_late_for_their_slots_still_go_at_the_limit() -> None:
+    """The reconciler comes back a tick after each slot: every certificate is late. Each
+    round still orders as many as the limit allows, and no window holds more."""
+    store, clock = MemoryStore(), FixedClock(T0)
+    issuer, inner, _ = governed(store, clock)
+    waiting = set(range(15))
+    times: list[dt.datetime] = []
+    rounds = 0
+    while waiting and rounds < 10:
+        for i in sorted(waiting):
+            try:
+                issuer.issue(request(i), None)  # type: ignore[arg-type]
+                times.append(clock.now())  # no wait in the worker here: ordered now
+                waiting.discard(i)
+            except IssuanceDeferred:
+                pass
+        clock.advance(13 * S)  # a tick of 13 s: late for every 10 s slot
+        rounds += 1
+    assert not waiting and len(inner[0].issued) == 15
+    assert rounds == 5  # three a round: the limit, not fewer
+    assert all(sum(1 for t in times if start <= t < start + 10 * S) <= 3 for start in times)
 
 
 def test_a_short_wait_is_waited_for_in_the_worker() -> None:

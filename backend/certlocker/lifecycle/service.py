@@ -44,6 +44,7 @@ from .views import CertificateReads
 from .views import CertificateView as CertificateView
 from .views import RetiredLookup as RetiredLookup
 from .views import listed as _listed
+from .wakeups import Wakeups
 from .work_queue import IssuanceQueue
 
 
@@ -60,6 +61,9 @@ class CertificatePools:
     #: independent records written side by side (audit event, index hints, journal
     #: cleanup): one round trip of latency instead of one each
     side: cf.Executor
+    #: one thread while an issuance put off to a rate-limit slot waits (``wakeups``);
+    #: None: the reconciler's due-index hint alone brings it back
+    wakeups: cf.Executor | None = None
 
 
 
@@ -86,8 +90,11 @@ class CertificateService:
         # Late-bound: a subclass or a test may replace ``issue`` and ``schedule``.
         self._queue = IssuanceQueue(self._pool, lambda *a, **k: self.issue(*a, **k), store,
                                     self._clock, due_index)
+        self._wakeups = (Wakeups(pools.wakeups, lambda ref: self.schedule(ref), self._clock)
+                         if pools.wakeups is not None else None)
         self._setbacks = Setbacks(store, self._clock, self._audit, actor, backoff_policy,
-                                  random.Random())
+                                  random.Random(),
+                                  on_deferred=self._wakeups.at if self._wakeups else None)
         self._issuance = Issuance(
             store, issuers, ownership=self.ownership, clock=self._clock,
             observer=observer or NoObserver(), audit=self._audit, actor=actor,
@@ -275,6 +282,8 @@ class CertificateService:
         return self._issuance.issuers
 
     def shutdown(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
         self._side.shutdown(wait=False, cancel_futures=True)

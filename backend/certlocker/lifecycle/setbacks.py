@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from typing import Callable
 
 from .. import cas
 from ..audit.recorder import Auditor, audited
@@ -27,8 +28,13 @@ class Setbacks:
     happen, with their audit event and log line."""
 
     def __init__(self, store: Store, clock: Clock, audit: Auditor, actor: str,
-                 policy: backoff.BackoffPolicy, rng: random.Random) -> None:
+                 policy: backoff.BackoffPolicy, rng: random.Random, *,
+                 on_deferred: Callable[[CertificateRef, dt.datetime], None] | None = None,
+                 ) -> None:
+        """``on_deferred(ref, until)``: told of each deferral once it is recorded (the
+        ``Wakeups`` that bring it back at its slot)."""
         self._store = store
+        self._on_deferred = on_deferred
         self._clock = clock
         self._audit = audit
         self._actor = actor
@@ -88,7 +94,10 @@ class Setbacks:
                                              "until": until.isoformat()})
         audited(self._audit, self._actor, "certificate.schedule", ref.id, "success",
                 details={"issuer": exc.issuer, "until": until.isoformat()})
-        return update_status(self._store, ref, update)
+        status = update_status(self._store, ref, update)
+        if self._on_deferred is not None:
+            self._on_deferred(ref, until)
+        return status
 
     def _next_attempt(self, base: CertificateStatus, attempts: int, now: dt.datetime,
                       exc: CertlockerError) -> dt.datetime:

@@ -6,9 +6,15 @@ or the certificates of one registered domain. Each holds the reservations still 
 its window: ``{"at": <epoch seconds>, "for": <certificate id>, "used": bool}``. A
 reservation is added with check-and-set on the version read, so two replicas never
 take the same slot; a lost race reads again. A certificate scheduled for a later slot
-keeps its reservation (``used`` false) and takes it when it comes back; one that comes
-back after its slot has passed gives it up and reserves again from now (an order sent
-late must not bunch up with the next window's).
+keeps its reservation (``used`` false) and takes it when it comes back.
+
+One that comes back after its slot has passed (its worker was busy, its wake-up came
+late, its process died) orders at once only if the orders actually placed (``used``)
+leave room now: the CA counts orders, not plans, so an order sent late never bunches up
+with the next window's beyond the limit. Else it reserves again. A slot not taken within
+``HOLD_GRACE`` of its time no longer holds anyone else back: without that, every
+certificate late for its slot would queue behind all the later reservations, which are
+late in their turn, and under a limit below the load nothing would be ordered at all.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from ..policy.ratelimits import Limit
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 50
+#: a reserved slot not taken this long after its time no longer holds others back
+HOLD_GRACE = dt.timedelta(minutes=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +52,14 @@ class _Book:
     entries: list[dict[str, Any]]
     version: int
 
-    def times(self, without: str | None = None) -> list[dt.datetime]:
-        return sorted(_time(e["at"]) for e in self.entries if e.get("for") != without
-                      or e.get("used"))
+    def times(self, without: str | None = None, *, now: dt.datetime | None = None,
+              used_only: bool = False) -> list[dt.datetime]:
+        """The orders placed and the slots held (not ``without``'s own hold; with
+        ``now``, no hold ``HOLD_GRACE`` past; ``used_only``: the orders alone)."""
+        stale = (now - HOLD_GRACE).timestamp() if now is not None else None
+        return sorted(_time(e["at"]) for e in self.entries if e.get("used") or (
+            not used_only and e.get("for") != without
+            and (stale is None or e["at"] >= stale)))
 
     def held_by(self, certificate: str) -> dict[str, Any] | None:
         return next((e for e in self.entries if e.get("for") == certificate
@@ -99,18 +112,24 @@ class RateBooks:
                    if self._per_domain else [])
         held = [(i, book.held_by(certificate)) for i, book in enumerate(accounts)]
         mine = [(i, e) for i, e in held if e is not None]
-        if mine and _time(mine[0][1]["at"]) >= now:
+        if mine:
             index, entry = mine[0]
             at = _time(entry["at"])
-            if at <= take_until:  # come back for its slot: take it
-                self._mark_used(accounts[index], certificate, domains)
-            return Reservation(index, at)
-        # Nothing held, or a slot passed while the certificate was away: reserve afresh.
+            if at >= now:
+                if at <= take_until:  # come back for its slot: take it
+                    self._mark_used(accounts[index], certificate, domains, at)
+                return Reservation(index, at)
+            placed = [(b.times(used_only=True), b.limit) for b in [*domains, accounts[index]]]
+            if ratelimits.earliest_all(placed, now) == now:  # late, and there is room
+                self._mark_used(accounts[index], certificate, domains, now)
+                return Reservation(index, now)
+        # Nothing held, or a slot passed and the orders placed since leave no room now.
         best: tuple[dt.datetime, int] | None = None
         for index in range(max(1, len(accounts))):
-            pairs = [(b.times(without=certificate), b.limit) for b in domains]
+            pairs = [(b.times(without=certificate, now=now), b.limit) for b in domains]
             if accounts:
-                pairs.append((accounts[index].times(without=certificate), accounts[index].limit))
+                pairs.append((accounts[index].times(without=certificate, now=now),
+                              accounts[index].limit))
             at = ratelimits.earliest_all(pairs, now)
             if best is None or at < best[0]:
                 best = (at, index)
@@ -126,11 +145,13 @@ class RateBooks:
             self._write(book)
         return Reservation(index, at)
 
-    def _mark_used(self, book: _Book, certificate: str, domains: list[_Book]) -> None:
+    def _mark_used(self, book: _Book, certificate: str, domains: list[_Book],
+                   at: dt.datetime) -> None:
+        """The certificate's holds become its order, placed at ``at``."""
         for each in domains + [book]:
             entry = each.held_by(certificate)
             if entry is not None:
-                entry["used"] = True
+                entry.update(at=at.timestamp(), used=True)
                 self._write(each)
 
     def times(self, now: dt.datetime) -> list[list[dt.datetime]]:
@@ -139,7 +160,7 @@ class RateBooks:
             return [[] for _ in range(self._accounts)]
         return [self._read(self._store.paths.rate_book(self._issuer, "orders",
                                                        f"account-{i}"),
-                           self._orders, now).times() for i in range(self._accounts)]
+                           self._orders, now).times(now=now) for i in range(self._accounts)]
 
     def _read(self, path: str, limit: Limit | None, now: dt.datetime) -> _Book:
         assert limit is not None
