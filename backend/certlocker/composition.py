@@ -261,7 +261,8 @@ def build_services(settings: Settings, actor: str = "certlocker") -> Services:
         issuers=lambda: certificates.issuers,
         pool=pools.per_process(REPLACEMENT_THREADS, "replacements"), clock=clock,
         audit=audit, actor=actor, verifier=verifier,
-        follow=pools.per_process(REPLACEMENT_FOLLOWERS, "replacement-follow"))
+        follow=pools.per_process(REPLACEMENT_FOLLOWERS, "replacement-follow"),
+        delivery=dt.timedelta(seconds=settings.delivery_seconds))
     return Services(
         settings, store, challenges, certificates, keyring, credentials, audit,
         verifier=verifier,

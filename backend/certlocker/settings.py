@@ -199,6 +199,10 @@ class Settings:
     verify_parallelism: int = 32
     verify_grace_seconds: int = 3600  # divergence after delivery tolerated this long
     verify_interval_seconds: int = 900  # the reconciler re-checks every target this often
+    # How long the fleet takes to pick a new certificate up (the agents'
+    # static_secret_render_interval: 30 s in templates/agent.hcl): a mass replacement's
+    # ETA under rate limits counts it after the last issuance.
+    delivery_seconds: int = 30
     metrics_refresh_seconds: int = 60  # the /metrics inventory summary is at most this old
     # When set, GET /metrics needs "Authorization: Bearer <metrics_token>": the metrics
     # name every team's certificates and target addresses. Read from metrics_token_file
@@ -287,6 +291,8 @@ class Settings:
                                      "verify_timeout_seconds 1..60")
         if not 10 <= self.verify_interval_seconds <= 7 * 86400:
             raise ConfigurationError("verify_interval_seconds must be 10..604800")
+        if not 0 <= self.delivery_seconds <= 86400:
+            raise ConfigurationError("delivery_seconds must be 0..86400")
         if not 0 <= self.vault_retry_seconds <= 600:
             raise ConfigurationError("vault_retry_seconds must be between 0 and 600")
         if not 1 <= self.retry_base_seconds <= 86400:
@@ -391,7 +397,7 @@ def from_mapping(raw: Mapping[str, Any]) -> Settings:
                 "max_request_bytes", "verify_timeout_seconds", "verify_parallelism",
                 "verify_grace_seconds", "metrics_refresh_seconds", "verify_interval_seconds",
                 "vault_retry_seconds", "retry_base_seconds", "targets_refresh_seconds",
-                "acme_server_finalize_wait_seconds"):
+                "acme_server_finalize_wait_seconds", "delivery_seconds"):
         if key in raw:
             try:
                 raw[key] = int(raw[key])

@@ -494,6 +494,35 @@ def test_a_rate_limited_issuer_sets_the_eta_the_operation_starts_with(issued):
     assert unlimited.start(Caller(world.store), request, "alice").limits_eta is None
 
 
+def test_the_eta_counts_the_fleets_delivery_time_when_nodes_wait_for_it():
+    from certlocker.lifecycle.governed_issuer import GovernedIssuer
+    from certlocker.lifecycle.policy.ratelimits import Limit
+    from certlocker.lifecycle.records.rate_books import RateBooks
+    from tests.support.memory_issuer import MemoryIssuer
+
+    world = World()
+    try:
+        for i in range(3):
+            world.declare_in_vault(spec(i, targets=(Target(f"127.0.0.{i + 1}:443"),)))
+        world.reconciler.run_once()
+        one_per_10s = Limit(1, dt.timedelta(seconds=10))
+        limited = GovernedIssuer("test", [MemoryIssuer("test")],
+                                 RateBooks(world.store, "test", orders=one_per_10s),
+                                 clock=world.clock)
+        request = policy.parse_request({"issuer": "test"}, ("test",), ("dev",))
+        svc = ReplacementService(
+            world.store, views=world.service.views,
+            refs=lambda caller, env, s: world.service.refs(caller, env, s),
+            renew=queued_nowhere(world, Audit()), issuers=lambda: {"test": limited},
+            pool=threads(4, "replacements"), clock=world.clock,
+            delivery=dt.timedelta(seconds=60))
+        op = svc.start(Caller(world.store), request, "alice")
+        # one order per 10 s: the third at 20 s, then the fleet's 60 s to pick it up
+        assert op.limits_eta == world.clock.now() + dt.timedelta(seconds=80)
+    finally:
+        world.close()
+
+
 class Held(cf.Executor):
     """A follower pool that runs nothing until told: what happens before and after the
     start's answer can be looked at apart."""

@@ -189,14 +189,16 @@ class ReplacementService:
                  audit: Auditor | None = None, actor: str = "certlocker",
                  verifier: Verifying | None = None,
                  follow: cf.Executor | None = None, follow_for: float = 3600.0,
-                 follow_every: float = 2.0) -> None:
+                 follow_every: float = 2.0,
+                 delivery: dt.timedelta = dt.timedelta(0)) -> None:
         """``views``/``refs``: the caller's reads (``CertificateService``); ``renew``
         records one renewal request and queues its issuance in this process; ``pool``
         runs many reads or requests side by side; ``follow`` (the API's) files a started
         operation's requests behind the answer, then runs ``advance`` on it every
         ``follow_every`` seconds for up to ``follow_for``, so it moves on without waiting
         for the reconciler's tick. Without ``follow`` the start files every request
-        before it returns."""
+        before it returns. ``delivery``: how long the fleet takes to pick a new
+        certificate up (``settings.delivery_seconds``), counted in ``limits_eta``."""
         self._store = store
         self._views = views
         self._refs = refs
@@ -210,6 +212,7 @@ class ReplacementService:
         self._follow = follow
         self._follow_for = follow_for
         self._follow_every = follow_every
+        self._delivery = delivery
         self._verified_at: dict[str, float] = {}
         # op id -> the statuses of its items seen verified: a verified replacement stays
         # done, so a later look need not read those statuses again
@@ -305,9 +308,10 @@ class ReplacementService:
         self._follow_loop(op.id)
 
     def _limits_eta(self, items: list[Item], now: dt.datetime) -> dt.datetime | None:
-        """When every issuer's rate limits let its share of ``items`` be ordered (the
-        certificates their ACME clients renew are not counted); None when no limit holds
-        any back."""
+        """When every issuer's rate limits let its share of ``items`` be ordered and
+        issued (the certificates their ACME clients renew are not counted), plus the
+        fleet's delivery time when any has nodes to be verified on; None when no limit
+        holds any back."""
         shares = collections.Counter(i.issuer_name for i in items
                                      if not i.client and i.issuer_name)
         issuers = self._issuers()
@@ -318,7 +322,9 @@ class ReplacementService:
             except KeyError:  # an issuer no longer configured: nothing to reckon with
                 continue
         latest = max(ends, default=now)
-        return latest if latest > now else None
+        if latest <= now:
+            return None
+        return latest + self._delivery if any(i.nodes for i in items) else latest
 
     def started(self, op: Operation) -> dict[str, Any]:
         """The answer to a start, without reading every status again: at the start every
