@@ -231,6 +231,27 @@ def test_late_into_a_full_window_a_certificate_reserves_again() -> None:
     assert "dev.web.c3" not in inner[0].issued
 
 
+def test_displaced_by_late_orders_a_certificate_goes_next_ahead_of_later_plans() -> None:
+    store, clock = MemoryStore(), FixedClock(T0)
+    issuer, inner, _ = governed(store, clock)
+    for i in range(12):  # c0-c2 at 0 s; held: c3-c5 at 10 s, c6-c8 at 20 s, c9-c11 at 30 s
+        with contextlib.suppress(IssuanceDeferred):
+            issuer.issue(request(i), None)  # type: ignore[arg-type]
+    clock.advance(11 * S)
+    for i in (3, 4, 5):  # a second late: placed at 11 s
+        issuer.issue(request(i), None)  # type: ignore[arg-type]
+    clock.advance(9 * S)
+    for i in (6, 7, 8):  # on time at 20 s, but the window still holds c3-c5
+        with pytest.raises(IssuanceDeferred) as deferred:
+            issuer.issue(request(i), None)  # type: ignore[arg-type]
+        assert deferred.value.until == T0 + 21 * S  # not behind c9-c11
+    clock.advance(1 * S)
+    for i in (6, 7, 8):
+        issuer.issue(request(i), None)  # type: ignore[arg-type]
+    assert inner[0].issued[6:] == ["dev.web.c6", "dev.web.c7", "dev.web.c8"]
+    assert placed(store) == [T0 + 21 * S] * 3  # (c3-c5 at 11 s have left the book)
+
+
 def test_certificates_all_late_for_their_slots_still_go_at_the_limit() -> None:
     """The reconciler comes back a tick after each slot: every certificate is late. Each
     round still orders as many as the limit allows, and no window holds more."""

@@ -8,13 +8,17 @@ reservation is added with check-and-set on the version read, so two replicas nev
 take the same slot; a lost race reads again. A certificate scheduled for a later slot
 keeps its reservation (``used`` false) and takes it when it comes back.
 
-One that comes back after its slot has passed (its worker was busy, its wake-up came
-late, its process died) orders at once only if the orders actually placed (``used``)
-leave room now: the CA counts orders, not plans, so an order sent late never bunches up
-with the next window's beyond the limit. Else it reserves again. A slot not taken within
-``HOLD_GRACE`` of its time no longer holds anyone else back: without that, every
-certificate late for its slot would queue behind all the later reservations, which are
-late in their turn, and under a limit below the load nothing would be ordered at all.
+Taking a slot is checked against the orders actually placed (``used``), at the slot or,
+for a certificate back late (its worker was busy, its wake-up came late, its process
+died), now: the CA counts orders, not plans, so nothing sent late ever bunches up with
+the next window's beyond the limit. When the orders placed leave no room (they came late
+for their own slots), the certificate's next chance is when they leave the window,
+ahead of the slots planned after its own; whoever is then displaced goes the same way.
+Every window is thus filled to the limit by whoever comes, and the pace (the ETA) holds
+however late single certificates are. A slot not taken within ``HOLD_GRACE`` of its time
+no longer holds new plans back: without that, every certificate late for its slot would
+queue behind all the later ones, late in their turn, and under a limit below the load
+nothing would be ordered at all.
 """
 
 from __future__ import annotations
@@ -115,15 +119,17 @@ class RateBooks:
         if mine:
             index, entry = mine[0]
             at = _time(entry["at"])
-            if at >= now:
-                if at <= take_until:  # come back for its slot: take it
-                    self._mark_used(accounts[index], certificate, domains, at)
-                return Reservation(index, at)
+            if at > take_until:
+                return Reservation(index, at)  # still to wait for
+            when = max(at, now)
             placed = [(b.times(used_only=True), b.limit) for b in [*domains, accounts[index]]]
-            if ratelimits.earliest_all(placed, now) == now:  # late, and there is room
-                self._mark_used(accounts[index], certificate, domains, now)
-                return Reservation(index, now)
-        # Nothing held, or a slot passed and the orders placed since leave no room now.
+            if ratelimits.earliest_all(placed, when) == when:
+                self._mark_used(accounts[index], certificate, domains, when)
+                return Reservation(index, when)
+            # Orders placed late for their own slots took its room: its next chance is
+            # when they leave the window, ahead of the slots planned after its own.
+            return self._hold(certificate, accounts, domains, index,
+                              ratelimits.earliest_all(placed, now), take_until)
         best: tuple[dt.datetime, int] | None = None
         for index in range(max(1, len(accounts))):
             pairs = [(b.times(without=certificate, now=now), b.limit) for b in domains]
@@ -134,9 +140,13 @@ class RateBooks:
             if best is None or at < best[0]:
                 best = (at, index)
         assert best is not None
-        at, index = best
-        used = at <= take_until
-        entry = {"at": at.timestamp(), "for": certificate, "used": used}
+        return self._hold(certificate, accounts, domains, best[1], best[0], take_until)
+
+    def _hold(self, certificate: str, accounts: list[_Book], domains: list[_Book],
+              index: int, at: dt.datetime, take_until: dt.datetime) -> Reservation:
+        """Write the certificate's slot at ``at`` (taken at once when at most
+        ``take_until``: the caller orders at it), replacing a hold it had."""
+        entry = {"at": at.timestamp(), "for": certificate, "used": at <= take_until}
         # Domains first, then the account: a write lost to a race is retried from a fresh
         # read; an entry left behind by that retry only makes the books stricter.
         for book in domains + ([accounts[index]] if accounts else []):
