@@ -12,7 +12,8 @@ import pytest
 
 from certlocker import settings as settings_module
 from certlocker.clock import FixedClock
-from certlocker.errors import ConfigurationError, IssuanceDeferred, IssuanceFailed, RateLimited
+from certlocker.errors import (ConfigurationError, Conflict, IssuanceDeferred, IssuanceFailed,
+                               RateLimited)
 from certlocker.lifecycle.governed_issuer import GovernedIssuer, Governance, eta
 from certlocker.lifecycle.policy import planning, ratelimits
 from certlocker.lifecycle.policy.backoff import next_attempt
@@ -250,6 +251,28 @@ def test_displaced_by_late_orders_a_certificate_goes_next_ahead_of_later_plans()
         issuer.issue(request(i), None)  # type: ignore[arg-type]
     assert inner[0].issued[6:] == ["dev.web.c6", "dev.web.c7", "dev.web.c8"]
     assert placed(store) == [T0 + 21 * S] * 3  # (c3-c5 at 11 s have left the book)
+
+
+def test_an_order_is_recorded_at_the_time_its_reservation_won_not_when_it_began() -> None:
+    """Another worker wins the first write; the retry two seconds later is what is
+    recorded, or the next window's slots would be planned two seconds too early."""
+
+    class Contended(MemoryStore):
+        lost = 0
+
+        def write_json(self, logical, document, cas):  # type: ignore[no-untyped-def]
+            if "ratelimits" in logical and not self.lost:
+                self.lost += 1
+                super().write_json(logical, {"entries": []}, cas)  # the other writer
+                raise Conflict("changed by another writer")
+            return super().write_json(logical, document, cas)
+
+    store = Contended()
+    times = iter([T0, T0 + 2 * S])
+    books = RateBooks(store, "primary", orders=THREE_PER_10S)
+    slot = books.reserve("dev.web.c0", ("c0.example.test",), lambda: next(times), 0 * S)
+    assert slot.taken and slot.at == T0 + 2 * S
+    assert placed(store) == [T0 + 2 * S]
 
 
 def test_certificates_all_late_for_their_slots_still_go_at_the_limit() -> None:

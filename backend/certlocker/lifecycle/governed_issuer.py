@@ -83,10 +83,10 @@ class GovernedIssuer:
         allowed = ratelimits.slack(request.not_after, now, self._governance.fallback_after)
         slot: Reservation | None = None
         if self._books.limited:
-            slot = self._books.reserve(request.ref.id, request.dns_names, now,
-                                       take_until=now + self._governance.max_wait)
-            wait = slot.at - now
-            if wait > self._governance.max_wait:
+            slot = self._books.reserve(request.ref.id, request.dns_names, self._clock.now,
+                                       self._governance.max_wait)
+            wait = slot.at - self._clock.now()
+            if not slot.taken:
                 reason = ratelimits.fallback_for_wait(wait, allowed)
                 if reason is not None and self._fallback is not None:
                     return self._from_fallback(request, journal, reason)

@@ -27,7 +27,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ...errors import Conflict
 from ...ports import Store
@@ -43,10 +43,12 @@ HOLD_GRACE = dt.timedelta(minutes=2)
 
 @dataclasses.dataclass(frozen=True)
 class Reservation:
-    """A slot at ``at`` on account ``account``, held for one certificate."""
+    """A slot at ``at`` on account ``account``: ``taken`` (the caller orders at it) or
+    held for the certificate until it comes back."""
 
     account: int
     at: dt.datetime
+    taken: bool
 
 
 @dataclasses.dataclass
@@ -90,17 +92,20 @@ class RateBooks:
     def limited(self) -> bool:
         return self._orders is not None or self._per_domain is not None
 
-    def reserve(self, certificate: str, dns_names: Sequence[str], now: dt.datetime,
-                take_until: dt.datetime) -> Reservation:
+    def reserve(self, certificate: str, dns_names: Sequence[str],
+                now: Callable[[], dt.datetime], max_wait: dt.timedelta) -> Reservation:
         """The certificate's slot: the one it already holds, else the earliest free one
-        on any account that fits every limit. A slot at or before ``take_until`` is
-        marked used (the caller orders at it); a later one is held for the certificate.
+        on any account that fits every limit. A slot at most ``max_wait`` away is marked
+        used (the caller orders at it); a later one is held for the certificate. ``now``
+        is asked again at each attempt: an order recorded at the time a lost race began,
+        not when it was won, would let the next window's orders come too soon.
 
         :raises VaultUnavailable: and the store's other errors.
         """
         for _ in range(CAS_ATTEMPTS):
+            at = now()
             try:
-                return self._reserve_once(certificate, dns_names, now, take_until)
+                return self._reserve_once(certificate, dns_names, at, at + max_wait)
             except Conflict:
                 continue  # another worker or replica wrote first: read again
         raise Conflict(f"rate-limit reservations of issuer {self._issuer} are contended")
@@ -120,12 +125,12 @@ class RateBooks:
             index, entry = mine[0]
             at = _time(entry["at"])
             if at > take_until:
-                return Reservation(index, at)  # still to wait for
+                return Reservation(index, at, taken=False)  # still to wait for
             when = max(at, now)
             placed = [(b.times(used_only=True), b.limit) for b in [*domains, accounts[index]]]
             if ratelimits.earliest_all(placed, when) == when:
                 self._mark_used(accounts[index], certificate, domains, when)
-                return Reservation(index, when)
+                return Reservation(index, when, taken=True)
             # Orders placed late for their own slots took its room: its next chance is
             # when they leave the window, ahead of the slots planned after its own.
             return self._hold(certificate, accounts, domains, index,
@@ -146,14 +151,15 @@ class RateBooks:
               index: int, at: dt.datetime, take_until: dt.datetime) -> Reservation:
         """Write the certificate's slot at ``at`` (taken at once when at most
         ``take_until``: the caller orders at it), replacing a hold it had."""
-        entry = {"at": at.timestamp(), "for": certificate, "used": at <= take_until}
+        taken = at <= take_until
+        entry = {"at": at.timestamp(), "for": certificate, "used": taken}
         # Domains first, then the account: a write lost to a race is retried from a fresh
         # read; an entry left behind by that retry only makes the books stricter.
         for book in domains + ([accounts[index]] if accounts else []):
             book.entries = [e for e in book.entries if e.get("for") != certificate
                             or e.get("used")] + [entry]
             self._write(book)
-        return Reservation(index, at)
+        return Reservation(index, at, taken)
 
     def _mark_used(self, book: _Book, certificate: str, domains: list[_Book],
                    at: dt.datetime) -> None:
