@@ -589,3 +589,20 @@ def test_statuses_seen_verified_are_not_read_again_while_it_runs(issued):
     again = svc.snapshot(op.id)
     assert again.progress.counts["verified"] == 3 and len(reads) == 3
     assert [s for _, _, s in again.items] == [s for _, _, s in first.items]
+
+
+def test_a_pending_certificates_spec_is_not_read_again_at_every_look(issued):
+    world = issued
+    svc = service(world, Audit())
+    op = svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
+                                                             ("dev",)), "alice")
+    specs_read: list[str] = []
+    read_spec = world.store.read_spec
+
+    def counted(r: CertificateRef) -> Any:
+        specs_read.append(r.id)
+        return read_spec(r)
+
+    world.store.read_spec = counted  # type: ignore[method-assign]
+    assert svc.snapshot(op.id).progress.counts["pending"] == 3 and len(specs_read) == 3
+    assert svc.snapshot(op.id).progress.counts["pending"] == 3 and len(specs_read) == 3

@@ -63,6 +63,16 @@ VERIFY_EVERY = 5.0
 #: the status reads per second the API process's following of one operation may cost
 FOLLOW_READS_PER_SECOND = 100.0
 
+@dataclasses.dataclass
+class _Memo:
+    """What a process remembers of one running operation between looks."""
+
+    #: the statuses of items seen verified: a verified replacement stays done
+    verified: dict[str, CertificateStatus] = dataclasses.field(default_factory=dict)
+    #: when each item's spec was last seen declared (monotonic)
+    declared_at: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
 class CallerReads(Store, Lister, Protocol):
     """The store bound to the caller's token: it lists and reads what the caller may,
     and tells what else the caller's token may do."""
@@ -74,6 +84,8 @@ Views = Callable[[list[CertificateRef]], list[CertificateView | None]]
 Renew = Callable[[CertificateRef, str, str], Any]
 #: operations whose verified items a process remembers (see ``snapshot``)
 REMEMBERED_OPERATIONS = 8
+#: a certificate still on its old serial has its spec looked for at most this often
+DECLARED_RECHECK = 30.0
 #: states a look at the operation reads no status for (remembered, or in the item)
 SETTLED = frozenset({ItemState.VERIFIED, ItemState.REVOKED, ItemState.REVOKE_FAILED})
 
@@ -214,10 +226,7 @@ class ReplacementService:
         self._follow_every = follow_every
         self._delivery = delivery
         self._verified_at: dict[str, float] = {}
-        # op id -> the statuses of its items seen verified: a verified replacement stays
-        # done, so a later look need not read those statuses again
-        self._settled: collections.OrderedDict[str, dict[str, CertificateStatus]] = \
-            collections.OrderedDict()
+        self._memos: collections.OrderedDict[str, _Memo] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -415,7 +424,9 @@ class ReplacementService:
         op = op or self.operation(op_id)
         items = [i for chunk, _ in self._chunks(op) for i in chunk]
         with self._lock:
-            settled = dict(self._settled.get(op.id) or {})
+            memo = self._memos.get(op.id) or _Memo()
+            settled, declared_at = dict(memo.verified), dict(memo.declared_at)
+        looked = time.monotonic()
 
         def facts(item: Item) -> tuple[CertificateStatus | None, bool]:
             if item.revoked_at is not None or \
@@ -427,9 +438,13 @@ class ReplacementService:
             found = self._store.read_status(ref)
             status = found[0] if found else None
             declared = True
-            if status is None or status.current is None \
-                    or status.current.serial == item.serial:
+            if (status is None or status.current is None
+                    or status.current.serial == item.serial) \
+                    and looked - declared_at.get(item.id, -DECLARED_RECHECK) \
+                    >= DECLARED_RECHECK:
                 declared = self._store.read_spec(ref) is not None
+                if declared:
+                    declared_at[item.id] = looked
             return status, declared
 
         now = self._clock.now()
@@ -437,25 +452,27 @@ class ReplacementService:
         for item, (status, declared) in zip(items, self._pool.map(facts, items), strict=True):
             rows.append((item, policy.classify(item, status, declared, op.created_at),
                          status))
-        self._remember_verified(op, rows)
+        self._remember(op, rows, declared_at)
         return Snapshot(op, rows, policy.progress([s for _, s, _ in rows], op.revoke_old,
                                                   op.created_at, now), now)
 
-    def _remember_verified(self, op: Operation, rows: list[tuple[Item, ItemState,
-                                                                 CertificateStatus | None]]
-                           ) -> None:
-        """Remember the statuses of items seen verified: their replacement is done
-        (what follows, a revocation, is in the item's own record), so the next look at a
-        large operation reads only the statuses still moving."""
+    def _remember(self, op: Operation,
+                  rows: list[tuple[Item, ItemState, CertificateStatus | None]],
+                  declared_at: dict[str, float]) -> None:
+        """Remember the statuses of items seen verified (their replacement is done; what
+        follows, a revocation, is in the item's own record) and when specs were seen,
+        so the next look at a large operation reads only the statuses still moving and
+        a spec at most every ``DECLARED_RECHECK`` seconds."""
         if op.state == DONE:
             return
         with self._lock:
-            known = self._settled.setdefault(op.id, {})
-            self._settled.move_to_end(op.id)
-            known.update((item.id, status) for item, state, status in rows
-                         if state is ItemState.VERIFIED and status is not None)
-            while len(self._settled) > REMEMBERED_OPERATIONS:
-                self._settled.popitem(last=False)
+            memo = self._memos.setdefault(op.id, _Memo())
+            self._memos.move_to_end(op.id)
+            memo.verified.update((item.id, status) for item, state, status in rows
+                                 if state is ItemState.VERIFIED and status is not None)
+            memo.declared_at.update(declared_at)
+            while len(self._memos) > REMEMBERED_OPERATIONS:
+                self._memos.popitem(last=False)
 
     def summary(self, caller: Lister, op_id: str) -> dict[str, Any] | None:
         """One operation as a listing shows it (no per-certificate rows), or None when
@@ -639,7 +656,7 @@ class ReplacementService:
         self._mark(op.id, done)
         self._forget_running(op.id)
         with self._lock:
-            self._settled.pop(op.id, None)
+            self._memos.pop(op.id, None)
         if marked:
             audited(self._audit, self._actor, "replacement.done", op.id, "success",
                     details={"count": op.selected, "counts": snap.progress.counts,
