@@ -37,6 +37,7 @@ def _shape(path: str) -> str:
     path = re.sub(r"challenges/.+", "challenges/<token>", path)
     path = re.sub(r"dev\.bench-ec\.c\d+", "<id>", path)
     path = re.sub(r"expiry/<day>/.*", "expiry/<day>/<id>", path)
+    path = re.sub(r"names/c\d+\.bench-ec\.bench\.test", "names/<name>", path)
     return path
 
 
@@ -67,6 +68,12 @@ AREAS = (  # first match wins, tested on every frame of a sample's stack
 )
 
 
+def _idle_seconds() -> float:
+    """Idle + iowait seconds of all cores so far (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+
 def breakdown(raw: Path, n: int, cpu_seconds: float) -> str:
     """CPU per certificate by area, from py-spy raw stacks (GIL holders only), scaled to
     the CPU the workers really used (the sampler misses some under load)."""
@@ -86,7 +93,8 @@ def breakdown(raw: Path, n: int, cpu_seconds: float) -> str:
     return "\n".join(lines)
 
 
-def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
+def run(count: bool, peer: bool, settle: bool, profile: Path | None,
+        keep_log: Path | None = None) -> None:
     with workdir("cpu") as tmp, certlocker_stack(tmp / "stack") as stack:
         api, token = stack.api_url, stack.operator_token or ""
         if settle:
@@ -109,9 +117,12 @@ def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
         before = {k: cpu_seconds(v) for k, v in groups.items()}
+        idle_before, own_before = _idle_seconds(), os.times()
         started = time.monotonic()
         wall, declared = _certlocker_run(api, token, "bench-ec", "ec-p256", N)
         after = {k: cpu_seconds(v) for k, v in groups.items()}
+        idle, own = _idle_seconds() - idle_before, os.times()
+        own_cpu = own.user + own.system - own_before.user - own_before.system
         if recorder is not None:
             import signal
             recorder.send_signal(signal.SIGINT)
@@ -120,11 +131,17 @@ def run(count: bool, peer: bool, settle: bool, profile: Path | None) -> None:
         for k in groups:
             print(f"  cpu {k:10s} {after[k] - before[k]:6.2f} s  "
                   f"{1000 * (after[k] - before[k]) / N:6.1f} ms/cert")
+        print(f"  cpu {'bench':10s} {own_cpu:6.2f} s  {1000 * own_cpu / N:6.1f} ms/cert "
+              "(this process: the declaring and polling client)")
+        print(f"  idle cores  {idle:6.2f} s of {wall * (os.cpu_count() or 1):.2f} s")
         t0 = time.time() - (time.monotonic() - started)
         print(f"bench window: {time.strftime('%H:%M:%S', time.gmtime(t0))} +{wall:.1f}s")
         for line in (stack.state_dir / "reconciler.log").read_text().splitlines():
             if "tick" in line or "sweep" in line or "reconcile.certificate" in line:
                 print("  reconciler:", line[:200])
+        if keep_log is not None:
+            import shutil
+            shutil.copy(stack.state_dir / "api.log", keep_log)
         if profile:
             print(breakdown(profile, N, after["api"] - before["api"]))
         if count:
@@ -146,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", action="store_true",
                         help="start once the reconciler has finished its start-up sweep")
     parser.add_argument("--profile", type=Path, help="py-spy raw output of the API workers")
+    parser.add_argument("--keep-log", type=Path, help="copy the API's JSON log here")
     args = parser.parse_args(argv)
     if args.count:
         COUNT_DIR.mkdir(exist_ok=True)
         os.environ["BENCH_VAULT_COUNT_PORT"] = "1"
         os.environ["BENCH_VAULT_COUNT_DIR"] = str(COUNT_DIR)
         os.environ["PYTHONPATH"] = f"{COUNTER}:{os.environ.get('PYTHONPATH', '')}"
-    run(args.count, not args.no_peer, args.settle, args.profile)
+    run(args.count, not args.no_peer, args.settle, args.profile, args.keep_log)
     return 0
 
 
