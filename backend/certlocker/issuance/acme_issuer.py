@@ -515,10 +515,15 @@ class AcmeIssuer:
             body = self._poll_order(acme, orderr.uri, deadline, until=("ready", "valid"))
             if body.status == messages.STATUS_READY:
                 try:
-                    acme.begin_finalization(orderr)
+                    finalized = acme.begin_finalization(orderr).body
                 except messages.Error as exc:
                     if exc.code != "orderNotReady":
                         raise
+                else:
+                    # RFC 8555 section 7.4: the answer is the order. A CA that issued at
+                    # once (as Pebble does) is not asked again.
+                    if finalized.status == messages.STATUS_VALID and finalized.certificate:
+                        return finalized
                 body = self._poll_order(acme, orderr.uri, deadline, until=("valid",))
             return body
         finally:
