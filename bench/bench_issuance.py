@@ -22,7 +22,7 @@ from .inprocess_acme import InProcessClient
 
 N = 50
 N_CLI = 5  # certbot and lego run once per certificate, like a cron script
-TARGET = 0.7
+TARGET = 0.9  # issue 19 (0.7 before)
 CERTBOT = BENCH / ".venvs" / "certbot" / "bin" / "certbot"
 POLL = 0.1
 
