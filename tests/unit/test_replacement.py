@@ -560,8 +560,9 @@ def test_a_certificate_replaced_since_its_selection_gets_no_request(issued):
     world, audit = issued, Audit()
     item = policy.select_item(world.store.read_spec(ref(0))[0],  # type: ignore[index]
                               world.status(0), [], keep_leaf=False)
-    world.service.request_renewal(ref(0), "bob")
-    world.reconciler.tick()  # replaced by someone else meanwhile
+    queued = world.service.request_renewal(ref(0), "bob")
+    assert queued is not None
+    queued.result(10)  # replaced by someone else meanwhile
     assert world.status(0).current.serial != item.serial  # type: ignore[union-attr]
     assert world.status(0).renewal_request is None
     filing = queued_nowhere(world, audit)
