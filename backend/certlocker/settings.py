@@ -127,7 +127,7 @@ class RateLimitSettings:
     domain_window_seconds: int = 7 * 86400
     requests_per_second: float | None = None
     max_wait_seconds: int = 30
-    margin_seconds: float = 1.0
+    margin_seconds: float = 2.0
 
     @classmethod
     def parse(cls, where: str, table: Any) -> "RateLimitSettings":
