@@ -824,15 +824,16 @@ class Stack:
     # -- environments for the certlocker processes
     def admin_env(self) -> dict[str, str]:
         """Environment for ``certlocker bootstrap ...``: Vault address and the root token.
-        Bootstrap configures no issuer, so extra issuer settings (say a rate limit for
-        Pebble) reach only the services, where Pebble's directory is set."""
+        Extra settings of the stack's Pebble issuer (say a rate limit) reach only the
+        services, where its directory is set (bootstrap needs nothing of an ACME issuer;
+        it does need a Vault PKI issuer's mount, so other issuers' settings go to both)."""
         if self.root_token is None:
             raise DevStackError("OpenBao is not running in this stack")
         return _certlocker_env({
             "VAULT_ADDR": self.vault_addr, "VAULT_TOKEN": self.root_token,
             "CERTLOCKER_ENVIRONMENTS": ENVIRONMENTS, "CERTLOCKER_PUBLIC_URL": self.api_url,
             **{k: v for k, v in self.extra_env.items()
-               if not k.startswith("CERTLOCKER_ISSUERS__")},
+               if not k.startswith("CERTLOCKER_ISSUERS__PEBBLE__")},
         })
 
     def service_env(self) -> dict[str, str]:
