@@ -571,20 +571,26 @@ def test_a_certificate_replaced_since_its_selection_gets_no_request(issued):
     assert audit.actions("certificate.renew.requested") == []
 
 
+def counted(store: Any, method: str) -> list[str]:
+    """The ids ``store.<method>`` is called with from now on."""
+    calls: list[str] = []
+    original = getattr(store, method)
+
+    def counting(r: CertificateRef) -> Any:
+        calls.append(r.id)
+        return original(r)
+
+    setattr(store, method, counting)
+    return calls
+
+
 def test_statuses_seen_verified_are_not_read_again_while_it_runs(issued):
     world = issued
     svc = service(world, Audit())
     op = svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
                                                              ("dev",)), "alice")
     world.reconciler.tick()  # no targets: each is verified once issued
-    reads: list[str] = []
-    read_status = world.store.read_status
-
-    def counted(r: CertificateRef) -> Any:
-        reads.append(r.id)
-        return read_status(r)
-
-    world.store.read_status = counted  # type: ignore[method-assign]
+    reads = counted(world.store, "read_status")
     first = svc.snapshot(op.id)
     assert first.progress.counts["verified"] == 3 and len(reads) == 3
     again = svc.snapshot(op.id)
@@ -597,13 +603,6 @@ def test_a_pending_certificates_spec_is_not_read_again_at_every_look(issued):
     svc = service(world, Audit())
     op = svc.start(Caller(world.store), policy.parse_request({"all": True}, ("test",),
                                                              ("dev",)), "alice")
-    specs_read: list[str] = []
-    read_spec = world.store.read_spec
-
-    def counted(r: CertificateRef) -> Any:
-        specs_read.append(r.id)
-        return read_spec(r)
-
-    world.store.read_spec = counted  # type: ignore[method-assign]
+    specs_read = counted(world.store, "read_spec")
     assert svc.snapshot(op.id).progress.counts["pending"] == 3 and len(specs_read) == 3
     assert svc.snapshot(op.id).progress.counts["pending"] == 3 and len(specs_read) == 3
