@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import (BENCH, Row, certlocker_stack, cpu_seconds, http_json, met, ms, percentile,
-                     proc_named, reconciler_settled, table, workdir)
+                     proc_named, reconciler_settled, table, vault_counter_env, workdir)
 from .inprocess_acme import InProcessClient
 
 N = 50
@@ -42,7 +42,6 @@ WORKERS = 16  # bench_issuance's in-process client: ThreadPoolExecutor(16)
 TARGET = 0.5
 ENV = "prod"
 SERVICE = "bench-acme"
-COUNTER = BENCH / "vault_counter"  # its sitecustomize logs each Vault request per pid
 
 
 def _own_cpu() -> float:
@@ -156,9 +155,7 @@ def run(n: int = N, workers: int = WORKERS) -> str:
     with workdir("acme-server") as tmp:
         counts = tmp / "vault-requests"
         counts.mkdir()
-        counter_env = {"PYTHONPATH": os.pathsep.join(
-                           filter(None, (str(COUNTER), os.environ.get("PYTHONPATH")))),
-                       "BENCH_VAULT_COUNT_PORT": "1", "BENCH_VAULT_COUNT_DIR": str(counts),
+        counter_env = {**vault_counter_env(counts),
                        # as many issuances at once as the client keeps orders in flight
                        "CERTLOCKER_ISSUANCE_WORKERS": str(workers)}
         with certlocker_stack(tmp / "stack", extra_env=counter_env) as stack:

@@ -46,7 +46,7 @@ from tests.support.nginx_pool import NGINX, free_port
 
 from .common import (BENCH, REPO, KeepAlive, Row, certlocker_stack, devstack, limit_arg,
                      machine, median, met, percentile, reconciler_settled, secs, table,
-                     workdir)
+                     vault_counter_env, workdir)
 
 ENV = "dev"
 DEFAULT_COUNT = 1000
@@ -65,7 +65,6 @@ TARGET_ETA_ERROR = 0.10
 #: with --limit: the time between a slot and the CA seeing the order (default 2 s), and
 #: 1 s more because Pebble's log, the evidence, has whole seconds
 LIMIT_MARGIN = 3
-COUNTER = BENCH / "vault_counter"
 DONE_WITHIN = 1800.0
 CERTBOT_CANDIDATES = (BENCH / ".venvs" / "certbot" / "bin" / "certbot",
                       REPO / ".venv" / "bin" / "certbot")
@@ -399,9 +398,7 @@ def run(count: int = DEFAULT_COUNT, per_service: int = PER_SERVICE,
     with workdir("drill") as tmp:
         counts = tmp / "vault-requests"
         counts.mkdir()
-        counter_env = {"PYTHONPATH": os.pathsep.join(
-                           filter(None, (str(COUNTER), os.environ.get("PYTHONPATH")))),
-                       "BENCH_VAULT_COUNT_PORT": "1", "BENCH_VAULT_COUNT_DIR": str(counts),
+        counter_env = {**vault_counter_env(counts),
                        # the fleet's pick-up time, which an ETA under limits counts
                        "CERTLOCKER_DELIVERY_SECONDS": str(RENDER_INTERVAL)}
         if limit is not None:

@@ -225,6 +225,18 @@ def proc_named(stack: devstack.Stack, name: str) -> devstack.Proc:
     raise RuntimeError(f"no {name} process in the stack")
 
 
+#: its sitecustomize logs each Vault request per process (``vault_counter_env``)
+COUNTER = BENCH / "vault_counter"
+
+
+def vault_counter_env(counts: Path) -> dict[str, str]:
+    """The environment under which every certlocker process of a stack logs each Vault
+    request it sends into ``counts`` (one file per process)."""
+    return {"PYTHONPATH": os.pathsep.join(
+                filter(None, (str(COUNTER), os.environ.get("PYTHONPATH")))),
+            "BENCH_VAULT_COUNT_PORT": "1", "BENCH_VAULT_COUNT_DIR": str(counts)}
+
+
 def limit_arg(text: str) -> tuple[int, int]:
     """``ORDERS/SECONDS`` on a bench's command line (the drill's ``--limit``)."""
     orders, _, seconds = text.partition("/")

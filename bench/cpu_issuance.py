@@ -21,10 +21,9 @@ from pathlib import Path
 
 from .bench_issuance import _certlocker_run, _inprocess_run
 from .common import (certlocker_stack, cpu_seconds, proc_named, reconciler_settled,
-                     workdir)
+                     vault_counter_env, workdir)
 
 N = 50
-COUNTER = Path(__file__).parent / "vault_counter"  # logs each Vault request per pid
 COUNT_DIR = Path("/tmp/vcount-out")
 
 
@@ -167,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.count:
         COUNT_DIR.mkdir(exist_ok=True)
-        os.environ["BENCH_VAULT_COUNT_PORT"] = "1"
-        os.environ["BENCH_VAULT_COUNT_DIR"] = str(COUNT_DIR)
-        os.environ["PYTHONPATH"] = f"{COUNTER}:{os.environ.get('PYTHONPATH', '')}"
+        os.environ.update(vault_counter_env(COUNT_DIR))
     run(args.count, not args.no_peer, args.settle, args.profile, args.keep_log)
     return 0
 
