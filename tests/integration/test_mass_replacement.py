@@ -42,6 +42,16 @@ def api(stack: Any, method: str, path: str, **kwargs: Any) -> requests.Response:
                             headers={"X-Vault-Token": stack.operator_token}, **kwargs)
 
 
+def issued(stack: Any, service: str, name: str,
+           targets: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Declare ``<name>.<service>.test`` in prod and wait for it: the certificate's view."""
+    resp = api(stack, "POST", "/v1/certificates?wait=60", json={
+        "environment": "prod", "service": service, "name": name,
+        "dns_names": [f"{name}.{service}.test"], "targets": targets or []})
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
 def pebble_status(stack: Any, serial: str) -> str:
     context = ssl.create_default_context(cafile=str(stack.ca_bundle))
     url = f"{stack.env['PEBBLE_MGMT_URL']}/cert-status-by-serial/{serial}"
@@ -66,12 +76,9 @@ def test_a_replacement_by_issuer_replaces_delivers_verifies_and_revokes(
         name = f"r{i}"
         targets = ([{"address": f"127.0.0.1:{ports[i]}", "sni": f"{name}.{SERVICE}.test"}]
                    if i < SERVED else [])
-        resp = api(stack, "POST", "/v1/certificates?wait=60", json={
-            "environment": "prod", "service": SERVICE, "name": name,
-            "dns_names": [f"{name}.{SERVICE}.test"], "targets": targets})
-        assert resp.status_code == 201, resp.text
-        ids.append(resp.json()["id"])
-        before[resp.json()["id"]] = resp.json()["current"]["serial"]
+        view = issued(stack, SERVICE, name, targets)
+        ids.append(view["id"])
+        before[view["id"]] = view["current"]["serial"]
 
     served = ids[:SERVED]
     with NginxPool(tmp_path / "nginx") as nginx:
@@ -172,11 +179,7 @@ def test_a_replacement_by_issuer_replaces_delivers_verifies_and_revokes(
 def test_the_cli_starts_a_replacement_and_follows_it_to_the_end(
         certlocker_stack: Any) -> None:
     stack = certlocker_stack
-    resp = api(stack, "POST", "/v1/certificates?wait=60", json={
-        "environment": "prod", "service": "rplcli", "name": "one",
-        "dns_names": ["one.rplcli.test"]})
-    assert resp.status_code == 201, resp.text
-    old = resp.json()["current"]["serial"]
+    old = issued(stack, "rplcli", "one")["current"]["serial"]
     # The issuing intermediate's SHA-256 is recorded at issuance and selects by itself.
     root = stack.client(stack.root_token)
     status = root.secrets.kv.v2.read_secret_version(
@@ -230,11 +233,7 @@ def test_malformed_requests_are_problems_and_start_nothing(certlocker_stack: Any
 def test_only_a_caller_who_may_renew_every_selected_one_starts_or_sees_one(
         certlocker_stack: Any) -> None:
     stack = certlocker_stack
-    resp = api(stack, "POST", "/v1/certificates?wait=60", json={
-        "environment": "prod", "service": "rplacl", "name": "one",
-        "dns_names": ["one.rplacl.test"]})
-    assert resp.status_code == 201, resp.text
-    serial = resp.json()["current"]["serial"]
+    serial = issued(stack, "rplacl", "one")["current"]["serial"]
     auditor = child_token(stack, "certlocker-auditor")
     selector = {"environment": "prod", "service": "rplacl", "all": None,
                 "names": "*.rplacl.test"}
