@@ -16,7 +16,7 @@ from certlocker.errors import AccessDenied, Conflict, VaultUnavailable
 from certlocker.paths import VaultPaths
 from certlocker.vault.client import make_client
 from certlocker.vault.store import VaultStore
-from certlocker.transport.vault_session import Urllib3Session
+from certlocker.transport.vault_session import CurlSession
 from tests.support.stack import OpenBao, devstack, free_port
 
 pytestmark = pytest.mark.integration
@@ -112,11 +112,11 @@ def test_a_standby_redirect_is_followed_with_method_and_body(openbao: OpenBao) -
         server.server_close()
 
 
-def test_make_client_uses_urllib3_unless_a_proxy_is_configured(
+def test_make_client_uses_libcurl_unless_a_proxy_is_configured(
         monkeypatch: pytest.MonkeyPatch, openbao: OpenBao) -> None:
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                 "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    assert isinstance(make_client(openbao.addr, "t").adapter.session, Urllib3Session)
+    assert isinstance(make_client(openbao.addr, "t").adapter.session, CurlSession)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    assert not isinstance(make_client(openbao.addr, "t").adapter.session, Urllib3Session)
+    assert not isinstance(make_client(openbao.addr, "t").adapter.session, CurlSession)

@@ -132,7 +132,7 @@ def _closed_port() -> int:
 
 
 def test_a_refused_connection_is_not_reported_as_a_timeout(session: LeanSession) -> None:
-    from certlocker.transport.urllib3_send import failure_reason
+    from certlocker.transport.failures import failure_reason
 
     with pytest.raises(requests.ConnectionError) as caught:
         session.request("GET", f"http://127.0.0.1:{_closed_port()}/", timeout=5, verify=True)

@@ -29,7 +29,7 @@ from ..errors import (ConfigurationError, Conflict, IssuanceFailed, RateLimited,
 from ..models import Inflight, IssuedCertificate, IssueRequest, RenewalWindow
 from ..ports import AccountStore, ChallengeStore, IssuerSecrets, Journal
 from ..settings import IssuerSettings
-from ..transport.urllib3_send import failure_reason
+from ..transport.failures import failure_reason
 from . import acme_compat, ari, caa, chains, keys
 from .dns import DnsProvider, build_provider
 from ..transport.acme_session import NoRequestObserver, RequestObserver, observed, session_for

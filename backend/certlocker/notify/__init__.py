@@ -25,7 +25,7 @@ from ..audit.recorder import Auditor, NoAudit, audited
 from ..errors import AlertDeliveryFailed, CertlockerError
 from ..models import Alert
 from ..settings import Settings
-from ..transport.urllib3_send import failure_reason
+from ..transport.failures import failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,19 @@
-"""The ACME client's HTTP session: requests' interface, urllib3 underneath.
+"""The ACME client's HTTP session: requests' interface, libcurl underneath.
 
 The ``acme`` library sends every call through ``requests.Session.request`` and reads a
 ``requests.Response``. For the calls it makes (a method, a URL, headers, a JWS body, a
 timeout, ``verify``), requests spends about as much CPU preparing and merging what
 certlocker never uses (cookies, auth, hooks, environment, adapters) as the call itself
 costs, about 10 ms of CPU per certificate on 2 cores. ``LeanSession`` sends those
-calls through one urllib3 pool and builds the same ``requests.Response``; anything else
-(a redirect, an argument it does not know) goes through requests as before, and its
-errors are requests' exceptions, so callers classify failures the same way.
+calls through libcurl (``transport/curl.py``) and builds the same
+``requests.Response``; anything else (a redirect, an argument it does not know) goes
+through requests as before, and its errors are requests' exceptions, so callers classify
+failures the same way.
 """
 
 from __future__ import annotations
 
-import os
-import threading
+import functools
 import time
 import urllib.parse
 from typing import Any, Protocol
@@ -22,10 +22,9 @@ import requests
 import requests.adapters
 import requests.structures
 import requests.utils
-import urllib3
 
 from . import netenv
-from .urllib3_send import send
+from .curl import Answer, CurlClient, Trust
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_PATH_SEGMENTS = 3
@@ -59,8 +58,7 @@ class LeanSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False
-        self._lock = threading.Lock()
-        self._pools: dict[Any, urllib3.PoolManager] = {}
+        self._client = CurlClient()
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any,
                 **kwargs: Any) -> requests.Response:
@@ -77,48 +75,32 @@ class LeanSession(requests.Session):
         allow_redirects = kwargs.get("allow_redirects", True)
         sent = {**DEFAULT_HEADERS, **dict(headers or {})}
         body = data.encode("utf-8") if isinstance(data, str) else data
-        raw = send(self._pool(verify), method.upper(), url, body, sent, timeout)
-        if allow_redirects and raw.status in REDIRECTS and raw.headers.get("Location"):
+        answer = self._client.call(method.upper(), url, body, sent, timeout, _trust(verify))
+        if allow_redirects and answer.status in REDIRECTS and answer.headers.get("Location"):
             return super().request(method, url, data=data, headers=headers,
                                    timeout=timeout, verify=verify)
-        return _response(method.upper(), url, sent, body, raw)
-
-    def close(self) -> None:
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.clear()
-        super().close()
-
-    def _pool(self, verify: Any) -> urllib3.PoolManager:
-        with self._lock:
-            pool = self._pools.get(verify)
-            if pool is None:
-                pool = self._pools[verify] = urllib3.PoolManager(
-                    num_pools=4, maxsize=16, retries=False, **_tls(verify))
-            return pool
+        return _response(method.upper(), url, sent, body, answer)
 
 
-def _tls(verify: Any) -> dict[str, Any]:
-    """urllib3's TLS settings for requests' ``verify`` (True: requests' own bundle)."""
+@functools.lru_cache(maxsize=8)
+def _trust(verify: bool | str | None) -> Trust:
+    """The trust for requests' ``verify`` (True: requests' own bundle)."""
     if verify is False:
-        return {"cert_reqs": "CERT_NONE"}
-    location = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify in (True, None) else verify
-    if os.path.isdir(location):
-        return {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": location}
-    return {"cert_reqs": "CERT_REQUIRED", "ca_certs": location}
+        return Trust(verify=False)
+    return Trust.located(requests.utils.DEFAULT_CA_BUNDLE_PATH
+                         if verify in (True, None) else str(verify))
 
 
 def _response(method: str, url: str, headers: dict[str, str], body: Any,
-              raw: urllib3.BaseHTTPResponse) -> requests.Response:
-    """What requests' adapter builds from the same urllib3 response."""
+              answer: Answer) -> requests.Response:
+    """What requests' adapter builds from the same answer."""
     response = requests.Response()
-    response.status_code = raw.status
-    response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
-    response._content = raw.data
+    response.status_code = answer.status
+    response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
+    response._content = answer.content
     response.encoding = requests.utils.get_encoding_from_headers(response.headers)
-    # requests' own adapter copies urllib3's reason as it is; its stubs say str only.
-    response.reason = raw.reason  # type: ignore[assignment]
+    # requests' own adapter copies the reason as it is; its stubs say str only.
+    response.reason = answer.reason  # type: ignore[assignment]
     response.url = url
     request = requests.PreparedRequest()
     request.method, request.url, request.body = method, url, body

@@ -1,11 +1,10 @@
-"""How certlocker's Vault calls travel: urllib3 under hvac, and OpenBao's index headers.
+"""How certlocker's Vault calls travel: libcurl under hvac, and OpenBao's index headers.
 
-hvac asks only for a ``requests.Session``-like object with ``request()``. requests spends
-about 1.5 ms of CPU per call here preparing and merging what certlocker never uses
-(cookies, hooks, proxies, auth); urllib3, which requests itself runs on, needs about
-0.6 ms. On 2 cores that CPU is most of certlocker's own cost per Vault call, so
-``Urllib3Session`` gives hvac exactly what it reads: status, headers, body, JSON. Its
-errors are requests' exceptions, so callers classify failures the same way.
+hvac asks only for a ``requests.Session``-like object with ``request()``.
+``CurlSession`` gives it exactly what it reads (status, headers, body, JSON) over
+libcurl, about a tenth of requests' CPU per call (``transport/curl.py``); with a proxy
+configured, requests carries the calls (``IndexedTransport``). Errors are requests'
+exceptions either way, so callers classify failures the same way.
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from urllib.parse import urlencode
 
 import requests
 import requests.adapters
-import urllib3
 
-from .urllib3_send import send
+from .curl import CurlClient, Timeout, Trust
 
 REDIRECTS = (307, 308)  # a standby without request forwarding redirects to the active node
 MAX_REDIRECTS = 3
@@ -90,7 +88,7 @@ class Response:
     def __init__(self, status_code: int, headers: Any, content: bytes, url: str,
                  reason: str | None) -> None:
         self.status_code = status_code
-        self.headers = headers  # urllib3's HTTPHeaderDict: case-insensitive
+        self.headers = headers  # case-insensitive (urllib3's HTTPHeaderDict)
         self.content = content
         self.url = url
         self.reason = reason
@@ -107,28 +105,25 @@ class Response:
         return json.loads(self.content)
 
 
-class Urllib3Session:
-    """What hvac needs of a requests session, on one urllib3 pool per process."""
+class CurlSession:
+    """What hvac needs of a requests session, over libcurl (``curl.CurlClient``)."""
 
-    verify: Any = None  # hvac reads these three; TLS trust is the pool's
+    verify: Any = None  # hvac reads these three; TLS trust is the session's
     cert: Any = None
     proxies: Any = None
 
-    def __init__(self, index: ConsistencyIndex, *, ca_cert: str | None = None,
-                 maxsize: int = 64) -> None:
+    def __init__(self, index: ConsistencyIndex, *, ca_cert: str | None = None) -> None:
         self.index = index
-        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
-        if ca_cert:
-            tls["ca_certs"] = ca_cert
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=maxsize, retries=False, **tls)
+        self._trust = Trust.located(ca_cert) if ca_cert else Trust.system()
+        self._client = CurlClient()
 
     def request(self, method: str, url: str, headers: dict[str, str] | None = None,
                 allow_redirects: bool = True, json: Any = None,
                 params: dict[str, Any] | None = None, data: Any = None,
-                timeout: float | None = None, **_ignored: Any) -> Response:
+                timeout: Timeout = None, **_ignored: Any) -> Response:
         """:raises requests.RequestException: as requests would for the same failure."""
         sent = dict(headers or {})
-        body = data
+        body = data.encode() if isinstance(data, str) else data
         if json is not None:
             body = _dumps(json)
             sent["Content-Type"] = "application/json"
@@ -136,11 +131,12 @@ class Urllib3Session:
             url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         for _ in range(MAX_REDIRECTS + 1):
             sent.update(self.index.headers())
-            raw = send(self._pool, method.upper(), url, body, sent, timeout)
-            self.index.observe(raw.headers.get("X-Vault-Index"))
-            location = raw.headers.get("Location")
-            if not (allow_redirects and raw.status in REDIRECTS and location):
-                return Response(raw.status, raw.headers, raw.data, url, raw.reason)
+            answer = self._client.call(method.upper(), url, body, sent, timeout, self._trust)
+            self.index.observe(answer.headers.get("X-Vault-Index"))
+            location = answer.headers.get("Location")
+            if not (allow_redirects and answer.status in REDIRECTS and location):
+                return Response(answer.status, answer.headers, answer.content, url,
+                                answer.reason)
             url = location
         raise requests.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
