@@ -138,30 +138,54 @@ def run(iterations: int = ITERATIONS) -> str:
             return time.perf_counter() - started
 
         certlocker_token = stack.certlocker_token_file.read_text().strip()
-        grant = VaultPaths().credential_grant(ENV, SERVICE)
+        paths = VaultPaths()
+        grant = paths.credential_grant(ENV, SERVICE)
         scratch = iter(range(10**9))
 
-        def vault_only() -> float:
-            """A mint's two dependent Vault round trips, sent straight to Vault: its
-            slowest read (the operator's capabilities-self), then one create-only write
-            with certlocker's token, as the audit event is written."""
-            started = time.perf_counter()
-            code, caps = client.call("POST", f"{vault}/v1/sys/capabilities-self",
-                                     {"paths": [grant]}, headers={"X-Vault-Token": operator})
-            if code != 200 or "update" not in caps.get(grant, []):
-                raise RuntimeError(f"capabilities-self answered {code}: {caps}")
+        generation = f"{vault}/v1/{paths.api_path(paths.service_generation(ENV, SERVICE))}"
+        keys = f"{vault}/v1/{paths.metadata_path(paths.signing_keys())}"
+
+        def audit_write() -> None:
             code, _ = client.call(
                 "POST", f"{vault}/v1/certlocker/data/system/bench-floor/{next(scratch)}",
                 {"options": {"cas": 0}, "data": {"event": "x" * 300}},
                 headers={"X-Vault-Token": certlocker_token})
             if code != 200:
                 raise RuntimeError(f"create-only write answered {code}")
+
+        def vault_only() -> float:
+            """The Vault round trips a mint must make, sent straight to Vault as the mint
+            sends them: its three reads at once (the operator's capabilities-self, the
+            service's generation and the signing keys' version, the last two with
+            certlocker's token), then one create-only write, as the audit event is
+            written."""
+            started = time.perf_counter()
+            (code, caps), (gen_code, _), (keys_code, _) = client.at_once([
+                ("POST", f"{vault}/v1/sys/capabilities-self", {"paths": [grant]},
+                 {"X-Vault-Token": operator}),
+                ("GET", generation, None, {"X-Vault-Token": certlocker_token}),
+                ("GET", keys, None, {"X-Vault-Token": certlocker_token})])
+            if code != 200 or "update" not in caps.get(grant, []):
+                raise RuntimeError(f"capabilities-self answered {code}: {caps}")
+            if gen_code not in (200, 404) or keys_code != 200:
+                raise RuntimeError(f"the reads answered {gen_code} and {keys_code}")
+            audit_write()
+            return time.perf_counter() - started
+
+        def slowest_read_only() -> float:
+            """The earlier floor: only the slowest read, then the write."""
+            started = time.perf_counter()
+            code, caps = client.call("POST", f"{vault}/v1/sys/capabilities-self",
+                                     {"paths": [grant]}, headers={"X-Vault-Token": operator})
+            if code != 200 or "update" not in caps.get(grant, []):
+                raise RuntimeError(f"capabilities-self answered {code}: {caps}")
+            audit_write()
             return time.perf_counter() - started
 
         for _ in range(WARMUP):
-            full(), floor(), vault_only()
+            full(), floor(), vault_only(), slowest_read_only()
         fulls, floors, mints, jwt_logins, approle_logins, empties = [], [], [], [], [], []
-        vault_floors = []
+        vault_floors, slowest_floors = [], []
         for _ in range(iterations):  # interleaved: both see the same conditions
             took, login_took = full()
             fulls.append(took)
@@ -172,12 +196,14 @@ def run(iterations: int = ITERATIONS) -> str:
             mints.append(mint_only())
             empties.append(healthz())
             vault_floors.append(vault_only())
+            slowest_floors.append(slowest_read_only())
         mint_rate, mint_p50, mint_p99, mint_bad = _wrk(mint_url, "X-Vault-Token", operator)
         login_rate, login_p50, login_p99, login_bad = _wrk(
             f"{vault}/v1/auth/approle-bench/login", "X-Bench", "-", json.dumps(approle))
     m50, m99 = percentile(mints, 50), percentile(mints, 99)
     v50, v99 = percentile(vault_floors, 50), percentile(vault_floors, 99)
     own99 = m99 - v99
+    s50, s99 = percentile(slowest_floors, 50), percentile(slowest_floors, 99)
     f50, f99 = percentile(fulls, 50), percentile(fulls, 99)
     b50, b99 = percentile(floors, 50), percentile(floors, 99)
     added = f99 - b99
@@ -193,11 +219,14 @@ def run(iterations: int = ITERATIONS) -> str:
         Row("empty API request (GET /healthz: gunicorn + Flask, no Vault call), "
             "sequential, p50 / p99", f"{ms(percentile(empties, 50))} / "
             f"{ms(percentile(empties, 99))}"),
-        Row("a mint's Vault round trips alone, sent directly (capabilities-self with the "
-            "operator's token, then one create-only write), sequential, p50 / p99",
-            f"{ms(v50)} / {ms(v99)}"),
+        Row("a mint's Vault round trips alone, sent directly as the mint sends them (its "
+            "three reads at once: capabilities-self with the operator's token, the "
+            "generation and the signing keys' version; then one create-only write), "
+            "sequential, p50 / p99", f"{ms(v50)} / {ms(v99)}"),
+        Row("the same with only the slowest read (capabilities-self), then the write "
+            "(the floor of earlier releases), p50 / p99", f"{ms(s50)} / {ms(s99)}"),
         Row("certlocker's own share of a mint: the mint's p99 minus its Vault round "
-            "trips' p99 (both rows above, same run; p50 the same way)",
+            "trips' p99 (the first floor above, same run; p50 the same way)",
             f"{_signed_ms(own99)} (p50 {_signed_ms(m50 - v50)})", "—", "—",
             f"≤ {TARGET_OWN_P99 * 1000:.0f} ms", met(own99 <= TARGET_OWN_P99)),
         Row("Vault login alone, p50 / p99 (certlocker: JWT login of the minted "

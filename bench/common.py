@@ -150,33 +150,56 @@ class KeepAlive:
              headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """``(status, parsed JSON body or None)``; a connection the server closed while
         idle is opened again once."""
-        parts = urllib.parse.urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        data = json.dumps(body).encode() if body is not None else None
-        sent = {**(headers or {}), **({"Content-Type": "application/json"} if data else {})}
         for attempt in (1, 2):
-            conn = self._conns.get(parts.netloc)
-            if conn is None:
-                conn = self._conns[parts.netloc] = http.client.HTTPConnection(
-                    parts.netloc, timeout=self._timeout)
             try:
-                conn.request(method, path, body=data, headers=sent)
-                resp = conn.getresponse()
-                raw = resp.read()
+                return self.at_once([(method, url, body, headers)])[0]
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                conn.close()
-                del self._conns[parts.netloc]
                 if attempt == 2:
                     raise
-                continue
-            if resp.getheader("Connection", "").lower() == "close":
-                conn.close()
-                del self._conns[parts.netloc]
-            try:
-                return resp.status, json.loads(raw) if raw else None
-            except ValueError:
-                return resp.status, raw.decode(errors="replace")
         raise AssertionError("unreachable")
+
+    def at_once(self, calls: Sequence[tuple[str, str, Any, Mapping[str, str] | None]],
+                ) -> list[tuple[int, Any]]:
+        """Several calls in flight together, each on its own kept-alive connection and
+        without threads: every request is sent, then every answer read, as a client
+        that waits for the slowest of them. A connection that fails is dropped."""
+        sent = []
+        for slot, (method, url, body, headers) in enumerate(calls):
+            parts = urllib.parse.urlsplit(url)
+            key = f"{parts.netloc}#{slot}"
+            conn = self._conns.get(key)
+            if conn is None:
+                conn = self._conns[key] = http.client.HTTPConnection(
+                    parts.netloc, timeout=self._timeout)
+            data = json.dumps(body).encode() if body is not None else None
+            try:
+                conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                             body=data, headers={**(headers or {}), **(
+                                 {"Content-Type": "application/json"} if data else {})})
+            except OSError:
+                self._drop(key)
+                raise
+            sent.append((key, conn))
+        answers = []
+        for key, conn in sent:
+            try:
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (OSError, http.client.HTTPException):
+                self._drop(key)
+                raise
+            if resp.getheader("Connection", "").lower() == "close":
+                self._drop(key)
+            try:
+                answers.append((resp.status, json.loads(raw) if raw else None))
+            except ValueError:
+                answers.append((resp.status, raw.decode(errors="replace")))
+        return answers
+
+    def _drop(self, key: str) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
         for conn in self._conns.values():
