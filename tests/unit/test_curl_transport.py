@@ -183,3 +183,15 @@ def test_a_forked_child_opens_its_own_connection(server: RawServer) -> None:
     client.call("GET", f"{server.url}/v1/parent-again", None, {}, 5, NO_TRUST)
     ports = {line.split()[1]: port for line, port, *_ in server.seen}
     assert ports["/v1/child"] != ports["/v1/parent"] == ports["/v1/parent-again"]
+
+
+def test_a_header_travels_as_latin_1_and_a_line_break_in_one_is_refused(
+        server: RawServer) -> None:
+    client = CurlClient()
+    token = "tok\u00e9n"  # as WSGI hands over a request header: latin-1 decoded
+    client.call("GET", f"{server.url}/v1/x", None, {"X-Vault-Token": token}, 5, NO_TRUST)
+    assert server.seen[-1][2]["x-vault-token"] == token  # the server decodes latin-1 too
+    for bad in ("a\r\nX-Injected: 1", "a\nb", "\u0100"):
+        with pytest.raises(requests.exceptions.InvalidHeader):
+            client.call("GET", f"{server.url}/v1/y", None, {"X-Vault-Token": bad}, 5, NO_TRUST)
+    assert [line for line, *_ in server.seen] == ["GET /v1/x HTTP/1.1"]

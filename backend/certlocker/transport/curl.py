@@ -35,7 +35,7 @@ E_COULDNT_RESOLVE_HOST, E_COULDNT_CONNECT, E_OPERATION_TIMEDOUT = 6, 7, 28
 #: methods whose second sending changes nothing (LIST is Vault's; it carries no body)
 REPLAYABLE = frozenset({"GET", "HEAD", "LIST", "OPTIONS"})
 #: libcurl's own request headers that certlocker's calls never send
-SUPPRESSED = ("Expect:",)
+SUPPRESSED = (b"Expect:",)
 
 Timeout = float | tuple[float, float] | None
 
@@ -109,7 +109,7 @@ class CurlClient:
         _set_method(curl, method, body)
         _set_timeout(curl, timeout)
         curl.setopt(pycurl.HTTPHEADER, [*SUPPRESSED, *_content_type(headers, body),
-                                        *(f"{k}: {v}" for k, v in headers.items())])
+                                        *_header_lines(headers)])
         try:
             curl.perform()
         except pycurl.error as exc:
@@ -188,12 +188,32 @@ def _set_timeout(curl: pycurl.Curl, timeout: Timeout) -> None:
     curl.setopt(pycurl.TIMEOUT_MS, max(1, int((connect + read) * 1000)))
 
 
-def _content_type(headers: dict[str, str], body: bytes | None) -> list[str]:
+def _header_lines(headers: dict[str, str]) -> list[bytes]:
+    """Each header as HTTP/1.1 sends it (latin-1, as http.client does: a Vault token
+    taken from a request's header arrives decoded that way).
+
+    :raises requests.exceptions.InvalidHeader: for a name or value that would break
+        the request's framing (CR, LF or NUL) or has no latin-1 form.
+    """
+    lines = []
+    for name, value in headers.items():
+        line = f"{name}: {value}"
+        if any(c in line for c in "\r\n\0"):
+            raise requests.exceptions.InvalidHeader(f"header {name!r} holds a line break")
+        try:
+            lines.append(line.encode("latin-1"))
+        except UnicodeEncodeError:
+            raise requests.exceptions.InvalidHeader(
+                f"header {name!r} has characters HTTP/1.1 cannot carry") from None
+    return lines
+
+
+def _content_type(headers: dict[str, str], body: bytes | None) -> list[bytes]:
     """libcurl labels a body as a form unless told otherwise; certlocker's callers label
     their bodies themselves when at all."""
     if body is None or any(k.lower() == "content-type" for k in headers):
         return []
-    return ["Content-Type:"]
+    return [b"Content-Type:"]
 
 
 def _parse_head(lines: list[bytes]) -> tuple[str | None, HTTPHeaderDict]:
