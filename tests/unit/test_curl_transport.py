@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -30,6 +31,7 @@ class RawServer:
         self.seen: list[tuple[str, int, dict[str, str], bytes]] = []
         self.drop_next = False
         self.silent = False  # read requests, never answer
+        self.hang_up_after = False  # answer, then an alert and a close, as Go's TLS does
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -75,6 +77,11 @@ class RawServer:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Link: <a>;rel=\"up\"\r\nLink: <b>;rel=\"index\"\r\n"
                              + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+                if self.hang_up_after:
+                    time.sleep(0.05)  # after the client has read the answer
+                    conn.sendall(b"\x15\x03\x03\x00\x02\x01\x00")
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
 
 
 @pytest.fixture
@@ -128,6 +135,21 @@ def test_a_write_whose_answer_is_lost_is_sent_once_and_fails(server: RawServer) 
         client.call("POST", f"{server.url}/v1/write", b'{"data": 1}', {}, 5, NO_TRUST)
     assert [line for line, *_ in server.seen].count("POST /v1/write HTTP/1.1") == 1
     assert not _not_applied(caught.value)  # it may have landed: the caller reads back
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_used_again(
+        server: RawServer) -> None:
+    """What a restarted CA or Vault leaves behind: an alert and a close on the kept-alive
+    connection. The next write goes on a new connection, and gets its answer."""
+    client = CurlClient()
+    server.hang_up_after = True
+    client.call("GET", f"{server.url}/v1/warm", None, {}, 5, NO_TRUST)
+    server.hang_up_after = False
+    time.sleep(0.2)
+    answer = client.call("POST", f"{server.url}/v1/write", b'{"data": 1}', {}, 5, NO_TRUST)
+    assert answer.status == 200
+    writes = [port for line, port, *_ in server.seen if line == "POST /v1/write HTTP/1.1"]
+    assert len(writes) == 1 and writes[0] != server.seen[0][1]
 
 
 def test_a_bodiless_write_takes_a_fresh_connection(server: RawServer) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import select
 import socket
 import ssl
 import threading
@@ -95,7 +96,11 @@ class CurlClient:
         :raises requests.RequestException: as requests would for the same failure.
         """
         curl = self._handle()
+        stale = _stale(curl)
         curl.reset()  # options only: connections, TLS sessions and the DNS cache stay
+        if stale:
+            curl.setopt(pycurl.FRESH_CONNECT, 1)
+        curl.setopt(pycurl.MAXCONNECTS, 1)  # a fresh connection closes the one it replaces
         received = io.BytesIO()
         lines: list[bytes] = []
         curl.setopt(pycurl.URL, url)
@@ -123,6 +128,20 @@ class CurlClient:
         if curl is None:
             curl = self._local.curl = pycurl.Curl()
         return curl
+
+
+def _stale(curl: pycurl.Curl) -> bool:
+    """Whether the connection the last call left open has something to read while idle:
+    the server closed it, perhaps after a TLS ``close_notify`` (as Go servers do when
+    they stop). libcurl's own check takes that alert for a live connection and, once the
+    request fails on it, would send the request again; certlocker never lets it
+    (``_set_method``), so such a connection is not used at all (as urllib3 decides)."""
+    sock = curl.getinfo(pycurl.ACTIVESOCKET)
+    if sock < 0:
+        return False
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _forget_in_child(own: weakref.ref[CurlClient]) -> None:
