@@ -22,7 +22,6 @@ import select
 import socket
 import ssl
 import threading
-import weakref
 from typing import NamedTuple
 
 import pycurl
@@ -39,6 +38,7 @@ REPLAYABLE = frozenset({"GET", "HEAD", "LIST", "OPTIONS"})
 SUPPRESSED = (b"Expect:",)
 
 Timeout = float | tuple[float, float] | None
+_INHERITED: list[pycurl.Curl] = []
 
 
 class Answer(NamedTuple):
@@ -82,11 +82,6 @@ class CurlClient:
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._inherited: list[pycurl.Curl] = []
-        # The parent's handles stay referenced in a child: freeing them there would shut
-        # down connections (TLS sessions) that the parent still uses.
-        own = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _forget_in_child(own))
 
     def call(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
              timeout: Timeout, trust: Trust) -> Answer:
@@ -124,10 +119,16 @@ class CurlClient:
                       received.getvalue())
 
     def _handle(self) -> pycurl.Curl:
-        curl: pycurl.Curl | None = getattr(self._local, "curl", None)
-        if curl is None:
-            curl = self._local.curl = pycurl.Curl()
-        return curl
+        """This thread's handle, made in this process: a forked child's thread keeps its
+        parent's handle in ``_INHERITED``, never used and never freed (freeing it would
+        shut down the parent's TLS sessions), and makes its own."""
+        held: tuple[int, pycurl.Curl] | None = getattr(self._local, "held", None)
+        pid = os.getpid()
+        if held is None or held[0] != pid:
+            if held is not None:
+                _INHERITED.append(held[1])
+            held = self._local.held = (pid, pycurl.Curl())
+        return held[1]
 
 
 def _stale(curl: pycurl.Curl) -> bool:
@@ -142,16 +143,6 @@ def _stale(curl: pycurl.Curl) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _forget_in_child(own: weakref.ref[CurlClient]) -> None:
-    client = own()
-    if client is None:
-        return
-    parent = getattr(client._local, "curl", None)
-    if parent is not None:
-        client._inherited.append(parent)
-    client._local = threading.local()
 
 
 def _set_trust(curl: pycurl.Curl, trust: Trust) -> None:
