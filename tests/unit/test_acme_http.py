@@ -7,6 +7,7 @@ A real HTTP server on loopback stands for the CA.
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import json
 import socket
@@ -33,7 +34,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         payload = json.dumps({"status": "valid", "path": self.path}).encode()
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+        if gzipped:
+            payload = gzip.compress(payload)
         self.send_response(201 if self.command == "POST" else 200)
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Type", "application/json")
         self.send_header("Replay-Nonce", "abc")
         self.send_header("Link", '<https://ca.test/dir>;rel="index"')
@@ -85,6 +91,15 @@ def test_a_post_answers_as_requests_would(server: str, session: LeanSession) -> 
     assert (method, path, body) == ("POST", "/new-order", b'{"jws": 1}')
     assert headers["Content-Type"] == "application/jose+json"
     assert headers["User-Agent"] == "certlocker"
+
+
+def test_a_compressed_answer_arrives_decoded_as_requests_gives_it(
+        server: str, session: LeanSession) -> None:
+    """The session asks for gzip as requests does; the CA may take it up."""
+    response = session.request("GET", f"{server}/directory", timeout=5, verify=True)
+    assert "gzip" in Handler.seen[-1][2]["Accept-Encoding"]
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.json() == {"status": "valid", "path": "/directory"}
 
 
 def test_the_same_answers_as_requests_itself(server: str, session: LeanSession) -> None:

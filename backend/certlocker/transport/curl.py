@@ -108,6 +108,11 @@ class CurlClient:
         _set_trust(curl, trust)
         _set_method(curl, method, body)
         _set_timeout(curl, timeout)
+        encodings = next((v for k, v in headers.items() if k.lower() == "accept-encoding"),
+                         None)
+        if encodings is not None:  # libcurl asks for them and decodes what comes back
+            curl.setopt(pycurl.ACCEPT_ENCODING, encodings)
+            headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
         curl.setopt(pycurl.HTTPHEADER, [*SUPPRESSED, *_content_type(headers, body),
                                         *_header_lines(headers)])
         try:
