@@ -1,22 +1,23 @@
 """What AcmeIssuer sends to the CA, checked against an in-memory ACME CA at the transport:
 profiles in newOrder (also on renewal), EAB in newAccount, dns-01 through a provider,
-CAA refusing before any order."""
+CAA refusing before any order, and which calls are sent again when their answer is lost."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import pytest
+import requests
 
 from certlocker.errors import IssuanceFailed
 from certlocker.issuance import keys
-from certlocker.issuance.acme_issuer import AcmeIssuer
+from certlocker.issuance.acme_issuer import READ_TIMEOUT, WRITE_TIMEOUT, AcmeIssuer
 from certlocker.issuance.base import Inflight, IssueRequest
 from certlocker.issuance.caa import CaaRecord
 from certlocker.issuance.dns.memory import MemoryDnsProvider
 from certlocker.models import CertificateRef, KeyType
 from certlocker.settings import IssuerSettings
-from tests.support.fake_acme import FakeAcme
+from tests.support.fake_acme import BASE, FakeAcme
 
 REF = CertificateRef("dev", "web", "www")
 
@@ -217,3 +218,39 @@ def test_the_spec_parser_reads_a_profile_and_refuses_nonsense() -> None:
         with pytest.raises(InvalidInput) as caught:
             specs.parse({**base, "profile": bad}, specs.PERMISSIVE)
         assert caught.value.field == "profile"
+
+
+class LossyCa(FakeAcme):
+    """Loses the answer to the first POST to one endpoint (``order``: POST-as-GET polls,
+    ``finalize``: the write), as a connection that stalls until its timeout."""
+
+    def __init__(self, lose: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lose, self.lost = lose, 0
+        self.waited: object = None  # the timeout the lost call was given
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if (not self.lost and request.method == "POST"
+                and (request.url or "").startswith(f"{BASE}/{self.lose}/")):
+            self.lost, self.waited = 1, kwargs.get("timeout")
+            super().send(request, **kwargs)  # the CA acted on it; the answer is lost
+            raise requests.ReadTimeout("read timed out")
+        return super().send(request, **kwargs)
+
+
+def test_a_poll_whose_answer_is_lost_is_asked_again_and_the_issuance_goes_on() -> None:
+    store = Challenges()
+    ca = LossyCa("order", http01=store)
+    issued = issuer(ca, store).issue(request("www.example.test"), Journal())
+    assert ca.lost == 1 and issued.info.dns_names == ("www.example.test",)
+    assert ca.waited == READ_TIMEOUT < WRITE_TIMEOUT  # a read's answer is not waited for long
+    assert sum(url.startswith(f"{BASE}/order/") for url, _ in ca.posts) >= 2
+
+
+def test_a_finalization_whose_answer_is_lost_is_not_sent_again() -> None:
+    store = Challenges()
+    ca = LossyCa("finalize", http01=store)
+    with pytest.raises(IssuanceFailed, match=r"cannot reach the CA \(read timed out\)"):
+        issuer(ca, store).issue(request("www.example.test"), Journal())
+    assert sum(url.startswith(f"{BASE}/finalize/") for url, _ in ca.posts) == 1
+    assert ca.waited == WRITE_TIMEOUT

@@ -32,6 +32,7 @@ class RawServer:
         self.drop_next = False
         self.silent = False  # read requests, never answer
         self.hang_up_after = False  # answer, then an alert and a close, as Go's TLS does
+        self.hung_up = threading.Event()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -81,6 +82,7 @@ class RawServer:
                     time.sleep(0.05)  # after the client has read the answer
                     conn.sendall(b"\x15\x03\x03\x00\x02\x01\x00")
                     conn.shutdown(socket.SHUT_RDWR)
+                    self.hung_up.set()
                     return
 
 
@@ -145,7 +147,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again(
     server.hang_up_after = True
     client.call("GET", f"{server.url}/v1/warm", None, {}, 5, NO_TRUST)
     server.hang_up_after = False
-    time.sleep(0.2)
+    assert server.hung_up.wait(5)
     answer = client.call("POST", f"{server.url}/v1/write", b'{"data": 1}', {}, 5, NO_TRUST)
     assert answer.status == 200
     writes = [port for line, port, *_ in server.seen if line == "POST /v1/write HTTP/1.1"]
@@ -188,6 +190,19 @@ def test_a_server_that_never_answers_is_a_read_timeout(server: RawServer) -> Non
         CurlClient().call("POST", f"{server.url}/v1/slow", b"{}", {}, (1, 0.2), NO_TRUST)
     assert failure_reason(caught.value) == "read timed out"
     assert not _not_applied(caught.value)
+
+
+def test_a_failed_call_leaves_its_thread_a_new_handle_and_the_next_call_works(
+        server: RawServer) -> None:
+    client = CurlClient()
+    client.call("GET", f"{server.url}/v1/warm", None, {}, 5, NO_TRUST)
+    failed_on = client._handle()
+    server.silent = True
+    with pytest.raises(requests.ReadTimeout):
+        client.call("GET", f"{server.url}/v1/slow", None, {}, (1, 0.2), NO_TRUST)
+    server.silent = False
+    assert client.call("GET", f"{server.url}/v1/next", None, {}, 5, NO_TRUST).status == 200
+    assert client._handle() is not failed_on
 
 
 def test_a_forked_child_opens_its_own_connection(server: RawServer) -> None:

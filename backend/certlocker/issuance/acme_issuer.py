@@ -41,6 +41,12 @@ USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
+#: a POST-as-GET is sent at most this often when its answer is lost (``_get``), each time
+#: waiting at most this long to connect and this long for the answer: a CA answers a
+#: read at once, while a write (finalization above all) may take it a while
+READ_ATTEMPTS = 2
+READ_TIMEOUT = 10
+WRITE_TIMEOUT = 30
 #: RFC 8555 section 6.7: the CA does not know the account the request was signed for
 ACCOUNT_GONE = "accountDoesNotExist"
 
@@ -204,7 +210,7 @@ class AcmeIssuer:
                        # ``verify``, which takes a CA bundle path as well.
                        verify_ssl=(self.settings.ca_bundle  # type: ignore[arg-type]
                                    or netenv.ca_bundle() or True),
-                       timeout=30)
+                       timeout=WRITE_TIMEOUT)
         net.session = session_for(self._transport)
         net.observer = self._requests
         net.pacer = self._pacer
@@ -640,8 +646,19 @@ class AcmeIssuer:
 
     @staticmethod
     def _get(acme: ClientV2, url: str) -> requests.Response:
-        """POST-as-GET (RFC 8555 section 6.3)."""
-        return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
+        """POST-as-GET (RFC 8555 section 6.3). A read changes nothing at the CA, so one
+        whose answer never came (a timeout, a dropped connection) is asked once more, on
+        a new connection: a poll lost on the way costs its timeout, not the issuance."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"],
+                                     timeout=READ_TIMEOUT)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if attempt == READ_ATTEMPTS or isinstance(exc, requests.exceptions.SSLError):
+                    raise
+                log.warning("acme.read.retried", extra={"url": url,
+                                                        "error": failure_reason(exc)})
+        raise AssertionError("unreachable")
 
 
 def _offered_profiles(acme: ClientV2) -> frozenset[str]:

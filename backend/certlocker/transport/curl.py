@@ -9,8 +9,8 @@ failures by requests' exception types, so those are what a failed call raises, c
 the OS's cause where there is one (``failures.failure_reason`` reads it).
 
 A libcurl handle serves one thread at a time, so each thread keeps its own, and its
-connections stay open between calls. A child process (a fork) makes its own handles and
-never touches its parent's connections.
+connections stay open between calls; a call that fails closes it. A child process (a
+fork) makes its own handles and never touches its parent's connections.
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ class CurlClient:
         try:
             curl.perform()
         except pycurl.error as exc:
-            raise _as_requests_error(curl, exc) from None
+            error = _as_requests_error(curl, exc)
+            self._discard(curl)
+            raise error from None
         reason, parsed = _parse_head(lines)
         return Answer(curl.getinfo(pycurl.RESPONSE_CODE), reason, parsed,
                       received.getvalue())
@@ -134,6 +136,15 @@ class CurlClient:
                 _INHERITED.append(held[1])
             held = self._local.held = (pid, pycurl.Curl())
         return held[1]
+
+    def _discard(self, curl: pycurl.Curl) -> None:
+        """Close a handle whose call failed, with its connections: the thread's next call
+        starts on a new one. A failed transfer is rare, and libcurl has more than once
+        left state behind on the handle after one that stalled every later call on it
+        until its timeout (curl issues 3966, 17139, 18206); a new handle costs one new
+        connection."""
+        self._local.held = None
+        curl.close()
 
 
 def _stale(curl: pycurl.Curl) -> bool:
