@@ -45,7 +45,6 @@ class FakeAcme(BaseAdapter):
                  eab_required: bool = False, ari: bool = False,
                  profiles: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.profiles = profiles
         self.ari = ari
         self.profiles = profiles  # advertised in the directory's meta.profiles
         self.windows: dict[str, tuple[dt.datetime, dt.datetime]] = {}

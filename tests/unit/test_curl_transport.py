@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 import requests
 
+import certlocker
 from certlocker.transport.curl import CurlClient, Trust
 from certlocker.transport.failures import failure_reason
 from certlocker.vault.client import _not_applied
@@ -109,6 +110,13 @@ def test_an_answer_carries_status_reason_headers_and_body(server: RawServer) -> 
     assert answer.headers["LINK"] == '<a>;rel="up", <b>;rel="index"'  # joined, as requests
     line, _, headers, _ = server.seen[-1]
     assert line == "GET /v1/x HTTP/1.1" and headers["x-vault-token"] == "t"
+    assert headers["user-agent"] == f"certlocker/{certlocker.__version__}"
+
+
+def test_a_user_agent_the_caller_sends_is_the_one_sent(server: RawServer) -> None:
+    CurlClient().call("GET", f"{server.url}/v1/x", None, {"User-Agent": "acme-python"}, 5,
+                      NO_TRUST)
+    assert server.seen[-1][2]["user-agent"] == "acme-python"
 
 
 def test_a_large_body_is_sent_as_is_without_expect_or_a_form_label(server: RawServer) -> None:

@@ -30,7 +30,7 @@ REDIRECTS = (301, 302, 303, 307, 308)
 MAX_PATH_SEGMENTS = 3
 NO_RESPONSE = "0"  # cert-manager's status label for a request that got no answer
 DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
-#: requests.Session.request's arguments that the urllib3 path handles itself
+#: requests.Session.request's arguments that the libcurl path handles itself
 LEAN_ARGUMENTS = ("data", "headers", "timeout", "verify", "allow_redirects")
 
 
@@ -52,7 +52,7 @@ def session_for(transport: requests.adapters.BaseAdapter | None = None) -> reque
 
 
 class LeanSession(requests.Session):
-    """A ``requests.Session`` that sends plain calls through urllib3 directly. It never
+    """A ``requests.Session`` that sends plain calls through libcurl directly. It never
     reads the environment (``trust_env`` is off): use it only without a proxy."""
 
     def __init__(self) -> None:

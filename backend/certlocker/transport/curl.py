@@ -28,6 +28,8 @@ import pycurl
 import requests
 from urllib3 import HTTPHeaderDict
 
+from .. import __version__
+
 #: libcurl's error codes for a TLS failure (handshake, peer verification, CA file)
 TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
 E_UNSUPPORTED_PROTOCOL, E_URL_MALFORMAT = 1, 3
@@ -36,6 +38,8 @@ E_COULDNT_RESOLVE_HOST, E_COULDNT_CONNECT, E_OPERATION_TIMEDOUT = 6, 7, 28
 REPLAYABLE = frozenset({"GET", "HEAD", "LIST", "OPTIONS"})
 #: libcurl's own request headers that certlocker's calls never send
 SUPPRESSED = (b"Expect:",)
+#: who calls, unless the caller says (libcurl's default lists every library it links)
+USER_AGENT = f"certlocker/{__version__}"
 
 Timeout = float | tuple[float, float] | None
 _INHERITED: list[pycurl.Curl] = []
@@ -103,6 +107,7 @@ class CurlClient:
         curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         curl.setopt(pycurl.NOPROXY, "*")  # with a proxy configured, requests is used
+        curl.setopt(pycurl.USERAGENT, USER_AGENT)
         curl.setopt(pycurl.WRITEFUNCTION, received.write)
         curl.setopt(pycurl.HEADERFUNCTION, lines.append)
         _set_trust(curl, trust)
