@@ -41,9 +41,9 @@ USER_AGENT = "certlocker/0.1 (+acme-python)"
 BAD_NONCE_RETRIES = 25  # 0.5^25: even a CA refusing half of all nonces gets through
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
-#: a POST-as-GET is sent at most this often when its answer is lost (``_get``), each time
-#: waiting at most this long to connect and this long for the answer: a CA answers a
-#: read at once, while a write (finalization above all) may take it a while
+#: a POST-as-GET is sent at most this often when its answer is lost (``_Network``),
+#: each time waiting at most this long to connect and this long for the answer: a CA
+#: answers a read at once, while a write (finalization above all) may take it a while
 READ_ATTEMPTS = 2
 READ_TIMEOUT = 10
 WRITE_TIMEOUT = 30
@@ -113,7 +113,25 @@ class _Network(ClientNetwork):
             _LAST_RETRY_AFTER.value = _retry_after(response.headers.get("Retry-After"))
         return response
 
-    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+    def post(self, url: str, obj: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        """A POST-as-GET (``obj`` None: RFC 8555 section 6.3) changes nothing at the CA,
+        so one whose answer never came (a timeout, a dropped connection) is asked once
+        more, on a new connection: a poll lost on the way costs its timeout, not the
+        issuance. A write is sent once."""
+        if obj is not None:
+            return self._post(url, obj, *args, **kwargs)
+        kwargs.setdefault("timeout", READ_TIMEOUT)
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._post(url, obj, *args, **kwargs)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if attempt == READ_ATTEMPTS or isinstance(exc, requests.exceptions.SSLError):
+                    raise
+                log.warning("acme.read.retried", extra={"url": url,
+                                                        "error": failure_reason(exc)})
+        raise AssertionError("unreachable")
+
+    def _post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for attempt in range(BAD_NONCE_RETRIES):
             try:
                 return acme_compat.post_once(self, *args, **kwargs)
@@ -646,19 +664,8 @@ class AcmeIssuer:
 
     @staticmethod
     def _get(acme: ClientV2, url: str) -> requests.Response:
-        """POST-as-GET (RFC 8555 section 6.3). A read changes nothing at the CA, so one
-        whose answer never came (a timeout, a dropped connection) is asked once more, on
-        a new connection: a poll lost on the way costs its timeout, not the issuance."""
-        for attempt in range(1, READ_ATTEMPTS + 1):
-            try:
-                return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"],
-                                     timeout=READ_TIMEOUT)
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                if attempt == READ_ATTEMPTS or isinstance(exc, requests.exceptions.SSLError):
-                    raise
-                log.warning("acme.read.retried", extra={"url": url,
-                                                        "error": failure_reason(exc)})
-        raise AssertionError("unreachable")
+        """POST-as-GET (RFC 8555 section 6.3); a lost answer is asked again (``_Network``)."""
+        return acme.net.post(url, None, new_nonce_url=acme.directory["newNonce"])
 
 
 def _offered_profiles(acme: ClientV2) -> frozenset[str]:
