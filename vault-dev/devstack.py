@@ -746,6 +746,7 @@ def spawn_api(name: str, port: int, log_path: Path, env: Mapping[str, str], *,
     gunicorn = find_binary("gunicorn")
     return Proc.spawn(name, [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers",
                              str(workers), "--threads", str(threads), "--timeout", "120",
+                             "--keep-alive", "5",  # certlocker.gunicorn_worker.KEEPALIVE
                              "--worker-class", "certlocker.gunicorn_worker.ThreadWorker",
                              *_gunicorn_isolation(gunicorn), "certlocker.app:create_app()"],
                       log_path, env=env, cwd=REPO, marker="certlocker.app:create_app()")

@@ -117,8 +117,23 @@ class ProblemRefusals:
         shared_dir.prepare()
 
 
+#: The shortest ``--keep-alive`` (seconds) that outlasts every Retry-After certlocker
+#: gives a polling client (the ACME server's processing order: 2 s). gunicorn's default
+#: is 2: a client that waits the Retry-After and sends its poll on the kept connection
+#: races the server closing it, and loses the request (stock ACME clients then fail).
+KEEPALIVE = 5
+
+
 class ThreadWorker(ProblemRefusals, gthread.ThreadWorker):
     """gunicorn's gthread worker (``--threads``), with problem-document refusals."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if 0 < self.cfg.keepalive < KEEPALIVE:
+            self.log.warning(
+                "--keep-alive %s is shorter than certlocker needs (%s): clients polling at "
+                "the Retry-After they were given lose requests to the server closing "
+                "their connection", self.cfg.keepalive, KEEPALIVE)
 
 
 class SyncWorker(ProblemRefusals, sync.SyncWorker):

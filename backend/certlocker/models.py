@@ -378,6 +378,9 @@ class CertificateStatus:
     # Scheduled, not failed: what the next attempt (at ``next_attempt_at``) waits for
     # (an issuer's rate limits, lifecycle/governed_issuer.py).
     waiting: str | None = None
+    # The ACME order (certlocker's ACME server) whose issuance failed last: that order
+    # ends invalid and is not tried again; its client places a new one.
+    failed_acme_order: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -397,6 +400,8 @@ class CertificateStatus:
             "renewal_request": (self.renewal_request.to_json() if self.renewal_request
                                 else None),
             **({"waiting": self.waiting} if self.waiting else {}),
+            **({"failed_acme_order": self.failed_acme_order} if self.failed_acme_order
+               else {}),
         }
 
     @classmethod
@@ -421,6 +426,7 @@ class CertificateStatus:
             renewal_request=(RenewalRequest.from_json(data["renewal_request"])
                              if data.get("renewal_request") else None),
             waiting=_text(data.get("waiting")),
+            failed_acme_order=_text(data.get("failed_acme_order")),
         )
 
     def replace(self, **changes: Any) -> "CertificateStatus":

@@ -23,7 +23,7 @@ from typing import Any
 import josepy as jose
 import pytest
 import requests
-from acme import jws as acme_jws, messages
+from acme import errors as acme_errors, jws as acme_jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -188,6 +188,72 @@ def test_renewal_ari_and_renew_now(stack: CertlockerStack) -> None:
         cert.serial_number, "x")
     unknown = requests.get(f"{directory['renewalInfo']}/AAAA.AQID", timeout=30)
     assert unknown.status_code == 404 and ad.problem_type(unknown) == "malformed"
+
+
+def test_a_renewal_the_ca_fails_ends_its_order_and_the_next_order_is_issued(
+        stack: CertlockerStack) -> None:
+    """The renewal's new name fails Pebble's http-01 check (its A record points at
+    127.0.0.2, where nothing listens): the order ends invalid with the CA's error while
+    the client still polls (it used to stay processing until a 5-minute backoff, after
+    stock clients gave up), the first certificate stays served, and nothing is issued
+    for the failed order later. The client's next order is issued."""
+    names = ["tide.acme.test", "b.tide.acme.test"]
+    service_with_names(stack, "tide", names)
+    acme = new_client(stack, "tide")
+    first = ad.obtain(acme, names[:1])
+    cts = f"http://127.0.0.1:{stack.stack.ports['challtestsrv_mgmt']}"
+    requests.post(f"{cts}/add-a", json={"host": names[1] + ".", "addresses": ["127.0.0.2"]},
+                  timeout=5).raise_for_status()
+    try:
+        with pytest.raises(acme_errors.IssuanceError) as failed:
+            ad.obtain(acme, names, timeout=90)
+    finally:
+        requests.post(f"{cts}/clear-a", json={"host": names[1] + "."},
+                      timeout=5).raise_for_status()
+    error = failed.value.error
+    assert error.typ == "urn:ietf:params:acme:error:serverInternal"
+    assert error.detail and "issuance failed" in error.detail and names[1] in error.detail
+
+    shown = view(stack, "prod.tide.acme-tide-acme-test")
+    assert shown["status"] == "valid" and shown["renewal_failing"]
+    assert shown["current"]["serial"] == format(leaf(first.fullchain).serial_number, "x")
+    assert shown["failed_acme_order"] == shown["acme_order"]
+    assert shown["next_attempt_at"] is None
+    assert shown["next_renewal"]["reason"] != "acme-order"
+
+    renewed = ad.obtain(acme, names)
+    cert = leaf(renewed.fullchain)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(san.get_values_for_type(x509.DNSName)) == sorted(names)
+    shown = view(stack, "prod.tide.acme-tide-acme-test")
+    assert shown["current"]["serial"] == format(cert.serial_number, "x")
+    assert shown["failed_acme_order"] is None and not shown["renewal_failing"]
+
+
+def test_a_client_polling_at_the_retry_after_keeps_its_connection(
+        stack: CertlockerStack) -> None:
+    """A stock client waits the processing order's Retry-After, then polls on its kept
+    connection. The API (gunicorn with certlocker's --keep-alive) must still hold it
+    open: with gunicorn's default of 2 s the server closed it as the poll went out and
+    the client's request was lost (seen as RemoteDisconnected in acme's own client)."""
+    import http.client
+    import time
+    from urllib.parse import urlsplit
+
+    from certlocker.acmeserver.server import PROCESSING_RETRY_AFTER
+
+    where = urlsplit(stack.api_url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("GET", f"/acme/{ENV}/directory")
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert answer.getheader("Connection", "").lower() != "close"
+            time.sleep(PROCESSING_RETRY_AFTER + 1.5)  # past gunicorn's default, with its 1 s sweep
+    finally:
+        conn.close()
 
 
 def test_revocation_goes_through_certlocker(stack: CertlockerStack) -> None:

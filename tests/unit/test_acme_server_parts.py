@@ -349,3 +349,54 @@ def test_an_order_whose_finalize_never_recorded_its_spec_ends_invalid() -> None:
     ended = acme._settle(old, version)
     assert ended.status is OrderStatus.INVALID and ended.error is not None
     assert records.order("prod", "c" * 32, "a" * 32)[0].status is OrderStatus.INVALID
+
+
+def test_a_failed_renewal_ends_its_order_and_is_not_issued_later() -> None:
+    """A renewal order (the client's CSR) whose issuance fails while the current
+    certificate is still served: the order ends invalid with the error at once (not
+    ``processing`` until a backoff minutes later), certlocker does not issue for it
+    again, and the client's next order is issued at once."""
+    from certlocker.errors import IssuanceFailed
+    from certlocker.lifecycle.service import CertificateService
+    from tests.support.memory_issuer import MemoryIssuer
+    from tests.support.memory_store import grant
+    from tests.support.pools import certificate_pools
+
+    rules = specs.SpecRules(environments=("prod",), issuers={"pebble": "http-01"},
+                            default_issuer="pebble")
+    store, issuer = MemoryStore(spec_rules=rules), MemoryIssuer("pebble")
+    service = CertificateService(store, {"pebble": issuer}, pools=certificate_pools(1))
+    try:
+        first = acme_spec("a" * 32)
+        grant(store, first)
+        issued = service.record_client_order(first, rules, actor="acme").result(timeout=30)
+        assert issued.state is State.VALID and issued.current is not None
+
+        issuer.fail_with = IssuanceFailed("connection refused by 127.0.0.2:80")
+        failed = service.record_client_order(acme_spec("b" * 32), rules,
+                                             actor="acme").result(timeout=30)
+        assert failed.state is State.VALID, "the first certificate is still served"
+        assert failed.current == issued.current
+        assert failed.failed_acme_order == "b" * 32 and failed.retryable
+        assert failed.next_attempt_at is None, "no retry for an order that ended"
+        assert not planning.decide(acme_spec("b" * 32), failed, NOW).needed
+        assert CertificateStatus.from_json(failed.to_json()) == failed
+
+        order = Order(id="b" * 32, account="c" * 32, environment="prod", service="shop",
+                      certificate="acme-a-test", dns_names=("a.test",), created_at=NOW,
+                      expires=NOW + dt.timedelta(days=7), status=OrderStatus.PROCESSING,
+                      finalized_at=NOW)
+        ended = server._settled(order, failed)
+        assert ended is not None and ended.status is OrderStatus.INVALID
+        assert ended.error is not None and "127.0.0.2" in ended.error["detail"]
+        assert server._settled(order.replace(id="d" * 32), failed) is None, \
+            "another order is not answered by this failure"
+
+        issuer.fail_with = None
+        again = service.record_client_order(acme_spec("e" * 32), rules,
+                                            actor="acme").result(timeout=30)
+        assert again.state is State.VALID and again.current is not None
+        assert again.current.acme_order == "e" * 32
+        assert again.failed_acme_order is None
+    finally:
+        service.shutdown()

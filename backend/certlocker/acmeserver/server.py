@@ -718,9 +718,10 @@ def _settled(order: Order, status: CertificateStatus | None) -> Order | None:
     if current is not None and current.acme_order == order.id and current.leaf_pem:
         return order.replace(status=OrderStatus.VALID, serial=current.serial,
                              fullchain=current.leaf_pem + (current.chain_pem or ""))
-    if (status is not None and order.finalized_at is not None
+    if status is not None and (status.failed_acme_order == order.id or (
+            order.finalized_at is not None
             and status.state in (State.FAILED, State.REFUSED, State.INVALID)
-            and status.updated_at is not None and status.updated_at >= order.finalized_at):
+            and status.updated_at is not None and status.updated_at >= order.finalized_at)):
         code = "rejectedIdentifier" if status.state is State.REFUSED else "serverInternal"
         return order.replace(status=OrderStatus.INVALID, error=AcmeProblem(
             code, f"issuance failed: {status.last_error or status.state.value}"[:1000],

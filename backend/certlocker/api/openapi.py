@@ -176,6 +176,10 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                                       "scheduled, not failed: what the attempt at "
                                       "next_attempt_at waits for (an issuer's rate "
                                       "limits)"}),
+                "failed_acme_order": _nullable({"type": "string", "description":
+                                                "the client's ACME order whose issuance "
+                                                "failed last: it ended invalid with "
+                                                "last_error and is not tried again"}),
                 "updated_at": _nullable(time),
                 "key_held_by": {"type": "string", "enum": ["vault", "client"],
                                 "description": "client: certlocker ordered with the "

@@ -125,7 +125,8 @@ class Issuance:
             return self._setbacks.mark_invalid(spec)
         issuer, refusal = self._issuer_for(spec)
         if refusal is not None:
-            return self._hint(spec, self._setbacks.fail(ref, refusal))
+            return self._hint(spec, self._setbacks.fail(ref, refusal,
+                                                        acme_order=spec.acme_order))
         assert issuer is not None
         # Read once under the lease: the stored version is the check-and-set for both the
         # certificate and the status written after it (a race falls back to re-reading).
@@ -141,7 +142,7 @@ class Issuance:
                 not_after=before[0].current.not_after if before and before[0].current
                 else None, profile=spec.profile), journal)
         except IssuanceFailed as exc:
-            return self._hint(spec, self._setbacks.fail(ref, exc))
+            return self._hint(spec, self._setbacks.fail(ref, exc, acme_order=spec.acme_order))
         return self._record_issued(spec, issuer, issued, before, journal)
 
     def _issuer_for(self, spec: CertificateSpec,

@@ -41,12 +41,19 @@ class Setbacks:
         self._policy = policy
         self._rng = rng
 
-    def fail(self, ref: CertificateRef, exc: CertlockerError) -> CertificateStatus:
+    def fail(self, ref: CertificateRef, exc: CertlockerError, *,
+             acme_order: str | None = None) -> CertificateStatus:
         """Record a failed attempt. A retryable one is tried again after a backoff; one
         the CA or a check refused for good (``IssuanceFailed.retryable`` False: a CAA
         record, a rejected identifier) is not retried until an operator asks (renew) or
         the certificate is declared again, so no retry storm and no retries-exhausted
-        alert for what retrying cannot fix."""
+        alert for what retrying cannot fix.
+
+        ``acme_order``: the attempt was for this order of certlocker's ACME server (the
+        client's CSR). That order ends invalid with this error, now, while its client
+        may still be polling, and no later attempt issues for it: a certificate issued
+        minutes later for an order its client saw fail would be one nobody installs.
+        The client's next order (a new finalize) is tried at once."""
         now = self._clock.now()
         if isinstance(exc, IssuanceDeferred):
             return self.defer(ref, exc)
@@ -60,17 +67,18 @@ class Setbacks:
             state = (State.REFUSED if isinstance(exc, NamesRefused) else
                      State.FAILED if base.current is None else
                      State.REVOKED if base.state is State.REVOKED else State.VALID)
-            if not retryable:  # waits for an operator's renew or a new declaration
-                return base.replace(state=state, last_error=exc.detail, attempts=attempts,
-                                    updated_at=now, next_attempt_at=None, retryable=False,
-                                    waiting=None)
-            return base.replace(state=state, waiting=None,
-                                last_error=exc.detail, attempts=attempts, updated_at=now,
-                                retryable=True,
-                                next_attempt_at=self._next_attempt(base, attempts, now, exc))
+            failed = base.replace(state=state, last_error=exc.detail, attempts=attempts,
+                                  updated_at=now, retryable=retryable, waiting=None,
+                                  failed_acme_order=acme_order or base.failed_acme_order)
+            if not retryable or acme_order:  # waits for a renew, a declaration, an order
+                return failed.replace(next_attempt_at=None)
+            return failed.replace(next_attempt_at=self._next_attempt(base, attempts, now,
+                                                                     exc))
 
         log.warning("issuance.failed", extra={"certificate": ref.id, "error": exc.detail,
-                                              "retryable": retryable})
+                                              "retryable": retryable,
+                                              **({"acme_order": acme_order} if acme_order
+                                                 else {})})
         audited(self._audit, self._actor, "certificate.issue", ref.id, "failure",
                 reason=exc.detail[:500])
         return update_status(self._store, ref, update)

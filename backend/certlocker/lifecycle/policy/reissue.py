@@ -18,8 +18,10 @@ triggers (``CHECKS``), in order:
 
 A certificate ordered through certlocker's ACME server (``spec.acme_order``: the key is
 the client's) has one trigger instead (``ACME_CHECKS``): ``acme-order``, an order whose
-certificate is not stored yet. Its client renews it, with a new order: certlocker serves
-the renewal time, and any renewal an operator asks for, as the ARI window.
+certificate is not stored yet and whose issuance has not failed (a failed order ended
+invalid; its client places a new one). Its client renews it, with a new order:
+certlocker serves the renewal time, and any renewal an operator asks for, as the ARI
+window.
 
 Two gates (``GATES``) hold back any trigger, in this order, and a third holds back the
 triggers that rotate a certificate still being served (``WINDOWED``): outside the spec's
@@ -157,8 +159,12 @@ CHECKS: tuple[Check, ...] = (missing, names_changed, key_type_changed, issuer_ch
 
 
 def acme_order(f: Facts) -> Hit:
+    """An order whose certificate is not stored yet, unless its issuance failed (the
+    order ended invalid: its client orders again)."""
     order = f.spec.acme_order
     if order is None or (f.current is not None and f.current.acme_order == order):
+        return None
+    if f.status is not None and f.status.failed_acme_order == order:
         return None
     return (Reason.ACME_ORDER, f"ACME order {order} awaits its certificate")
 
