@@ -18,6 +18,7 @@ from certlocker.errors import Conflict, VaultUnavailable
 from certlocker.issuance.base import IssueRequest
 from certlocker.models import CertificateRef, KeyType
 from certlocker.paths import VaultPaths
+from certlocker.vault.client import make_client
 from certlocker.vault.store import VaultStore
 from tests.support.lossy_proxy import LossyProxy
 from tests.support.memory_issuer import MemoryIssuer
@@ -118,3 +119,22 @@ def test_without_a_retry_window_a_refused_connection_fails_at_once(
     proxy.refuse()
     with pytest.raises(VaultUnavailable):
         store.read("retry/anything")
+
+
+def test_a_read_whose_answer_never_comes_is_asked_once_more_past_the_window(
+        openbao: OpenBao, proxy: LossyProxy) -> None:
+    """The read's timeout alone outlasts the retry window; it is still asked once more,
+    on a new connection, and answers. A second stall fails the caller."""
+    store = VaultStore(make_client(proxy.url, openbao.root_token, timeout=1,
+                                   retry_seconds=0.5), PATHS)
+    logical = f"retry/stalled-{time.monotonic_ns()}"
+    store.write(logical, {"a": 1}, cas=0)
+
+    proxy.drop_answer_to(f"GET /v1/{MOUNT}/data/{logical}", hold=True)
+    assert store.read(logical).data == {"a": 1}
+    assert proxy.dropped == [f"GET /v1/{MOUNT}/data/{logical} HTTP/1.1"]
+
+    proxy.drop_answer_to(f"GET /v1/{MOUNT}/data/{logical}", hold=True, times=2)
+    with pytest.raises(VaultUnavailable):
+        store.read(logical)
+    assert len(proxy.dropped) == 3

@@ -124,7 +124,10 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac 
 
     A request Vault certainly did not apply (connection refused, standby without an
     active node) is retried with growing pauses for up to ``retry_seconds``; so is any
-    transient failure of a read. A sealed Vault is not waited for (``_sealed``). A write
+    transient failure of a read. A read whose answer never came (a read timeout, which
+    alone outlasts the window) is asked once more all the same, on a new connection: one
+    stalled answer does not fail the caller. A sealed Vault is not waited for
+    (``_sealed``). A write
     that failed after it was sent is not retried here: it raises ``WriteUncertain`` so
     the caller can read back what landed (``VaultStore.write``) instead of applying it
     twice.
@@ -143,6 +146,7 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac 
         large body its own way (``VaultStore.spec_versions``)."""
         deadline = time.monotonic() + self.retry_seconds
         pause = 0.05
+        stalled_once = False
         send = super(hvac.adapters.JSONAdapter, self).request if raw else super().request
         while True:
             if self.token_file is not None:
@@ -157,7 +161,10 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac 
                 if not _transient(exc) or _sealed(exc):
                     raise
                 safe = method.upper() in IDEMPOTENT or _not_applied(exc)
-                if safe and time.monotonic() + pause < deadline:
+                stalled = (method.upper() in IDEMPOTENT and not stalled_once
+                           and isinstance(exc, requests.ReadTimeout))
+                if safe and (stalled or time.monotonic() + pause < deadline):
+                    stalled_once = stalled_once or stalled
                     log.info("vault.retry", extra={"method": method.upper(),
                                                    "error": type(exc).__name__})
                     time.sleep(pause)
