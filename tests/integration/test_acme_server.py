@@ -14,11 +14,14 @@ the shipped policies, Pebble upstream, the API under gunicorn, driven by certbot
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import josepy as jose
 import pytest
@@ -27,6 +30,7 @@ from acme import errors as acme_errors, jws as acme_jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certlocker.acmeserver.server import PROCESSING_RETRY_AFTER
 from certlocker.issuance import ari
 from tests.support import acme_direct as ad
 from tests.support import kv
@@ -236,12 +240,6 @@ def test_a_client_polling_at_the_retry_after_keeps_its_connection(
     connection. The API (gunicorn with certlocker's --keep-alive) must still hold it
     open: with gunicorn's default of 2 s the server closed it as the poll went out and
     the client's request was lost (seen as RemoteDisconnected in acme's own client)."""
-    import http.client
-    import time
-    from urllib.parse import urlsplit
-
-    from certlocker.acmeserver.server import PROCESSING_RETRY_AFTER
-
     where = urlsplit(stack.api_url)
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
     try:

@@ -127,10 +127,9 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac 
     transient failure of a read. A read whose answer never came (a read timeout, which
     alone outlasts the window) is asked once more all the same, on a new connection: one
     stalled answer does not fail the caller. A sealed Vault is not waited for
-    (``_sealed``). A write
-    that failed after it was sent is not retried here: it raises ``WriteUncertain`` so
-    the caller can read back what landed (``VaultStore.write``) instead of applying it
-    twice.
+    (``_sealed``). A write that failed after it was sent is not retried here: it raises
+    ``WriteUncertain`` so the caller can read back what landed (``VaultStore.write``)
+    instead of applying it twice.
     """
 
     def __init__(self, *args: Any, retry_seconds: float = 10.0, own_token: bool = False,
@@ -164,7 +163,7 @@ class RetryingAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac 
                 stalled = (method.upper() in IDEMPOTENT and not stalled_once
                            and isinstance(exc, requests.ReadTimeout))
                 if safe and (stalled or time.monotonic() + pause < deadline):
-                    stalled_once = stalled_once or stalled
+                    stalled_once |= stalled
                     log.info("vault.retry", extra={"method": method.upper(),
                                                    "error": type(exc).__name__})
                     time.sleep(pause)
