@@ -189,6 +189,9 @@ class CertificateInfo:
     # SHA-256 (hex) of the issuing intermediate's DER, the chain's first certificate:
     # what a mass replacement selects by (``issuing_intermediate``); None when unknown.
     issuer_sha256: str | None = None
+    # The ACME profile the spec asked for at issuance ("" for none; sent only where the
+    # CA advertises profiles); None in records from before it was kept.
+    profile: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +210,7 @@ class CertificateInfo:
             **({"fallback_for": self.fallback_for,
                 "fallback_reason": self.fallback_reason} if self.fallback_for else {}),
             **({"issuer_sha256": self.issuer_sha256} if self.issuer_sha256 else {}),
+            **({"profile": self.profile} if self.profile is not None else {}),
         }
 
     @classmethod
@@ -228,6 +232,7 @@ class CertificateInfo:
             fallback_for=_text(data.get("fallback_for")),
             fallback_reason=_text(data.get("fallback_reason")),
             issuer_sha256=_text(data.get("issuer_sha256")),
+            profile=_text(data.get("profile")),
         )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Any, Iterator
 
 import hvac
@@ -190,6 +191,31 @@ def test_pebble_advertises_no_profiles_and_a_profile_asked_for_is_left_out(
         "dns_names": ["profiled.short.test"], "issuer": "pebble", "profile": "shortlived"})
     assert status == 201 and body["status"] == "valid", body
     assert body["profile"] == "shortlived"
+
+
+def test_a_profile_changed_in_the_spec_is_reissued_for(short: Short) -> None:
+    """The profile asked for at issuance is recorded with the certificate, so a spec
+    that asks for another one is a reason to reissue (``profile-changed``), as another
+    key type or issuer is; the reissued certificate records the new one."""
+    status, body = short.api("POST", "/v1/certificates?wait=60", {
+        "environment": "dev", "service": "short", "name": "reprofiled",
+        "dns_names": ["reprofiled.short.test"], "issuer": "pebble",
+        "profile": "shortlived"})
+    assert status == 201 and body["status"] == "valid", body
+    first = body["current"]
+    assert first["profile"] == "shortlived"
+    assert body["next_renewal"]["reason"] == "up-to-date"
+
+    status, body = short.api("PATCH", "/v1/certificates/dev.short.reprofiled",
+                             {"profile": "classic"})
+    assert status == 200, body
+    deadline = time.monotonic() + 60
+    while body["current"]["serial"] == first["serial"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status, body = short.api("GET", "/v1/certificates/dev.short.reprofiled")
+    assert body["current"]["serial"] != first["serial"], body
+    assert body["current"]["profile"] == "classic"
+    assert body["next_renewal"]["reason"] == "up-to-date"
 
 
 def test_a_teams_window_from_the_administrators_document_holds_its_renewals(

@@ -83,6 +83,22 @@ CASES = [
                  id="a certificate from another issuer needs reissue"),
     pytest.param({"current": current(issuer="zerossl")}, Decision(True, "issuer-changed"),
                  id="the issuer defaults to the one recorded on the certificate"),
+    pytest.param({"spec": spec(profile="shortlived"), "current": current(profile="")},
+                 Decision(True, "profile-changed"),
+                 id="a profile asked for since the issuance needs reissue"),
+    pytest.param({"current": current(profile="shortlived")},
+                 Decision(True, "profile-changed"),
+                 id="a profile dropped from the spec needs reissue"),
+    pytest.param({"spec": spec(profile="shortlived"),
+                  "current": current(profile="shortlived")},
+                 Decision(False, "up-to-date"),
+                 id="the profile asked for at issuance is up to date"),
+    pytest.param({"spec": spec(profile="shortlived")}, Decision(False, "up-to-date"),
+                 id="a certificate from before profiles were recorded is not reissued"),
+    pytest.param({"spec": spec(profile="shortlived"), "current": current(profile=""),
+                  "issued_by": "zerossl"},
+                 Decision(True, "issuer-changed"),
+                 id="issuer changed wins over profile changed"),
     pytest.param({"now": T0 + D(days=90)}, Decision(True, "expired"),
                  id="at not_after the certificate is expired"),
     pytest.param({"now": T0 + D(days=200)}, Decision(True, "expired"),
@@ -143,8 +159,8 @@ def test_needs_reissue(overrides: dict[str, Any], expected: Decision) -> None:
 
 def test_the_checks_run_in_the_documented_order() -> None:
     assert [check.__name__.replace("_", "-") for check in CHECKS] == [
-        "missing", "names-changed", "key-type-changed", "issuer-changed", "expired",
-        "renewal-due", "renewal-requested"]
+        "missing", "names-changed", "key-type-changed", "issuer-changed", "profile-changed",
+        "expired", "renewal-due", "renewal-requested"]
 
 
 def test_each_check_names_its_reason_and_says_why_and_the_first_hit_wins() -> None:

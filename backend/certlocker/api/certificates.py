@@ -47,6 +47,7 @@ def render(view: CertificateView, paths: Any, now: dt.datetime | None = None,
         current["issued_by"] = c["issuer_name"]
         current["fallback_for"] = c.get("fallback_for")
         current["fallback_reason"] = c.get("fallback_reason")
+        current["profile"] = c.get("profile")  # asked for at issuance; "" for none
     # A pool target's status is its worst node's; "nodes" has each node's own result.
     targets = [v.to_json() for v in target_views(spec.targets, status.targets,
                                                   status.current)]

@@ -116,6 +116,10 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
                                            "back at the next normal renewal"}),
                 "fallback_reason": _nullable({"type": "string", "description":
                                               "why the fallback issued it"}),
+                "profile": _nullable({"type": "string", "description":
+                                      "the ACME profile the spec asked for when it was "
+                                      "issued (\"\" for none); null for certificates "
+                                      "issued before it was recorded"}),
             },
         },
         "TargetStatus": {

@@ -190,7 +190,8 @@ class Issuance:
                                    leaf_pem=issued.certificate,
                                    chain_pem=issued.chain if spec.csr else None,
                                    acme_order=spec.acme_order,
-                                   issuer_sha256=first_fingerprint(issued.chain))
+                                   issuer_sha256=first_fingerprint(issued.chain),
+                                   profile=spec.profile or "")
         window = asked.result()
         replaced: list[dt.datetime] = []
 

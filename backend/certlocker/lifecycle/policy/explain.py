@@ -20,6 +20,7 @@ _TRIGGERS: dict[str, str] = {
     reissue.NAMES_CHANGED: "the spec's DNS names differ from the certificate's",
     reissue.KEY_TYPE_CHANGED: "the spec asks for another key type",
     reissue.ISSUER_CHANGED: "the spec names another issuer",
+    reissue.PROFILE_CHANGED: "the spec asks for another ACME profile",
     reissue.EXPIRED: "the certificate has expired",
     reissue.RENEWAL_DUE: "its renewal time has come",
 }

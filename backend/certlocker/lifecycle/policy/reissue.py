@@ -11,6 +11,8 @@ triggers (``CHECKS``), in order:
 ``key-type-changed``  the spec asks for another key type than the certificate was issued
                       with (skipped when that key type is unknown)
 ``issuer-changed``    the spec names another issuer than the one that issued it
+``profile-changed``   the spec asks for another ACME profile than it did at issuance
+                      (skipped for certificates issued before the profile was recorded)
 ``expired``           ``now`` is at or past ``not_after``
 ``renewal-due``       ``now`` is at or past the renewal time
 ``renewal-requested`` an operator forced a renewal (``status.renewal_request``) that no
@@ -58,6 +60,7 @@ class Reason(enum.StrEnum):
     NAMES_CHANGED = "names-changed"
     KEY_TYPE_CHANGED = "key-type-changed"
     ISSUER_CHANGED = "issuer-changed"
+    PROFILE_CHANGED = "profile-changed"
     EXPIRED = "expired"
     RENEWAL_DUE = "renewal-due"
     RENEWAL_REQUESTED = "renewal-requested"
@@ -70,6 +73,7 @@ class Reason(enum.StrEnum):
 
 MISSING, NAMES_CHANGED = Reason.MISSING, Reason.NAMES_CHANGED
 KEY_TYPE_CHANGED, ISSUER_CHANGED = Reason.KEY_TYPE_CHANGED, Reason.ISSUER_CHANGED
+PROFILE_CHANGED = Reason.PROFILE_CHANGED
 EXPIRED, RENEWAL_DUE = Reason.EXPIRED, Reason.RENEWAL_DUE
 RENEWAL_REQUESTED, IN_BACKOFF = Reason.RENEWAL_REQUESTED, Reason.IN_BACKOFF
 REFUSED, UP_TO_DATE = Reason.REFUSED, Reason.UP_TO_DATE
@@ -134,6 +138,14 @@ def issuer_changed(f: Facts) -> Hit:
                             f"was issued by {f.issued_by!r}")
 
 
+def profile_changed(f: Facts) -> Hit:
+    asked = f.current.profile if f.current is not None else None
+    if asked is None or asked == (f.spec.profile or ""):
+        return None
+    return (PROFILE_CHANGED, f"the spec asks for profile {f.spec.profile or '(none)'!r}; "
+                             f"the certificate was issued for {asked or '(none)'!r}")
+
+
 def expired(f: Facts) -> Hit:
     if f.current is None or f.now < f.current.not_after:
         return None
@@ -155,7 +167,7 @@ def renewal_requested(f: Facts) -> Hit:
 
 #: The triggers, in the documented order.
 CHECKS: tuple[Check, ...] = (missing, names_changed, key_type_changed, issuer_changed,
-                             expired, renewal_due, renewal_requested)
+                             profile_changed, expired, renewal_due, renewal_requested)
 
 
 def acme_order(f: Facts) -> Hit:
@@ -197,7 +209,8 @@ GATES: tuple[Check, ...] = (refused, in_backoff)
 
 #: The triggers a maintenance window holds back: rotations of a certificate that is
 #: still valid and served.
-WINDOWED = (NAMES_CHANGED, KEY_TYPE_CHANGED, ISSUER_CHANGED, RENEWAL_DUE, RENEWAL_REQUESTED)
+WINDOWED = (NAMES_CHANGED, KEY_TYPE_CHANGED, ISSUER_CHANGED, PROFILE_CHANGED, RENEWAL_DUE,
+            RENEWAL_REQUESTED)
 
 
 def maintenance_hold(f: Facts, trigger: str) -> maintenance.Hold:
