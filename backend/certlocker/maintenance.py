@@ -86,7 +86,12 @@ class MaintenanceWindow:
 
     def contains(self, at: dt.datetime) -> bool:
         """True when ``at`` is inside an opening (its start included, its end not)."""
-        return any(start <= at < end for start, end in self._openings(at))
+        return self.opening(at) is not None
+
+    def opening(self, at: dt.datetime) -> tuple[dt.datetime, dt.datetime] | None:
+        """The opening (start, end in UTC) that ``at`` is inside, or None."""
+        return next(((start, end) for start, end in self._openings(at)
+                     if start <= at < end), None)
 
     def next_start(self, at: dt.datetime) -> dt.datetime:
         """The start of the first opening after ``at``."""

@@ -254,6 +254,41 @@ def test_a_client_polling_at_the_retry_after_keeps_its_connection(
         conn.close()
 
 
+def test_the_renewal_window_falls_in_the_maintenance_window_across_orders(
+        stack: CertlockerStack) -> None:
+    """An operator's maintenance window on a client-held certificate moves the ARI window
+    certlocker suggests into its openings (as certlocker's own rotations are held), and
+    the client's next order keeps it in the spec."""
+    import datetime as dt
+
+    names = ["ebb.acme.test"]
+    service_with_names(stack, "ebb", names)
+    acme = new_client(stack, "ebb")
+    ad.obtain(acme, names)
+    opens = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=12)).replace(
+        second=0, microsecond=0)
+    closes = opens + dt.timedelta(minutes=1)
+    window = {"start": f"{opens:%H:%M}", "end": f"{closes:%H:%M}", "timezone": "UTC"}
+    patched = requests.patch(
+        f"{stack.api_url}/v1/certificates/prod.ebb.acme-ebb-acme-test",
+        json={"maintenance_window": window},
+        headers={"X-Vault-Token": stack.operator_token}, timeout=30)
+    assert patched.status_code == 200, patched.text
+
+    renewed = ad.obtain(acme, names)
+    shown = view(stack, "prod.ebb.acme-ebb-acme-test")
+    assert shown["maintenance_window"]["start"] == window["start"], "kept by the new order"
+    assert shown["current"]["serial"] == format(leaf(renewed.fullchain).serial_number, "x")
+    directory = requests.get(directory_url(stack), timeout=30).json()
+    answer = requests.get(f"{directory['renewalInfo']}/{ari.cert_id(renewed.fullchain)}",
+                          timeout=30)
+    assert answer.status_code == 200, answer.text
+    suggested = messages.RenewalInfo.from_json(answer.json()).suggested_window
+    assert f"{suggested.start:%H:%M}" == window["start"]
+    assert suggested.end - suggested.start <= dt.timedelta(minutes=1)
+    assert suggested.start < leaf(renewed.fullchain).not_valid_after_utc
+
+
 def test_revocation_goes_through_certlocker(stack: CertlockerStack) -> None:
     service_with_names(stack, "dock", ["dock.acme.test"])
     acme = new_client(stack, "dock")

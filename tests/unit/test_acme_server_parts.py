@@ -400,3 +400,28 @@ def test_a_failed_renewal_ends_its_order_and_is_not_issued_later() -> None:
         assert again.failed_acme_order is None
     finally:
         service.shutdown()
+
+
+def test_the_ari_window_falls_in_the_certificates_maintenance_window() -> None:
+    """ARI clients rotate when certlocker's ACME server says; with a maintenance window
+    that is inside it, as certlocker's own rotations are, unless waiting would leave too
+    little validity (the same override)."""
+    from certlocker import maintenance
+
+    window = maintenance.parse("maintenance_window", {"start": "02:00", "end": "04:00"})
+    day = dt.timedelta(days=1)
+    at = dt.datetime(2026, 12, 10, 12, 0, tzinfo=dt.timezone.utc)  # outside: noon
+    not_after = at + 30 * day
+    span = dt.timedelta(hours=36)
+    assert server._within(None, at, at + span, not_after, at) == (at, at + span)
+
+    opens = dt.datetime(2026, 12, 11, 2, 0, tzinfo=dt.timezone.utc)
+    assert server._within(window, at, at + span, not_after, at) == \
+        (opens, opens + dt.timedelta(hours=2)), "held: the next opening, cut at its end"
+
+    inside = dt.datetime(2026, 12, 10, 3, 0, tzinfo=dt.timezone.utc)
+    assert server._within(window, inside, inside + span, not_after, inside) == \
+        (inside, inside + dt.timedelta(hours=1)), "inside one: cut at its end"
+
+    near = at + dt.timedelta(hours=20)  # 20 h of slack, the opening 14 h off: override
+    assert server._within(window, at, at + span, near, at) == (at, at + span)

@@ -38,11 +38,12 @@ import josepy as jose
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import names
+from .. import maintenance, names
 from ..audit.recorder import Auditor, audited
 from ..clock import Clock, rfc3339
 from ..errors import CertlockerError, Conflict, InvalidInput, NotFound
 from ..lifecycle import renewal_info
+from ..maintenance import MaintenanceWindow
 from ..lifecycle.name_grants import NameOwnership
 from ..lifecycle.revocation import REASONS, RevocationService
 from ..lifecycle.service import CertificateService
@@ -475,18 +476,21 @@ class AcmeServer:
 
     def _window(self, issued: Issued, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         """certlocker's renewal plan for the certificate, or now when it must go now (an
-        operator's renewal request after it was issued, or its revocation)."""
+        operator's renewal request after it was issued, or its revocation); a renewal
+        inside the certificate's maintenance window (``_within``)."""
         found_status = self._store.read_status(issued.ref)
         found_spec = self._store.read_spec(issued.ref)
         status = found_status[0] if found_status else None
         spec = found_spec[0] if found_spec else None
+        window = spec.window if spec is not None else None
         if status is not None:
             revoked = status.revocation is not None and status.revocation.serial == issued.serial
             request = status.renewal_request
-            if revoked or status.state is State.RETIRED or (
-                    request is not None and request.at > issued.not_before):
-                at = request.at if request is not None and not revoked else now
-                return at - dt.timedelta(minutes=1), at
+            if revoked or status.state is State.RETIRED:
+                return now - dt.timedelta(minutes=1), now
+            if request is not None and request.at > issued.not_before:
+                return _within(window, request.at - dt.timedelta(minutes=1), request.at,
+                               issued.not_after, request.at)
         is_current = (status is not None and status.current is not None
                       and status.current.serial == issued.serial)
         info = status.current if is_current and status is not None and status.current \
@@ -500,7 +504,8 @@ class AcmeServer:
             at = renewal_info.plan(info, None, None, now).at
         lifetime = issued.not_after - issued.not_before
         end = min(at + max(lifetime / 20, dt.timedelta(minutes=1)), issued.not_after)
-        return at, max(end, at + dt.timedelta(seconds=1))
+        return _within(window, at, max(end, at + dt.timedelta(seconds=1)), issued.not_after,
+                       at)
 
     # -- internals ----------------------------------------------------------------------------
     def _authenticated(self, env: str, url: str, body: bytes, *,
@@ -727,6 +732,25 @@ def _settled(order: Order, status: CertificateStatus | None) -> Order | None:
             code, f"issuance failed: {status.last_error or status.state.value}"[:1000],
             status=403 if code == "rejectedIdentifier" else 500).document())
     return None
+
+
+def _within(window: MaintenanceWindow | None, start: dt.datetime, end: dt.datetime,
+            not_after: dt.datetime, renewal_at: dt.datetime,
+            ) -> tuple[dt.datetime, dt.datetime]:
+    """The suggested window ``start``-``end`` moved into the maintenance window, as
+    certlocker's own rotations are (``maintenance.hold``): to its next opening when the
+    renewal would be held, cut at the opening's end when it starts inside one, and left
+    as it is with no window or when waiting would leave too little validity (the
+    override)."""
+    if window is None:
+        return start, end
+    held = maintenance.hold(window, start, not_after, renewal_at)
+    if held.wait and held.until is not None:
+        start, end = held.until, held.until + (end - start)
+    opening = window.opening(start)
+    if opening is not None:
+        end = min(end, opening[1])
+    return start, max(end, start + dt.timedelta(seconds=1))
 
 
 def _answered(order: Order, status: CertificateStatus) -> bool:
