@@ -7,10 +7,12 @@ not, and a name becomes part of a path, an identity alias and a JWT ``sub``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 from .errors import InvalidInput
 
@@ -125,3 +127,19 @@ def _to_alabels(field: str, name: str) -> str:
         return idna.encode(name, uts46=True).decode("ascii")
     except idna.IDNAError:
         raise InvalidInput(field, "is not a valid internationalised domain name") from None
+
+
+def registered_domain(name: str) -> str:
+    """The domain a CA's per-domain limit counts ``name`` under, as Let's Encrypt counts
+    it: one label below its public suffix by the Public Suffix List, private entries
+    included (``a.example.co.uk`` counts as ``example.co.uk``, ``me.github.io`` as
+    itself); a wildcard's ``*.`` dropped. A name that is itself a public suffix counts
+    as itself."""
+    name = name.strip().rstrip(".").lower().removeprefix("*.")
+    return _suffixes().privatesuffix(name) or name
+
+
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    """The list the package bundles (no download): parsed once, on first use."""
+    return PublicSuffixList()

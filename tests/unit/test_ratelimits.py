@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from certlocker import settings as settings_module
+from certlocker import names, settings as settings_module
 from certlocker.clock import FixedClock
 from certlocker.errors import (ConfigurationError, Conflict, IssuanceDeferred, IssuanceFailed,
                                RateLimited)
@@ -120,9 +120,17 @@ def test_the_slack_is_the_setting_but_at_most_half_the_time_left() -> None:
     assert "exhausted" in (ratelimits.fallback_for_wait(2 * HOUR, HOUR) or "")
 
 
-def test_the_registered_domain_is_the_last_two_labels() -> None:
-    assert ratelimits.registered_domain("*.API.Example.com.") == "example.com"
-    assert ratelimits.registered_domain("example.com") == "example.com"
+def test_the_registered_domain_follows_the_public_suffix_list() -> None:
+    assert names.registered_domain("*.API.Example.com.") == "example.com"
+    assert names.registered_domain("example.com") == "example.com"
+    # Multi-label suffixes are not one bucket for a whole country's domains.
+    assert names.registered_domain("www.shop.example.co.uk") == "example.co.uk"
+    assert names.registered_domain("api.example.com.au") == "example.com.au"
+    # Private entries count as Let's Encrypt counts them: each user's site on its own.
+    assert names.registered_domain("docs.me.github.io") == "me.github.io"
+    # Names under a suffix the list does not know (.test) and a suffix itself.
+    assert names.registered_domain("a.b.example.test") == "example.test"
+    assert names.registered_domain("co.uk") == "co.uk"
 
 
 def test_a_retry_after_is_a_floor_for_the_next_attempt() -> None:

@@ -134,15 +134,6 @@ def fallback_for_wait(wait: dt.timedelta, allowed: dt.timedelta) -> str | None:
             f"beyond the {_human(allowed)} the certificate can wait")
 
 
-def registered_domain(name: str) -> str:
-    """The domain a CA's per-domain limit counts ``name`` under: its last two labels
-    (a wildcard's ``*.`` dropped). Without the Public Suffix List this over-groups names
-    under multi-label suffixes (``a.example.co.uk`` counts as ``co.uk``): more
-    conservative than the CA, never less."""
-    labels = name.strip().rstrip(".").lower().removeprefix("*.").split(".")
-    return ".".join(labels[-2:])
-
-
 def _as_delta(value: dt.timedelta | float | None) -> dt.timedelta | None:
     if value is None:
         return None

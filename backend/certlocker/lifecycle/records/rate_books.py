@@ -29,6 +29,7 @@ import hashlib
 import logging
 from typing import Any, Callable, Sequence
 
+from ... import names
 from ...errors import Conflict
 from ...ports import Store
 from ..policy import ratelimits
@@ -117,7 +118,7 @@ class RateBooks:
             for i in range(self._accounts)] if self._orders else []
         domains = ([self._read(self._store.paths.rate_book(self._issuer, "domains", _key(d)),
                                self._per_domain, now)
-                    for d in sorted({ratelimits.registered_domain(n) for n in dns_names})]
+                    for d in sorted({names.registered_domain(n) for n in dns_names})]
                    if self._per_domain else [])
         held = [(i, book.held_by(certificate)) for i, book in enumerate(accounts)]
         mine = [(i, e) for i, e in held if e is not None]
