@@ -173,6 +173,12 @@ def test_each_check_names_its_reason_and_says_why_and_the_first_hit_wins() -> No
     assert "new.example.com" in decision.message and "api.example.com" in decision.message
 
 
+def test_a_changed_profile_is_named_in_the_message() -> None:
+    decision = needs_reissue(spec(profile="shortlived"), current(profile=""), now=FRESH)
+    assert decision.message == ("the spec asks for profile 'shortlived'; the certificate "
+                                "was issued for no profile")
+
+
 def test_a_gated_trigger_says_both_the_gate_and_the_trigger() -> None:
     decision = needs_reissue(spec(dns_names=("new.example.com",)), CURRENT, now=FRESH,
                              status=FAILED)

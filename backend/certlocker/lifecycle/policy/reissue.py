@@ -142,8 +142,12 @@ def profile_changed(f: Facts) -> Hit:
     asked = f.current.profile if f.current is not None else None
     if asked is None or asked == (f.spec.profile or ""):
         return None
-    return (PROFILE_CHANGED, f"the spec asks for profile {f.spec.profile or '(none)'!r}; "
-                             f"the certificate was issued for {asked or '(none)'!r}")
+    return (PROFILE_CHANGED, f"the spec asks for {_profile(f.spec.profile)}; the "
+                             f"certificate was issued for {_profile(asked)}")
+
+
+def _profile(name: str | None) -> str:
+    return f"profile {name!r}" if name else "no profile"
 
 
 def expired(f: Facts) -> Hit:
