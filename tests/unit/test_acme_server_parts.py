@@ -340,13 +340,13 @@ def test_an_order_whose_finalize_never_recorded_its_spec_ends_invalid() -> None:
                   finalized_at=NOW - dt.timedelta(seconds=30))
     records = Records(store)
     version = records.save_order(order, 0)
-    assert acme._settle(order, version).status is OrderStatus.PROCESSING  # still young
+    assert acme._settle(order, version)[0].status is OrderStatus.PROCESSING  # still young
     old = order.replace(finalized_at=NOW - dt.timedelta(minutes=5))
     version = records.save_order(old, version)
     store.create_spec(acme_spec("a" * 32))
-    assert acme._settle(old, version).status is OrderStatus.PROCESSING  # recorded: answered
+    assert acme._settle(old, version)[0].status is OrderStatus.PROCESSING  # recorded: answered
     store.write_json(store.paths.spec(old.ref), acme_spec("b" * 32).to_json(), cas=None)
-    ended = acme._settle(old, version)
+    ended, _ = acme._settle(old, version)
     assert ended.status is OrderStatus.INVALID and ended.error is not None
     assert records.order("prod", "c" * 32, "a" * 32)[0].status is OrderStatus.INVALID
 
@@ -425,3 +425,17 @@ def test_the_ari_window_falls_in_the_certificates_maintenance_window() -> None:
 
     near = at + dt.timedelta(hours=20)  # 20 h of slack, the opening 14 h off: override
     assert server._within(window, at, at + span, near, at) == (at, at + span)
+
+
+def test_a_processing_order_waiting_for_a_rate_limit_slot_says_when_to_poll() -> None:
+    """An issuance an issuer's rate limits scheduled for later is not failed: its order
+    stays processing, and the client is told to come back when the slot comes, not
+    every 2 seconds."""
+    later = NOW + dt.timedelta(seconds=90.2)
+    waiting = CertificateStatus(state=State.PENDING, next_attempt_at=later,
+                                waiting="a slot in issuer pebble's rate limits")
+    assert server._retry_after(waiting, NOW) == 91
+    assert server._retry_after(waiting, later) == server.PROCESSING_RETRY_AFTER
+    failed_retry = waiting.replace(waiting=None, last_error="boom")
+    assert server._retry_after(failed_retry, NOW) == server.PROCESSING_RETRY_AFTER
+    assert server._retry_after(None, NOW) == server.PROCESSING_RETRY_AFTER

@@ -29,6 +29,7 @@ import concurrent.futures as cf
 import dataclasses
 import datetime as dt
 import hashlib
+import math
 import re
 import secrets
 import threading
@@ -295,8 +296,7 @@ class AcmeServer:
         signed, account, _ = self._authenticated(env, url, body)
         _post_as_get(signed)
         order, version = self._own_order(env, account, account_id, order_id)
-        order = self._settle(order, version)
-        return self._order_reply(order)
+        return self._order_reply(*self._settle(order, version))
 
     def authorization(self, env: str, url: str, body: bytes, account_id: str,
                       order_id: str, index: int) -> Reply:
@@ -331,7 +331,7 @@ class AcmeServer:
         payload = signed.json()
         if order.status is not OrderStatus.READY:
             if order.status is OrderStatus.PROCESSING:
-                return self._order_reply(self._settle(order, version))
+                return self._order_reply(*self._settle(order, version))
             raise AcmeProblem("orderNotReady", f"the order is {order.status.value}")
         if order.expires <= self._clock.now():
             raise AcmeProblem("orderNotReady", "the order has expired; place a new one")
@@ -377,8 +377,8 @@ class AcmeServer:
             finally:
                 self._waiters.release()
         if seen is None or not _answered(order, seen):
-            return self._order_reply(order)  # the client polls the order
-        return self._order_reply(self._settle(order, version, seen))
+            return self._order_reply(order, seen)  # the client polls the order
+        return self._order_reply(*self._settle(order, version, seen))
 
     def certificate(self, env: str, url: str, body: bytes, account_id: str,
                     order_id: str) -> Reply:
@@ -605,18 +605,18 @@ class AcmeServer:
                                                   certificate_name(dns)),
                                dns_names=dns, issuer=self._options.issuer)
 
-    def _settle(self, order: Order, version: int,
-                status: CertificateStatus | None = None) -> Order:
+    def _settle(self, order: Order, version: int, status: CertificateStatus | None = None,
+                ) -> tuple[Order, CertificateStatus | None]:
         """A processing order brought up to date with its certificate's status (read
-        unless given)."""
+        unless given), and that status."""
         if order.status is not OrderStatus.PROCESSING:
-            return order
+            return order, status
         if status is None:
             found = self._store.read_status(order.ref)
             status = found[0] if found else None
         settled = _settled(order, status) or self._abandoned(order)
         if settled is None:
-            return order
+            return order, status
         if settled.status is OrderStatus.VALID and settled.serial and status and \
                 status.current:
             self._records.file_serial(Issued(
@@ -627,7 +627,7 @@ class AcmeServer:
             self._records.save_order(settled, version)
         except Conflict:
             pass  # another poller settled it the same way
-        return settled
+        return settled, status
 
     def _abandoned(self, order: Order) -> Order | None:
         """A processing order its certificate's spec no longer names, long after its
@@ -679,10 +679,10 @@ class AcmeServer:
             document["error"] = order.error
         return document
 
-    def _order_reply(self, order: Order) -> Reply:
+    def _order_reply(self, order: Order, status: CertificateStatus | None = None) -> Reply:
         headers = {"Location": self._order_url(order.environment, order.account, order.id)}
         if order.status is OrderStatus.PROCESSING:
-            headers["Retry-After"] = str(PROCESSING_RETRY_AFTER)
+            headers["Retry-After"] = str(_retry_after(status, self._clock.now()))
         return Reply(200, self._order_json(order), headers=headers)
 
     def _authz_json(self, order: Order, index: int) -> dict[str, Any]:
@@ -751,6 +751,15 @@ def _within(window: MaintenanceWindow | None, start: dt.datetime, end: dt.dateti
     if opening is not None:
         end = min(end, opening[1])
     return start, max(end, start + dt.timedelta(seconds=1))
+
+
+def _retry_after(status: CertificateStatus | None, now: dt.datetime) -> int:
+    """Seconds a client polling a processing order should wait: until the slot an
+    issuer's rate limits gave the issuance (``status.waiting``), else a short poll."""
+    at = status.next_attempt_at if status is not None and status.waiting else None
+    if at is None or at <= now:
+        return PROCESSING_RETRY_AFTER
+    return max(PROCESSING_RETRY_AFTER, math.ceil((at - now).total_seconds()))
 
 
 def _answered(order: Order, status: CertificateStatus) -> bool:
