@@ -184,6 +184,9 @@ def _describe(cert: dict[str, Any]) -> str:
         left = cert.get("remaining_validity_seconds")
         lines.append(f"renewal:     failing, next attempt {cert.get('next_attempt_at') or '-'}"
                      + (f", {left // 3600} h of validity left" if left is not None else ""))
+    if cert.get("failed_acme_order"):
+        lines.append(f"acme order:  {cert['failed_acme_order']} failed (invalid); the "
+                     "client's next order is issued")
     planned = cert.get("next_renewal") or {}
     if planned:
         lines.append(f"next renewal: {planned.get('at') or 'never'} "

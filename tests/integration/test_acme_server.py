@@ -26,11 +26,13 @@ from urllib.parse import urlsplit
 import josepy as jose
 import pytest
 import requests
+from click.testing import CliRunner
 from acme import errors as acme_errors, jws as acme_jws, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certlocker.acmeserver.server import PROCESSING_RETRY_AFTER
+from certlocker.cli import main as cli
 from certlocker.issuance import ari
 from tests.support import acme_direct as ad
 from tests.support import kv
@@ -224,6 +226,20 @@ def test_a_renewal_the_ca_fails_ends_its_order_and_the_next_order_is_issued(
     assert shown["failed_acme_order"] == shown["acme_order"]
     assert shown["next_attempt_at"] is None
     assert shown["next_renewal"]["reason"] != "acme-order"
+    cli_env = {"CERTLOCKER_URL": stack.api_url, "VAULT_TOKEN": stack.operator_token}
+    described = CliRunner().invoke(cli, ["show", "prod.tide.acme-tide-acme-test"],
+                                   env=cli_env)
+    assert described.exit_code == 0, described.output
+    assert f"acme order:  {shown['acme_order']} failed (invalid)" in described.output
+    browser = requests.Session()
+    signed_in = browser.post(f"{stack.api_url}/login", data={"token": stack.operator_token},
+                             timeout=30, allow_redirects=False)
+    assert signed_in.status_code == 303, signed_in.text
+    page = browser.get(f"{stack.api_url}/certificates/prod.tide.acme-tide-acme-test",
+                       timeout=30)
+    assert page.status_code == 200
+    assert f"{shown['acme_order']}</code> failed and ended invalid" in " ".join(
+        page.text.split())
 
     renewed = ad.obtain(acme, names)
     cert = leaf(renewed.fullchain)

@@ -1,5 +1,5 @@
 """certlocker's ACME server under its issuer's rate limits, end to end: the dev stack
-(OpenBao, Pebble, the API under gunicorn, the reconciler) with "1 new order per 20 s"
+(OpenBao, Pebble, the API under gunicorn, the reconciler) with "1 new order per 30 s"
 on the Pebble issuer, and certbot's ``acme`` library as the client.
 
 The second order of a client inside the window is not failed: certlocker schedules its
@@ -28,7 +28,7 @@ from tests.support.stack import SHARED_PEBBLE_ENV
 pytestmark = pytest.mark.integration
 
 ENV = "prod"
-WINDOW = 20
+WINDOW = 30
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,8 @@ class RawServer:
                 with self._lock:
                     self.seen.append((line, port, headers, body))
                     drop, self.drop_next = self.drop_next, False
+                    # Read before answering: once answered, the test may reset it.
+                    hang_up = self.hang_up_after
                 if drop:
                     conn.shutdown(socket.SHUT_RDWR)
                     return
@@ -79,7 +81,7 @@ class RawServer:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Link: <a>;rel=\"up\"\r\nLink: <b>;rel=\"index\"\r\n"
                              + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-                if self.hang_up_after:
+                if hang_up:
                     time.sleep(0.05)  # after the client has read the answer
                     conn.sendall(b"\x15\x03\x03\x00\x02\x01\x00")
                     conn.shutdown(socket.SHUT_RDWR)
