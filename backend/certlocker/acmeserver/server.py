@@ -44,10 +44,10 @@ from ..audit.recorder import Auditor, audited
 from ..clock import Clock, rfc3339
 from ..errors import CertlockerError, Conflict, InvalidInput, NotFound
 from ..lifecycle import renewal_info
-from ..maintenance import MaintenanceWindow
 from ..lifecycle.name_grants import NameOwnership
 from ..lifecycle.revocation import REASONS, RevocationService
 from ..lifecycle.service import CertificateService
+from ..maintenance import MaintenanceWindow
 from ..models import (CertificateInfo, CertificateRef, CertificateSpec, CertificateStatus,
                       State)
 from ..ports import Credentials, Issuer, OperatorStore, Revoker
