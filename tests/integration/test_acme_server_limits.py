@@ -16,9 +16,7 @@ from typing import Iterator
 
 import hvac
 import pytest
-from acme import client as acme_client, crypto_util, messages
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from acme import client as acme_client, messages
 
 import devstack
 from tests.support import acme_direct as ad
@@ -49,11 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
 
 
 def finalize(acme: acme_client.ClientV2, names: list[str]) -> messages.OrderResource:
-    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    order = acme.new_order(crypto_util.make_csr(key, names))
-    return acme.begin_finalization(order)
+    return acme.begin_finalization(ad.new_order(acme, names)[0])
 
 
 def test_an_order_behind_the_rate_limit_is_told_when_to_come_back(

@@ -59,14 +59,20 @@ class Obtained:
     order: messages.OrderResource
 
 
-def obtain(acme: acme_client.ClientV2, names: list[str], *, timeout: float = 120,
-           key: Any = None) -> Obtained:
-    """newOrder, then finalize with a CSR of a key made here (the node's key)."""
+def new_order(acme: acme_client.ClientV2, names: list[str], key: Any = None,
+              ) -> tuple[messages.OrderResource, bytes]:
+    """newOrder with a CSR of a key made here (the node's key); the order and the key."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    order = acme.new_order(crypto_util.make_csr(key_pem, names))
+    return acme.new_order(crypto_util.make_csr(key_pem, names)), key_pem
+
+
+def obtain(acme: acme_client.ClientV2, names: list[str], *, timeout: float = 120,
+           key: Any = None) -> Obtained:
+    """newOrder, then finalize with a CSR of a key made here (the node's key)."""
+    order, key_pem = new_order(acme, names, key)
     import datetime as dt
 
     done = acme.poll_and_finalize(order, dt.datetime.now() + dt.timedelta(seconds=timeout))
