@@ -32,9 +32,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     from .api import (acme, audit, bundles, certificates, credentials, dashboard, discovery,
                       grants, lifecycle_actions, metrics, openapi, problems, replacements,
-                      system, verification, wellknown)
+                      routing, system, verification, wellknown)
 
     problems.init_app(app)
+    routing.install(app)
     for module in (wellknown, certificates, lifecycle_actions, verification, bundles,
                    credentials, grants, system, audit, discovery, metrics, openapi,
                    dashboard, acme, replacements):

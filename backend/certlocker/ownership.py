@@ -129,7 +129,7 @@ def claim_key(name: str) -> str:
 
 def grant_schema() -> dict[str, Any]:
     """The JSON Schema of a grant record, from the limits ``parse_grant`` enforces."""
-    listing = {"type": "array", "maxItems": MAX_GRANT_ENTRIES,
+    listing = {"type": ["array", "null"], "maxItems": MAX_GRANT_ENTRIES,  # null: none
                "items": {"type": "string", "minLength": 1, "maxLength": names.MAX_DNS_NAME}}
     return {"type": "object", "additionalProperties": False, "properties": {
         "dns_names": {**listing, "description": "exact names, wildcard names included"},

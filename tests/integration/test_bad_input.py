@@ -85,6 +85,8 @@ def assert_problem(resp: requests.Response, status: int, names: str | None = Non
     assert doc["status"] == status
     assert isinstance(doc["type"], str) and isinstance(doc["detail"], str)
     assert "Traceback" not in resp.text
+    if status == 401:  # RFC 9110 section 15.5.2: a 401 names a way to authenticate
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="certlocker"'
     if names is not None:
         assert doc.get("field") == names or names in doc["detail"], doc
     return doc
@@ -316,9 +318,22 @@ def test_unknown_route_is_404_problem(certlocker_stack: CertlockerStack,
     assert_problem(http.get(certlocker_stack.api_url + path, timeout=30), 404)
 
 
-def test_wrong_method_is_405_problem(certlocker_stack: CertlockerStack,
-                                     http: requests.Session) -> None:
-    assert_problem(http.put(certlocker_stack.api_url + "/v1/certificates", timeout=30), 405)
+@pytest.mark.parametrize("method, path, allowed", [
+    ("PUT", "/v1/certificates", {"GET", "POST"}),
+    ("TRACE", "/healthz", {"GET"}),
+    # fixed routes beside a variable one: the variable one used to answer 400 or 404
+    ("PATCH", "/v1/certificates/cleanup", {"GET"}),
+    ("DELETE", "/v1/certificates/cleanup", {"GET"}),
+    ("GET", "/v1/discovery/findings", {"POST"}),
+    ("GET", "/v1/discovery/scans", {"POST"}),
+])
+def test_wrong_method_is_405_problem_naming_the_allowed_ones(
+        certlocker_stack: CertlockerStack, http: requests.Session, method: str, path: str,
+        allowed: set[str]) -> None:
+    resp = http.request(method, certlocker_stack.api_url + path, timeout=30)
+    assert_problem(resp, 405)
+    # RFC 9110 section 15.5.6: a 405 must list what the resource supports
+    assert set(resp.headers["Allow"].split(", ")) - {"HEAD", "OPTIONS"} == allowed
 
 
 @pytest.mark.parametrize("headers", [
@@ -435,8 +450,10 @@ FORGED_JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"  # the shape, n
     ("POST", "/v1/services/nope/web/credentials", None),
     ("PUT", "/v1/grants/nope/web", {"dns_names": "x"}),
     ("GET", "/v1/grants/nope/web", None),
+    ("POST", "/v1/services/nope/web/credentials/refresh", None),
 ], ids=["declare-env", "declare-shape", "revoke", "renew-wait", "scan",
-        "findings", "discovery-query", "audit-query", "mint-env", "grant-put", "grant-get"])
+        "findings", "discovery-query", "audit-query", "mint-env", "grant-put", "grant-get",
+        "refresh-env"])
 @pytest.mark.parametrize("token", [None, "hvs.not-a-real-token"], ids=["none", "invalid"])
 def test_an_unauthenticated_request_is_refused_before_its_input_is_read(
         certlocker_stack: CertlockerStack, method: str, path: str, payload: Any,

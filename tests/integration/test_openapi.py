@@ -36,7 +36,7 @@ def doc(certlocker_stack: CertlockerStack) -> dict:
 
 
 def _openapi_path(rule: str) -> str:
-    return re.sub(r"<(?:[a-z_]+:)?([a-z0-9_]+)>", r"{\1}", rule)
+    return re.sub(r"<(?:[a-z0-9_]+:)?([a-z0-9_]+)>", r"{\1}", rule)
 
 
 def test_document_is_valid_openapi_3_1(doc: dict) -> None:

@@ -549,6 +549,13 @@ def test_refresh_refuses_foreign_stale_and_revoked_credentials(api: Api) -> None
     _problem(_refresh(api, "ref-victim", expired), 401)
     dev = api.mint("dev", "ref-victim")["token"]
     _problem(_refresh(api, "ref-victim", dev), 401)
+    # The credential is checked before the environment: a stranger learns nothing of
+    # which environments the deployment serves, and a genuine credential is no key to
+    # one it does not.
+    for bearer in ("not-a-jwt", genuine):
+        resp = api.call("POST", "/v1/services/staging/ref-victim/credentials/refresh",
+                        headers={"Authorization": f"Bearer {bearer}"})
+        assert "prod" not in _problem(resp, 401)["detail"]
 
     assert _refresh(api, "ref-victim", genuine).status_code == 201
     api.revoke("prod", "ref-victim")

@@ -16,7 +16,7 @@ from certlocker.credentials.keys import KeyRing
 from certlocker.credentials.memory import MemorySigningKeyStore
 from certlocker.credentials.service import CredentialService
 from certlocker.credentials.tokens import TokenMinter
-from certlocker.errors import AccessDenied, Conflict
+from certlocker.errors import AccessDenied, Conflict, Unauthenticated
 from tests.support.threads import run_together
 from tests.support.pools import threads
 
@@ -175,3 +175,14 @@ def test_the_key_ring_reads_versions_for_several_threads_at_once() -> None:
     errors = run_together(2, lambda _: seen.append(ring.active.kid), barrier=False)
     assert errors == []
     assert len(seen) == 2 and len(set(seen)) == 1
+
+
+def test_a_refresh_for_an_environment_no_longer_served_is_refused_and_recorded(
+        parts: Parts) -> None:
+    token = parts.service.mint("prod", "api", actor="alice").token
+    assert parts.service.refresh(token, "prod", "api", ("dev", "prod")).token != token
+    with pytest.raises(Unauthenticated, match="no longer served"):
+        parts.service.refresh(token, "prod", "api", ("dev",))
+    denied = parts.audit_store.events[max(parts.audit_store.events)]
+    assert (denied.action, denied.outcome) == ("credential.refresh", "denied")
+    assert verify(parts.audit_store).ok

@@ -69,7 +69,7 @@ def _fields() -> dict[str, Any]:
     return fields
 
 
-@bp.route("/<cert_id>/bundle", methods=["GET", "POST"])
+@bp.route("/<certificate_id:cert_id>/bundle", methods=["GET", "POST"])
 def bundle(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)

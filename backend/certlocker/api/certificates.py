@@ -183,14 +183,14 @@ def listed(s: Any, store: Any, environment: str | None = None,
         declared.refs, (ref for ref in retired if declared.may_list(ref))))
 
 
-@bp.get("/<cert_id>")
+@bp.get("/<certificate_id:cert_id>")
 def show(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
     return jsonify(render(s.certificates.view(caller().store, ref), s.store.paths))
 
 
-@bp.patch("/<cert_id>")
+@bp.patch("/<certificate_id:cert_id>")
 def patch(cert_id: str) -> Response:
     """Change a declared spec (targets, names, issuer, ...) by an RFC 7396 merge patch,
     validated like a declaration and written with the caller's token."""
@@ -205,7 +205,7 @@ def patch(cert_id: str) -> Response:
     return jsonify(render(s.certificates.view(who.store, ref), s.store.paths))
 
 
-@bp.post("/<cert_id>/renew")
+@bp.post("/<certificate_id:cert_id>/renew")
 def renew(cert_id: str) -> Response:
     s = services()
     wait = wait_seconds()

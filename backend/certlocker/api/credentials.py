@@ -65,12 +65,16 @@ def mint(env: str, service: str) -> Response:
 
 @bp.post("/<env>/<service>/credentials/refresh")
 def refresh(env: str, service: str) -> Response:
-    """The service presents its current, valid credential as a Bearer token."""
-    env, service = _target(env, service)
+    """The service presents its current, valid credential as a Bearer token; it is
+    checked before the environment is (unlike ``_target``)."""
+    env = names.component("environment", env)
+    service = names.component("service", service)
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() != "bearer " or not auth[7:].strip():
         raise Unauthenticated("present the current credential as 'Authorization: Bearer'")
-    return _render(services().credentials.refresh(auth[7:].strip(), env, service), env)
+    minted = services().credentials.refresh(auth[7:].strip(), env, service,
+                                            services().settings.environments)
+    return _render(minted, env)
 
 
 @bp.delete("/<env>/<service>/credentials")

@@ -241,14 +241,14 @@ def index() -> Response:
                     "total": len(found), "limit": int(raw_limit)})
 
 
-@bp.get("/<sha256>")
+@bp.get("/<sha256:sha256>")
 def show(sha256: str) -> Response:
     _authorize_read("discovery.read")
     svc = discovery_service()
     return jsonify(svc.view(svc.get(sha256)))
 
 
-@bp.post("/<sha256>/adopt")
+@bp.post("/<sha256:sha256>/adopt")
 def adopt(sha256: str) -> Response:
     """Body: ``{"environment", "service", "name", "issuer"}`` (and optionally the other
     spec fields but ``dns_names``, which are the discovered certificate's). Declares the

@@ -21,7 +21,7 @@ REVOKE_FIELDS = {"reason", "replace"}
 RETIRE_FIELDS = {"revoke"}
 
 
-@bp.post("/<cert_id>/revoke")
+@bp.post("/<certificate_id:cert_id>/revoke")
 def revoke(cert_id: str) -> Response:
     s = services()
     ref = CertificateRef.parse_id(cert_id)
@@ -51,7 +51,7 @@ def revoke(cert_id: str) -> Response:
     return resp
 
 
-@bp.delete("/<cert_id>")
+@bp.delete("/<certificate_id:cert_id>")
 def retire(cert_id: str) -> Response:
     """Retire: 200 once every step up to checking the targets is done, 202 while a step
     waits for the reconciler (the CA could not be reached: see ``retirement``)."""

@@ -51,13 +51,13 @@ WAIT = {"name": "wait", "in": "query", "required": False,
         "description": "Seconds to wait for the issuance to finish (0 to 120); without "
                        "it the answer is 202 while issuance runs",
         "schema": {"type": "number", "minimum": 0, "maximum": 120}}
-ENV = {"name": "env", "in": "path", "required": True, "schema": _ref("Name")}
+ENV = {"name": "env", "in": "path", "required": True, "schema": _ref("Environment")}
 SERVICE = {"name": "service", "in": "path", "required": True, "schema": _ref("Name")}
 SHA256 = {"name": "sha256", "in": "path", "required": True,
           "description": "SHA-256 fingerprint of the discovered leaf",
           "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
 GRANT_PATH: list[dict[str, Any]] = [{"name": "environment", "in": "path", "required": True,
-               "schema": {"$ref": "#/components/schemas/Name"}},
+               "schema": {"$ref": "#/components/schemas/Environment"}},
               {"name": "service", "in": "path", "required": True,
                "schema": {"$ref": "#/components/schemas/Name"}}]
 OPERATOR: list[dict[str, list[str]]] = [{"vaultToken": []}, {"bearerVaultToken": []}]
@@ -85,19 +85,24 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
         },
         "Name": {"type": "string", "pattern": r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
                  "description": "environment, service or certificate name"},
+        "Environment": ({"type": "string", "enum": list(rules.environments),
+                         "description": "an environment this deployment serves"}
+                        if rules.environments else _ref("Name")),
         "DnsName": {"type": "string", "maxLength": 253,
                     "description": "a DNS name; IDNs are stored as A-labels; a wildcard "
                                    "only as the whole leftmost label"},
         "CertificateDeclaration": declaration_schema(rules),
         "Grant": grant_schema(),
+        # The grant's fields and where it is: not allOf Grant, whose
+        # additionalProperties false would refuse the added ones.
         "GrantAnswer": {
-            "allOf": [_ref("Grant"), {
-                "type": "object", "required": ["environment", "service", "version"],
-                "properties": {"environment": {"type": "string"},
-                               "service": {"type": "string"},
-                               "version": {"type": "integer",
-                                           "description": "KV version; 0: no grant"},
-                               "vault": {"type": "object"}}}]},
+            "type": "object", "required": ["environment", "service", "version"],
+            "properties": {**grant_schema()["properties"],
+                           "environment": {"type": "string"},
+                           "service": {"type": "string"},
+                           "version": {"type": "integer",
+                                       "description": "KV version; 0: no grant"},
+                           "vault": {"type": "object"}}},
         "Current": {
             "type": "object",
             "required": ["serial", "not_before", "not_after", "sha256_fingerprint", "issuer"],
@@ -294,7 +299,7 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                            "name) order",
                 "security": OPERATOR,
                 "parameters": [
-                    {"name": "environment", "in": "query", "schema": _ref("Name")},
+                    {"name": "environment", "in": "query", "schema": _ref("Environment")},
                     {"name": "service", "in": "query", "schema": _ref("Name")},
                     {"name": "status", "in": "query", "description": "the shown status; "
                      "`failed` also selects certificates whose renewal is failing",
@@ -453,7 +458,7 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                 "operationId": "renewCertificate", "tags": ["certificates"],
                 "summary": "Issue a new certificate now", "security": OPERATOR,
                 "parameters": [CERT_ID, WAIT],
-                "responses": {**cert_answer, **_problems(400, 401, 403, 404, 503)},
+                "responses": {**cert_answer, **_problems(400, 401, 403, 404, 409, 503)},
             },
         },
         "/v1/certificates/{cert_id}/verify": {
@@ -462,7 +467,7 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                 "summary": "Handshake with every target now and record what each serves",
                 "security": OPERATOR, "parameters": [CERT_ID],
                 "responses": {"200": _json(_ref("Certificate"), "With fresh target results"),
-                              **_problems(401, 403, 404, 503)},
+                              **_problems(401, 403, 404, 409, 503)},
             },
         },
         "/v1/certificates/{cert_id}/bundle": {
@@ -661,7 +666,8 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
                              "security": [],
                              "responses": {"200": {"description": "Prometheus text format",
                                                    "content": {"text/plain": {"schema": {
-                                                       "type": "string"}}}}}}},
+                                                       "type": "string"}}}},
+                                           **_problems(401)}}},
         "/openapi.json": {"get": {"operationId": "openapi", "tags": ["unauthenticated"],
                                   "security": [],
                                   "responses": {"200": _json({"type": "object"},
@@ -671,7 +677,12 @@ def _paths(rules: SpecRules) -> dict[str, Any]:
 
 def document(rules: SpecRules = PERMISSIVE) -> dict[str, Any]:
     """The document for a deployment's spec rules (its environments and issuers)."""
-    statuses = (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503)
+    statuses = (400, 401, 403, 404, 409, 413, 414, 415, 422, 429, 431, 502, 503)
+    paths = {**_paths(rules), **openapi_replacements.paths()}
+    for operations in paths.values():
+        for operation in operations.values():
+            # gunicorn's own refusals (gunicorn_worker), before any route is chosen
+            operation["responses"].update(_problems(414, 431))
     return {
         "openapi": "3.1.0",
         "info": {"title": "certlocker", "version": __version__,
@@ -679,7 +690,7 @@ def document(rules: SpecRules = PERMISSIVE) -> dict[str, Any]:
                                 "OpenBao. Every error is an RFC 9457 problem document."},
         "servers": [{"url": "/"}],
         "security": OPERATOR,
-        "paths": {**_paths(rules), **openapi_replacements.paths()},
+        "paths": paths,
         "components": {
             "schemas": {**_schemas(rules), **openapi_replacements.schemas(rules)},
             "responses": {f"Problem{s}": {"description": _PROBLEM_TEXT[s], "content": {
@@ -705,9 +716,11 @@ _PROBLEM_TEXT = {400: "Invalid input: `detail` and `field` name the bad field or
                  404: "No such certificate or route",
                  409: "Already declared, or a concurrent change won",
                  413: "The body is larger than max_request_bytes",
+                 414: "The request line is longer than the server accepts",
                  415: "The body is not application/json",
                  422: "Well-formed but selects nothing (empty-selection)",
                  429: "The CA rate-limited certlocker (see Retry-After)",
+                 431: "The request's header fields are larger than the server accepts",
                  502: "The CA refused or the challenge failed",
                  503: "Vault is unavailable"}
 

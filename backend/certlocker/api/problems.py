@@ -17,6 +17,9 @@ from ..errors import PROBLEM_BASE, CertlockerError
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+#: every credential certlocker takes can be sent as ``Authorization: Bearer`` (a Vault
+#: token, a service credential, the metrics scrape token); ``detail`` says which
+CHALLENGE = 'Bearer realm="certlocker"'
 
 
 def problem(status: int, title: str, detail: str, type_: str = "about:blank",
@@ -42,13 +45,19 @@ def init_app(app: Flask) -> None:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after:
             resp.headers["Retry-After"] = str(int(retry_after))
+        if exc.status == 401:
+            resp.headers["WWW-Authenticate"] = CHALLENGE  # RFC 9110 section 15.5.2
         return resp
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        return problem(status, exc.name, exc.description or exc.name,
+        resp = problem(status, exc.name, exc.description or exc.name,
                        PROBLEM_BASE + exc.name.lower().replace(" ", "-"))
+        for name, value in exc.get_headers():  # a 405's Allow (RFC 9110 section 15.5.6)
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

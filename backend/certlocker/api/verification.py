@@ -14,7 +14,7 @@ bp = Blueprint("verification", __name__, url_prefix="/v1/certificates")
 authenticate_first(bp)
 
 
-@bp.post("/<cert_id>/verify")
+@bp.post("/<certificate_id:cert_id>/verify")
 def verify(cert_id: str) -> Response:
     """The caller must hold update on the spec (Vault decides, with their token): a
     verification dials every target and writes status and audit, so a read-only token

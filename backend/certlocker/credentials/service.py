@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Executor
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Collection, Protocol
 
 from .. import cas
 from ..errors import CertlockerError, Unauthenticated
@@ -87,17 +87,23 @@ class CredentialService:
                          "expires_at": minted.expires_at.isoformat()})
         return minted
 
-    def refresh(self, token: str, environment: str, service: str) -> MintedToken:
+    def refresh(self, token: str, environment: str, service: str,
+                environments: Collection[str]) -> MintedToken:
         """A service trades its current valid credential for a fresh one.
 
-        :raises Unauthenticated: for an invalid, expired or revoked credential, or one of
-            another service.
+        The credential is checked before anything about the deployment is: a caller
+        without one learns nothing, not even which ``environments`` it serves.
+
+        :raises Unauthenticated: for an invalid, expired or revoked credential, one of
+            another service, or of an environment no longer served.
         """
         subject = f"service:{environment}/{service}"
         try:
             claims: Claims = self.minter.verify(token, expected_environment=environment)
             if claims.service != service:
                 raise Unauthenticated("the credential belongs to another service")
+            if environment not in environments:
+                raise Unauthenticated("the credential's environment is no longer served")
         except CertlockerError as exc:
             audited(self._audit, subject, "credential.refresh", subject, "denied",
                     reason=exc.detail)
