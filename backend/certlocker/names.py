@@ -21,6 +21,9 @@ from .errors import InvalidInput
 COMPONENT_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 _COMPONENT = re.compile(COMPONENT_PATTERN)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+#: A last label that makes URL parsers read the host as an IPv4 address (the WHATWG URL
+#: standard's "ends in a number": ``127.1`` and ``0x7f.1`` are 127.0.0.1 to a browser).
+_NUMBER = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
 MAX_DNS_NAME = 253
 MAX_DNS_NAMES = 100
 
@@ -87,6 +90,11 @@ def dns_name(field: str, value: object, *, allow_wildcard: bool = True) -> str:
                 f"label '{label}' may hold only letters, digits and inner hyphens "
                 "(no underscores)",
             )
+    if _NUMBER.match(labels[-1]):
+        # No TLD is a number (RFC 3696 section 2), and CAs refuse such names.
+        raise InvalidInput(field, f"ends in the number '{labels[-1]}': URL parsers read "
+                                  "such a name as an IPv4 address; put addresses in "
+                                  "ip_addresses")
     full = ("*." if wildcard else "") + base
     if len(full) > MAX_DNS_NAME:
         raise InvalidInput(field, f"is longer than {MAX_DNS_NAME} octets")

@@ -9,7 +9,11 @@ answers returned. For each answer it checks that:
 - every status is one the document lists for the operation, in the content type it
   lists, and a 2xx body fits its schema;
 - a request that breaks the schema is refused with a 4xx;
-- a method the resource lacks gets 405 with the ``Allow`` the document implies.
+- a method the resource lacks gets 405 with the ``Allow`` the document implies;
+- an operation that needs a credential refuses the request without it.
+
+The stateful phase follows the document's links: a declared certificate's id is
+renewed, patched, verified, revoked and retired in random orders.
 
 A stack of its own: the generated requests declare, revoke, rotate keys and start
 replacements with the operator's token. A fixed seed keeps the run the same each time;
@@ -32,7 +36,8 @@ pytestmark = pytest.mark.integration
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance",
-          "negative_data_rejection", "unsupported_method", "allow_header_conformance")
+          "negative_data_rejection", "unsupported_method", "allow_header_conformance",
+          "ignored_auth")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 19
 EXAMPLES = 30  # per operation and phase: about 2,600 requests, 50 s here

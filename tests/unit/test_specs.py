@@ -43,6 +43,12 @@ CASES: list[tuple[dict[str, Any], str | None]] = [
     (body(dns_names=[7]), "dns_names/0"),
     (body(dns_names=["x" * 254]), "dns_names/0"),
     (body(dns_names=["*.shop.test"]), "dns_names/0"),  # wildcard with an http-01 issuer
+    # read as IPv4 addresses by URL parsers (127.0.0.1, 0.0.0.0, 16.0.0.1)
+    (body(dns_names=["127.1"]), "dns_names/0"),
+    (body(dns_names=["0"]), "dns_names/0"),
+    (body(dns_names=["www.0x10"]), "dns_names/0"),
+    (body(dns_names=["www.shop.test", "2130706433"]), "dns_names/1"),
+    (body(dns_names=["0x.shop.test", "1.www.shop.test", "shop.0test"]), None),
     (body(issuer="nowhere"), "issuer"),
     (body(issuer=""), "issuer"),
     (body(key_type="dsa"), "key_type"),
@@ -74,7 +80,7 @@ def test_the_parser_names_the_bad_field(declaration: dict[str, Any],
 
 # Checks JSON Schema cannot state (an IDNA label, a port's range, a bare number
 # of 1 or more in renew_before): the parser refuses them, the schema only describes them.
-BEYOND_SCHEMA = {"dns_names/0", "targets/0/address"}
+BEYOND_SCHEMA = {"dns_names/0", "dns_names/1", "targets/0/address"}
 
 
 @pytest.mark.parametrize("declaration, field", CASES)

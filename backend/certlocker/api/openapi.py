@@ -284,12 +284,23 @@ def _schemas(rules: SpecRules) -> dict[str, Any]:
     }
 
 
+#: What a client can do next with a certificate an answer names (OpenAPI links: client
+#: generators and Schemathesis's stateful runs follow them).
+CERTIFICATE_LINKS = {
+    operation: {"operationId": operation, "parameters": {"cert_id": "$response.body#/id"}}
+    for operation in ("getCertificate", "patchCertificate", "renewCertificate",
+                      "verifyCertificate", "revokeCertificate", "retireCertificate")}
+
+
+def _certificate(description: str) -> dict[str, Any]:
+    return {**_json(_ref("Certificate"), description), "links": CERTIFICATE_LINKS}
+
+
 def _paths(rules: SpecRules) -> dict[str, Any]:
     cert_answer = {
-        "200": _json(_ref("Certificate"), "Done (valid or failed) for an existing "
-                                          "certificate"),
-        "201": _json(_ref("Certificate"), "Declared and issued (or failed) within `wait`"),
-        "202": _json(_ref("Certificate"), "Accepted; issuance is running (see Location)"),
+        "200": _certificate("Done (valid or failed) for an existing certificate"),
+        "201": _certificate("Declared and issued (or failed) within `wait`"),
+        "202": _certificate("Accepted; issuance is running (see Location)"),
     }
     return {
         "/v1/certificates": {
