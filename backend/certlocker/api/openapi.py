@@ -693,7 +693,7 @@ def document(rules: SpecRules = PERMISSIVE) -> dict[str, Any]:
     for operations in paths.values():
         for operation in operations.values():
             # gunicorn's own refusals (gunicorn_worker), before any route is chosen
-            operation["responses"].update(_problems(414, 431))
+            operation["responses"] = {**operation["responses"], **_problems(414, 431)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "certlocker", "version": __version__,
