@@ -18,9 +18,14 @@ bp = Blueprint("credentials", __name__, url_prefix="/v1/services")
 authenticate_first(bp, exempt=("credentials.refresh",))
 
 
+def _names(env: str, service: str) -> tuple[str, str]:
+    """The two path components, checked for syntax only (which reveals nothing about
+    this deployment)."""
+    return names.component("environment", env), names.component("service", service)
+
+
 def _target(env: str, service: str) -> tuple[str, str]:
-    env = names.component("environment", env)
-    service = names.component("service", service)
+    env, service = _names(env, service)
     if env not in services().settings.environments:
         raise InvalidInput("environment", "is not an environment of this deployment")
     return env, service
@@ -67,8 +72,7 @@ def mint(env: str, service: str) -> Response:
 def refresh(env: str, service: str) -> Response:
     """The service presents its current, valid credential as a Bearer token; it is
     checked before the environment is (unlike ``_target``)."""
-    env = names.component("environment", env)
-    service = names.component("service", service)
+    env, service = _names(env, service)
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() != "bearer " or not auth[7:].strip():
         raise Unauthenticated("present the current credential as 'Authorization: Bearer'")
